@@ -1,0 +1,15 @@
+/**
+ * `npm run bench`: every benchmark, one after the other (they measure wall time, so never in parallel).
+ * Each prints its figures and the ratio against the seeds' way of doing the same work.
+ * `npm run bench -- NAME` runs only the named ones.
+ */
+const benches: Record<string, () => Promise<unknown>> = {
+  linux: async () => (await import("./linux.js")).run(),
+};
+
+const wanted = process.argv.slice(2);
+for (const [name, run] of Object.entries(benches)) {
+  if (wanted.length && !wanted.includes(name)) continue;
+  console.log(`\n=== bench: ${name} ===`);
+  await run();
+}

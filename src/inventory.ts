@@ -1,0 +1,201 @@
+/**
+ * Validation of an inventory before anything is planned or changed. Every problem is collected, so the
+ * operator fixes a file once instead of once per error, and each names file:line, node and value.
+ * Pure: node sources hand in what they read, this returns a checked Inventory or the list of problems.
+ */
+import {
+  canonicalIp,
+  cidrContains,
+  cidrsOverlap,
+  familyOfAddress,
+  ipInCidr,
+  parseCidr,
+  parseIp,
+  type Cidr,
+  type Inventory,
+  type Node,
+  type SourceLocation,
+} from "./model.js";
+
+/** A node as a source read it: text not yet checked. */
+export interface RawNode {
+  name?: string;
+  internalIPs: string[];
+  podCIDRs: string[];
+  sshAddress?: string;
+  fqdn?: string;
+  labels?: Record<string, string>;
+  origin?: SourceLocation;
+}
+
+export interface RawInventory {
+  cluster?: string;
+  clusterCIDR?: string;
+  nodes: RawNode[];
+  source: string;
+}
+
+/** One thing wrong with the input. */
+export interface Problem {
+  where?: SourceLocation;
+  node?: string;
+  value?: string;
+  message: string;
+}
+
+export function formatProblem(problem: Problem): string {
+  const parts: string[] = [];
+  if (problem.where) parts.push(`${problem.where.file}:${problem.where.line}`);
+  if (problem.node) parts.push(`node ${problem.node}`);
+  if (problem.value !== undefined) parts.push(JSON.stringify(problem.value));
+  return parts.length ? `${parts.join(": ")}: ${problem.message}` : problem.message;
+}
+
+/** Bad input: nothing has been changed. Carries every problem found. */
+export class InputError extends Error {
+  constructor(
+    readonly problems: Problem[],
+    readonly subject = "invalid input",
+  ) {
+    super(`${subject}:\n${problems.map((p) => `  ${formatProblem(p)}`).join("\n")}`);
+    this.name = "InputError";
+  }
+}
+
+export const DEFAULT_CLUSTER = "kubernetes";
+
+/** Node names end up in route tables, file names and remote commands: keep them to DNS-label-like text. */
+const NODE_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
+const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const LABEL_KEY = /^([A-Za-z0-9.-]{1,253}\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+
+/** Checks a raw inventory; returns it in canonical form or throws InputError listing every problem. */
+export function validateInventory(raw: RawInventory, options: { clusterCIDR?: string; cluster?: string } = {}): Inventory {
+  const problems: Problem[] = [];
+  const cluster = options.cluster ?? raw.cluster ?? DEFAULT_CLUSTER;
+  if (!CLUSTER_NAME.test(cluster)) {
+    problems.push({ value: cluster, message: "cluster name must be lowercase letters, digits and '-' (at most 63)" });
+  }
+
+  let clusterRange: Cidr | undefined;
+  const clusterText = options.clusterCIDR ?? raw.clusterCIDR;
+  if (clusterText !== undefined) {
+    const parsed = parseCidr(clusterText);
+    if (parsed.ok) clusterRange = parsed.cidr;
+    else problems.push({ value: clusterText, message: `cluster CIDR: ${parsed.reason}` });
+  }
+
+  if (raw.nodes.length === 0) problems.push({ message: `${raw.source}: the inventory has no nodes` });
+
+  const nodes: Node[] = [];
+  const podRanges: { range: Cidr; node: Pick<Node, "name" | "origin"> }[] = [];
+  const byName = new Map<string, Node>();
+  const byIp = new Map<string, Node>();
+
+  for (const rawNode of raw.nodes) {
+    const where = rawNode.origin;
+    const name = rawNode.name ?? "";
+    const say = (message: string, value?: string) => problems.push({ where, node: name || undefined, value, message });
+
+    if (!NODE_NAME.test(name)) say("node name must be letters, digits, '.', '_' or '-'", name);
+    const earlierName = byName.get(name);
+    if (earlierName) say(`duplicate node name (first at ${describe(earlierName)})`, name);
+
+    const internalIPs: string[] = [];
+    if (rawNode.internalIPs.length === 0) say("node has no internal IP");
+    for (const text of rawNode.internalIPs) {
+      const address = parseIp(text);
+      if (!address) {
+        say("internal IP is not a valid IP address", text);
+        continue;
+      }
+      const canonical = address.toString();
+      if (internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === familyOfAddress(address))) {
+        say(`more than one IPv${familyOfAddress(address)} internal IP`, text);
+        continue;
+      }
+      const earlier = byIp.get(canonical);
+      if (earlier) say(`duplicate internal IP (also node ${earlier.name} at ${describe(earlier)})`, text);
+      internalIPs.push(canonical);
+    }
+
+    let sshAddress: string | undefined;
+    if (rawNode.sshAddress !== undefined) {
+      sshAddress = canonicalIp(rawNode.sshAddress) ?? hostName(rawNode.sshAddress);
+      if (!sshAddress) say("SSH address is neither an IP address nor a host name", rawNode.sshAddress);
+    }
+
+    const podCIDRs: string[] = [];
+    for (const text of rawNode.podCIDRs) {
+      const parsed = parseCidr(text);
+      if (!parsed.ok) {
+        say(`pod CIDR: ${parsed.reason}`, text);
+        continue;
+      }
+      const range = parsed.cidr;
+      if (!internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === range.family)) {
+        say(`IPv${range.family} pod CIDR but no IPv${range.family} internal IP to route it to`, text);
+      }
+      if (clusterRange && !cidrContains(clusterRange, range)) {
+        say(`pod CIDR lies outside the cluster CIDR ${clusterRange.text}`, text);
+      }
+      for (const other of podRanges) {
+        if (cidrsOverlap(other.range, range)) {
+          say(`pod CIDR overlaps ${other.range.text} of node ${other.node.name} (${describe(other.node)})`, text);
+        }
+      }
+      podCIDRs.push(range.text);
+      podRanges.push({ range, node: { name, origin: where } });
+    }
+
+    for (const [key] of Object.entries(rawNode.labels ?? {})) {
+      if (!LABEL_KEY.test(key)) say("label key is not a valid Kubernetes label key", key);
+    }
+
+    const node: Node = {
+      name,
+      internalIPs,
+      podCIDRs,
+      ...(sshAddress ? { sshAddress } : {}),
+      ...(rawNode.fqdn ? { fqdn: rawNode.fqdn } : {}),
+      ...(rawNode.labels ? { labels: rawNode.labels } : {}),
+      ...(where ? { origin: where } : {}),
+    };
+    if (!earlierName && name) byName.set(name, node);
+    for (const ip of internalIPs) if (!byIp.has(ip)) byIp.set(ip, node);
+    nodes.push(node);
+  }
+
+  // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
+  for (const node of nodes) {
+    for (const ip of node.internalIPs) {
+      const holder = podRanges.find(({ range }) => ipInCidr(ip, range));
+      if (holder) {
+        problems.push({
+          where: node.origin,
+          node: node.name,
+          value: ip,
+          message: `internal IP lies inside pod CIDR ${holder.range.text} of node ${holder.node.name}`,
+        });
+      }
+    }
+  }
+
+  if (problems.length) throw new InputError(problems, `invalid inventory ${raw.source}`);
+  return {
+    cluster,
+    ...(clusterRange ? { clusterCIDR: clusterRange.text } : {}),
+    nodes,
+    source: raw.source,
+  };
+}
+
+function describe(node: Pick<Node, "origin">): string {
+  return node.origin ? `${node.origin.file}:${node.origin.line}` : "the inventory";
+}
+
+function hostName(text: string): string | undefined {
+  return /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(text)
+    ? text
+    : undefined;
+}

@@ -1,0 +1,163 @@
+/**
+ * The values every stage of the pipeline shares: nodes, inventories, routes, and the CIDR math on them.
+ * Pure: no I/O. CIDR parsing and matching come from ipaddr.js, which handles both families and the
+ * many spellings of IPv6; this module only adds canonical text and the checks podroutes needs.
+ */
+import ipaddr from "ipaddr.js";
+
+export type Family = 4 | 6;
+
+/** Where a value came from, so that an error can name it (`nodes.txt:3`). */
+export interface SourceLocation {
+  file: string;
+  line: number;
+}
+
+/** A cluster node as podroutes needs it. */
+export interface Node {
+  /** Unique within the inventory; the table name of host-route targets. */
+  name: string;
+  /** The node's internal addresses, at most one per family: the next hop of its pod CIDRs. */
+  internalIPs: string[];
+  /** Pod ranges, canonical CIDR text; empty for a node that runs no pods (a control plane). */
+  podCIDRs: string[];
+  /** Where to reach the node over SSH when it differs from its internal IP (a public IP). */
+  sshAddress?: string;
+  fqdn?: string;
+  labels?: Record<string, string>;
+  origin?: SourceLocation;
+}
+
+/** The nodes of one cluster, as read from a node source. */
+export interface Inventory {
+  cluster: string;
+  /** Every pod CIDR must lie inside it; routes outside it are never podroutes' business. */
+  clusterCIDR?: string;
+  nodes: Node[];
+  /** What was read, for messages: a path, `-`, `lab`, `gcp:project`. */
+  source: string;
+}
+
+/** One route podroutes wants: traffic for `destination` goes to `nextHop`, the internal IP of `node`. */
+export interface Route {
+  /** The seeds' name, `kubernetes-route-10-200-0-0-24`; a valid GCP resource name for both families. */
+  name: string;
+  destination: string;
+  nextHop: string;
+  node: string;
+  family: Family;
+}
+
+export interface Cidr {
+  /** Canonical text: network address in ipaddr.js' normal form, then the prefix length. */
+  text: string;
+  family: Family;
+  address: ipaddr.IPv4 | ipaddr.IPv6;
+  prefixLength: number;
+}
+
+export function familyOfAddress(address: ipaddr.IPv4 | ipaddr.IPv6): Family {
+  return address.kind() === "ipv4" ? 4 : 6;
+}
+
+/** Parses an IP address in its strict form (no IPv4 shorthand like `10.1`); undefined when it is not one. */
+export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
+  if (text.includes(":") && ipaddr.IPv6.isValid(text)) {
+    const parsed = ipaddr.IPv6.parse(text);
+    // An IPv4-mapped IPv6 address is a spelling trick, not a node address podroutes should route to.
+    return parsed.isIPv4MappedAddress() ? undefined : parsed;
+  }
+  return undefined;
+}
+
+/** Canonical text of an IP address, so that `fd00:0::1` and `fd00::1` compare equal. */
+export function canonicalIp(text: string): string | undefined {
+  return parseIp(text)?.toString();
+}
+
+export type CidrParse = { ok: true; cidr: Cidr } | { ok: false; reason: string };
+
+/** Parses `10.200.0.0/24`; refuses host bits (`10.200.0.1/24`) and names the network it meant. */
+export function parseCidr(text: string): CidrParse {
+  const slash = text.indexOf("/");
+  if (slash < 0) return { ok: false, reason: "not a CIDR (expected ADDRESS/PREFIX)" };
+  const address = parseIp(text.slice(0, slash));
+  const prefixText = text.slice(slash + 1);
+  if (!address) return { ok: false, reason: "not a valid IP address before the /" };
+  const max = address.kind() === "ipv4" ? 32 : 128;
+  if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max) {
+    return { ok: false, reason: `prefix length must be 0..${max}` };
+  }
+  const prefixLength = Number(prefixText);
+  const network = networkOf(address, prefixLength);
+  const canonical = `${network.toString()}/${prefixLength}`;
+  if (network.toString() !== address.toString()) {
+    return { ok: false, reason: `host bits set (the network is ${canonical})` };
+  }
+  return { ok: true, cidr: { text: canonical, family: familyOfAddress(address), address: network, prefixLength } };
+}
+
+/** Parses a CIDR that is known to be valid (already validated); throws otherwise. */
+export function cidr(text: string): Cidr {
+  const parsed = parseCidr(text);
+  if (!parsed.ok) throw new Error(`invalid CIDR ${JSON.stringify(text)}: ${parsed.reason}`);
+  return parsed.cidr;
+}
+
+function networkOf(address: ipaddr.IPv4 | ipaddr.IPv6, prefixLength: number): ipaddr.IPv4 | ipaddr.IPv6 {
+  return address.kind() === "ipv4"
+    ? ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${prefixLength}`)
+    : ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${prefixLength}`);
+}
+
+/** True when `ip` lies inside `range` (families must match). */
+export function ipInCidr(ip: string, range: Cidr): boolean {
+  const address = parseIp(ip);
+  if (!address || address.kind() !== range.address.kind()) return false;
+  return address.match(range.address, range.prefixLength);
+}
+
+/** True when `inner` lies wholly inside `outer`. */
+export function cidrContains(outer: Cidr, inner: Cidr): boolean {
+  return (
+    outer.family === inner.family &&
+    inner.prefixLength >= outer.prefixLength &&
+    inner.address.match(outer.address, outer.prefixLength)
+  );
+}
+
+/** Two CIDRs overlap exactly when one contains the other. */
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  return cidrContains(a, b) || cidrContains(b, a);
+}
+
+/**
+ * The seeds' route name: `kubernetes-route-10-200-0-0-24`. IPv6 uses the uncompressed groups without
+ * leading zeros (`kubernetes-route-fd00-10-200-0-0-0-0-0-64`), at most 60 characters, so it stays a
+ * valid GCP resource name ([a-z]([-a-z0-9]*[a-z0-9])?, 63 characters).
+ */
+export function routeName(destination: string): string {
+  const parsed = cidr(destination);
+  const groups =
+    parsed.address.kind() === "ipv4"
+      ? parsed.address.toString().split(".")
+      : (parsed.address as ipaddr.IPv6).parts.map((part) => part.toString(16));
+  return `kubernetes-route-${groups.join("-")}-${parsed.prefixLength}`;
+}
+
+/** The node's internal IP of one family, if it has one. */
+export function internalIpOf(node: Node, family: Family): string | undefined {
+  return node.internalIPs.find((ip) => familyOfAddress(parseIp(ip)!) === family);
+}
+
+/** Sorts CIDR texts by family, then numerically, so plans and tables read in address order. */
+export function compareCidrs(a: string, b: string): number {
+  const x = cidr(a);
+  const y = cidr(b);
+  if (x.family !== y.family) return x.family - y.family;
+  const xb = x.address.toByteArray();
+  const yb = y.address.toByteArray();
+  for (let i = 0; i < xb.length; i++) if (xb[i] !== yb[i]) return xb[i]! - yb[i]!;
+  return x.prefixLength - y.prefixLength;
+}

@@ -1,0 +1,135 @@
+/**
+ * The planner: which routes each table should hold, and the diff against what it holds. Pure, so the
+ * whole decision of what to change is tested without a kernel or a cloud, table-style and by property.
+ *
+ * One action per destination, as the Kubernetes route controller does: create, replace (ours, next hop
+ * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
+ * destination: reported, never overwritten).
+ */
+import { compareCidrs, familyOfAddress, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
+import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
+import { isResponsibleForRoute } from "./ownership.js";
+
+/** Someone else's route on a destination podroutes wants. */
+export interface Conflict {
+  route: Route;
+  existing: ObservedRoute;
+}
+
+export interface TableDiff {
+  table: TableRef;
+  changes: Change[];
+  unchanged: Route[];
+  conflicts: Conflict[];
+}
+
+export interface PlanSummary {
+  create: number;
+  replace: number;
+  delete: number;
+  unchanged: number;
+  conflicts: number;
+}
+
+export interface Plan {
+  cluster: string;
+  target: string;
+  tables: TableDiff[];
+  summary: PlanSummary;
+  review: Review;
+}
+
+/** The routes a table should hold: every pod CIDR of every node, except its own node's on a host table. */
+export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
+  const routes: Route[] = [];
+  for (const node of inventory.nodes) {
+    if (table.scope === "host" && node.name === table.node) continue;
+    for (const destination of node.podCIDRs) {
+      const family = familyOfAddress(parseIp(destination.split("/")[0]!)!);
+      const nextHop = internalIpOf(node, family);
+      // Validation guarantees a next hop of the pod CIDR's family; keep the planner total anyway.
+      if (!nextHop) continue;
+      routes.push({ name: routeName(destination), destination, nextHop, node: node.name, family });
+    }
+  }
+  return routes.sort((a, b) => compareCidrs(a.destination, b.destination));
+}
+
+export function defaultSameRoute(desired: Route, observed: ObservedRoute): boolean {
+  return observed.nextHop === desired.nextHop && observed.healthy !== false;
+}
+
+/**
+ * The diff of one table. `observed` may hold foreign routes on any destination; only those on a
+ * desired destination matter (conflicts). Deletes are limited to owned routes that podroutes is
+ * responsible for (inside the cluster CIDR when one is set).
+ */
+export function diffTable(
+  table: TableRef,
+  desired: Route[],
+  observed: ObservedRoute[],
+  options: { clusterCIDR?: string; sameRoute?: (desired: Route, observed: ObservedRoute) => boolean } = {},
+): TableDiff {
+  const same = options.sameRoute ?? defaultSameRoute;
+  const byDestination = new Map<string, ObservedRoute[]>();
+  for (const route of observed) {
+    const list = byDestination.get(route.destination) ?? [];
+    list.push(route);
+    byDestination.set(route.destination, list);
+  }
+
+  const diff: TableDiff = { table, changes: [], unchanged: [], conflicts: [] };
+  const wanted = new Set<string>();
+  for (const route of desired) {
+    wanted.add(route.destination);
+    const here = byDestination.get(route.destination) ?? [];
+    const foreign = here.find((r) => !r.owned);
+    const ours = here.filter((r) => r.owned);
+    if (foreign) {
+      diff.conflicts.push({ route, existing: foreign });
+      continue;
+    }
+    const keep = ours.find((r) => same(route, r));
+    const reused = keep ?? ours[0];
+    if (keep) diff.unchanged.push(route);
+    else if (reused) diff.changes.push({ action: "replace", route, current: reused });
+    else diff.changes.push({ action: "create", route });
+    // Further owned copies on the same destination (a half-finished replace) are leftovers.
+    for (const extra of ours) if (extra !== reused) diff.changes.push({ action: "delete", current: extra });
+  }
+
+  for (const route of observed) {
+    if (!route.owned || wanted.has(route.destination)) continue;
+    if (!isResponsibleForRoute(route.destination, options.clusterCIDR)) continue;
+    diff.changes.push({ action: "delete", current: route });
+  }
+  diff.changes.sort(compareChanges);
+  return diff;
+}
+
+export function summarize(tables: TableDiff[]): PlanSummary {
+  const summary: PlanSummary = { create: 0, replace: 0, delete: 0, unchanged: 0, conflicts: 0 };
+  for (const table of tables) {
+    for (const change of table.changes) summary[change.action]++;
+    summary.unchanged += table.unchanged.length;
+    summary.conflicts += table.conflicts.length;
+  }
+  return summary;
+}
+
+export function hasChanges(plan: Plan): boolean {
+  return plan.summary.create + plan.summary.replace + plan.summary.delete + plan.review.actions.length > 0;
+}
+
+export function changeDestination(change: Change): string {
+  return change.action === "delete" ? change.current.destination : change.route.destination;
+}
+
+function compareChanges(a: Change, b: Change): number {
+  return compareCidrs(changeDestination(a), changeDestination(b)) || a.action.localeCompare(b.action);
+}
+
+/** A plan that removes every route podroutes owns, used by `delete`. */
+export function deleteAllPlan(tables: { table: TableRef; observed: ObservedRoute[] }[], clusterCIDR?: string): TableDiff[] {
+  return tables.map(({ table, observed }) => diffTable(table, [], observed, { clusterCIDR }));
+}

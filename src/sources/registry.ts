@@ -1,0 +1,21 @@
+/**
+ * Where nodes come from. `--nodes NAME` picks a source listed here (one line each); anything else is
+ * a file path, or `-` for stdin, read by the file source.
+ */
+import type { RawInventory } from "../inventory.js";
+import type { OptionSpec, ResolvedOptions } from "../options.js";
+import { labSource } from "./lab.js";
+
+export interface NodeSourceFactory {
+  name: string;
+  description: string;
+  options: OptionSpec[];
+  /** Reads the nodes; validation happens afterwards, for every source alike. */
+  read(options: ResolvedOptions): Promise<RawInventory>;
+}
+
+export const nodeSources: NodeSourceFactory[] = [labSource];
+
+export function nodeSource(name: string): NodeSourceFactory | undefined {
+  return nodeSources.find((source) => source.name === name);
+}

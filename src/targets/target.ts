@@ -1,0 +1,139 @@
+/**
+ * The contract every target implements: a place where routes live (a Linux host's kernel table, a GCP
+ * network, an AWS route table). A target reads what a table holds, says which routes are podroutes',
+ * and writes a table's changes; planning, ordering, concurrency and reporting live outside it.
+ * Targets know nothing of the CLI or of each other.
+ */
+import type { Inventory, Route } from "../model.js";
+
+/** One table podroutes plans for. */
+export interface TableRef {
+  /** Stable id within the target: a node name, `rtb-…`, a network name. */
+  id: string;
+  /**
+   * `host`: the table lives on node `node`, which reaches its own pods directly, so it gets the
+   * routes of every OTHER node. `shared`: a VPC-level table that gets every node's routes.
+   */
+  scope: "host" | "shared";
+  /** For host tables: the node the table lives on. */
+  node?: string;
+}
+
+/** A route as a target found it. */
+export interface ObservedRoute {
+  /** Canonical CIDR text (`model.parseCidr(...).cidr.text`). */
+  destination: string;
+  /**
+   * The IP the route sends to, translated back to the node's internal IP where the target uses
+   * another handle (an ENI, an instance); undefined for routes with no IP next hop (blackhole, gateway).
+   */
+  nextHop?: string;
+  /** How the target shows the next hop (`10.240.0.21`, `eni-0abc`, `default-internet-gateway`). */
+  nextHopLabel?: string;
+  /** True only when the route carries podroutes' mark (protocol number, description marker, ...). */
+  owned: boolean;
+  /** The target's name or id for the route, when it has one (GCP route name). */
+  name?: string;
+  /** Linux: device and protocol; shown by `list`. */
+  device?: string;
+  protocol?: string;
+  /** False when the target reports the route as broken (AWS blackhole); treated as needing a replace. */
+  healthy?: boolean;
+  /** Target-specific fields, printed by `list -o json`. */
+  details?: Record<string, unknown>;
+}
+
+export type Change =
+  | { action: "create"; route: Route }
+  | { action: "replace"; route: Route; current: ObservedRoute }
+  | { action: "delete"; current: ObservedRoute };
+
+/** What became of one change. `error` is the target's own words (an `ip` error line, an API message). */
+export interface ChangeResult {
+  change: Change;
+  ok: boolean;
+  error?: string;
+}
+
+/** Progress of a long write, shown on a TTY; targets call it as changes finish. */
+export type Progress = (event: { table: string; done: number; total: number; message?: string }) => void;
+
+export interface WriteContext {
+  progress: Progress;
+  /** The inventory being applied, for targets that translate next hops (IP → ENI, instance). */
+  inventory: Inventory;
+}
+
+/**
+ * A target-specific step the plan shows and apply carries out before the route changes: turning off
+ * an instance's source/destination check, installing a persistence unit.
+ */
+export interface ExtraAction {
+  table: string;
+  id: string;
+  description: string;
+}
+
+/** What a target adds to a plan: warnings it shows, reasons apply must refuse, extra actions. */
+export interface Review {
+  warnings: string[];
+  /** Non-empty: `apply` refuses before any call (a quota or route limit would be exceeded). */
+  refusals: string[];
+  actions: ExtraAction[];
+}
+
+/** One finding of `verify`. */
+export interface Check {
+  table?: string;
+  ok: boolean;
+  /** `warning` findings are printed but do not fail verify. */
+  severity?: "error" | "warning";
+  message: string;
+}
+
+export interface Target {
+  /** Registry name, `local`, `lab`, `ssh`, `gcp`, `aws`: prefixes every error of the target. */
+  readonly name: string;
+  /** The tables podroutes plans for, given the inventory. */
+  tables(inventory: Inventory): Promise<TableRef[]>;
+  /**
+   * Every route of the table that podroutes owns, and every foreign route whose destination podroutes
+   * may want (so the plan can report conflicts). Throws when the table cannot be read at all.
+   */
+  read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]>;
+  /**
+   * Carries out one table's changes, batched as the target likes. Returns one result per change in
+   * any order; a change that failed is a result with ok=false, not an exception. Throws only when
+   * nothing could be attempted (host unreachable), and then no change was made.
+   */
+  write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]>;
+  /** Whether an observed owned route already is the desired one; default: same next hop and healthy. */
+  sameRoute?(desired: Route, observed: ObservedRoute): boolean;
+  /** Warnings, refusals and extra actions for a plan (quotas, source/dest checks, persistence). */
+  review?(plan: import("../plan/plan.js").Plan, inventory: Inventory): Promise<Review>;
+  /** Runs the extra actions of a review before the route changes; one result per action. */
+  runActions?(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]>;
+  /** Target-specific checks beyond "the tables match the plan" (packets, canIpForward, blackholes). */
+  verify?(inventory: Inventory, context: { progress: Progress }): Promise<Check[]>;
+  /**
+   * Columns of `list` for this target, in its users' own conventions (gcloud's NAME NETWORK DEST_RANGE
+   * NEXT_HOP PRIORITY for GCP); one row per route `read` returned.
+   */
+  listing?: { columns: string[]; row(table: TableRef, route: ObservedRoute): string[] };
+  /** Releases connections and clients. */
+  close?(): Promise<void>;
+}
+
+/** A target failed as a whole (could not read a table, bad options). The message names the target. */
+export class TargetError extends Error {
+  constructor(
+    readonly target: string,
+    message: string,
+    options?: { cause?: unknown; table?: string },
+  ) {
+    super(`${target}${options?.table ? ` ${options.table}` : ""}: ${message}`, options?.cause ? { cause: options.cause } : undefined);
+    this.name = "TargetError";
+    this.table = options?.table;
+  }
+  readonly table: string | undefined;
+}
