@@ -22,11 +22,6 @@ export interface PlanOptions {
   deleteAll?: boolean;
 }
 
-/** A diff with the reason a table could not be planned, if it could not. */
-export type PlannedTable = TableDiff & { error?: string };
-
-export type ObservedPlan = Plan & { tables: PlannedTable[] };
-
 export async function observe(target: Target, inventory: Inventory, options: PlanOptions): Promise<ObservedTable[]> {
   const tables = await target.tables(inventory);
   const limit = pLimit(Math.max(1, options.parallel));
@@ -47,9 +42,9 @@ export async function observe(target: Target, inventory: Inventory, options: Pla
 }
 
 /** Reads the target and plans. Tables that could not be read carry `error` and no changes. */
-export async function plan(target: Target, inventory: Inventory, options: PlanOptions): Promise<ObservedPlan> {
+export async function plan(target: Target, inventory: Inventory, options: PlanOptions): Promise<Plan> {
   const observed = await observe(target, inventory, options);
-  const tables: PlannedTable[] = observed.map(({ table, routes, error }) => {
+  const tables: TableDiff[] = observed.map(({ table, routes, error }) => {
     const desired = options.deleteAll ? [] : desiredRoutes(inventory, table);
     const diff = diffTable(table, desired, routes, {
       clusterCIDR: inventory.clusterCIDR,
@@ -57,7 +52,7 @@ export async function plan(target: Target, inventory: Inventory, options: PlanOp
     });
     return error === undefined ? diff : { table, changes: [], unchanged: [], conflicts: [], error };
   });
-  const partial: ObservedPlan = {
+  const partial: Plan = {
     cluster: inventory.cluster,
     target: target.name,
     tables,
@@ -84,7 +79,7 @@ export interface ApplyReport {
 
 export async function apply(
   target: Target,
-  planned: ObservedPlan,
+  planned: Plan,
   inventory: Inventory,
   options: { parallel: number; progress?: Progress },
 ): Promise<ApplyReport> {

@@ -21,6 +21,8 @@ export interface TableDiff {
   changes: Change[];
   unchanged: Route[];
   conflicts: Conflict[];
+  /** The table could not be read, so nothing is planned for it: why. */
+  error?: string;
 }
 
 export interface PlanSummary {

@@ -1,0 +1,248 @@
+/**
+ * The local lab: the seeds' clusters built from network namespaces on one machine, so podroutes can be
+ * seen working without a cloud account. A `vpc` namespace holds an L2 bridge; each worker namespace
+ * joins it by a veth, forwards IP, and runs one pod created by the real CNI `bridge` + `host-local`
+ * plugins. Nothing is created in, or changed of, the root namespace: links are made inside the vpc
+ * namespace with their peer sent straight into the worker (`ip -n VPC link add ... netns W`).
+ *
+ * The lab's state file is written before anything is created, so `lab down` removes exactly what the
+ * lab made, even after a half-finished `lab up`.
+ */
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { RawInventory } from "../inventory.js";
+import { run } from "../targets/linux/runner.js";
+import { bridgeCniConfig, labTopology, type LabTopology, type LabWorkerSpec } from "./topology.js";
+
+export const DEFAULT_LAB = "podroutes";
+export const LAB_STATE_ROOT = process.env.PODROUTES_LAB_DIR ?? "/run/podroutes";
+export const CNI_PATH = process.env.CNI_PATH ?? "/usr/lib/cni";
+
+export interface LabWorker extends LabWorkerSpec {
+  netns: string;
+  podNetns: string;
+  /** The pod's address, as the CNI plugin assigned it. */
+  podIP?: string;
+}
+
+export interface LabState extends Omit<LabTopology, "workers"> {
+  name: string;
+  vpcNetns: string;
+  jumpboxNetns: string;
+  stateDir: string;
+  workers: LabWorker[];
+  /** `creating` until `lab up` finished. */
+  status: "creating" | "up";
+  /** Processes the lab started (sshd per worker), by pid, so `lab down` ends exactly those. */
+  processes?: { netns: string; pid: number; what: string }[];
+  /** Extra data other parts of podroutes keep with the lab (SSH keys, known_hosts). */
+  extra?: Record<string, unknown>;
+}
+
+const LAB_NAME = /^[a-z][a-z0-9-]{0,30}$/;
+
+export function labStatePath(name: string): string {
+  return join(LAB_STATE_ROOT, `lab-${name}.json`);
+}
+
+function checkName(name: string): void {
+  if (!LAB_NAME.test(name)) throw new Error(`lab: name ${JSON.stringify(name)} must be lowercase letters, digits and '-' (at most 31)`);
+}
+
+export async function loadLab(name = DEFAULT_LAB): Promise<LabState | undefined> {
+  checkName(name);
+  try {
+    return JSON.parse(await readFile(labStatePath(name), "utf8")) as LabState;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new Error(`lab: cannot read ${labStatePath(name)}`, { cause: error });
+  }
+}
+
+export async function saveLab(state: LabState): Promise<void> {
+  await mkdir(LAB_STATE_ROOT, { recursive: true });
+  await writeFile(labStatePath(state.name), JSON.stringify(state, null, 2));
+}
+
+/** Reads the running lab, or explains how to start one. */
+export async function requireLab(name = DEFAULT_LAB): Promise<LabState> {
+  const state = await loadLab(name);
+  if (!state || state.status !== "up") {
+    throw new Error(`lab: no lab named ${name} is up; start it with \`podroutes lab up${name === DEFAULT_LAB ? "" : ` --lab ${name}`}\``);
+  }
+  return state;
+}
+
+async function sh(command: string, args: string[], what: string, stdin?: string, env?: NodeJS.ProcessEnv): Promise<string> {
+  const result = env ? await runWithEnv(command, args, env, stdin) : await run(command, args, stdin);
+  if (result.code !== 0) {
+    throw new Error(`lab: ${what} failed: ${command} ${args.join(" ")}: ${(result.stderr || result.stdout).trim()}`);
+  }
+  return result.stdout;
+}
+
+async function runWithEnv(command: string, args: string[], env: NodeJS.ProcessEnv, stdin?: string) {
+  // `env` as a program keeps the argument-array rule: no shell is involved.
+  const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return run("env", [...assignments, command, ...args], stdin);
+}
+
+export async function existingNamespaces(): Promise<Set<string>> {
+  const out = await sh("ip", ["netns", "list"], "listing namespaces");
+  return new Set(out.split("\n").map((line) => line.split(" ")[0]!).filter(Boolean));
+}
+
+export function labNamespaces(state: LabState): string[] {
+  return [state.vpcNetns, state.jumpboxNetns, ...state.workers.flatMap((w) => [w.netns, w.podNetns])];
+}
+
+export interface LabUpOptions {
+  name?: string;
+  topology?: string;
+  workers?: number;
+  log?: (line: string) => void;
+}
+
+/** Builds the lab; a second call with the lab already up changes nothing and returns it. */
+export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabState; created: boolean }> {
+  const name = options.name ?? DEFAULT_LAB;
+  checkName(name);
+  const log = options.log ?? (() => {});
+  const existing = await loadLab(name);
+  if (existing) {
+    const present = await existingNamespaces();
+    if (existing.status === "up" && labNamespaces(existing).every((ns) => present.has(ns))) {
+      log(`lab ${name} is already up (${existing.workers.length} workers, ${existing.topology})`);
+      return { state: existing, created: false };
+    }
+    log(`lab ${name} is incomplete: removing it before building it again`);
+    await labDown(name);
+  }
+
+  const topology = labTopology(options.topology ?? "gcp-seed", options.workers);
+  const stateDir = join(LAB_STATE_ROOT, `lab-${name}`);
+  const state: LabState = {
+    ...topology,
+    name,
+    vpcNetns: `${name}-vpc`,
+    jumpboxNetns: `${name}-jumpbox`,
+    stateDir,
+    status: "creating",
+    workers: topology.workers.map((w) => ({ ...w, netns: `${name}-${w.name}`, podNetns: `${name}-${w.name}-pod` })),
+  };
+  const taken = await existingNamespaces();
+  const clash = labNamespaces(state).filter((ns) => taken.has(ns));
+  if (clash.length) throw new Error(`lab: namespaces already exist that this lab did not make: ${clash.join(", ")}; nothing was changed`);
+  await mkdir(stateDir, { recursive: true });
+  await saveLab(state);
+
+  const ip = (args: string[], what: string) => sh("ip", args, what);
+  const vpc = state.vpcNetns;
+  await ip(["netns", "add", vpc], "creating the vpc namespace");
+  await ip(["-n", vpc, "link", "set", "lo", "up"], "vpc loopback");
+  await ip(["-n", vpc, "link", "add", "br0", "type", "bridge"], "the vpc bridge");
+  await ip(["-n", vpc, "link", "set", "br0", "up"], "the vpc bridge");
+
+  const join_ = async (netns: string, port: string, address: string) => {
+    await ip(["netns", "add", netns], `creating ${netns}`);
+    await ip(["-n", netns, "link", "set", "lo", "up"], `${netns} loopback`);
+    await ip(["-n", vpc, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns], `${netns} veth`);
+    await ip(["-n", vpc, "link", "set", port, "master", "br0", "up"], `${netns} bridge port`);
+    await ip(["-n", netns, "addr", "add", `${address}/${state.vpcPrefixLength}`, "dev", "eth0"], `${netns} address`);
+    await ip(["-n", netns, "link", "set", "eth0", "up"], `${netns} eth0`);
+  };
+
+  await join_(state.jumpboxNetns, "vjump", state.jumpboxIP);
+  log(`jumpbox ${state.jumpboxIP} (netns ${state.jumpboxNetns})`);
+  for (const [index, worker] of state.workers.entries()) {
+    await join_(worker.netns, `vw${index}`, worker.internalIP);
+    await sh("ip", ["netns", "exec", worker.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], `${worker.name} forwarding`);
+    await ip(["netns", "add", worker.podNetns], `creating ${worker.podNetns}`);
+    await ip(["-n", worker.podNetns, "link", "set", "lo", "up"], `${worker.podNetns} loopback`);
+    worker.podIP = await cniAdd(state, worker);
+    log(`${worker.name} ${worker.internalIP} pods ${worker.podCIDR} (pod ${worker.podIP}, netns ${worker.netns})`);
+    await saveLab(state);
+  }
+  state.status = "up";
+  await saveLab(state);
+  return { state, created: true };
+}
+
+function cniEnv(state: LabState, worker: LabWorker, command: "ADD" | "DEL"): NodeJS.ProcessEnv {
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: `${state.name}-${worker.name}-pod`,
+    CNI_NETNS: `/var/run/netns/${worker.podNetns}`,
+    CNI_IFNAME: "eth0",
+    CNI_PATH,
+  };
+}
+
+/** Runs the real `bridge` plugin inside the worker's namespace, as the kubelet's runtime would. */
+async function cniAdd(state: LabState, worker: LabWorker): Promise<string> {
+  const config = JSON.stringify(bridgeCniConfig(worker, join(state.stateDir, "ipam", worker.name)));
+  const out = await sh(
+    "ip",
+    ["netns", "exec", worker.netns, join(CNI_PATH, "bridge")],
+    `CNI ADD for ${worker.name}'s pod (is containernetworking-plugins installed in ${CNI_PATH}?)`,
+    config,
+    cniEnv(state, worker, "ADD"),
+  );
+  const result = JSON.parse(out) as { ips?: { address: string }[] };
+  const address = result.ips?.[0]?.address;
+  if (!address) throw new Error(`lab: CNI ADD for ${worker.name} returned no IP: ${out}`);
+  return address.split("/")[0]!;
+}
+
+/** Removes every namespace, process and file this lab made, and nothing else. */
+export async function labDown(name = DEFAULT_LAB, log: (line: string) => void = () => {}): Promise<boolean> {
+  const state = await loadLab(name);
+  if (!state) {
+    log(`lab ${name} is not up: nothing to remove`);
+    return false;
+  }
+  for (const proc of state.processes ?? []) {
+    try {
+      process.kill(proc.pid, "SIGTERM");
+      log(`stopped ${proc.what} (pid ${proc.pid})`);
+    } catch {
+      // already gone
+    }
+  }
+  const present = await existingNamespaces();
+  for (const worker of state.workers) {
+    if (present.has(worker.netns) && present.has(worker.podNetns)) {
+      const config = JSON.stringify(bridgeCniConfig(worker, join(state.stateDir, "ipam", worker.name)));
+      // DEL releases the IPAM lease; failure here must not keep the namespaces alive.
+      await run("env", [...Object.entries(cniEnv(state, worker, "DEL")).map(([k, v]) => `${k}=${v}`), "ip", "netns", "exec", worker.netns, join(CNI_PATH, "bridge")], config);
+    }
+  }
+  for (const netns of labNamespaces(state).reverse()) {
+    if (!present.has(netns)) continue;
+    await sh("ip", ["netns", "del", netns], `removing ${netns}`);
+    log(`removed netns ${netns}`);
+  }
+  await rm(state.stateDir, { recursive: true, force: true });
+  await rm(labStatePath(name), { force: true });
+  return true;
+}
+
+/** The lab's nodes as a node source sees them. */
+export function labInventory(state: LabState): RawInventory {
+  return {
+    cluster: state.cluster,
+    clusterCIDR: state.clusterCIDR,
+    source: `lab ${state.name}`,
+    nodes: state.workers.map((worker) => ({
+      name: worker.name,
+      internalIPs: [worker.internalIP],
+      podCIDRs: [worker.podCIDR],
+      labels: { "podroutes.dev/lab": state.name },
+    })),
+  };
+}
+
+export function labExists(name = DEFAULT_LAB): boolean {
+  return existsSync(labStatePath(name));
+}

@@ -1,0 +1,147 @@
+/**
+ * Plans and apply reports as people read them (terraform's symbols and footer) and as programs read them
+ * (a versioned JSON document). Pure: values in, text or plain objects out.
+ */
+import type { ApplyReport } from "../apply/engine.js";
+import type { Change, ObservedRoute } from "../targets/target.js";
+import type { Plan, TableDiff } from "./plan.js";
+import { hasChanges } from "./plan.js";
+
+/** Bumped when the JSON shape changes incompatibly. */
+export const FORMAT_VERSION = "1.0";
+
+const SYMBOL = { create: "+", replace: "-/+", delete: "-" } as const;
+
+function via(route: ObservedRoute): string {
+  return route.nextHopLabel ?? route.nextHop ?? "?";
+}
+
+export function describeChange(change: Change): string {
+  switch (change.action) {
+    case "create":
+      return `${change.route.destination} via ${change.route.nextHop} (${change.route.node})`;
+    case "replace":
+      return `${change.route.destination} via ${change.route.nextHop} (${change.route.node}), was via ${via(change.current)}${change.current.healthy === false ? " (broken)" : ""}`;
+    case "delete":
+      return `${change.current.destination} via ${via(change.current)}`;
+  }
+}
+
+function tableTitle(table: TableDiff): string {
+  return table.table.scope === "host" ? `${table.table.id} (routes on node ${table.table.node})` : table.table.id;
+}
+
+/** Human plan, terraform style. */
+export function renderPlan(plan: Plan, options: { verb?: string } = {}): string {
+  const lines: string[] = [];
+  const changed = plan.tables.filter((t) => t.changes.length || t.conflicts.length || t.error !== undefined);
+  for (const action of plan.review.actions) lines.push(`  ~ ${action.table}: ${action.description}`);
+  for (const table of changed) {
+    lines.push(`  ${tableTitle(table)}`);
+    if (table.error !== undefined) lines.push(`    ✗ cannot read: ${table.error}`);
+    for (const change of table.changes) lines.push(`    ${SYMBOL[change.action].padStart(3)} ${describeChange(change)}`);
+    for (const conflict of table.conflicts) {
+      lines.push(
+        `      ! ${conflict.route.destination}: a route podroutes does not own is there (via ${via(conflict.existing)}${conflict.existing.protocol ? `, proto ${conflict.existing.protocol}` : ""}${conflict.existing.name ? `, ${conflict.existing.name}` : ""}); left alone, ${conflict.route.node}'s route is not written`,
+      );
+    }
+  }
+  const out: string[] = [];
+  const s = plan.summary;
+  if (lines.length) {
+    out.push(`podroutes will ${options.verb ?? "make these changes"} on target ${plan.target} (cluster ${plan.cluster}):`, "", ...lines, "");
+  }
+  for (const warning of plan.review.warnings) out.push(`Warning: ${warning}`);
+  for (const refusal of plan.review.refusals) out.push(`Refused: ${refusal}`);
+  if (!hasChanges(plan)) {
+    out.push(`No changes. ${s.unchanged} route${s.unchanged === 1 ? "" : "s"} already match the inventory.`);
+  } else {
+    out.push(
+      `Plan: ${s.create} to add, ${s.replace} to replace, ${s.delete} to destroy${plan.review.actions.length ? `, ${plan.review.actions.length} other actions` : ""}. ${s.unchanged} unchanged.`,
+    );
+  }
+  if (s.conflicts) out.push(`${s.conflicts} conflict${s.conflicts === 1 ? "" : "s"}: routes podroutes does not own sit on its destinations (see "!" above).`);
+  const unreadable = plan.tables.filter((t) => t.error !== undefined).length;
+  if (unreadable) out.push(`${unreadable} table${unreadable === 1 ? "" : "s"} could not be read: nothing is planned for ${unreadable === 1 ? "it" : "them"}.`);
+  return out.join("\n");
+}
+
+function changeJson(change: Change) {
+  if (change.action === "delete") {
+    return { action: change.action, destination: change.current.destination, current: change.current };
+  }
+  return {
+    action: change.action,
+    destination: change.route.destination,
+    name: change.route.name,
+    next_hop: change.route.nextHop,
+    node: change.route.node,
+    ...(change.action === "replace" ? { current: change.current } : {}),
+  };
+}
+
+export function planJson(plan: Plan) {
+  return {
+    format_version: FORMAT_VERSION,
+    cluster: plan.cluster,
+    target: plan.target,
+    changes_pending: hasChanges(plan),
+    summary: plan.summary,
+    warnings: plan.review.warnings,
+    refusals: plan.review.refusals,
+    actions: plan.review.actions,
+    tables: plan.tables.map((t) => ({
+      table: t.table,
+      ...(t.error !== undefined ? { error: t.error } : {}),
+      changes: t.changes.map(changeJson),
+      conflicts: t.conflicts.map((c) => ({ destination: c.route.destination, wanted: c.route, existing: c.existing })),
+      unchanged: t.unchanged.map((r) => r.destination),
+    })),
+  };
+}
+
+/** What apply did, per table: done, failed with the target's words, or not attempted and why. */
+export function renderReport(report: ApplyReport): string {
+  const lines: string[] = [];
+  for (const action of report.actions) {
+    lines.push(`  ${action.ok ? "✓" : "✗"} ${action.action.table}: ${action.action.description}${action.error ? `: ${action.error}` : ""}`);
+  }
+  for (const outcome of report.tables) {
+    if (outcome.error !== undefined) {
+      lines.push(`  ✗ ${outcome.table.id}: nothing changed: ${outcome.error}`);
+      continue;
+    }
+    if (outcome.results.length === 0) continue;
+    const failed = outcome.results.filter((r) => !r.ok);
+    lines.push(`  ${failed.length ? "✗" : "✓"} ${outcome.table.id}: ${outcome.results.length - failed.length}/${outcome.results.length} changes done`);
+    for (const result of failed) lines.push(`      failed ${result.change.action} ${describeChange(result.change)}: ${result.error}`);
+  }
+  const c = report.counts;
+  lines.push(
+    "",
+    `Apply ${report.ok ? "complete" : "INCOMPLETE"}: ${c.created} added, ${c.replaced} replaced, ${c.deleted} destroyed${c.failed ? `, ${c.failed} failed` : ""}${c.failedTables ? ` (${c.failedTables} table${c.failedTables === 1 ? "" : "s"} not reached)` : ""}.`,
+  );
+  if (!report.ok) lines.push("Nothing else was changed. Fix the cause and run the same command again: it finishes the job.");
+  return lines.join("\n");
+}
+
+export function reportJson(report: ApplyReport) {
+  return {
+    format_version: FORMAT_VERSION,
+    ok: report.ok,
+    counts: report.counts,
+    actions: report.actions,
+    tables: report.tables.map((t) => ({
+      table: t.table,
+      ...(t.error !== undefined ? { error: t.error } : {}),
+      results: t.results.map((r) => ({ ...changeJson(r.change), ok: r.ok, ...(r.error ? { error: r.error } : {}) })),
+    })),
+  };
+}
+
+/** A fixed-width table with a header row, like kubectl and gcloud print. */
+export function renderColumns(columns: string[], rows: string[][]): string {
+  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join("").trimEnd();
+  return [line(columns), ...rows.map(line)].join("\n");
+}

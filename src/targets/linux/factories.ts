@@ -1,0 +1,84 @@
+/**
+ * The host-route targets that run `ip` on this machine: `local` (this host, or the namespace podroutes
+ * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
+ * HostRoutesTarget with another transport.
+ */
+import { DEFAULT_LAB, requireLab } from "../../lab/lab.js";
+import { checkPodPaths } from "../../lab/paths.js";
+import type { OptionSpec, ResolvedOptions } from "../../options.js";
+import type { TargetFactory } from "../registry.js";
+import { TargetError } from "../target.js";
+import { HostRoutesTarget, nodeOfAddresses } from "./host-routes.js";
+import { DEFAULT_PROTO } from "./iproute.js";
+import { localRunner } from "./runner.js";
+
+/** Shared by every host-route target (local, lab, ssh). */
+export const protoOption: OptionSpec = {
+  flags: "--proto <number>",
+  description: `route protocol number that marks podroutes' routes (1-255, default ${DEFAULT_PROTO})`,
+  default: String(DEFAULT_PROTO),
+};
+
+export function protoOf(owner: string, options: ResolvedOptions): number {
+  const text = String(options.proto ?? DEFAULT_PROTO);
+  const proto = Number(text);
+  // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static): never podroutes'.
+  if (!/^\d+$/.test(text) || proto < 5 || proto > 255) {
+    throw new TargetError(owner, `--proto must be a whole number from 5 to 255 (got ${JSON.stringify(text)})`);
+  }
+  return proto;
+}
+
+export const localTarget: TargetFactory = {
+  name: "local",
+  description: "this host's routing table (inside a network namespace: that namespace)",
+  options: [protoOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
+  async create(options) {
+    const runner = localRunner();
+    return new HostRoutesTarget({
+      name: "local",
+      proto: protoOf("local", options),
+      connect: async () => runner,
+      async tables(inventory, target) {
+        let node = options.node as string | undefined;
+        if (node !== undefined && !inventory.nodes.some((n) => n.name === node)) {
+          throw new TargetError("local", `--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`);
+        }
+        if (node === undefined) {
+          const probe = { id: "this host", scope: "host" as const };
+          const state = await target.state(probe, inventory);
+          node = nodeOfAddresses(inventory, state.addresses);
+          if (!node) {
+            throw new TargetError(
+              "local",
+              `none of this host's addresses (${state.addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
+            );
+          }
+        }
+        return [{ id: node, scope: "host", node }];
+      },
+    });
+  },
+};
+
+export const labTarget: TargetFactory = {
+  name: "lab",
+  description: "every worker of the local lab (`podroutes lab up`), verified with real packets",
+  options: [protoOption, { flags: "--lab <name>", description: "which local lab", default: DEFAULT_LAB }],
+  async create(options) {
+    const lab = await requireLab(String(options.lab ?? DEFAULT_LAB));
+    return new HostRoutesTarget({
+      name: "lab",
+      proto: protoOf("lab", options),
+      async tables(inventory) {
+        const missing = inventory.nodes.filter((node) => !lab.workers.some((w) => w.name === node.name));
+        if (missing.length) {
+          options.warn(`lab: ${missing.map((n) => n.name).join(", ")} not in lab ${lab.name}: their routes go to the other workers, but no table of theirs is written`);
+        }
+        return lab.workers.filter((w) => inventory.nodes.some((n) => n.name === w.name)).map((w) => ({ id: w.name, scope: "host" as const, node: w.name }));
+      },
+      connect: async (table) => localRunner(lab.workers.find((w) => w.name === table.node)!.netns),
+      verify: async (_inventory, context) => checkPodPaths(await requireLab(lab.name), { progress: context.progress }),
+    });
+  },
+};
