@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { InputError, validateInventory } from "../inventory.js";
+import { detectFormat, parseNodesFile } from "./file.js";
+
+const seedTable = "10.69.1.20 10.70.0.0/24\n10.69.1.21 10.70.1.0/24\n10.69.1.22 10.70.2.0/24\n";
+const machines = `# Kubernetes the Hard Way
+10.240.0.10 server.kubernetes.local server
+10.240.0.20 node-0.kubernetes.local node-0 10.200.0.0/24
+10.240.0.21 node-1.kubernetes.local node-1 10.200.1.0/24
+`;
+const yaml = `cluster: kubernetes-the-hard-way
+clusterCIDR: 10.200.0.0/16
+nodes:
+  - name: worker-0
+    internalIP: 10.240.0.20
+    podCIDRs: [10.200.0.0/24, "fd00:10:200::/64"]
+    sshAddress: 203.0.113.10
+  - name: worker-1
+    internalIP: [10.240.0.21, "fd00::21"]
+    podCIDRs: [10.200.1.0/24]
+    labels: {zone: a}
+`;
+
+describe("node files", () => {
+  it("detects each format from the text", () => {
+    assert.equal(detectFormat(seedTable), "routing-table");
+    assert.equal(detectFormat(machines), "machines.txt");
+    assert.equal(detectFormat(yaml), "yaml");
+    assert.equal(detectFormat('{"nodes":[]}'), "json");
+    assert.equal(detectFormat('{"kind":"NodeList","items":[]}'), "kubernetes-nodelist");
+  });
+
+  it("reads the seeds' routing table, naming nodes by their IP", () => {
+    const raw = parseNodesFile(seedTable, "table.txt");
+    assert.deepEqual(raw.nodes.map((n) => [n.name, n.internalIPs[0], n.podCIDRs[0], n.origin?.line]), [
+      ["10.69.1.20", "10.69.1.20", "10.70.0.0/24", 1],
+      ["10.69.1.21", "10.69.1.21", "10.70.1.0/24", 2],
+      ["10.69.1.22", "10.69.1.22", "10.70.2.0/24", 3],
+    ]);
+  });
+
+  it("reads machines.txt; a line without a pod subnet is a node without pods", () => {
+    const inventory = validateInventory(parseNodesFile(machines, "machines.txt"));
+    assert.deepEqual(inventory.nodes.map((n) => [n.name, n.fqdn, n.podCIDRs]), [
+      ["server", "server.kubernetes.local", []],
+      ["node-0", "node-0.kubernetes.local", ["10.200.0.0/24"]],
+      ["node-1", "node-1.kubernetes.local", ["10.200.1.0/24"]],
+    ]);
+  });
+
+  it("reads YAML with dual-stack pod CIDRs and keeps line numbers", () => {
+    const raw = parseNodesFile(yaml, "cluster.yaml");
+    assert.equal(raw.cluster, "kubernetes-the-hard-way");
+    assert.equal(raw.clusterCIDR, "10.200.0.0/16");
+    assert.deepEqual(raw.nodes.map((n) => n.origin?.line), [4, 8]);
+    assert.deepEqual(raw.nodes[0]!.podCIDRs, ["10.200.0.0/24", "fd00:10:200::/64"]);
+    assert.equal(raw.nodes[0]!.sshAddress, "203.0.113.10");
+    assert.deepEqual(raw.nodes[1]!.labels, { zone: "a" });
+  });
+
+  it("reads the same inventory from JSON", () => {
+    const json = JSON.stringify({ cluster: "c", nodes: [{ name: "a", internalIP: "10.0.0.1", podCIDRs: ["10.1.0.0/24"] }] }, null, 2);
+    const raw = parseNodesFile(json, "c.json");
+    assert.deepEqual(raw.nodes.map((n) => [n.name, n.internalIPs, n.podCIDRs, n.origin?.line]), [["a", ["10.0.0.1"], ["10.1.0.0/24"], 4]]);
+  });
+
+  it("reads `kubectl get nodes -o json`", () => {
+    const list = {
+      kind: "NodeList",
+      items: [
+        {
+          metadata: { name: "worker-0" },
+          spec: { podCIDR: "10.200.0.0/24", podCIDRs: ["10.200.0.0/24"] },
+          status: { addresses: [{ type: "InternalIP", address: "10.240.0.20" }, { type: "Hostname", address: "worker-0" }] },
+        },
+      ],
+    };
+    const raw = parseNodesFile(JSON.stringify(list), "-");
+    assert.deepEqual(raw.nodes.map((n) => [n.name, n.internalIPs, n.podCIDRs]), [["worker-0", ["10.240.0.20"], ["10.200.0.0/24"]]]);
+  });
+
+  it("names file:line for unknown YAML fields and mixed column formats", () => {
+    assert.throws(() => parseNodesFile("nodes:\n  - name: a\n    internalIp: 10.0.0.1\n", "n.yaml"), (e: unknown) => e instanceof InputError && /n\.yaml:2: unknown field "internalIp"/.test(e.message));
+    assert.throws(() => parseNodesFile("10.0.0.1 10.1.0.0/24\n10.0.0.2 host.example host\n", "t.txt"), /t\.txt:2: "10\.0\.0\.2 host\.example host": this line is in machines\.txt form/);
+    assert.throws(() => parseNodesFile("nodes: [\n", "bad.yaml"), /cannot read bad\.yaml as YAML/);
+  });
+});
