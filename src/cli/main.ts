@@ -285,7 +285,8 @@ export function buildProgram(out: Output, setCode: (code: number) => void): Comm
     command
       .option("--lab <name>", "lab name: prefixes its namespaces", DEFAULT_LAB)
       .addOption(new Option("--topology <name>", "which cluster to build").choices([...TOPOLOGIES]).default("gcp-seed"))
-      .option("--workers <n>", `number of workers (1-${MAX_LAB_WORKERS}; default 3)`);
+      .option("--workers <n>", `number of workers (1-${MAX_LAB_WORKERS}; default 3)`)
+      .addOption(new Option("-o, --output <format>", "output format").choices(["table", "json", "yaml"]).default("table"));
 
   labOptions(program.command("demo").description("build the local lab, then plan, apply, list and verify its routes, printing each step")).action(async (flags) =>
     setCode(await demoCommand(flags, out)),

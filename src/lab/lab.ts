@@ -157,7 +157,9 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
   log(`jumpbox ${state.jumpboxIP} (netns ${state.jumpboxNetns})`);
   for (const [index, worker] of state.workers.entries()) {
     await join_(worker.netns, `vw${index}`, worker.internalIP);
-    await sh("ip", ["netns", "exec", worker.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], `${worker.name} forwarding`);
+    // Forward pods' packets; answer every traceroute probe (the kernel rate-limits ICMP errors to one a
+    // second per peer, which would blank the hops verify reads when it traces several pods at once).
+    await sh("ip", ["netns", "exec", worker.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"], `${worker.name} sysctls`);
     await ip(["netns", "add", worker.podNetns], `creating ${worker.podNetns}`);
     await ip(["-n", worker.podNetns, "link", "set", "lo", "up"], `${worker.podNetns} loopback`);
     worker.podIP = await cniAdd(state, worker);
