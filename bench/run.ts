@@ -4,6 +4,7 @@
  * `npm run bench -- NAME` runs only the named ones.
  */
 const benches: Record<string, () => Promise<unknown>> = {
+  linux: async () => (await import("./linux.js")).run(),
 
 };
 

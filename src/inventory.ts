@@ -6,9 +6,9 @@
 import {
   canonicalIp,
   cidrContains,
-  cidrsOverlap,
   familyOfAddress,
-  ipInCidr,
+  findOverlaps,
+  networkOf,
   parseCidr,
   parseIp,
   type Cidr,
@@ -139,11 +139,6 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
       if (clusterRange && !cidrContains(clusterRange, range)) {
         say(`pod CIDR lies outside the cluster CIDR ${clusterRange.text}`, text);
       }
-      for (const other of podRanges) {
-        if (cidrsOverlap(other.range, range)) {
-          say(`pod CIDR overlaps ${other.range.text} of node ${other.node.name} (${describe(other.node)})`, text);
-        }
-      }
       podCIDRs.push(range.text);
       podRanges.push({ range, node: { name, origin: where } });
     }
@@ -166,11 +161,29 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     nodes.push(node);
   }
 
+  // Overlapping pod ranges: found in one sweep, reported at the later of the two.
+  for (const [first, second] of findOverlaps(podRanges.map((r) => r.range))) {
+    const other = podRanges[first]!;
+    const later = podRanges[second]!;
+    problems.push({
+      where: later.node.origin,
+      node: later.node.name,
+      value: later.range.text,
+      message: `pod CIDR overlaps ${other.range.text} of node ${other.node.name} (${describe(other.node)})`,
+    });
+  }
+
   // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
+  const rangesByText = new Map(podRanges.map((r) => [r.range.text, r]));
+  const prefixLengths = new Set(podRanges.map((r) => `${r.range.family}/${r.range.prefixLength}`));
   for (const node of nodes) {
     for (const ip of node.internalIPs) {
-      const holder = podRanges.find(({ range }) => ipInCidr(ip, range));
-      if (holder) {
+      const family = familyOfAddress(parseIp(ip)!);
+      for (const key of prefixLengths) {
+        const [rangeFamily, prefix] = key.split("/").map(Number);
+        if (rangeFamily !== family) continue;
+        const holder = rangesByText.get(`${networkText(ip, prefix!)}`);
+        if (!holder) continue;
         problems.push({
           where: node.origin,
           node: node.name,
@@ -188,6 +201,10 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     nodes,
     source: raw.source,
   };
+}
+
+function networkText(ip: string, prefixLength: number): string {
+  return `${networkOf(parseIp(ip)!, prefixLength).toString()}/${prefixLength}`;
 }
 
 function describe(node: Pick<Node, "origin">): string {

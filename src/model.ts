@@ -105,7 +105,7 @@ export function cidr(text: string): Cidr {
   return parsed.cidr;
 }
 
-function networkOf(address: ipaddr.IPv4 | ipaddr.IPv6, prefixLength: number): ipaddr.IPv4 | ipaddr.IPv6 {
+export function networkOf(address: ipaddr.IPv4 | ipaddr.IPv6, prefixLength: number): ipaddr.IPv4 | ipaddr.IPv6 {
   return address.kind() === "ipv4"
     ? ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${prefixLength}`)
     : ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${prefixLength}`);
@@ -151,13 +151,53 @@ export function internalIpOf(node: Node, family: Family): string | undefined {
   return node.internalIPs.find((ip) => familyOfAddress(parseIp(ip)!) === family);
 }
 
+/** The address as a number, for sorting and sweeping thousands of CIDRs without pairwise checks. */
+export function addressValue(address: ipaddr.IPv4 | ipaddr.IPv6): bigint {
+  return address.toByteArray().reduce((value, byte) => (value << 8n) | BigInt(byte), 0n);
+}
+
+/** A key that sorts CIDR text by family, then numerically, then by prefix length. */
+export function cidrSortKey(text: string): string {
+  const parsed = cidr(text);
+  const width = parsed.family === 4 ? 8 : 32;
+  return `${parsed.family}${addressValue(parsed.address).toString(16).padStart(width, "0")}${String(parsed.prefixLength).padStart(3, "0")}`;
+}
+
 /** Sorts CIDR texts by family, then numerically, so plans and tables read in address order. */
 export function compareCidrs(a: string, b: string): number {
-  const x = cidr(a);
-  const y = cidr(b);
-  if (x.family !== y.family) return x.family - y.family;
-  const xb = x.address.toByteArray();
-  const yb = y.address.toByteArray();
-  for (let i = 0; i < xb.length; i++) if (xb[i] !== yb[i]) return xb[i]! - yb[i]!;
-  return x.prefixLength - y.prefixLength;
+  const x = cidrSortKey(a);
+  const y = cidrSortKey(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** Sorts values by the CIDR text `key` gives, parsing each CIDR once. */
+export function sortByCidr<T>(values: T[], key: (value: T) => string): T[] {
+  return values
+    .map((value) => ({ value, sortKey: cidrSortKey(key(value)) }))
+    .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0))
+    .map(({ value }) => value);
+}
+
+/**
+ * Every pair of overlapping CIDRs, in O(n log n): aligned CIDRs either nest or are disjoint, so after
+ * sorting by start address (wider first) one stack of the ranges still open finds each overlap.
+ * Returns index pairs [earlier in input, later in input] for each range and the nearest range holding it.
+ */
+export function findOverlaps(ranges: Cidr[]): [number, number][] {
+  const items = ranges
+    .map((range, index) => {
+      const start = addressValue(range.address);
+      const bits = range.family === 4 ? 32 : 128;
+      return { index, family: range.family, start, end: start + (1n << BigInt(bits - range.prefixLength)) - 1n, prefix: range.prefixLength };
+    })
+    .sort((a, b) => a.family - b.family || (a.start < b.start ? -1 : a.start > b.start ? 1 : a.prefix - b.prefix));
+  const pairs: [number, number][] = [];
+  const open: typeof items = [];
+  for (const item of items) {
+    while (open.length && (open.at(-1)!.family !== item.family || open.at(-1)!.end < item.start)) open.pop();
+    const holder = open.at(-1);
+    if (holder) pairs.push(holder.index < item.index ? [holder.index, item.index] : [item.index, holder.index]);
+    open.push(item);
+  }
+  return pairs;
 }

@@ -6,7 +6,7 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { compareCidrs, familyOfAddress, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
+import { familyOfAddress, sortByCidr, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
 import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
 import { isResponsibleForRoute } from "./ownership.js";
 
@@ -54,7 +54,7 @@ export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
       routes.push({ name: routeName(destination), destination, nextHop, node: node.name, family });
     }
   }
-  return routes.sort((a, b) => compareCidrs(a.destination, b.destination));
+  return sortByCidr(routes, (route) => route.destination);
 }
 
 export function defaultSameRoute(desired: Route, observed: ObservedRoute): boolean {
@@ -105,7 +105,7 @@ export function diffTable(
     if (!isResponsibleForRoute(route.destination, options.clusterCIDR)) continue;
     diff.changes.push({ action: "delete", current: route });
   }
-  diff.changes.sort(compareChanges);
+  diff.changes = sortByCidr(diff.changes, changeDestination);
   return diff;
 }
 
@@ -125,10 +125,6 @@ export function hasChanges(plan: Plan): boolean {
 
 export function changeDestination(change: Change): string {
   return change.action === "delete" ? change.current.destination : change.route.destination;
-}
-
-function compareChanges(a: Change, b: Change): number {
-  return compareCidrs(changeDestination(a), changeDestination(b)) || a.action.localeCompare(b.action);
 }
 
 /** A plan that removes every route podroutes owns, used by `delete`. */

@@ -3,7 +3,7 @@
  * with one `ip` batch and written with one `ip` batch. Ownership is the route protocol number: only
  * routes carrying it are replaced or deleted, and `ip route del ... proto N` refuses any other.
  */
-import { cidr, cidrsOverlap, type Inventory } from "../../model.js";
+import type { Inventory } from "../../model.js";
 import { desiredRoutes } from "../../plan/plan.js";
 import type { Change, ChangeResult, ObservedRoute, TableRef, Target, WriteContext } from "../target.js";
 import { TargetError } from "../target.js";
@@ -57,12 +57,10 @@ export class HostRoutesTarget implements Target {
 
   async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
     const state = await this.state(table, inventory);
-    // Foreign routes matter only where they overlap a route this table should get (a conflict);
-    // the node's own pod network, for one, is the CNI bridge's business.
-    const wanted = desiredRoutes(inventory, table).map((route) => cidr(route.destination));
-    return observedRoutes(state, this.options.proto).filter(
-      (route) => route.owned || wanted.some((range) => cidrsOverlap(range, cidr(route.destination))),
-    );
+    // Foreign routes matter only on a destination this table should get (a conflict); the node's own
+    // pod network, for one, is the CNI bridge's business.
+    const wanted = new Set(desiredRoutes(inventory, table).map((route) => route.destination));
+    return observedRoutes(state, this.options.proto).filter((route) => route.owned || wanted.has(route.destination));
   }
 
   async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Route } from "../../model.js";
 import type { Change } from "../target.js";
-import { batchResults, buildWriteBatch, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState } from "./iproute.js";
+import { batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState } from "./iproute.js";
 
 // What `ip -N -json -force -batch -` printed for READ_BATCH in a lab worker (trimmed).
 const routes = [
@@ -39,9 +39,11 @@ describe("reading a host", () => {
     assert.deepEqual(old.addresses, ["10.240.0.20", "fd00::20"]);
   });
   it("finds the device a gateway is on-link through, and none for an off-link one", () => {
-    assert.equal(onLinkDevice(state, "10.240.0.22"), "eth0");
-    assert.equal(onLinkDevice(state, "fd00::22"), "eth0");
-    assert.equal(onLinkDevice(state, "10.99.0.1"), undefined);
+    const networks = connectedNetworks(state);
+    assert.equal(onLinkDevice(networks, "10.240.0.22"), "eth0");
+    assert.equal(onLinkDevice(networks, "10.200.0.9"), "cni0");
+    assert.equal(onLinkDevice(networks, "fd00::22"), "eth0");
+    assert.equal(onLinkDevice(networks, "10.99.0.1"), undefined);
   });
 });
 

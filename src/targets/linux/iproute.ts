@@ -3,7 +3,7 @@
  * observed routes, and turning a table's changes into one `ip -batch` script whose failing lines map
  * back to changes. Shared by every host-route target (local, lab, ssh): only how `ip` is run differs.
  */
-import { cidr, familyOfAddress, ipInCidr, parseCidr, parseIp, type Cidr } from "../../model.js";
+import { cidr, ipInCidr, parseCidr, parseIp, type Cidr } from "../../model.js";
 import type { Change, ChangeResult, ObservedRoute } from "../target.js";
 
 /**
@@ -116,21 +116,25 @@ function typeName(type: string): string {
   return ({ "6": "blackhole", "7": "unreachable", "8": "prohibit" } as Record<string, string>)[type] ?? `type ${type}`;
 }
 
-/** The device that reaches `gateway` directly: the link-scope route (a connected network) holding it. */
-export function onLinkDevice(state: HostState, gateway: string): string | undefined {
-  const family = familyOfAddress(parseIp(gateway)!);
-  let best: { dev: string; range: Cidr } | undefined;
+/** The host's connected networks: link-scope routes without a gateway, and the device of each. */
+export function connectedNetworks(state: HostState): { dev: string; range: Cidr }[] {
+  const networks: { dev: string; range: Cidr }[] = [];
   for (const route of state.routes) {
     if (route.gateway || !route.dev || route.nexthops || route.nhid !== undefined) continue;
     if (route.type !== undefined && route.type !== "1" && route.type !== "unicast") continue;
-    const destination = canonicalDestination(route.dst, family);
+    const destination = canonicalDestination(route.dst, route.dst?.includes(":") ? 6 : 4);
     if (!destination || destination.endsWith("/0")) continue;
     const range = cidr(destination);
-    // IPv4 connected routes have link scope (253); IPv6 ones have none printed but no gateway either.
+    // IPv4 connected routes have link scope (253); IPv6 ones print no scope, but have no gateway either.
     if (range.family === 4 && route.scope !== "253" && route.scope !== "link") continue;
-    if (ipInCidr(gateway, range) && (!best || range.prefixLength > best.range.prefixLength)) best = { dev: route.dev, range };
+    networks.push({ dev: route.dev, range });
   }
-  return best?.dev;
+  return networks.sort((a, b) => b.range.prefixLength - a.range.prefixLength);
+}
+
+/** The device that reaches `gateway` directly: the most specific connected network holding it. */
+export function onLinkDevice(networks: { dev: string; range: Cidr }[], gateway: string): string | undefined {
+  return networks.find(({ range }) => ipInCidr(gateway, range))?.dev;
 }
 
 /** One line of the batch and the changes that fail with it. */
@@ -179,13 +183,14 @@ export function buildWriteBatch(
   const routeLines: BatchLine[] = [];
   const deleteLines: BatchLine[] = [];
 
+  const connected = connectedNetworks(state);
   for (const change of changes) {
     if (change.action === "delete") {
       deleteLines.push({ text: `route del ${change.current.destination} proto ${proto}`, changes: [change] });
       continue;
     }
     const { route } = change;
-    const device = onLinkDevice(state, route.nextHop);
+    const device = onLinkDevice(connected, route.nextHop);
     if (!device) {
       refused.push({
         change,
