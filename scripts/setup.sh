@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what podroutes, its lab and its tests need on a fresh Debian machine: Debian packages with
+# apt-get (only the missing ones, so a second run is instant) and the npm packages from the lock file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v traceroute >/dev/null || need+=(traceroute)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v nc >/dev/null || need+=(netcat-openbsd)
+
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "podroutes setup: missing Debian packages: ${need[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
+  echo "podroutes setup: installing ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Preinstalled on this project's machines, not in Debian's archive: the real cloud CLIs and moto, which
+# the tests use as independent clients and as the EC2 test server.
+for tool in gcloud aws moto_server; do
+  command -v "$tool" >/dev/null || echo "podroutes setup: warning: $tool not found; the tests that use it will fail" >&2
+done
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-fund --no-audit --loglevel=error
+fi
