@@ -220,7 +220,8 @@ async function listCommand(flags: GlobalFlags, out: Output): Promise<number> {
 }
 
 async function demoCommand(flags: { lab: string; topology: string; workers?: string }, out: Output): Promise<number> {
-  const say = (line: string) => out.human(`\n\x1b[1m$ ${line}\x1b[0m`);
+  const bold = process.stdout.isTTY ? (text: string) => `\x1b[1m${text}\x1b[0m` : (text: string) => text;
+  const say = (line: string) => out.human(`\n${bold(`$ ${line}`)}`);
   const lab = flags.lab === DEFAULT_LAB ? "" : ` --lab ${flags.lab}`;
   say(`podroutes lab up --topology ${flags.topology}${lab}`);
   await labUp({ name: flags.lab, topology: flags.topology, ...(flags.workers ? { workers: Number(flags.workers) } : {}), log: (l) => out.human(l) });
