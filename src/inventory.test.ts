@@ -58,6 +58,13 @@ describe("validateInventory", () => {
     assert.deepEqual(ok.nodes[0]!.internalIPs, ["10.240.0.20", "fd00::20"]);
   });
 
+  it("takes one cluster CIDR per family, as --cluster-cidr does for dual stack", () => {
+    const nodes = [{ name: "w", internalIPs: ["10.240.0.20", "fd00::20"], podCIDRs: ["10.200.0.0/24", "fd00:10:200::/64"] }];
+    assert.equal(validateInventory({ source: "x", nodes }, { clusterCIDR: "10.200.0.0/16, fd00:10:200::/56" }).clusterCIDR, "10.200.0.0/16,fd00:10:200::/56");
+    assert.match(problems(nodes as RawNode[], { clusterCIDR: "10.200.0.0/16" }).join("\n"), /"fd00:10:200::\/64": pod CIDR lies outside the cluster CIDR 10\.200\.0\.0\/16/);
+    assert.match(problems(nodes as RawNode[], { clusterCIDR: "10.200.0.0/16,10.201.0.0/16" }).join("\n"), /at most one range per family/);
+  });
+
   it("refuses node names that could smuggle shell syntax", () => {
     assert.match(problems([node("w;rm -rf /", "10.240.0.20", [], 1)]).join("\n"), /node name must be/);
   });

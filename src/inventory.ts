@@ -77,12 +77,15 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     problems.push({ value: cluster, message: "cluster name must be lowercase letters, digits and '-' (at most 63)" });
   }
 
-  let clusterRange: Cidr | undefined;
+  const clusterRanges: Cidr[] = [];
   const clusterText = options.clusterCIDR ?? raw.clusterCIDR;
   if (clusterText !== undefined) {
-    const parsed = parseCidr(clusterText);
-    if (parsed.ok) clusterRange = parsed.cidr;
-    else problems.push({ value: clusterText, message: `cluster CIDR: ${parsed.reason}` });
+    for (const part of clusterText.split(",").map((t) => t.trim())) {
+      const parsed = parseCidr(part);
+      if (!parsed.ok) problems.push({ value: part, message: `cluster CIDR: ${parsed.reason}` });
+      else if (clusterRanges.some((r) => r.family === parsed.cidr.family)) problems.push({ value: clusterText, message: "cluster CIDR: at most one range per family" });
+      else clusterRanges.push(parsed.cidr);
+    }
   }
 
   if (raw.nodes.length === 0) problems.push({ message: `${raw.source}: the inventory has no nodes` });
@@ -136,8 +139,8 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
       if (!internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === range.family)) {
         say(`IPv${range.family} pod CIDR but no IPv${range.family} internal IP to route it to`, text);
       }
-      if (clusterRange && !cidrContains(clusterRange, range)) {
-        say(`pod CIDR lies outside the cluster CIDR ${clusterRange.text}`, text);
+      if (clusterRanges.length && !clusterRanges.some((cluster) => cidrContains(cluster, range))) {
+        say(`pod CIDR lies outside the cluster CIDR ${clusterRanges.map((r) => r.text).join(",")}`, text);
       }
       podCIDRs.push(range.text);
       podRanges.push({ range, node: { name, origin: where } });
@@ -197,7 +200,7 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
   if (problems.length) throw new InputError(problems, `invalid inventory ${raw.source}`);
   return {
     cluster,
-    ...(clusterRange ? { clusterCIDR: clusterRange.text } : {}),
+    ...(clusterRanges.length ? { clusterCIDR: clusterRanges.map((r) => r.text).join(",") } : {}),
     nodes,
     source: raw.source,
   };

@@ -31,7 +31,11 @@ export interface Node {
 /** The nodes of one cluster, as read from a node source. */
 export interface Inventory {
   cluster: string;
-  /** Every pod CIDR must lie inside it; routes outside it are never podroutes' business. */
+  /**
+   * Every pod CIDR must lie inside it; routes outside it are never podroutes' business. Canonical text;
+   * dual-stack clusters give one CIDR per family, comma-separated, as kube-controller-manager's
+   * --cluster-cidr does (`10.200.0.0/16,fd00:10:200::/56`): read it with `clusterRanges`.
+   */
   clusterCIDR?: string;
   nodes: Node[];
   /** What was read, for messages: a path, `-`, `lab`, `gcp:project`. */
@@ -96,6 +100,11 @@ export function parseCidr(text: string): CidrParse {
     return { ok: false, reason: `host bits set (the network is ${canonical})` };
   }
   return { ok: true, cidr: { text: canonical, family: familyOfAddress(address), address: network, prefixLength } };
+}
+
+/** The ranges of a (validated) cluster CIDR text, one per family. */
+export function clusterRanges(clusterCIDR: string | undefined): Cidr[] {
+  return clusterCIDR === undefined ? [] : clusterCIDR.split(",").map((text) => cidr(text.trim()));
 }
 
 /** Parses a CIDR that is known to be valid (already validated); throws otherwise. */

@@ -3,11 +3,11 @@
  * is podroutes' business only if the target marked it as owned AND, when a cluster CIDR is known, its
  * destination lies inside that CIDR. A mislabelled route elsewhere is left alone.
  */
-import { cidrContains, parseCidr } from "../model.js";
+import { cidrContains, clusterRanges, parseCidr } from "../model.js";
 
+/** `clusterCIDR` is the inventory's validated text, one range per family (comma-separated). */
 export function isResponsibleForRoute(destination: string, clusterCIDR: string | undefined): boolean {
   if (clusterCIDR === undefined) return true;
-  const cluster = parseCidr(clusterCIDR);
   const route = parseCidr(destination);
-  return cluster.ok && route.ok && cidrContains(cluster.cidr, route.cidr);
+  return route.ok && clusterRanges(clusterCIDR).some((cluster) => cidrContains(cluster, route.cidr));
 }
