@@ -17,16 +17,8 @@ import {
   type SourceLocation,
 } from "./model.js";
 
-/** A node as a source read it: text not yet checked. */
-export interface RawNode {
-  name?: string;
-  internalIPs: string[];
-  podCIDRs: string[];
-  sshAddress?: string;
-  fqdn?: string;
-  labels?: Record<string, string>;
-  origin?: SourceLocation;
-}
+/** A node as a source read it: the same fields as a Node, as text not yet checked, name maybe missing. */
+export type RawNode = Omit<Node, "name"> & { name?: string };
 
 export interface RawInventory {
   cluster?: string;
