@@ -60,6 +60,12 @@ describe("local lab end to end", { ...gate, timeout: 180_000 }, () => {
     assert.deepEqual(status.workers.map((w: any) => w.podIP), state.workers.map((w) => w.podIP));
   });
 
+  it("`lab exec` runs a command on a node: its namespace, its hostname", async () => {
+    const result = await runCli(["lab", "exec", "--lab", LAB, "worker-2", "--", "sh", "-c", "hostname; ip -4 -o addr show eth0"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^worker-2\n.*inet 10\.240\.0\.22\/24/);
+  });
+
   it("before apply, a pod cannot reach a pod on another worker", async () => {
     const result = await runCli(["verify", ...lab, "-o", "json"]);
     assert.equal(result.code, 1);

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { Command, CommanderError, Option } from "commander";
 import { apply, plan, observe, messageOf, type ApplyReport } from "../apply/engine.js";
 import { InputError, validateInventory } from "../inventory.js";
-import { DEFAULT_LAB, labDown, labUp, loadLab, labNamespaces, existingNamespaces } from "../lab/lab.js";
+import { DEFAULT_LAB, existingNamespaces, labDown, labNamespaces, labUp, loadLab, nodeCommand, requireLab } from "../lab/lab.js";
 import { MAX_LAB_WORKERS, TOPOLOGIES } from "../lab/topology.js";
 import type { Inventory } from "../model.js";
 import type { CommonOptions, OptionSpec, ResolvedOptions } from "../options.js";
@@ -324,6 +324,18 @@ export function buildProgram(out: Output, setCode: (code: number) => void): Comm
         ].join("\n"),
       );
       setCode(state.status === "up" && !missing.length ? EXIT.ok : EXIT.failed);
+    });
+  lab
+    .command("exec")
+    .description("run a command on a lab node: in its network namespace, with its hostname")
+    .argument("<node>", "node name, e.g. worker-0")
+    .argument("<command...>", "the command and its arguments (put -- before options of the command)")
+    .option("--lab <name>", "lab name", DEFAULT_LAB)
+    .action(async (node: string, command: string[], flags: { lab: string }) => {
+      const argv = nodeCommand(await requireLab(flags.lab), node, command);
+      const { spawn } = await import("node:child_process");
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
+      setCode(await new Promise<number>((resolve, reject) => child.on("error", reject).on("close", (code) => resolve(code ?? 1))));
     });
   lab
     .command("down")

@@ -245,6 +245,17 @@ export function labInventory(state: LabState): RawInventory {
   };
 }
 
+/**
+ * The argv that runs `command` on a lab node as if logged in there: inside the worker's network
+ * namespace, in a UTS namespace of its own whose hostname is the node's name (namespaces alone share the
+ * machine's hostname). The hostname and command travel as positional arguments, never inside the script.
+ */
+export function nodeCommand(state: LabState, node: string, command: string[]): string[] {
+  const worker = state.workers.find((w) => w.name === node);
+  if (!worker) throw new Error(`lab: no node ${JSON.stringify(node)} in lab ${state.name} (${state.workers.map((w) => w.name).join(", ")})`);
+  return ["ip", "netns", "exec", worker.netns, "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', worker.name, ...command];
+}
+
 export function labExists(name = DEFAULT_LAB): boolean {
   return existsSync(labStatePath(name));
 }
