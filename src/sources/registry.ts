@@ -5,6 +5,7 @@
 import type { RawInventory } from "../inventory.js";
 import type { OptionSpec, ResolvedOptions } from "../options.js";
 import { labSource } from "./lab.js";
+import { awsSource } from "./aws.js";
 
 export interface NodeSourceFactory {
   name: string;
@@ -14,7 +15,7 @@ export interface NodeSourceFactory {
   read(options: ResolvedOptions): Promise<RawInventory>;
 }
 
-export const nodeSources: NodeSourceFactory[] = [labSource];
+export const nodeSources: NodeSourceFactory[] = [labSource, awsSource];
 
 export function nodeSource(name: string): NodeSourceFactory | undefined {
   return nodeSources.find((source) => source.name === name);

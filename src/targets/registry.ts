@@ -5,6 +5,7 @@
 import type { OptionSpec, ResolvedOptions } from "../options.js";
 import type { Target } from "./target.js";
 import { labTarget, localTarget } from "./linux/factories.js";
+import { awsTarget } from "./aws/factory.js";
 
 export interface TargetFactory {
   name: string;
@@ -14,7 +15,7 @@ export interface TargetFactory {
   create(options: ResolvedOptions): Promise<Target>;
 }
 
-export const targets: TargetFactory[] = [labTarget, localTarget];
+export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget];
 
 export function targetFactory(name: string): TargetFactory | undefined {
   return targets.find((factory) => factory.name === name);

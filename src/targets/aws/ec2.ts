@@ -1,0 +1,203 @@
+/**
+ * The few EC2 calls podroutes makes, as thin helpers over the official SDK (`@aws-sdk/client-ec2`), so
+ * the target and the node source speak in route tables, interfaces and instances rather than commands
+ * and paginators. The SDK is imported lazily: `--help` and the other targets never load it.
+ *
+ * Throttling (`RequestLimitExceeded`) is retried by the SDK's own retry strategy, not by p-retry: the
+ * SDK already classifies EC2's throttling codes (and 5xx, timeouts) as retryable, backs off
+ * exponentially with jitter (500 ms base for throttling), keeps a retry quota so a real outage does not
+ * retry forever, and covers every call in one place, pagination included. Wrapping calls in p-retry
+ * as well would multiply the attempts. podroutes only raises the attempt count (3 by default is too
+ * few for a burst of route writes) unless `AWS_MAX_ATTEMPTS` says otherwise.
+ */
+import type { EC2Client, Filter, Instance, NetworkInterface, RouteTable } from "@aws-sdk/client-ec2";
+import { InputError } from "../../inventory.js";
+import type { OptionSpec } from "../../options.js";
+
+/** Shared by `--target aws` and `--nodes aws`: one flag, as the CLI merges options by long flag. */
+export const regionOption: OptionSpec = { flags: "--region <region>", description: "AWS region (aws)", env: "AWS_REGION" };
+export const endpointOption: OptionSpec = {
+  flags: "--endpoint <url>",
+  description: "EC2 endpoint URL instead of the region's (aws; a VPC endpoint, a test server)",
+};
+
+/** How a route reaches a node: its network interface, or its instance (`--next-hop`). */
+export type NextHopRef = { kind: "eni"; id: string } | { kind: "instance"; id: string };
+
+export interface Ec2Settings {
+  region: string;
+  endpoint?: string;
+  /** Explicit credentials; otherwise the SDK's default chain (environment, profiles, SSO, metadata). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  maxAttempts?: number;
+}
+
+/** What the target and the node source need from EC2; a fake implements it in unit tests. */
+export interface Ec2Api {
+  /** Route tables by id (every id must exist), or every table carrying the tag key. */
+  routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]>;
+  /** Interfaces holding any of these private IPv4/IPv6 addresses (primary or secondary). */
+  networkInterfacesByAddress(addresses: string[]): Promise<NetworkInterface[]>;
+  /** Interfaces that still exist among these ids (a deleted one is simply absent). */
+  networkInterfacesById(ids: string[]): Promise<NetworkInterface[]>;
+  /** Instances matching EC2 filters (`tag:Role`, `instance-id`, `tag-key`, ...). */
+  instances(filters: Filter[]): Promise<Instance[]>;
+  createRoute(tableId: string, destination: string, hop: NextHopRef): Promise<void>;
+  replaceRoute(tableId: string, destination: string, hop: NextHopRef): Promise<void>;
+  deleteRoute(tableId: string, destination: string): Promise<void>;
+  /** Turns the source/destination check off, on the interface or on the instance. */
+  disableSourceDestCheck(hop: NextHopRef): Promise<void>;
+  close(): void;
+}
+
+/** EC2 filters take at most 200 values; larger inventories are looked up in chunks. */
+const FILTER_VALUES = 200;
+
+/** Builds an SDK client and the helpers over it. */
+export async function createEc2(settings: Ec2Settings): Promise<Ec2Api> {
+  const sdk = await import("@aws-sdk/client-ec2");
+  const client = new sdk.EC2Client({
+    region: settings.region,
+    ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+    ...(settings.credentials ? { credentials: settings.credentials } : {}),
+    ...(settings.maxAttempts ? { maxAttempts: settings.maxAttempts } : {}),
+  });
+  return new SdkEc2(sdk, client);
+}
+
+type Sdk = typeof import("@aws-sdk/client-ec2");
+
+/** `DestinationCidrBlock` or `DestinationIpv6CidrBlock`, by the destination's family. */
+function destinationField(destination: string): { DestinationCidrBlock: string } | { DestinationIpv6CidrBlock: string } {
+  return destination.includes(":") ? { DestinationIpv6CidrBlock: destination } : { DestinationCidrBlock: destination };
+}
+
+function hopField(hop: NextHopRef): { NetworkInterfaceId: string } | { InstanceId: string } {
+  return hop.kind === "eni" ? { NetworkInterfaceId: hop.id } : { InstanceId: hop.id };
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+class SdkEc2 implements Ec2Api {
+  constructor(
+    private readonly sdk: Sdk,
+    readonly client: EC2Client,
+  ) {}
+
+  async routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]> {
+    const input = "ids" in selector ? { RouteTableIds: selector.ids } : { Filters: [{ Name: "tag-key", Values: [selector.tagKey] }] };
+    const tables: RouteTable[] = [];
+    for await (const page of this.sdk.paginateDescribeRouteTables({ client: this.client }, input)) tables.push(...(page.RouteTables ?? []));
+    return tables;
+  }
+
+  async networkInterfacesByAddress(addresses: string[]): Promise<NetworkInterface[]> {
+    const v4 = addresses.filter((a) => !a.includes(":"));
+    const v6 = addresses.filter((a) => a.includes(":"));
+    const found = await Promise.all([
+      ...chunks(v4, FILTER_VALUES).map((values) => this.interfaces([{ Name: "addresses.private-ip-address", Values: values }])),
+      ...chunks(v6, FILTER_VALUES).map((values) => this.interfaces([{ Name: "ipv6-addresses.ipv6-address", Values: values }])),
+    ]);
+    return unique(found.flat(), (eni) => eni.NetworkInterfaceId);
+  }
+
+  async networkInterfacesById(ids: string[]): Promise<NetworkInterface[]> {
+    // A filter rather than NetworkInterfaceIds: a deleted interface is absent instead of failing the call.
+    const found = await Promise.all(chunks(ids, FILTER_VALUES).map((values) => this.interfaces([{ Name: "network-interface-id", Values: values }])));
+    return found.flat();
+  }
+
+  private async interfaces(filters: Filter[]): Promise<NetworkInterface[]> {
+    const out: NetworkInterface[] = [];
+    for await (const page of this.sdk.paginateDescribeNetworkInterfaces({ client: this.client }, { Filters: filters })) {
+      out.push(...(page.NetworkInterfaces ?? []));
+    }
+    return out;
+  }
+
+  async instances(filters: Filter[]): Promise<Instance[]> {
+    // Chunk the one filter that may carry many values (instance ids); the others are few.
+    const big = filters.find((f) => (f.Values?.length ?? 0) > FILTER_VALUES);
+    const variants = big ? chunks(big.Values!, FILTER_VALUES).map((values) => filters.map((f) => (f === big ? { ...f, Values: values } : f))) : [filters];
+    const out: Instance[] = [];
+    for (const variant of variants) {
+      for await (const page of this.sdk.paginateDescribeInstances({ client: this.client }, { Filters: variant })) {
+        for (const reservation of page.Reservations ?? []) out.push(...(reservation.Instances ?? []));
+      }
+    }
+    return unique(out, (instance) => instance.InstanceId);
+  }
+
+  async createRoute(tableId: string, destination: string, hop: NextHopRef): Promise<void> {
+    await this.client.send(new this.sdk.CreateRouteCommand({ RouteTableId: tableId, ...destinationField(destination), ...hopField(hop) }));
+  }
+
+  async replaceRoute(tableId: string, destination: string, hop: NextHopRef): Promise<void> {
+    await this.client.send(new this.sdk.ReplaceRouteCommand({ RouteTableId: tableId, ...destinationField(destination), ...hopField(hop) }));
+  }
+
+  async deleteRoute(tableId: string, destination: string): Promise<void> {
+    await this.client.send(new this.sdk.DeleteRouteCommand({ RouteTableId: tableId, ...destinationField(destination) }));
+  }
+
+  async disableSourceDestCheck(hop: NextHopRef): Promise<void> {
+    if (hop.kind === "eni") {
+      await this.client.send(new this.sdk.ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: hop.id, SourceDestCheck: { Value: false } }));
+    } else {
+      await this.client.send(new this.sdk.ModifyInstanceAttributeCommand({ InstanceId: hop.id, SourceDestCheck: { Value: false } }));
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+function unique<T>(items: T[], key: (item: T) => string | undefined): T[] {
+  const seen = new Set<string>();
+  return items.filter((item) => {
+    const k = key(item);
+    if (k === undefined || seen.has(k)) return k === undefined;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** The SDK's error in one line: `RouteAlreadyExists: The route identified by ... already exists.` */
+export function awsErrorText(error: unknown): string {
+  if (error instanceof Error) return error.name && error.name !== "Error" && !error.message.startsWith(error.name) ? `${error.name}: ${error.message}` : error.message;
+  return String(error);
+}
+
+/** Settings from resolved CLI options: region (flag or AWS_REGION), endpoint, and credentials from `env`. */
+export function settingsFrom(owner: string, options: { region?: unknown; endpoint?: unknown; env: NodeJS.ProcessEnv }): Ec2Settings {
+  const region = (options.region as string | undefined) || options.env.AWS_REGION || options.env.AWS_DEFAULT_REGION;
+  if (!region) throw new InputError([{ message: "--region is required (or set AWS_REGION)" }], owner);
+  const endpoint = options.endpoint as string | undefined;
+  if (endpoint !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(endpoint);
+    } catch {
+      url = undefined;
+    }
+    if (!url || !/^https?:$/.test(url.protocol)) throw new InputError([{ value: endpoint, message: "--endpoint must be an http(s) URL" }], owner);
+  }
+  const env = options.env;
+  // The options' environment, not necessarily process.env: explicit keys there win over the default chain.
+  const credentials =
+    env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
+      ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) }
+      : undefined;
+  const attempts = Number(env.AWS_MAX_ATTEMPTS);
+  return {
+    region,
+    ...(endpoint ? { endpoint } : {}),
+    ...(credentials ? { credentials } : {}),
+    maxAttempts: Number.isInteger(attempts) && attempts > 0 ? attempts : 10,
+  };
+}

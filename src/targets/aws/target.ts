@@ -1,0 +1,529 @@
+/**
+ * `--target aws`: pod routes in VPC route tables, one `shared` table per route table, each holding every
+ * node's routes (one table per availability zone is common). A route points at the network interface
+ * that holds the node's internal IP, or at its instance (`--next-hop instance`).
+ *
+ * AWS routes carry no tags, so ownership is inferred, as narrowly as possible: a route is podroutes'
+ * only when its destination lies inside the cluster CIDR AND it points at a cluster node (an interface
+ * or instance holding an inventory node's internal IP, or an instance tagged
+ * `kubernetes.io/cluster/<cluster>`), or it is a blackhole via an interface/instance inside the cluster
+ * CIDR (what a terminated node leaves). Local, gateway, NAT, peering, endpoint and every other route is
+ * never touched; a foreign route on one of our destinations is a conflict for the planner to report.
+ *
+ * EC2 (and moto, its test double, more so) accepts input it should not, so this target checks for
+ * itself before each write: the table is read again and each change must still fit what was planned.
+ */
+import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
+import pLimit from "p-limit";
+import { cidrContains, clusterRanges, internalIpOf, parseCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
+import type { Plan } from "../../plan/plan.js";
+import { awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
+import {
+  TargetError,
+  type Change,
+  type ChangeResult,
+  type Check,
+  type ExtraAction,
+  type ObservedRoute,
+  type Progress,
+  type Review,
+  type TableRef,
+  type Target,
+  type WriteContext,
+} from "../target.js";
+
+export type NextHopKind = "eni" | "instance";
+
+export interface AwsTargetSettings {
+  cluster: string;
+  /** Validated cluster CIDR text (one range per family, comma-separated). */
+  clusterCIDR: string;
+  /** `--route-table` ids; empty: every table tagged `kubernetes.io/cluster/<cluster>`. */
+  routeTables: string[];
+  nextHop: NextHopKind;
+  /** Routes a table may hold (AWS default quota 50). */
+  routeLimit: number;
+  /** Concurrent API writes per table. */
+  parallel: number;
+}
+
+/** The share of the route limit past which `plan` warns that a table is filling up. */
+const LIMIT_WARNING_SHARE = 0.8;
+const GONE_INSTANCE_STATES = new Set(["shutting-down", "terminated"]);
+
+export function clusterTagKey(cluster: string): string {
+  return `kubernetes.io/cluster/${cluster}`;
+}
+
+/** What an EC2 route points at: `eni-…`, `i-…`, or anything else (`local`, `igw-…`, `nat-…`, `pcx-…`). */
+export function routeHandle(route: Ec2Route): { kind: "eni" | "instance" | "other"; id: string } {
+  // Real EC2 shows an instance route with both ids; the interface is the precise one.
+  if (route.NetworkInterfaceId) return { kind: "eni", id: route.NetworkInterfaceId };
+  if (route.InstanceId) return { kind: "instance", id: route.InstanceId };
+  const id =
+    route.GatewayId ??
+    route.NatGatewayId ??
+    route.TransitGatewayId ??
+    route.VpcPeeringConnectionId ??
+    route.EgressOnlyInternetGatewayId ??
+    route.CarrierGatewayId ??
+    route.LocalGatewayId ??
+    route.CoreNetworkArn ??
+    "";
+  return { kind: "other", id };
+}
+
+function destinationOf(route: Ec2Route): Cidr | undefined {
+  const text = route.DestinationCidrBlock ?? route.DestinationIpv6CidrBlock;
+  if (text === undefined) return undefined; // a prefix-list destination: never ours
+  const parsed = parseCidr(text);
+  return parsed.ok ? parsed.cidr : undefined;
+}
+
+function familyOfText(address: string): Family {
+  return address.includes(":") ? 6 : 4;
+}
+
+/**
+ * The interfaces and instances routes point at, looked up once per plan and shared by every table:
+ * which inventory address each interface holds, which instance it is attached to, whether either is
+ * gone, and their source/destination checks.
+ */
+export class HopIndex {
+  readonly enis = new Map<string, NetworkInterface>();
+  readonly instances = new Map<string, Instance>();
+  readonly missing = new Set<string>();
+  /** Inventory address → interface id. */
+  readonly byAddress = new Map<string, string>();
+  private readonly askedAddresses = new Set<string>();
+
+  constructor(
+    private readonly ec2: Ec2Api,
+    private readonly cluster: string,
+  ) {}
+
+  /** Looks up whatever is not known yet: interfaces by address and by id, then their instances. */
+  async resolve(wanted: { addresses?: string[]; enis?: string[]; instances?: string[] }): Promise<void> {
+    const addresses = (wanted.addresses ?? []).filter((a) => !this.askedAddresses.has(a));
+    if (addresses.length) {
+      for (const eni of await this.ec2.networkInterfacesByAddress(addresses)) this.addEni(eni);
+      for (const a of addresses) this.askedAddresses.add(a);
+    }
+    const enis = unique(wanted.enis ?? []).filter((id) => !this.enis.has(id) && !this.missing.has(id));
+    if (enis.length) {
+      for (const eni of await this.ec2.networkInterfacesById(enis)) this.addEni(eni);
+      for (const id of enis) if (!this.enis.has(id)) this.missing.add(id);
+    }
+    const attached = [...this.enis.values()].map((eni) => eni.Attachment?.InstanceId).filter((id): id is string => !!id);
+    const instances = unique([...(wanted.instances ?? []), ...attached]).filter((id) => !this.instances.has(id) && !this.missing.has(id));
+    if (instances.length) {
+      for (const instance of await this.ec2.instances([{ Name: "instance-id", Values: instances }])) {
+        if (instance.InstanceId) this.instances.set(instance.InstanceId, instance);
+      }
+      for (const id of instances) if (!this.instances.has(id)) this.missing.add(id);
+    }
+  }
+
+  private addEni(eni: NetworkInterface): void {
+    if (!eni.NetworkInterfaceId) return;
+    this.enis.set(eni.NetworkInterfaceId, eni);
+    for (const address of eniAddresses(eni)) if (!this.byAddress.has(address)) this.byAddress.set(address, eni.NetworkInterfaceId);
+  }
+
+  /** The instance an interface is attached to, or the instance itself. */
+  instanceOf(handle: { kind: "eni" | "instance"; id: string }): Instance | undefined {
+    const id = handle.kind === "instance" ? handle.id : this.enis.get(handle.id)?.Attachment?.InstanceId;
+    return id ? this.instances.get(id) : undefined;
+  }
+
+  /** Why routes to this handle cannot carry traffic, or undefined when they can. */
+  goneReason(handle: { kind: "eni" | "instance"; id: string }): string | undefined {
+    if (handle.kind === "eni") {
+      const eni = this.enis.get(handle.id);
+      if (!eni) return "interface deleted";
+      if (eni.Status === "available") return "interface detached";
+    } else if (!this.instances.has(handle.id)) return "instance gone";
+    const state = this.instanceOf(handle)?.State?.Name;
+    return state && GONE_INSTANCE_STATES.has(state) ? `instance ${state}` : undefined;
+  }
+
+  /** Every address the handle holds (the interface's, or all of the instance's interfaces'). */
+  addressesOf(handle: { kind: "eni" | "instance"; id: string }): string[] {
+    if (handle.kind === "eni") {
+      const eni = this.enis.get(handle.id);
+      return eni ? eniAddresses(eni) : [];
+    }
+    const instance = this.instances.get(handle.id);
+    if (!instance) return [];
+    const out = [instance.PrivateIpAddress, instance.Ipv6Address];
+    for (const nic of instance.NetworkInterfaces ?? []) {
+      out.push(...(nic.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress), ...(nic.Ipv6Addresses ?? []).map((p) => p.Ipv6Address));
+    }
+    return unique(out.filter((a): a is string => !!a));
+  }
+
+  clusterTagged(handle: { kind: "eni" | "instance"; id: string }): boolean {
+    const key = clusterTagKey(this.cluster);
+    return this.instanceOf(handle)?.Tags?.some((tag) => tag.Key === key) ?? false;
+  }
+
+  /** The handle a route to `address` uses under `kind`, or why there is none. */
+  hopFor(address: string, kind: NextHopKind): { hop: NextHopRef; vpcId?: string } | { error: string } {
+    const eniId = this.byAddress.get(address);
+    if (!eniId) return { error: `no network interface holds ${address} (is the node an EC2 instance in this region?)` };
+    const eni = this.enis.get(eniId)!;
+    if (kind === "eni") return { hop: { kind: "eni", id: eniId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
+    const instanceId = eni.Attachment?.InstanceId;
+    if (!instanceId) return { error: `${eniId} (${address}) is not attached to an instance; use --next-hop eni` };
+    return { hop: { kind: "instance", id: instanceId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
+  }
+
+  /** Whether the source/destination check is on, where `kind` says it lives (moto keeps the two apart). */
+  sourceDestCheck(hop: NextHopRef): boolean | undefined {
+    return hop.kind === "eni" ? this.enis.get(hop.id)?.SourceDestCheck : this.instances.get(hop.id)?.SourceDestCheck;
+  }
+}
+
+function eniAddresses(eni: NetworkInterface): string[] {
+  const out = [eni.PrivateIpAddress, ...(eni.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress), ...(eni.Ipv6Addresses ?? []).map((p) => p.Ipv6Address)];
+  return unique(out.filter((a): a is string => !!a));
+}
+
+function unique<T>(items: T[]): T[] {
+  return [...new Set(items)];
+}
+
+function inventoryAddresses(inventory: Inventory): string[] {
+  return unique(inventory.nodes.flatMap((node) => node.internalIPs));
+}
+
+/**
+ * One EC2 route as podroutes sees it: whether it is ours (the ownership guard of this target), its next
+ * hop translated back to a node's internal IP, and whether it still carries traffic.
+ */
+export function observeRoute(
+  route: Ec2Route,
+  tableId: string,
+  index: HopIndex,
+  context: { ranges: Cidr[]; nodeAddresses: Set<string> },
+): { observed: ObservedRoute; inCluster: boolean } | undefined {
+  const destination = destinationOf(route);
+  if (!destination) return undefined;
+  const inCluster = context.ranges.some((range) => cidrContains(range, destination));
+  const handle = routeHandle(route);
+  const pointsAtNode = handle.kind !== "other";
+  const gone = pointsAtNode ? index.goneReason(handle as { kind: "eni" | "instance"; id: string }) : undefined;
+  const blackhole = route.State === "blackhole" || gone !== undefined;
+  let nextHop: string | undefined;
+  let clusterNode = false;
+  if (pointsAtNode && !gone) {
+    const h = handle as { kind: "eni" | "instance"; id: string };
+    const addresses = index.addressesOf(h).filter((a) => familyOfText(a) === destination.family);
+    nextHop = addresses.find((a) => context.nodeAddresses.has(a)) ?? addresses[0];
+    clusterNode = addresses.some((a) => context.nodeAddresses.has(a)) || index.clusterTagged(h);
+  }
+  const owned = inCluster && pointsAtNode && (blackhole || clusterNode);
+  const state = blackhole ? "blackhole" : (route.State ?? "active");
+  return {
+    inCluster,
+    observed: {
+      destination: destination.text,
+      ...(nextHop && !blackhole ? { nextHop } : {}),
+      nextHopLabel: handle.id,
+      owned,
+      ...(blackhole ? { healthy: false } : {}),
+      details: {
+        routeTable: tableId,
+        target: handle.id,
+        state,
+        ...(gone ? { reason: gone } : {}),
+        ...(route.Origin ? { origin: route.Origin } : {}),
+        ...(route.InstanceId ? { instanceId: route.InstanceId } : {}),
+        ...(route.NetworkInterfaceId ? { networkInterfaceId: route.NetworkInterfaceId } : {}),
+      },
+    },
+  };
+}
+
+export class AwsTarget implements Target {
+  readonly name = "aws";
+  private readonly ranges: Cidr[];
+  /** Looked up at the start of each plan (`tables`), reused by read, review and write of that inventory. */
+  private index: { inventory: Inventory; ready: Promise<HopIndex> } | undefined;
+  /** Descriptions fetched by `tables`, used once by `read` so a plan does not describe each table twice. */
+  private readonly described = new Map<string, RouteTable>();
+  /** Every route a table held when last read (local and gateway routes count toward the limit too). */
+  private readonly totals = new Map<string, number>();
+
+  constructor(
+    private readonly ec2: Ec2Api,
+    private readonly settings: AwsTargetSettings,
+  ) {
+    this.ranges = clusterRanges(settings.clusterCIDR);
+  }
+
+  private fail(message: string, error?: unknown, table?: string): TargetError {
+    return new TargetError(this.name, error === undefined ? message : `${message}: ${awsErrorText(error)}`, { cause: error, ...(table ? { table } : {}) });
+  }
+
+  private async describe(): Promise<RouteTable[]> {
+    const { routeTables, cluster } = this.settings;
+    try {
+      return await this.ec2.routeTables(routeTables.length ? { ids: routeTables } : { tagKey: clusterTagKey(cluster) });
+    } catch (error) {
+      throw this.fail(routeTables.length ? `cannot describe route tables ${routeTables.join(", ")}` : "cannot describe route tables", error);
+    }
+  }
+
+  private async describeOne(tableId: string): Promise<RouteTable> {
+    let tables: RouteTable[];
+    try {
+      tables = await this.ec2.routeTables({ ids: [tableId] });
+    } catch (error) {
+      throw this.fail("cannot describe the route table", error, tableId);
+    }
+    const table = tables.find((t) => t.RouteTableId === tableId);
+    if (!table) throw this.fail("the route table no longer exists", undefined, tableId);
+    return table;
+  }
+
+  async tables(_inventory: Inventory): Promise<TableRef[]> {
+    this.index = undefined;
+    this.described.clear();
+    const found = await this.describe();
+    if (!found.length) {
+      throw this.fail(
+        `no route table is tagged ${clusterTagKey(this.settings.cluster)}; tag the cluster's route tables or name them with --route-table rtb-...`,
+      );
+    }
+    for (const table of found) this.described.set(table.RouteTableId!, table);
+    return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+  }
+
+  /** The plan's index with the inventory's addresses resolved; tables read concurrently share one lookup. */
+  private indexFor(inventory: Inventory): Promise<HopIndex> {
+    if (!this.index || this.index.inventory !== inventory) {
+      const index = new HopIndex(this.ec2, this.settings.cluster);
+      const ready = index.resolve({ addresses: inventoryAddresses(inventory) }).then(
+        () => index,
+        (error: unknown) => {
+          if (this.index?.ready === ready) this.index = undefined; // let the next call try again
+          throw this.fail("cannot look up the nodes' network interfaces", error);
+        },
+      );
+      this.index = { inventory, ready };
+    }
+    return this.index.ready;
+  }
+
+  /** Observes a described table: every owned route plus every foreign route inside the cluster CIDR. */
+  private async observeTable(table: RouteTable, inventory: Inventory, index: HopIndex): Promise<ObservedRoute[]> {
+    const tableId = table.RouteTableId!;
+    const routes = table.Routes ?? [];
+    const handles = routes.filter((r) => destinationOf(r)).map(routeHandle);
+    try {
+      await index.resolve({
+        enis: handles.filter((h) => h.kind === "eni").map((h) => h.id),
+        instances: handles.filter((h) => h.kind === "instance").map((h) => h.id),
+      });
+    } catch (error) {
+      throw this.fail("cannot look up the interfaces and instances its routes point at", error, tableId);
+    }
+    const context = { ranges: this.ranges, nodeAddresses: new Set(inventoryAddresses(inventory)) };
+    const out: ObservedRoute[] = [];
+    for (const route of routes) {
+      const seen = observeRoute(route, tableId, index, context);
+      if (seen && (seen.observed.owned || seen.inCluster)) out.push(seen.observed);
+    }
+    return out;
+  }
+
+  async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
+    const index = await this.indexFor(inventory);
+    const described = this.described.get(table.id) ?? (await this.describeOne(table.id));
+    this.described.delete(table.id);
+    this.totals.set(table.id, described.Routes?.length ?? 0);
+    return this.observeTable(described, inventory, index);
+  }
+
+  async review(plan: Plan, inventory: Inventory): Promise<Review> {
+    const review: Review = { warnings: [], refusals: [], actions: [] };
+    const { routeLimit, nextHop } = this.settings;
+    for (const diff of plan.tables) {
+      if (diff.error !== undefined) continue;
+      const total = this.totals.get(diff.table.id);
+      if (total === undefined) continue;
+      const creates = diff.changes.filter((c) => c.action === "create").length;
+      const deletes = diff.changes.filter((c) => c.action === "delete").length;
+      const after = total + creates - deletes;
+      if (after > routeLimit) {
+        review.refusals.push(
+          `aws ${diff.table.id}: would hold ${after} routes, over the route limit of ${routeLimit} (it holds ${total}; ${creates} to add, ${deletes} to remove). ` +
+            `Ask AWS for a higher routes-per-table quota and pass --route-limit, or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
+        );
+      } else if (after > routeLimit * LIMIT_WARNING_SHARE) {
+        review.warnings.push(`aws ${diff.table.id}: will hold ${after} of at most ${routeLimit} routes`);
+      }
+    }
+
+    // Every next hop the plan routes to must have its source/destination check off, or EC2 drops the pods' packets.
+    const index = await this.indexFor(inventory);
+    const wanted = new Map<string, Route>();
+    for (const diff of plan.tables) {
+      for (const route of [...diff.unchanged, ...diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))]) wanted.set(route.nextHop, route);
+    }
+    const seen = new Set<string>();
+    for (const [address, route] of [...wanted].sort(([a], [b]) => a.localeCompare(b))) {
+      const found = index.hopFor(address, nextHop);
+      if ("error" in found) {
+        review.warnings.push(`aws: node ${route.node}: ${found.error}; its routes will fail`);
+        continue;
+      }
+      if (seen.has(found.hop.id)) continue;
+      seen.add(found.hop.id);
+      if (index.sourceDestCheck(found.hop) !== false) {
+        review.actions.push({ table: route.node, id: found.hop.id, description: `disable source/dest check on ${found.hop.id} (${address})` });
+      }
+    }
+    return review;
+  }
+
+  async runActions(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]> {
+    const limit = pLimit(Math.max(1, this.settings.parallel));
+    let done = 0;
+    return Promise.all(
+      actions.map((action) =>
+        limit(async () => {
+          const hop: NextHopRef = action.id.startsWith("i-") ? { kind: "instance", id: action.id } : { kind: "eni", id: action.id };
+          try {
+            await this.ec2.disableSourceDestCheck(hop);
+            return { action, ok: true };
+          } catch (error) {
+            return { action, ok: false, error: awsErrorText(error) };
+          } finally {
+            context.progress({ table: action.table, done: ++done, total: actions.length, message: action.description });
+          }
+        }),
+      ),
+    );
+  }
+
+  async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
+    // Read the table again: each change must still fit what was planned, and the limit must hold.
+    const fresh = await this.describeOne(table.id);
+    const index = await this.indexFor(context.inventory);
+    const byDestination = new Map<string, Ec2Route>();
+    for (const route of fresh.Routes ?? []) {
+      const destination = destinationOf(route);
+      if (destination) byDestination.set(destination.text, route);
+    }
+    const creates = changes.filter((c) => c.action === "create").length;
+    const deletes = changes.filter((c) => c.action === "delete").length;
+    const after = (fresh.Routes?.length ?? 0) + creates - deletes;
+    if (after > this.settings.routeLimit) {
+      const error = `refused before any call: the table would hold ${after} routes, over the route limit of ${this.settings.routeLimit} (--route-limit)`;
+      return changes.map((change) => ({ change, ok: false, error }));
+    }
+
+    const limit = pLimit(Math.max(1, this.settings.parallel));
+    let done = 0;
+    return Promise.all(
+      changes.map((change) =>
+        limit(async (): Promise<ChangeResult> => {
+          try {
+            const error = await this.writeOne(table.id, fresh.VpcId, change, byDestination, index);
+            return error === undefined ? { change, ok: true } : { change, ok: false, error };
+          } catch (error) {
+            return { change, ok: false, error: awsErrorText(error) };
+          } finally {
+            context.progress({ table: table.id, done: ++done, total: changes.length });
+          }
+        }),
+      ),
+    );
+  }
+
+  /** Carries out one change; returns why it was not attempted, or throws the API's error. */
+  private async writeOne(tableId: string, vpcId: string | undefined, change: Change, now: Map<string, Ec2Route>, index: HopIndex): Promise<string | undefined> {
+    const destination = change.action === "delete" ? change.current.destination : change.route.destination;
+    const present = now.get(destination);
+    if (change.action === "delete") {
+      if (!present) return undefined; // already gone: the goal is met
+      if (routeHandle(present).id !== change.current.details?.target) {
+        return `the route to ${destination} now points at ${routeHandle(present).id || "something else"}, not ${String(change.current.details?.target)}, since the plan; re-run plan`;
+      }
+      await this.ec2.deleteRoute(tableId, destination);
+      return undefined;
+    }
+    const found = index.hopFor(change.route.nextHop, this.settings.nextHop);
+    if ("error" in found) return found.error;
+    if (vpcId && found.vpcId && found.vpcId !== vpcId) return `${found.hop.id} is in ${found.vpcId}, the route table in ${vpcId}`;
+    if (change.action === "create") {
+      if (present) {
+        if (routeHandle(present).id === found.hop.id && present.State !== "blackhole") return undefined; // done by an earlier, interrupted run
+        return `a route to ${destination} via ${routeHandle(present).id || "?"} appeared since the plan; re-run plan`;
+      }
+      await this.ec2.createRoute(tableId, destination, found.hop);
+      return undefined;
+    }
+    if (!present) return `the route to ${destination} disappeared since the plan; re-run plan (it will create it)`;
+    if (routeHandle(present).id !== change.current.details?.target) {
+      return `the route to ${destination} now points at ${routeHandle(present).id || "something else"} since the plan; re-run plan`;
+    }
+    // ReplaceRoute swaps the next hop in place: no moment without a route, unlike delete + create.
+    await this.ec2.replaceRoute(tableId, destination, found.hop);
+    return undefined;
+  }
+
+  async verify(inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
+    this.index = undefined;
+    const checks: Check[] = [];
+    const index = await this.indexFor(inventory);
+    const tables = await this.describe();
+    let done = 0;
+    for (const table of tables) {
+      const tableId = table.RouteTableId!;
+      const observed = await this.observeTable(table, inventory, index);
+      const holes = observed.filter((r) => r.healthy === false);
+      checks.push(
+        holes.length
+          ? { table: tableId, ok: false, message: `blackhole routes: ${holes.map((r) => `${r.destination} via ${r.nextHopLabel} (${String(r.details?.reason ?? "blackhole")})`).join(", ")}` }
+          : { table: tableId, ok: true, message: "no blackhole routes in the cluster CIDR" },
+      );
+      context.progress({ table: tableId, done: ++done, total: tables.length, message: "verify" });
+    }
+    for (const node of inventory.nodes) {
+      const families = unique(node.podCIDRs.map((c) => familyOfText(c.split("/")[0]!)));
+      for (const family of families) {
+        const address = internalIpOf(node, family);
+        if (!address) continue;
+        const found = index.hopFor(address, this.settings.nextHop);
+        if ("error" in found) {
+          checks.push({ table: node.name, ok: false, message: found.error });
+          continue;
+        }
+        const on = index.sourceDestCheck(found.hop);
+        checks.push(
+          on === false
+            ? { table: node.name, ok: true, message: `source/destination check is off on ${found.hop.id}` }
+            : { table: node.name, ok: false, message: `source/destination check is on for ${found.hop.id} (${address}): EC2 drops its pods' packets; run apply` },
+        );
+      }
+    }
+    return checks;
+  }
+
+  readonly listing = {
+    columns: ["ROUTE_TABLE", "DEST_CIDR", "NEXT_HOP", "STATE"],
+    row: (table: TableRef, route: ObservedRoute): string[] => [
+      table.id,
+      route.destination,
+      route.nextHop ? `${route.nextHopLabel} (${route.nextHop})` : (route.nextHopLabel ?? ""),
+      String(route.details?.state ?? ""),
+    ],
+  };
+
+  async close(): Promise<void> {
+    this.ec2.close();
+  }
+}
