@@ -29,6 +29,8 @@ export function offlineAwsEnv(endpoint: string): Record<string, string> {
     AWS_CONFIG_FILE: "/nonexistent/podroutes-test/aws-config",
     AWS_SHARED_CREDENTIALS_FILE: "/nonexistent/podroutes-test/aws-credentials",
     AWS_ENDPOINT_URL: endpoint,
+    // The SDK's notice that its 2027 releases need Node 22 would fill every test's stderr.
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: process.env.HOME ?? "/tmp",
   };

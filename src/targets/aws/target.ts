@@ -15,7 +15,7 @@
  */
 import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
 import pLimit from "p-limit";
-import { cidrContains, clusterRanges, internalIpOf, parseCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
+import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
 import { awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
 import {
@@ -172,6 +172,8 @@ export class HopIndex {
     const eniId = this.byAddress.get(address);
     if (!eniId) return { error: `no network interface holds ${address} (is the node an EC2 instance in this region?)` };
     const eni = this.enis.get(eniId)!;
+    const gone = this.goneReason({ kind: "eni", id: eniId });
+    if (gone) return { error: `${eniId} (${address}) cannot carry traffic: ${gone}` };
     if (kind === "eni") return { hop: { kind: "eni", id: eniId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
     const instanceId = eni.Attachment?.InstanceId;
     if (!instanceId) return { error: `${eniId} (${address}) is not attached to an instance; use --next-hop eni` };
@@ -335,7 +337,7 @@ export class AwsTarget implements Target {
       const seen = observeRoute(route, tableId, index, context);
       if (seen && (seen.observed.owned || seen.inCluster)) out.push(seen.observed);
     }
-    return out;
+    return sortByCidr(out, (route) => route.destination);
   }
 
   async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {

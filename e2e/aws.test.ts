@@ -1,0 +1,424 @@
+/**
+ * `--target aws` and `--nodes aws` end to end against moto's EC2 (one server for this file, reset
+ * before each test), cross-checked with the real aws CLI: what podroutes wrote is what
+ * `aws ec2 describe-route-tables` sees, and what the CLI added outside podroutes' remit survives.
+ * Dummy credentials, instance metadata off, 127.0.0.1 only.
+ */
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, it } from "node:test";
+import { CreateRouteCommand, DescribeRouteTablesCommand, ModifyNetworkInterfaceAttributeCommand, TerminateInstancesCommand, type EC2Client } from "@aws-sdk/client-ec2";
+import { apply, plan } from "../src/apply/engine.js";
+import { validateInventory } from "../src/inventory.js";
+import type { Inventory } from "../src/model.js";
+import type { ResolvedOptions } from "../src/options.js";
+import { awsTarget } from "../src/targets/aws/factory.js";
+import { createEc2, type Ec2Api } from "../src/targets/aws/ec2.js";
+import { AwsTarget, type AwsTargetSettings } from "../src/targets/aws/target.js";
+import { runCli, jsonOf } from "../testkit/cli.js";
+import { editInventory, runConformance } from "../testkit/conformance.js";
+import {
+  awsCli,
+  buildCluster,
+  launchInstance,
+  offlineAwsEnv,
+  REGION,
+  SEED_CLUSTER_CIDR,
+  SEED_NODES,
+  startMoto,
+  startThrottlingProxy,
+  type CloudFixture,
+  type Moto,
+} from "../testkit/moto.js";
+
+let moto: Moto | undefined;
+/** One moto for the whole file, started on first use and stopped by PID at the end. */
+async function server(): Promise<Moto> {
+  moto ??= await startMoto();
+  return moto;
+}
+after(async () => {
+  await moto?.stop();
+});
+
+const options = { parallel: 4 };
+
+function seedInventory(nodes = SEED_NODES): Inventory {
+  return validateInventory(
+    { source: "seed", nodes: nodes.map((n) => ({ name: n.name, internalIPs: [n.ip], podCIDRs: [n.podCIDR] })) },
+    { clusterCIDR: SEED_CLUSTER_CIDR },
+  );
+}
+
+function resolved(endpoint: string, extra: Record<string, unknown> = {}): ResolvedOptions {
+  return {
+    cluster: "kubernetes",
+    clusterCIDR: SEED_CLUSTER_CIDR,
+    parallel: 4,
+    env: offlineAwsEnv(endpoint),
+    warn: () => {},
+    interactive: false,
+    endpoint,
+    region: REGION,
+    nextHop: "eni",
+    routeLimit: "50",
+    ...extra,
+  };
+}
+
+/** Wraps the EC2 helpers, recording every call by name, to show what was (not) called. */
+function recording(ec2: Ec2Api): { ec2: Ec2Api; calls: string[] } {
+  const calls: string[] = [];
+  const proxy = new Proxy(ec2, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        calls.push(String(key));
+        return value.apply(target, args);
+      };
+    },
+  });
+  return { ec2: proxy, calls };
+}
+
+async function recordedTarget(endpoint: string, settings: Partial<AwsTargetSettings> = {}) {
+  const { ec2, calls } = recording(await createEc2({ region: REGION, endpoint, credentials: { accessKeyId: "test", secretAccessKey: "test" } }));
+  const target = new AwsTarget(ec2, { cluster: "kubernetes", clusterCIDR: SEED_CLUSTER_CIDR, routeTables: [], nextHop: "eni", routeLimit: 50, parallel: 4, ...settings });
+  return { target, calls };
+}
+
+/** destination → what the route points at, read with the SDK directly (not through the target). */
+async function routesOf(client: EC2Client, tableId: string): Promise<Map<string, string>> {
+  const out = await client.send(new DescribeRouteTablesCommand({ RouteTableIds: [tableId] }));
+  return new Map(
+    (out.RouteTables?.[0]?.Routes ?? []).map((r) => [r.DestinationCidrBlock ?? r.DestinationIpv6CidrBlock ?? "", r.NetworkInterfaceId ?? r.InstanceId ?? r.GatewayId ?? "?"]),
+  );
+}
+
+function actionsOf(planned: Awaited<ReturnType<typeof plan>>): string[] {
+  return planned.tables.flatMap((t) => t.changes.map((c) => `${t.table.id} ${c.action} ${c.action === "delete" ? c.current.destination : c.route.destination}`)).sort();
+}
+
+runConformance({
+  name: "aws (moto)",
+  async setup() {
+    const m = await server();
+    await m.reset();
+    const client = m.client();
+    const fixture = await buildCluster(client, { tables: 2 });
+    // A spare instance that is no cluster node (no cluster tag, not in the inventory).
+    const spare = await launchInstance(client, fixture.subnetId, { name: "spare", ip: "10.240.0.99" });
+    const target = await awsTarget.create(resolved(m.endpoint));
+    return {
+      target,
+      inventory: seedInventory(),
+      spareNextHop: spare.ip,
+      addForeignRoute: async (tableId, destination) => {
+        await client.send(new CreateRouteCommand({ RouteTableId: tableId, DestinationCidrBlock: destination, NetworkInterfaceId: spare.eniId }));
+      },
+      hasRoute: async (tableId, destination) => (await routesOf(client, tableId)).has(destination),
+      teardown: async () => client.destroy(),
+    };
+  },
+});
+
+describe("aws target against moto", () => {
+  let m: Moto;
+  let client: EC2Client;
+  let cloud: CloudFixture;
+
+  before(async () => {
+    m = await server();
+  });
+  beforeEach(async () => {
+    await m.reset();
+    client?.destroy();
+    client = m.client();
+    cloud = await buildCluster(client, { tables: 2 });
+  });
+  after(() => client?.destroy());
+
+  it("fresh apply routes every pod CIDR to its node's interface in every table, turns the source/dest check off, and a second apply changes nothing", async () => {
+    const inventory = seedInventory();
+    const { target, calls } = await recordedTarget(m.endpoint);
+    try {
+      const first = await plan(target, inventory, options);
+      assert.deepEqual(first.summary, { create: 6, replace: 0, delete: 0, unchanged: 0, conflicts: 0 });
+      assert.deepEqual(first.review.actions.map((a) => a.id).sort(), cloud.instances.map((i) => i.eniId).sort());
+      const report = await apply(target, first, inventory, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      assert.equal(report.counts.created, 6);
+      for (const tableId of cloud.tableIds) {
+        const routes = await routesOf(client, tableId);
+        for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId, `${tableId} ${node.podCIDR}`);
+        assert.equal(routes.get("0.0.0.0/0"), cloud.igwId, "the gateway route is untouched");
+      }
+      assert.deepEqual((await target.verify(inventory, { progress: () => {} })).filter((c) => !c.ok), []);
+
+      calls.length = 0;
+      const second = await plan(target, inventory, options);
+      assert.deepEqual(second.summary, { create: 0, replace: 0, delete: 0, unchanged: 6, conflicts: 0 });
+      assert.deepEqual(second.review.actions, [], "the source/dest checks are already off");
+      const again = await apply(target, second, inventory, options);
+      assert.ok(again.ok);
+      assert.deepEqual(
+        calls.filter((c) => /^(create|replace|delete)Route$|disableSourceDestCheck/.test(c)),
+        [],
+        "a second apply makes no write call",
+      );
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("a changed next hop is one ReplaceRoute per table, never a delete and create", async () => {
+    const inventory = seedInventory();
+    const { target, calls } = await recordedTarget(m.endpoint);
+    try {
+      await apply(target, await plan(target, inventory, options), inventory, options);
+      const moved = await launchInstance(client, cloud.subnetId, { name: "worker-1b", ip: "10.240.0.31" }, { "kubernetes.io/cluster/kubernetes": "owned" });
+      const next = editInventory(inventory, (nodes) => nodes.map((n) => (n.name === "worker-1" ? { ...n, internalIPs: [moved.ip] } : n)));
+      calls.length = 0;
+      const planned = await plan(target, next, options);
+      assert.deepEqual(actionsOf(planned), cloud.tableIds.map((t) => `${t} replace 10.200.1.0/24`).sort());
+      assert.deepEqual(planned.review.actions.map((a) => a.id), [moved.eniId]);
+      const report = await apply(target, planned, next, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      assert.deepEqual(calls.filter((c) => /Route$/.test(c)), ["replaceRoute", "replaceRoute"]);
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).get("10.200.1.0/24"), moved.eniId);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("--next-hop instance routes to the instances", async () => {
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint, { nextHop: "instance" });
+    try {
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual(planned.review.actions.map((a) => a.id).sort(), cloud.instances.map((i) => i.instanceId).sort());
+      assert.ok((await apply(target, planned, inventory, options)).ok);
+      const routes = await routesOf(client, cloud.tableIds[0]!);
+      for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.instanceId);
+      const again = await plan(target, inventory, options);
+      assert.equal(again.summary.unchanged, 6, "instance routes are translated back to the nodes' IPs");
+      assert.deepEqual(again.review.actions, []);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("a terminated node leaves a blackhole: verify fails, apply removes it, verify passes", async () => {
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint);
+    try {
+      await apply(target, await plan(target, inventory, options), inventory, options);
+      const gone = cloud.instances.find((i) => i.name === "worker-2")!;
+      await client.send(new TerminateInstancesCommand({ InstanceIds: [gone.instanceId] }));
+      const remaining = editInventory(inventory, (nodes) => nodes.filter((n) => n.name !== "worker-2"));
+
+      const observed = await target.read({ id: cloud.tableIds[0]!, scope: "shared" }, remaining);
+      const hole = observed.find((r) => r.destination === gone.podCIDR)!;
+      assert.equal(hole.owned, true, "a blackhole inside the cluster CIDR is podroutes' to clean up");
+      assert.equal(hole.healthy, false);
+      assert.equal(hole.details?.state, "blackhole");
+      const failed = (await target.verify(remaining, { progress: () => {} })).filter((c) => !c.ok);
+      assert.deepEqual(failed.map((c) => c.table).sort(), [...cloud.tableIds].sort());
+      assert.match(failed[0]!.message, /10\.200\.2\.0\/24 via eni-/);
+
+      const planned = await plan(target, remaining, options);
+      assert.deepEqual(actionsOf(planned), cloud.tableIds.map((t) => `${t} delete 10.200.2.0/24`).sort());
+      assert.ok((await apply(target, planned, remaining, options)).ok);
+      for (const tableId of cloud.tableIds) assert.ok(!(await routesOf(client, tableId)).has("10.200.2.0/24"));
+      assert.deepEqual((await target.verify(remaining, { progress: () => {} })).filter((c) => !c.ok), []);
+
+      // A stale inventory that still lists the terminated node must not route to its dead interface.
+      const stale = await plan(target, inventory, options);
+      assert.ok(stale.review.warnings.some((w) => w.includes("worker-2") && w.includes("terminated")), stale.review.warnings.join("\n"));
+      const report = await apply(target, stale, inventory, options);
+      assert.ok(!report.ok);
+      for (const tableId of cloud.tableIds) assert.ok(!(await routesOf(client, tableId)).has("10.200.2.0/24"));
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("a blackhole on a wanted destination is replaced by a route to the node's new interface", async () => {
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint);
+    try {
+      await apply(target, await plan(target, inventory, options), inventory, options);
+      const old = cloud.instances.find((i) => i.name === "worker-0")!;
+      await client.send(new TerminateInstancesCommand({ InstanceIds: [old.instanceId] }));
+      const reborn = await launchInstance(client, cloud.subnetId, { name: "worker-0", ip: "10.240.0.40" }, { "kubernetes.io/cluster/kubernetes": "owned" });
+      const next = editInventory(inventory, (nodes) => nodes.map((n) => (n.name === "worker-0" ? { ...n, internalIPs: [reborn.ip] } : n)));
+      const planned = await plan(target, next, options);
+      assert.deepEqual(actionsOf(planned), cloud.tableIds.map((t) => `${t} replace 10.200.0.0/24`).sort());
+      assert.ok((await apply(target, planned, next, options)).ok);
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).get("10.200.0.0/24"), reborn.eniId);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("refuses before any call when a table would exceed the route limit", async () => {
+    const inventory = seedInventory();
+    // Each table holds local + internet gateway routes: 2 + 3 creates = 5 > 4.
+    const { target, calls } = await recordedTarget(m.endpoint, { routeLimit: 4 });
+    try {
+      const planned = await plan(target, inventory, options);
+      assert.equal(planned.review.refusals.length, 2, planned.review.refusals.join("\n"));
+      assert.match(planned.review.refusals[0]!, /over the route limit of 4.*--route-limit.*host routes/);
+      // Even an engine that ignored the refusal makes no route call: write checks the limit itself.
+      calls.length = 0;
+      const report = await apply(target, { ...planned, review: { ...planned.review, actions: [] } }, inventory, options);
+      assert.ok(!report.ok);
+      assert.deepEqual(calls.filter((c) => /Route$/.test(c)), []);
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).size, 2);
+    } finally {
+      await target.close();
+    }
+    const near = await recordedTarget(m.endpoint, { routeLimit: 5 });
+    try {
+      const planned = await plan(near.target, inventory, options);
+      assert.deepEqual(planned.review.refusals, []);
+      assert.equal(planned.review.warnings.filter((w) => /5 of at most 5 routes/.test(w)).length, 2);
+    } finally {
+      await near.target.close();
+    }
+  });
+
+  it("retries throttled calls (RequestLimitExceeded) with the SDK's backoff and completes", async () => {
+    const proxy = await startThrottlingProxy(m.endpoint, { actions: ["CreateRoute", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute"], times: 2 });
+    const inventory = seedInventory();
+    const target = await awsTarget.create(resolved(proxy.endpoint));
+    try {
+      const planned = await plan(target, inventory, options);
+      const report = await apply(target, planned, inventory, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      assert.equal(proxy.throttled.get("CreateRoute"), 6 * 2, "every create was throttled twice, then went through");
+      assert.ok((proxy.throttled.get("DescribeNetworkInterfaces") ?? 0) >= 2);
+      assert.equal(proxy.throttled.get("ModifyNetworkInterfaceAttribute"), 3 * 2);
+      for (const tableId of cloud.tableIds) {
+        const routes = await routesOf(client, tableId);
+        for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId);
+      }
+    } finally {
+      await target.close?.();
+      await proxy.close();
+    }
+  });
+
+  it("a write whose table changed since the plan is refused for that route, not forced", async () => {
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint);
+    try {
+      const planned = await plan(target, inventory, options);
+      // Someone adds a route to one of our destinations between plan and apply (moto would silently overwrite it).
+      await client.send(new CreateRouteCommand({ RouteTableId: cloud.tableIds[0]!, DestinationCidrBlock: "10.200.1.0/24", GatewayId: cloud.igwId }));
+      const report = await apply(target, planned, inventory, options);
+      const failed = report.tables.flatMap((t) => t.results.filter((r) => !r.ok));
+      assert.equal(failed.length, 1);
+      assert.match(failed[0]!.error!, /appeared since the plan/);
+      assert.equal((await routesOf(client, cloud.tableIds[0]!)).get("10.200.1.0/24"), cloud.igwId);
+      const next = await plan(target, inventory, options);
+      assert.equal(next.summary.conflicts, 1);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("a source/dest check turned back on is planned as an action again and verify flags it", async () => {
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint);
+    try {
+      await apply(target, await plan(target, inventory, options), inventory, options);
+      const node = cloud.instances[1]!;
+      await client.send(new ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: node.eniId, SourceDestCheck: { Value: true } }));
+      const failed = (await target.verify(inventory, { progress: () => {} })).filter((c) => !c.ok);
+      assert.deepEqual(failed.map((c) => c.table), [node.name]);
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual(planned.review.actions.map((a) => a.id), [node.eniId]);
+      assert.equal(planned.summary.unchanged, 6);
+    } finally {
+      await target.close();
+    }
+  });
+});
+
+describe("podroutes CLI with --nodes aws --target aws, cross-checked by the aws CLI", () => {
+  let m: Moto;
+  let cloud: CloudFixture;
+  let client: EC2Client;
+  let env: Record<string, string>;
+
+  before(async () => {
+    m = await server();
+    await m.reset();
+    client = m.client();
+    cloud = await buildCluster(client, { tables: 1 });
+    env = offlineAwsEnv(m.endpoint);
+  });
+  after(() => client?.destroy());
+
+  const flags = () => ["--nodes", "aws", "--target", "aws", "--endpoint", m.endpoint, "--cluster-cidr", SEED_CLUSTER_CIDR];
+
+  it("--cluster-cidr is required, with an error naming the flag, before any call", async () => {
+    const result = await runCli(["plan", "--nodes", "aws", "--target", "aws", "--endpoint", m.endpoint], { env });
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(result.stderr, /aws:[\s\S]*--cluster-cidr is required/);
+  });
+
+  it("routes podroutes creates are what `aws ec2 describe-route-tables` sees; a CLI route outside the cluster CIDR survives apply and delete", async () => {
+    const worker0 = cloud.instances[0]!;
+    await awsCli(m.endpoint, ["ec2", "create-route", "--route-table-id", cloud.tableIds[0]!, "--destination-cidr-block", "192.168.50.0/24", "--network-interface-id", worker0.eniId]);
+
+    const applied = await runCli(["apply", "--yes", ...flags()], { env });
+    assert.equal(applied.code, 0, applied.stdout + applied.stderr);
+
+    const described = await awsCli(m.endpoint, ["ec2", "describe-route-tables", "--route-table-ids", cloud.tableIds[0]!]);
+    const routes = described.RouteTables[0].Routes as { DestinationCidrBlock: string; NetworkInterfaceId?: string; GatewayId?: string }[];
+    const cidrs = routes.map((r) => r.DestinationCidrBlock).sort();
+    assert.deepEqual(cidrs, ["0.0.0.0/0", "10.200.0.0/24", "10.200.1.0/24", "10.200.2.0/24", "10.240.0.0/16", "192.168.50.0/24"]);
+    for (const node of cloud.instances) assert.equal(routes.find((r) => r.DestinationCidrBlock === node.podCIDR)?.NetworkInterfaceId, node.eniId);
+    const enis = await awsCli(m.endpoint, ["ec2", "describe-network-interfaces", "--network-interface-ids", ...cloud.instances.map((i) => i.eniId)]);
+    assert.deepEqual(enis.NetworkInterfaces.map((e: { SourceDestCheck: boolean }) => e.SourceDestCheck), [false, false, false]);
+
+    const listed = jsonOf<{ table: string; destination: string; nextHop?: string; owned: boolean }[]>(await runCli(["list", "-o", "json", ...flags()], { env }));
+    assert.deepEqual(listed.map((r) => `${r.destination} ${r.nextHop} ${r.owned}`), ["10.200.0.0/24 10.240.0.20 true", "10.200.1.0/24 10.240.0.21 true", "10.200.2.0/24 10.240.0.22 true"]);
+    const table = await runCli(["list", ...flags()], { env });
+    assert.match(table.stdout, /^ROUTE_TABLE\s+DEST_CIDR\s+NEXT_HOP\s+STATE/);
+    assert.match(table.stdout, new RegExp(`${cloud.tableIds[0]}\\s+10\\.200\\.0\\.0/24\\s+${worker0.eniId} \\(10\\.240\\.0\\.20\\)\\s+active`));
+
+    const verified = await runCli(["verify", ...flags()], { env });
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    const pending = await runCli(["plan", "--detailed-exitcode", ...flags()], { env });
+    assert.equal(pending.code, 0, pending.stdout);
+
+    const deleted = await runCli(["delete", "--yes", ...flags()], { env });
+    assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
+    const after = await awsCli(m.endpoint, ["ec2", "describe-route-tables", "--route-table-ids", cloud.tableIds[0]!]);
+    assert.deepEqual(after.RouteTables[0].Routes.map((r: { DestinationCidrBlock: string }) => r.DestinationCidrBlock).sort(), ["0.0.0.0/0", "10.240.0.0/16", "192.168.50.0/24"]);
+  });
+
+  it("apply refuses (exit 1) when the route limit would be exceeded, and changes nothing", async () => {
+    const result = await runCli(["apply", "--yes", "--route-limit", "4", ...flags()], { env });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(result.stdout + result.stderr, /over the route limit of 4/);
+    assert.equal((await routesOf(client, cloud.tableIds[0]!)).size, 3, "local, gateway and the CLI's route only");
+  });
+
+  it("--aws-filter selects the nodes; names, IPs and pod CIDRs come from the instances' tags", async () => {
+    const extra = await launchInstance(client, cloud.subnetId, { name: "worker-9", ip: "10.240.0.29", podCIDR: "10.200.9.0/24" }, { Role: "gpu" });
+    const result = await runCli(["plan", "-o", "json", "--aws-filter", "tag:Role=gpu", ...flags()], { env });
+    assert.equal(result.code, 0, result.stderr);
+    const planned = jsonOf(result);
+    const creates = planned.tables.flatMap((t: { changes: { action: string; destination: string; nextHop?: string; node?: string }[] }) => t.changes);
+    assert.deepEqual(
+      creates.map((c: { action: string; destination: string }) => `${c.action} ${c.destination}`),
+      ["create 10.200.9.0/24"],
+      JSON.stringify(creates),
+    );
+    assert.equal(extra.ip, "10.240.0.29");
+  });
+});
