@@ -1,0 +1,209 @@
+/**
+ * The AWS target's decisions without EC2: which routes are podroutes' (table-style, one row per kind
+ * of route a VPC table holds), how next hops translate back to node IPs, the route limit, the
+ * source/dest check actions, and flag checking. A fake Ec2Api stands in for the SDK.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Filter, Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
+import { InputError, validateInventory } from "../../inventory.js";
+import { clusterRanges } from "../../model.js";
+import { plan } from "../../apply/engine.js";
+import type { Ec2Api, NextHopRef } from "./ec2.js";
+import { awsTarget } from "./factory.js";
+import { AwsTarget, HopIndex, observeRoute } from "./target.js";
+
+const VPC = "vpc-1";
+const CLUSTER_CIDR = "10.200.0.0/16,fd00:10:200::/56";
+
+function eni(id: string, ip: string, instanceId?: string, extra: Partial<NetworkInterface> = {}): NetworkInterface {
+  return {
+    NetworkInterfaceId: id,
+    PrivateIpAddress: ip,
+    PrivateIpAddresses: [{ PrivateIpAddress: ip, Primary: true }],
+    VpcId: VPC,
+    Status: "in-use",
+    SourceDestCheck: true,
+    ...(instanceId ? { Attachment: { InstanceId: instanceId } } : {}),
+    ...extra,
+  };
+}
+
+function instance(id: string, ip: string, state: string, tags: Record<string, string> = {}): Instance {
+  return {
+    InstanceId: id,
+    PrivateIpAddress: ip,
+    State: { Name: state as never },
+    SourceDestCheck: true,
+    Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+  };
+}
+
+/** An in-memory EC2 with just what the target asks for; writes are recorded, not applied. */
+class FakeEc2 implements Ec2Api {
+  calls: string[] = [];
+  constructor(
+    readonly enis: NetworkInterface[],
+    readonly instanceList: Instance[],
+    readonly tables: RouteTable[] = [],
+  ) {}
+  async routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]> {
+    return "ids" in selector ? this.tables.filter((t) => selector.ids.includes(t.RouteTableId!)) : this.tables;
+  }
+  async networkInterfacesByAddress(addresses: string[]) {
+    return this.enis.filter((e) => e.PrivateIpAddresses!.some((p) => addresses.includes(p.PrivateIpAddress!)) || e.Ipv6Addresses?.some((p) => addresses.includes(p.Ipv6Address!)));
+  }
+  async networkInterfacesById(ids: string[]) {
+    return this.enis.filter((e) => ids.includes(e.NetworkInterfaceId!));
+  }
+  async instances(filters: Filter[]) {
+    const ids = filters.find((f) => f.Name === "instance-id")?.Values ?? [];
+    return this.instanceList.filter((i) => ids.includes(i.InstanceId!));
+  }
+  async createRoute(table: string, destination: string, hop: NextHopRef) {
+    this.calls.push(`create ${table} ${destination} ${hop.id}`);
+  }
+  async replaceRoute(table: string, destination: string, hop: NextHopRef) {
+    this.calls.push(`replace ${table} ${destination} ${hop.id}`);
+  }
+  async deleteRoute(table: string, destination: string) {
+    this.calls.push(`delete ${table} ${destination}`);
+  }
+  async disableSourceDestCheck(hop: NextHopRef) {
+    this.calls.push(`disable ${hop.id}`);
+  }
+  close() {}
+}
+
+const world = () =>
+  new FakeEc2(
+    [
+      eni("eni-node0", "10.240.0.20", "i-node0", { Ipv6Addresses: [{ Ipv6Address: "fd00::20" }] }),
+      eni("eni-departed", "10.240.0.25", "i-departed"),
+      eni("eni-foreign", "10.240.0.99", "i-foreign"),
+      eni("eni-deadnode", "10.240.0.26", "i-dead"),
+    ],
+    [
+      instance("i-node0", "10.240.0.20", "running", { "kubernetes.io/cluster/kubernetes": "owned" }),
+      instance("i-departed", "10.240.0.25", "running", { "kubernetes.io/cluster/kubernetes": "owned" }),
+      instance("i-foreign", "10.240.0.99", "running"),
+      instance("i-dead", "10.240.0.26", "terminated", { "kubernetes.io/cluster/kubernetes": "owned" }),
+    ],
+  );
+
+const inventory = validateInventory(
+  { source: "test", nodes: [{ name: "worker-0", internalIPs: ["10.240.0.20", "fd00::20"], podCIDRs: ["10.200.0.0/24", "fd00:10:200:1::/64"] }] },
+  { clusterCIDR: CLUSTER_CIDR },
+);
+
+describe("aws ownership: which routes of a VPC table are podroutes'", () => {
+  const rows: { why: string; route: Ec2Route; owned: boolean; nextHop?: string; healthy?: false; listed: boolean }[] = [
+    { why: "the VPC's local route", route: { DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local", State: "active" }, owned: false, listed: false },
+    { why: "internet gateway", route: { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1", State: "active" }, owned: false, listed: false },
+    { why: "a node's interface, in the cluster CIDR", route: { DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-node0", State: "active" }, owned: true, nextHop: "10.240.0.20", listed: true },
+    { why: "a node's instance, in the cluster CIDR", route: { DestinationCidrBlock: "10.200.3.0/24", InstanceId: "i-node0", State: "active" }, owned: true, nextHop: "10.240.0.20", listed: true },
+    { why: "a cluster-tagged instance no longer in the inventory (departed node)", route: { DestinationCidrBlock: "10.200.5.0/24", NetworkInterfaceId: "eni-departed", State: "active" }, owned: true, nextHop: "10.240.0.25", listed: true },
+    { why: "someone else's instance in the cluster CIDR", route: { DestinationCidrBlock: "10.200.6.0/24", NetworkInterfaceId: "eni-foreign", State: "active" }, owned: false, nextHop: "10.240.0.99", listed: true },
+    { why: "a NAT gateway in the cluster CIDR", route: { DestinationCidrBlock: "10.200.7.0/24", NatGatewayId: "nat-1", State: "active" }, owned: false, listed: true },
+    { why: "a blackhole peering route in the cluster CIDR", route: { DestinationCidrBlock: "10.200.8.0/24", VpcPeeringConnectionId: "pcx-1", State: "blackhole" }, owned: false, healthy: false, listed: true },
+    { why: "a deleted interface (blackhole) in the cluster CIDR", route: { DestinationCidrBlock: "10.200.9.0/24", NetworkInterfaceId: "eni-gone", State: "blackhole" }, owned: true, healthy: false, listed: true },
+    { why: "EC2 says active but the instance is terminated", route: { DestinationCidrBlock: "10.200.10.0/24", NetworkInterfaceId: "eni-deadnode", State: "active" }, owned: true, healthy: false, listed: true },
+    { why: "a node's interface outside the cluster CIDR", route: { DestinationCidrBlock: "192.168.0.0/24", NetworkInterfaceId: "eni-node0", State: "active" }, owned: false, nextHop: "10.240.0.20", listed: false },
+    { why: "a node's interface on a range that contains the cluster CIDR", route: { DestinationCidrBlock: "10.0.0.0/8", NetworkInterfaceId: "eni-node0", State: "active" }, owned: false, nextHop: "10.240.0.20", listed: false },
+    { why: "IPv6: a node's interface, translated to its IPv6 address", route: { DestinationIpv6CidrBlock: "fd00:10:200:1::/64", NetworkInterfaceId: "eni-node0", State: "active" }, owned: true, nextHop: "fd00::20", listed: true },
+  ];
+
+  for (const row of rows) {
+    it(`${row.owned ? "ours" : "not ours"}: ${row.why}`, async () => {
+      const fake = world();
+      const index = new HopIndex(fake, "kubernetes");
+      await index.resolve({ addresses: ["10.240.0.20", "fd00::20"], enis: [row.route.NetworkInterfaceId!].filter(Boolean), instances: [row.route.InstanceId!].filter(Boolean) });
+      const seen = observeRoute(row.route, "rtb-1", index, { ranges: clusterRanges(CLUSTER_CIDR), nodeAddresses: new Set(["10.240.0.20", "fd00::20"]) })!;
+      assert.equal(seen.observed.owned, row.owned);
+      assert.equal(seen.observed.nextHop, row.healthy === false ? undefined : row.nextHop);
+      assert.equal(seen.observed.healthy, row.healthy);
+      assert.equal(seen.observed.owned || seen.inCluster, row.listed, "read returns owned routes and foreign ones inside the cluster CIDR");
+    });
+  }
+
+  it("a prefix-list destination is never considered", async () => {
+    const index = new HopIndex(world(), "kubernetes");
+    assert.equal(observeRoute({ DestinationPrefixListId: "pl-1", GatewayId: "vpce-1" }, "rtb-1", index, { ranges: clusterRanges(CLUSTER_CIDR), nodeAddresses: new Set() }), undefined);
+  });
+});
+
+describe("aws review and write", () => {
+  const settings = { cluster: "kubernetes", clusterCIDR: CLUSTER_CIDR, routeTables: [], nextHop: "eni" as const, routeLimit: 50, parallel: 2 };
+  const table = (routes: Ec2Route[]): RouteTable => ({ RouteTableId: "rtb-1", VpcId: VPC, Routes: routes });
+
+  it("plans the source/dest check off for each next hop, once, and warns about a node with no interface", async () => {
+    const fake = world();
+    fake.tables.push(table([{ DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local" }]));
+    const two = validateInventory(
+      {
+        source: "test",
+        nodes: [
+          { name: "worker-0", internalIPs: ["10.240.0.20", "fd00::20"], podCIDRs: ["10.200.0.0/24", "fd00:10:200:1::/64"] },
+          { name: "worker-7", internalIPs: ["10.240.0.77"], podCIDRs: ["10.200.7.0/24"] },
+        ],
+      },
+      { clusterCIDR: CLUSTER_CIDR },
+    );
+    const target = new AwsTarget(fake, settings);
+    const planned = await plan(target, two, { parallel: 2 });
+    assert.deepEqual(planned.review.actions.map((a) => `${a.table} ${a.id}`), ["worker-0 eni-node0"]);
+    assert.equal(planned.review.warnings.length, 1);
+    assert.match(planned.review.warnings[0]!, /worker-7.*no network interface holds 10\.240\.0\.77/);
+    const result = await target.runActions(planned.review.actions, { progress: () => {}, inventory: two });
+    assert.deepEqual(result.map((r) => r.ok), [true]);
+    assert.deepEqual(fake.calls, ["disable eni-node0"]);
+  });
+
+  it("counts every route of the table (local, gateways) against the limit and refuses past it", async () => {
+    const fake = world();
+    fake.tables.push(table([{ DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local" }, { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1" }]));
+    const target = new AwsTarget(fake, { ...settings, routeLimit: 3 });
+    const planned = await plan(target, inventory, { parallel: 2 });
+    assert.equal(planned.summary.create, 2);
+    assert.equal(planned.review.refusals.length, 1);
+    assert.match(planned.review.refusals[0]!, /rtb-1: would hold 4 routes, over the route limit of 3/);
+    const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
+    assert.ok(results.every((r) => !r.ok && /refused before any call/.test(r.error!)));
+    assert.deepEqual(fake.calls, []);
+  });
+
+  it("deletes a blackhole podroutes owns even when its interface is gone, with the right destination family", async () => {
+    const fake = world();
+    fake.tables.push(
+      table([
+        { DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-node0", State: "active" },
+        { DestinationIpv6CidrBlock: "fd00:10:200:1::/64", NetworkInterfaceId: "eni-node0", State: "active" },
+        { DestinationCidrBlock: "10.200.9.0/24", NetworkInterfaceId: "eni-gone", State: "blackhole" },
+      ]),
+    );
+    const target = new AwsTarget(fake, settings);
+    const planned = await plan(target, inventory, { parallel: 2 });
+    assert.deepEqual(planned.summary, { create: 0, replace: 0, delete: 1, unchanged: 2, conflicts: 0 });
+    await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
+    assert.deepEqual(fake.calls, ["delete rtb-1 10.200.9.0/24"]);
+  });
+});
+
+describe("aws flags", () => {
+  const base = { cluster: "kubernetes", parallel: 1, env: { AWS_REGION: "us-east-1" }, warn: () => {}, interactive: false };
+
+  it("requires --cluster-cidr and names the flag, before loading the SDK or calling anything", async () => {
+    await assert.rejects(awsTarget.create({ ...base }), (error: unknown) => error instanceof InputError && /--cluster-cidr is required/.test(error.message));
+  });
+
+  it("reports every bad flag at once", async () => {
+    await assert.rejects(
+      awsTarget.create({ ...base, clusterCIDR: "10.200.0.0/16", routeTable: ["rtb-12345678", "subnet-1"], nextHop: "gateway", routeLimit: "0" }),
+      (error: unknown) => error instanceof InputError && error.problems.length === 3,
+    );
+  });
+
+  it("requires a region", async () => {
+    await assert.rejects(awsTarget.create({ ...base, env: {}, clusterCIDR: "10.200.0.0/16" }), /--region is required/);
+  });
+});
