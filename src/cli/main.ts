@@ -260,7 +260,8 @@ export function buildProgram(out: Output, setCode: (code: number) => void): Comm
           const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read") });
           out.endProgress();
           printPlan(out, planned);
-          if (planned.tables.some((t) => t.error !== undefined)) return EXIT.failed;
+          // A plan apply would refuse (quota, route limit) or could not read is a failed plan.
+          if (planned.tables.some((t) => t.error !== undefined) || planned.review.refusals.length) return EXIT.failed;
           return flags.detailedExitcode && hasChanges(planned) ? EXIT.changes : EXIT.ok;
         }),
       );
@@ -294,8 +295,11 @@ export function buildProgram(out: Output, setCode: (code: number) => void): Comm
   );
 
   const lab = program.command("lab").description("the local lab: the seeds' clusters in network namespaces (needs root)");
-  labOptions(lab.command("up").description("build the lab (a second run changes nothing)")).action(async (flags: { lab: string; topology: string; workers?: string }) => {
+  labOptions(lab.command("up").description("build the lab (a second run changes nothing)"))
+    .option("--ssh", "also run an OpenSSH server on every worker and the jumpbox, with keys made for this lab (for --target ssh)")
+    .action(async (flags: { lab: string; topology: string; workers?: string; ssh?: boolean }) => {
     const { state, created } = await labUp({ name: flags.lab, topology: flags.topology, ...(flags.workers ? { workers: Number(flags.workers) } : {}), log: (l) => out.human(l) });
+    if (flags.ssh) await (await import("../lab/sshd.js")).labSshUp(state, (l) => out.human(l));
     out.result(state, () => (created ? `lab ${state.name} is up: ${state.workers.length} workers (${state.topology}). Next: podroutes plan${flags.lab === DEFAULT_LAB ? "" : ` --lab ${flags.lab}`}` : ""));
     setCode(EXIT.ok);
   });
