@@ -6,6 +6,7 @@ import type { OptionSpec, ResolvedOptions } from "../options.js";
 import type { Target } from "./target.js";
 import { labTarget, localTarget } from "./linux/factories.js";
 import { awsTarget } from "./aws/factory.js";
+import { sshTarget } from "./ssh/factory.js";
 
 export interface TargetFactory {
   name: string;
@@ -15,7 +16,7 @@ export interface TargetFactory {
   create(options: ResolvedOptions): Promise<Target>;
 }
 
-export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget];
+export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget];
 
 export function targetFactory(name: string): TargetFactory | undefined {
   return targets.find((factory) => factory.name === name);

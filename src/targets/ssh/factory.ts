@@ -1,0 +1,136 @@
+/**
+ * `--target ssh`: the routes of every node's own kernel table, written over SSH as the Vultr seed does
+ * by hand, but with one connection per node, host keys checked, a node's whole diff in one `ip` batch,
+ * nodes in parallel, and (with --persist) a unit that re-applies the routes at boot. Every flag is
+ * checked here, before any connection.
+ */
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { Client } from "ssh2";
+import { InputError } from "../../inventory.js";
+import type { ResolvedOptions } from "../../options.js";
+import type { TargetFactory } from "../registry.js";
+import { TargetError } from "../target.js";
+import { protoOf, protoOption } from "../linux/factories.js";
+import { checkHost, checkUser, connectSsh, parseEndpoint, sshRunner, type SshSettings } from "./connection.js";
+import { KnownHostsStore } from "./known-hosts.js";
+import { SshTarget } from "./target.js";
+
+/** Keys `ssh` tries when none is given, in its order. */
+const DEFAULT_KEYS = ["id_ed25519", "id_ecdsa", "id_rsa"];
+
+async function readKey(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (error) {
+    throw new TargetError("ssh", `cannot read --ssh-key ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Reads and checks the flags into connection settings. */
+export async function sshSettings(options: ResolvedOptions): Promise<SshSettings> {
+  const problems: { value?: string; message: string }[] = [];
+  const user = String(options.sshUser ?? "root");
+  const portText = String(options.sshPort ?? "22");
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) problems.push({ value: portText, message: "--ssh-port must be a port number (1-65535)" });
+  try {
+    checkUser(user);
+  } catch (error) {
+    problems.push({ value: user, message: (error as Error).message });
+  }
+  const insecure = options.insecureIgnoreHostKeys === true;
+  const acceptNew = options.acceptNew === true;
+  if (insecure && acceptNew) problems.push({ message: "--accept-new and --insecure-ignore-host-keys exclude each other" });
+  let jump;
+  if (options.jump) {
+    try {
+      jump = parseEndpoint(String(options.jump), { user, port: 22 });
+    } catch (error) {
+      problems.push({ value: String(options.jump), message: (error as Error).message });
+    }
+  }
+  if (problems.length) throw new InputError(problems, "ssh");
+
+  const env = options.env;
+  const agent = env.SSH_AUTH_SOCK || undefined;
+  let privateKey: Buffer | undefined;
+  if (options.sshKey) privateKey = await readKey(String(options.sshKey));
+  else if (!agent) {
+    for (const name of DEFAULT_KEYS) {
+      privateKey = await readFile(join(homedir(), ".ssh", name)).catch(() => undefined);
+      if (privateKey) break;
+    }
+    if (!privateKey) throw new TargetError("ssh", "no key to log in with: pass --ssh-key FILE (the seed's kubernetes.id_rsa) or start an ssh-agent (SSH_AUTH_SOCK)");
+  }
+  if (insecure) {
+    options.warn("ssh: --insecure-ignore-host-keys: host keys are NOT checked (the seed's StrictHostKeyChecking=no); anyone on the path can pose as a node and see its routes");
+  }
+  return {
+    user,
+    port,
+    ...(privateKey ? { privateKey } : {}),
+    ...(agent ? { agent } : {}),
+    knownHosts: new KnownHostsStore(String(options.knownHosts ?? join(homedir(), ".ssh", "known_hosts"))),
+    acceptNew,
+    insecure,
+    sudo: options.sudo === true,
+    ...(jump ? { jump } : {}),
+    timeout: 15,
+  };
+}
+
+export const sshTarget: TargetFactory = {
+  name: "ssh",
+  description: "every node's own routing table, over SSH (one connection and one ip batch per node)",
+  options: [
+    protoOption,
+    { flags: "--ssh-user <user>", description: "ssh: user to log in as (non-root users need --sudo)", default: "root" },
+    { flags: "--ssh-key <file>", description: "ssh: private key (default: ssh-agent via SSH_AUTH_SOCK, else ~/.ssh/id_*)" },
+    { flags: "--ssh-port <port>", description: "ssh: port of the nodes' sshd", default: "22" },
+    { flags: "--sudo", description: "ssh: run ip with `sudo -n` (passwordless sudo)" },
+    { flags: "--jump <user@host>", description: "ssh: reach the nodes through this jump host ([user@]host[:port])" },
+    { flags: "--known-hosts <file>", description: "ssh: known_hosts file (default ~/.ssh/known_hosts)" },
+    { flags: "--accept-new", description: "ssh: trust and record hosts not yet in known_hosts (a changed key is still refused)" },
+    { flags: "--insecure-ignore-host-keys", description: "ssh: do not check host keys at all (the seed's StrictHostKeyChecking=no; unsafe)" },
+    { flags: "--persist", description: "ssh: install a systemd unit on each node that re-applies its routes at boot" },
+  ],
+  async create(options) {
+    const settings = await sshSettings(options);
+    const proto = protoOf("ssh", options);
+    let jump: Promise<Client> | undefined;
+    const viaJump = () => {
+      if (!settings.jump) return undefined;
+      const { user, host, port } = settings.jump;
+      jump ??= connectSsh({ node: `jump host ${host}`, host, port, user }, settings);
+      // A failed jump is not kept: the next node tries again.
+      jump.catch(() => (jump = undefined));
+      return jump;
+    };
+    return new SshTarget({
+      name: "ssh",
+      proto,
+      persist: options.persist === true,
+      sudo: settings.sudo,
+      user: settings.user,
+      cluster: options.cluster || "kubernetes",
+      parallel: options.parallel,
+      async tables(inventory) {
+        // Every address is checked before any connection, so a bad one fails the whole run up front.
+        for (const node of inventory.nodes) checkHost(node.sshAddress ?? node.internalIPs[0] ?? "", node.name);
+        return inventory.nodes.map((node) => ({ id: node.name, scope: "host" as const, node: node.name }));
+      },
+      async connect(table, inventory) {
+        const node = inventory.nodes.find((n) => n.name === table.node)!;
+        const target = { node: node.name, host: checkHost(node.sshAddress ?? node.internalIPs[0]!, node.name), port: settings.port, user: settings.user };
+        const via = viaJump();
+        const client = await connectSsh(target, settings, via ? await via : undefined);
+        return sshRunner(client, target, settings, () => {});
+      },
+      async release() {
+        if (jump) (await jump.catch(() => undefined))?.end();
+      },
+    });
+  },
+};

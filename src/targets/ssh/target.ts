@@ -1,0 +1,146 @@
+/**
+ * The SSH target: the Linux host-route target (one `ip` batch to read a node, one to write its whole
+ * diff) over one SSH connection per node, plus what only SSH needs: the persistence unit kept in step
+ * with the routes, and failures classified per node.
+ *
+ * Persistence is kept in step whenever the unit is installed on a node (so an apply without
+ * `--persist` does not leave a stale route file behind); `--persist` installs it where it is missing.
+ * After a write, the route file is rebuilt from what the node then holds, so a partly failed write
+ * persists only what is really there. A node left with no podroutes route (`delete`) loses the unit.
+ */
+import pLimit from "p-limit";
+import type { Inventory } from "../../model.js";
+import type { Plan } from "../../plan/plan.js";
+import type { Change, ChangeResult, ExtraAction, ObservedRoute, Review, TableRef, WriteContext } from "../target.js";
+import { HostRoutesTarget, type HostRoutesOptions } from "../linux/host-routes.js";
+import { observedRoutes } from "../linux/iproute.js";
+import type { IpResult, IpRunner } from "../linux/runner.js";
+import { checkPermission, remoteScript, SshError } from "./connection.js";
+import { INSTALL_SCRIPT, REMOVE_SCRIPT, renderBatch, STATUS_SCRIPT, UNIT_NAME } from "./persist.js";
+
+/** An IpRunner that can also run podroutes' fixed scripts (the persistence unit). */
+export interface SshRunner extends IpRunner {
+  exec(command: string, stdin?: string): Promise<IpResult>;
+}
+
+export interface SshTargetOptions extends HostRoutesOptions {
+  persist: boolean;
+  sudo: boolean;
+  user: string;
+  cluster: string;
+  parallel: number;
+  /** Closes what the connections share (the jump host's connection). */
+  release?: () => Promise<void>;
+}
+
+export const PERSIST_ACTION = "persist";
+
+export class SshTarget extends HostRoutesTarget {
+  /** The route file each node holds now ("" = no unit), as last read or written. */
+  private readonly persisted = new Map<string, string>();
+  /** The route file each node should hold after the planned changes, from review. */
+  private readonly wanted = new Map<string, string>();
+
+  constructor(private readonly ssh: SshTargetOptions) {
+    super(ssh);
+  }
+
+  private async sshRunner(table: TableRef, inventory: Inventory): Promise<SshRunner> {
+    return (await this.runner(table, inventory)) as SshRunner;
+  }
+
+  private async script(table: TableRef, inventory: Inventory, script: string, stdin?: string): Promise<IpResult> {
+    const runner = await this.sshRunner(table, inventory);
+    const result = await runner.exec(remoteScript(script, this.ssh.sudo), stdin);
+    checkPermission(result, table.id, this.ssh.user, this.ssh.sudo);
+    if (result.code !== 0) throw new SshError("permission", table.id, `the persistence step failed on ${runner.where}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    return result;
+  }
+
+  override async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
+    const routes = await super.read(table, inventory);
+    this.persisted.set(table.id, (await this.script(table, inventory, STATUS_SCRIPT)).stdout);
+    return routes;
+  }
+
+  private render(table: TableRef, routes: { destination: string; nextHop: string }[]): string {
+    return renderBatch(routes, { proto: this.ssh.proto, node: table.node ?? table.id, cluster: this.ssh.cluster });
+  }
+
+  /** Installs, rewrites or removes the unit so that it holds `content`. */
+  private async syncPersist(table: TableRef, inventory: Inventory, content: string): Promise<void> {
+    if (content) await this.script(table, inventory, INSTALL_SCRIPT, content);
+    else await this.script(table, inventory, REMOVE_SCRIPT);
+    this.persisted.set(table.id, content);
+  }
+
+  async review(plan: Plan, _inventory: Inventory): Promise<Review> {
+    const actions: ExtraAction[] = [];
+    const warnings: string[] = [];
+    for (const diff of plan.tables) {
+      if (diff.error !== undefined) continue;
+      const current = this.persisted.get(diff.table.id) ?? "";
+      // What the node will own after the plan: unchanged routes, creates and replaces (conflicts are not written).
+      const after = [...diff.unchanged, ...diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))];
+      const content = this.render(diff.table, after);
+      this.wanted.set(diff.table.id, content);
+      if (content === current) continue;
+      if (!this.ssh.persist && !current) continue;
+      actions.push({
+        table: diff.table.id,
+        id: PERSIST_ACTION,
+        description: content
+          ? `${current ? "update" : "install"} ${UNIT_NAME}: re-applies ${after.length} route${after.length === 1 ? "" : "s"} at boot`
+          : `remove ${UNIT_NAME}: no podroutes route left to re-apply`,
+      });
+    }
+    if (!this.ssh.persist && plan.tables.some((t) => t.error === undefined && !this.persisted.get(t.table.id))) {
+      warnings.push(`routes written over SSH vanish at reboot; pass --persist to install ${UNIT_NAME} on each node`);
+    }
+    return { warnings, refusals: [], actions };
+  }
+
+  async runActions(actions: ExtraAction[], context: WriteContext) {
+    const limit = pLimit(Math.max(1, this.ssh.parallel));
+    return Promise.all(
+      actions.map((action) =>
+        limit(async () => {
+          try {
+            const table: TableRef = { id: action.table, scope: "host", node: action.table };
+            await this.syncPersist(table, context.inventory, this.wanted.get(action.table) ?? "");
+            return { action, ok: true };
+          } catch (error) {
+            return { action, ok: false, error: (error as Error).message };
+          }
+        }),
+      ),
+    );
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    await this.ssh.release?.();
+  }
+
+  override async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
+    const results = (await super.write(table, changes, context)).map((result) =>
+      result.ok || !result.error || result.error.startsWith("next hop") ? result : { ...result, error: `ip error: ${result.error}` },
+    );
+    const current = this.persisted.get(table.id) ?? "";
+    if (current || this.ssh.persist) {
+      // Persist what the node holds now, not what was planned: a failed line must not come back at boot.
+      const owned = observedRoutes(await this.state(table, context.inventory), this.ssh.proto).filter((r) => r.owned && r.nextHop);
+      const content = this.render(table, owned.map((r) => ({ destination: r.destination, nextHop: r.nextHop! })));
+      if (content !== current) {
+        try {
+          await this.syncPersist(table, context.inventory, content);
+        } catch (error) {
+          // The routes are written; only their persistence failed. Say so on each change, and fail the run.
+          const why = `written, but ${UNIT_NAME} could not be updated, so it would not survive a reboot: ${(error as Error).message}`;
+          return results.map((result) => (result.ok ? { ...result, ok: false, error: why } : result));
+        }
+      }
+    }
+    return results;
+  }
+}
