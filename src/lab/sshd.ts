@@ -101,7 +101,12 @@ async function addUnprivilegedUser(node: LabSshNode): Promise<void> {
   const shadow = await readFile("/etc/shadow", "utf8").catch(() => "");
   const user = LAB_UNPRIVILEGED_USER;
   if (passwd.split("\n").some((line) => line.startsWith(`${user}:`))) return;
-  await writeFile(join(node.etcUpper, "passwd"), `${passwd.trimEnd()}\n${user}:x:${UNPRIVILEGED_UID}:${UNPRIVILEGED_UID}:podroutes lab user:/tmp:/bin/sh\n`, { mode: 0o644 });
+  // root's home on the node is its own empty directory, as on a fresh node: the machine's /root
+  // (shell start-up files, keys) is not the node's.
+  const rootHome = join(node.dir, "root");
+  await mkdir(rootHome, { recursive: true, mode: 0o700 });
+  const lines = passwd.trimEnd().split("\n").map((line) => (line.startsWith("root:") ? line.split(":").map((field, i) => (i === 5 ? rootHome : field)).join(":") : line));
+  await writeFile(join(node.etcUpper, "passwd"), `${lines.join("\n")}\n${user}:x:${UNPRIVILEGED_UID}:${UNPRIVILEGED_UID}:podroutes lab user:/tmp:/bin/sh\n`, { mode: 0o644 });
   await writeFile(join(node.etcUpper, "shadow"), `${shadow.trimEnd()}\n${user}:*:19000:0:99999:7:::\n`, { mode: 0o640 });
 }
 

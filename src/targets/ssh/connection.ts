@@ -196,6 +196,8 @@ export async function connectSsh(target: ConnectTarget, settings: SshSettings, v
     let settled = false;
     client.once("ready", () => {
       settled = true;
+      // Small request/response exchanges: without TCP_NODELAY each exec waits out delayed ACKs (~40 ms).
+      client.setNoDelay(true);
       resolve(client);
     });
     client.once("error", (error: Error) => {
