@@ -1,0 +1,105 @@
+/**
+ * A local stand-in for the Vultr API v2 (`GET /v2/instances`), on 127.0.0.1 and a free port, answering
+ * in the public API's JSON: `{instances: [...], meta: {total, links: {next, prev}}}` with opaque cursors,
+ * `per_page`, `tag` and `label` filters, 401 `{"error": ..., "status": 401}` for a wrong bearer key, and
+ * injectable 429s. It records every request so tests can check pagination and retries.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { VultrInstance } from "../src/sources/vultr.js";
+
+export interface VultrServer {
+  endpoint: string;
+  apiKey: string;
+  instances: VultrInstance[];
+  /** The next N requests answer 429. */
+  rateLimitNext(count: number): void;
+  requests: { path: string; query: Record<string, string> }[];
+  close(): Promise<void>;
+}
+
+/** A full instance object as the API returns it, with the fields podroutes reads set from `fields`. */
+export function vultrInstance(fields: Partial<VultrInstance> & { label: string }): VultrInstance {
+  return {
+    id: fields.id ?? `cb676a46-66fd-4dfb-b839-${Buffer.from(fields.label).toString("hex").padEnd(12, "0").slice(0, 12)}`,
+    os: "Debian 12 x64 (bookworm)",
+    ram: 2048,
+    disk: 55,
+    main_ip: "0.0.0.0",
+    vcpu_count: 1,
+    region: "ewr",
+    plan: "vc2-1c-2gb",
+    date_created: "2024-01-01T00:00:00+00:00",
+    status: "active",
+    allowed_bandwidth: 2,
+    netmask_v4: "255.255.254.0",
+    gateway_v4: "0.0.0.0",
+    power_status: "running",
+    server_status: "ok",
+    v6_network: "",
+    v6_main_ip: "",
+    v6_network_size: 0,
+    hostname: fields.label,
+    internal_ip: "",
+    kvm: "",
+    tag: "",
+    tags: [],
+    os_id: 2136,
+    app_id: 0,
+    image_id: "",
+    firewall_group_id: "",
+    features: [],
+    user_scheme: "root",
+    ...fields,
+  } as VultrInstance;
+}
+
+export async function startVultrServer(options: { apiKey?: string; instances?: VultrInstance[] } = {}): Promise<VultrServer> {
+  const apiKey = options.apiKey ?? "test-vultr-key";
+  let limited = 0;
+  const state = { instances: options.instances ?? [], requests: [] as VultrServer["requests"] };
+  const server: Server = createServer((request, response) => {
+    const url = new URL(request.url ?? "/", "http://127.0.0.1");
+    const query = Object.fromEntries(url.searchParams.entries());
+    state.requests.push({ path: url.pathname, query });
+    const send = (status: number, body: unknown) => {
+      response.writeHead(status, { "Content-Type": "application/json" });
+      response.end(JSON.stringify(body));
+    };
+    if (request.headers.authorization !== `Bearer ${apiKey}`) return send(401, { error: "Invalid API token.", status: 401 });
+    if (limited > 0) {
+      limited--;
+      return send(429, { error: "Rate limit reached - please try your request again later.", status: 429 });
+    }
+    if (request.method !== "GET" || url.pathname !== "/v2/instances") return send(404, { error: "Invalid API endpoint", status: 404 });
+    const matching = state.instances.filter(
+      (i) => (!query.tag || i.tag === query.tag || (i.tags ?? []).includes(query.tag)) && (!query.label || i.label === query.label),
+    );
+    const perPage = Math.min(500, Math.max(1, Number(query.per_page ?? 100)));
+    const offset = query.cursor ? Number(Buffer.from(query.cursor, "base64").toString("utf8").replace(/^next__/, "")) : 0;
+    if (!Number.isInteger(offset) || offset < 0) return send(400, { error: "Invalid cursor", status: 400 });
+    const page = matching.slice(offset, offset + perPage);
+    const cursor = (n: number) => Buffer.from(`next__${n}`).toString("base64");
+    send(200, {
+      instances: page,
+      meta: { total: matching.length, links: { next: offset + perPage < matching.length ? cursor(offset + perPage) : "", prev: offset > 0 ? cursor(Math.max(0, offset - perPage)) : "" } },
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    apiKey,
+    get instances() {
+      return state.instances;
+    },
+    set instances(value) {
+      state.instances = value;
+    },
+    rateLimitNext: (count) => {
+      limited = count;
+    },
+    requests: state.requests,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
