@@ -1,0 +1,525 @@
+/**
+ * A local Compute Engine API (v1) server for offline tests: routes, global operations, instances and
+ * project quotas, shaped like the public API so the real gcloud CLI and podroutes' own client both work
+ * against it. Listens on 127.0.0.1 only (port 0). What it reproduces, because podroutes depends on it:
+ * - writes answer with an Operation (RUNNING) that becomes DONE after `latencyMs`; the route appears or
+ *   disappears only then; `POST .../global/operations/NAME/wait` blocks until DONE (gcloud's way);
+ * - `filter` expressions `FIELD eq "REGEX"` / `FIELD ne "REGEX"` (RE2-like, full match), several in
+ *   parentheses ANDed, as gcloud sends `network eq ".*\bN\b.*"`; `maxResults` and `pageToken` paging;
+ * - error bodies `{"error":{"code","message","errors":[{"reason","message","domain"}]}}` for
+ *   400/403/404/409/429/5xx; the multipart batch endpoint gcloud uses for multi-delete;
+ * - injected faults on any call: 429 rateLimitExceeded, 503 backendError, or a timeout (the connection
+ *   is held, then dropped; a write may or may not have been carried out, as on a real network).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+
+export interface GceRoute {
+  kind: "compute#route";
+  id: string;
+  creationTimestamp: string;
+  name: string;
+  description?: string;
+  network: string;
+  destRange: string;
+  priority: number;
+  nextHopIp?: string;
+  nextHopInstance?: string;
+  nextHopGateway?: string;
+  nextHopNetwork?: string;
+  tags?: string[];
+  selfLink: string;
+}
+
+export interface GceInstance {
+  name: string;
+  zone: string;
+  networkIP: string;
+  network?: string;
+  canIpForward?: boolean;
+  podCidr?: string;
+  tags?: string[];
+  labels?: Record<string, string>;
+  status?: string;
+}
+
+interface Operation {
+  kind: "compute#operation";
+  id: string;
+  name: string;
+  operationType: string;
+  targetLink: string;
+  targetId?: string;
+  status: "PENDING" | "RUNNING" | "DONE";
+  user: string;
+  progress: number;
+  insertTime: string;
+  startTime: string;
+  endTime?: string;
+  selfLink: string;
+  error?: { errors: { code: string; message: string }[] };
+  httpErrorStatusCode?: number;
+  httpErrorMessage?: string;
+}
+
+export type FaultKind = "429" | "503" | "timeout";
+
+export interface GceServerOptions {
+  project?: string;
+  /** Time an operation stays RUNNING. */
+  latencyMs?: number;
+  /** Share of API calls (0..1) answered with a fault instead. */
+  faultRate?: number;
+  faultKinds?: FaultKind[];
+  /** How long a timed-out call is held before the connection is dropped. */
+  timeoutHoldMs?: number;
+  /** The project's ROUTES quota limit. */
+  routesQuota?: number;
+  /** Random source for faults (tests pass a seeded one). */
+  random?: () => number;
+}
+
+/** Counters a test can assert on: what each kind of call did. */
+export interface GceStats {
+  requests: number;
+  faults: Record<FaultKind, number>;
+  inserts: number;
+  deletes: number;
+  waits: number;
+  batches: number;
+  byMethod: Record<string, number>;
+}
+
+type Answer = { status: number; body: unknown };
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function errorBody(status: number, reason: string, message: string): unknown {
+  return { error: { code: status, message, errors: [{ message, domain: "global", reason }] } };
+}
+
+/** A seeded generator (mulberry32), so fault runs are repeatable. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/**
+ * Evaluates a Compute list filter on one resource: `FIELD eq "REGEX"` or `FIELD ne "REGEX"`, alone or
+ * several in parentheses (ANDed). The regex must match the whole value (RE2 full match).
+ */
+export function matchesFilter(filter: string | null, resource: Record<string, unknown>): boolean {
+  if (!filter || !filter.trim()) return true;
+  const clauses = [...filter.matchAll(/\(?\s*([a-zA-Z_.]+)\s+(eq|ne)\s+(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^\s)]+))\s*\)?/g)];
+  if (!clauses.length) throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${filter}'. Invalid list filter expression.`);
+  return clauses.every((clause) => {
+    const [, field, op, dq, sq, bare] = clause;
+    const pattern = dq !== undefined ? dq.replace(/\\"/g, '"') : (sq ?? bare ?? "");
+    let value: unknown = resource;
+    for (const part of field!.split(".")) value = (value as Record<string, unknown> | undefined)?.[part];
+    const text = value === undefined || value === null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);
+    const full = new RegExp(`^(?:${pattern})$`).test(text);
+    return op === "eq" ? full : !full;
+  });
+}
+
+export class GceServer {
+  readonly project: string;
+  latencyMs: number;
+  faultRate: number;
+  faultKinds: FaultKind[];
+  timeoutHoldMs: number;
+  routesQuota: number;
+  private random: () => number;
+  readonly routes = new Map<string, GceRoute>();
+  /** Names with an insert in flight: taken (409), not yet visible. */
+  private readonly pendingInserts = new Set<string>();
+  readonly instances: GceInstance[] = [];
+  private readonly operations = new Map<string, { op: Operation; done: Promise<void> }>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private server: Server | undefined;
+  private nextId = 1000;
+  port = 0;
+  stats: GceStats = GceServer.emptyStats();
+
+  constructor(options: GceServerOptions = {}) {
+    this.project = options.project ?? "podroutes-test";
+    this.latencyMs = options.latencyMs ?? 0;
+    this.faultRate = options.faultRate ?? 0;
+    this.faultKinds = options.faultKinds ?? ["429", "503", "timeout"];
+    this.timeoutHoldMs = options.timeoutHoldMs ?? 1500;
+    this.routesQuota = options.routesQuota ?? 250;
+    this.random = options.random ?? Math.random;
+  }
+
+  private static emptyStats(): GceStats {
+    return { requests: 0, faults: { "429": 0, "503": 0, timeout: 0 }, inserts: 0, deletes: 0, waits: 0, batches: 0, byMethod: {} };
+  }
+
+  /** `http://127.0.0.1:PORT/` */
+  get origin(): string {
+    return `http://127.0.0.1:${this.port}/`;
+  }
+
+  /** What gcloud's CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE and podroutes' --compute-endpoint take. */
+  get endpoint(): string {
+    return `${this.origin}compute/v1/`;
+  }
+
+  networkUrl(network: string): string {
+    return `${this.endpoint}projects/${this.project}/global/networks/${network}`;
+  }
+
+  instanceUrl(instance: GceInstance): string {
+    return `${this.endpoint}projects/${this.project}/zones/${instance.zone}/instances/${instance.name}`;
+  }
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => void this.serve(req, res));
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** Clears routes, instances, operations, faults and counters. */
+  reset(): void {
+    this.routes.clear();
+    this.pendingInserts.clear();
+    this.instances.length = 0;
+    this.operations.clear();
+    this.faultRate = 0;
+    this.latencyMs = 0;
+    this.stats = GceServer.emptyStats();
+  }
+
+  setRandom(random: () => number): void {
+    this.random = random;
+  }
+
+  /** Adds a route directly (the network's default routes, someone else's route). */
+  addRoute(route: Partial<GceRoute> & { name: string; network: string; destRange: string }): GceRoute {
+    const full: GceRoute = {
+      kind: "compute#route",
+      id: String(this.nextId++),
+      creationTimestamp: new Date().toISOString(),
+      priority: 1000,
+      ...route,
+      network: route.network.startsWith("http") ? route.network : this.networkUrl(route.network),
+      selfLink: `${this.endpoint}projects/${this.project}/global/routes/${route.name}`,
+    };
+    this.routes.set(full.name, full);
+    return full;
+  }
+
+  addInstance(instance: GceInstance): void {
+    this.instances.push(instance);
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks).toString("utf8");
+    this.stats.requests++;
+    const url = new URL(req.url ?? "/", this.origin);
+
+    const fault = this.faultRate > 0 && this.random() < this.faultRate ? this.faultKinds[Math.floor(this.random() * this.faultKinds.length)] : undefined;
+    if (fault === "429" || fault === "503") {
+      this.stats.faults[fault]++;
+      const answer =
+        fault === "429"
+          ? { status: 429, body: errorBody(429, "rateLimitExceeded", "Rate Limit Exceeded") }
+          : { status: 503, body: errorBody(503, "backendError", "Backend Error") };
+      return this.send(res, answer);
+    }
+
+    let answer: Answer;
+    if (req.method === "POST" && url.pathname === "/batch/compute/v1") {
+      answer = await this.batch(req.headers["content-type"] ?? "", body, res);
+      if (answer.status === -1) return; // already written
+    } else {
+      answer = await this.dispatch(req.method ?? "GET", url, body);
+    }
+    if (fault === "timeout") {
+      // The call may have taken effect; its answer is lost, as when a connection times out.
+      this.stats.faults.timeout++;
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        res.socket?.destroy();
+      }, this.timeoutHoldMs);
+      this.timers.add(timer);
+      return;
+    }
+    this.send(res, answer);
+  }
+
+  private send(res: ServerResponse, answer: Answer): void {
+    const text = JSON.stringify(answer.body);
+    res.writeHead(answer.status, { "content-type": "application/json; charset=UTF-8", "content-length": Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  /** One API call, by method and path; also used for each part of a batch. */
+  async dispatch(method: string, url: URL, body: string): Promise<Answer> {
+    const key = `${method} ${url.pathname.replace(/\/projects\/[^/]+/, "/projects/P").replace(/\/(routes|operations|instances|zones)\/[^/]+/g, "/$1/X")}`;
+    this.stats.byMethod[key] = (this.stats.byMethod[key] ?? 0) + 1;
+    try {
+      const match = url.pathname.match(/^\/compute\/v1\/projects\/([^/]+)(\/.*)?$/);
+      if (!match) throw new ApiError(404, "notFound", `The requested URL ${url.pathname} was not found on this server.`);
+      const [, project, rest = ""] = match;
+      if (project !== this.project) throw new ApiError(404, "notFound", `The resource 'projects/${project}' was not found`);
+      let m: RegExpMatchArray | null;
+      if (rest === "" && method === "GET") return { status: 200, body: this.projectResource() };
+      if (rest === "/global/routes" && method === "GET") return { status: 200, body: this.list("compute#routeList", [...this.routes.values()], url, `global/routes`) };
+      if (rest === "/global/routes" && method === "POST") return this.insertRoute(body);
+      if ((m = rest.match(/^\/global\/routes\/([^/]+)$/))) {
+        const route = this.routes.get(m[1]!);
+        if (method === "GET") {
+          if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${m[1]}' was not found`);
+          return { status: 200, body: route };
+        }
+        if (method === "DELETE") return this.deleteRoute(m[1]!);
+      }
+      if ((m = rest.match(/^\/global\/operations\/([^/]+)(\/wait)?$/))) {
+        const entry = this.operations.get(m[1]!);
+        if (!entry) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/operations/${m[1]}' was not found`);
+        if (m[2] && method === "POST") {
+          this.stats.waits++;
+          // Real wait returns after at most ~2 minutes even when not DONE; callers loop.
+          await Promise.race([entry.done, new Promise((resolve) => setTimeout(resolve, 30_000).unref())]);
+          return { status: 200, body: entry.op };
+        }
+        if (!m[2] && method === "GET") return { status: 200, body: entry.op };
+      }
+      if (rest === "/global/networks" && method === "GET") {
+        const names = [...new Set([...this.routes.values()].map((r) => r.network.split("/").pop()!))];
+        return { status: 200, body: this.list("compute#networkList", names.map((n) => ({ kind: "compute#network", name: n, selfLink: this.networkUrl(n) })), url, "global/networks") };
+      }
+      if (rest === "/aggregated/instances" && method === "GET") {
+        const items: Record<string, { instances: unknown[] }> = {};
+        const page = this.page(this.instances.map((i) => this.instanceResource(i)).filter((i) => matchesFilter(url.searchParams.get("filter"), i)), url);
+        for (const instance of page.items) {
+          const zone = `zones/${String((instance as { zone: string }).zone).split("/").pop()}`;
+          (items[zone] ??= { instances: [] }).instances.push(instance);
+        }
+        return {
+          status: 200,
+          body: { kind: "compute#instanceAggregatedList", id: `projects/${this.project}/aggregated/instances`, items, ...(page.next ? { nextPageToken: page.next } : {}), selfLink: url.href },
+        };
+      }
+      if ((m = rest.match(/^\/zones\/([^/]+)\/instances$/)) && method === "GET") {
+        const zone = m[1]!;
+        return { status: 200, body: this.list("compute#instanceList", this.instances.filter((i) => i.zone === zone).map((i) => this.instanceResource(i)), url, `zones/${zone}/instances`) };
+      }
+      if ((m = rest.match(/^\/zones\/([^/]+)\/instances\/([^/]+)$/)) && method === "GET") {
+        const instance = this.instances.find((i) => i.zone === m![1] && i.name === m![2]);
+        if (!instance) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/zones/${m[1]}/instances/${m[2]}' was not found`);
+        return { status: 200, body: this.instanceResource(instance) };
+      }
+      throw new ApiError(404, "notFound", `The requested URL ${url.pathname} was not found on this server.`);
+    } catch (error) {
+      if (error instanceof ApiError) return { status: error.status, body: errorBody(error.status, error.reason, error.message) };
+      if (error instanceof SyntaxError) return { status: 400, body: errorBody(400, "parseError", `Invalid JSON payload received. ${error.message}`) };
+      return { status: 500, body: errorBody(500, "backendError", String(error)) };
+    }
+  }
+
+  private projectResource(): unknown {
+    return {
+      kind: "compute#project",
+      id: "1234567890",
+      name: this.project,
+      quotas: [
+        { metric: "NETWORKS", limit: 15, usage: new Set([...this.routes.values()].map((r) => r.network)).size },
+        { metric: "ROUTES", limit: this.routesQuota, usage: this.routes.size + this.pendingInserts.size },
+        { metric: "FIREWALLS", limit: 200, usage: 0 },
+      ],
+      selfLink: `${this.endpoint}projects/${this.project}`,
+    };
+  }
+
+  private instanceResource(instance: GceInstance): Record<string, unknown> {
+    const zoneUrl = `${this.endpoint}projects/${this.project}/zones/${instance.zone}`;
+    return {
+      kind: "compute#instance",
+      id: String(Math.abs([...instance.name].reduce((h, c) => (h * 31 + c.charCodeAt(0)) | 0, 7))),
+      name: instance.name,
+      zone: zoneUrl,
+      status: instance.status ?? "RUNNING",
+      canIpForward: instance.canIpForward ?? false,
+      networkInterfaces: [{ kind: "compute#networkInterface", name: "nic0", network: this.networkUrl(instance.network ?? "default"), networkIP: instance.networkIP }],
+      metadata: { kind: "compute#metadata", items: instance.podCidr ? [{ key: "pod-cidr", value: instance.podCidr }] : [] },
+      tags: { items: instance.tags ?? [] },
+      labels: instance.labels ?? {},
+      selfLink: this.instanceUrl(instance),
+    };
+  }
+
+  private page<T>(items: T[], url: URL): { items: T[]; next?: string } {
+    const max = Math.min(500, Math.max(1, Number(url.searchParams.get("maxResults") ?? 500) || 500));
+    const token = url.searchParams.get("pageToken");
+    const start = token ? Number(Buffer.from(token, "base64url").toString("utf8")) : 0;
+    if (!Number.isInteger(start) || start < 0) throw new ApiError(400, "invalid", "Invalid value for field 'pageToken'");
+    const slice = items.slice(start, start + max);
+    return { items: slice, ...(start + max < items.length ? { next: Buffer.from(String(start + max)).toString("base64url") } : {}) };
+  }
+
+  private list(kind: string, resources: unknown[], url: URL, path: string): unknown {
+    const filtered = resources.filter((r) => matchesFilter(url.searchParams.get("filter"), r as Record<string, unknown>));
+    const sorted = [...filtered].sort((a, b) => String((a as { name: string }).name).localeCompare(String((b as { name: string }).name)));
+    const page = this.page(sorted, url);
+    return {
+      kind,
+      id: `projects/${this.project}/${path}`,
+      items: page.items,
+      ...(page.next ? { nextPageToken: page.next } : {}),
+      selfLink: `${this.endpoint}projects/${this.project}/${path}`,
+    };
+  }
+
+  /** Starts an operation; `effect` runs when it turns DONE (after latencyMs). */
+  private operation(type: string, targetLink: string, effect: () => void): Operation {
+    const name = `operation-${Date.now()}-${randomBytes(6).toString("hex")}`;
+    const now = new Date().toISOString();
+    const op: Operation = {
+      kind: "compute#operation",
+      id: String(this.nextId++),
+      name,
+      operationType: type,
+      targetLink,
+      status: "RUNNING",
+      user: "test@podroutes.invalid",
+      progress: 0,
+      insertTime: now,
+      startTime: now,
+      selfLink: `${this.endpoint}projects/${this.project}/global/operations/${name}`,
+    };
+    const done = new Promise<void>((resolve) => {
+      const finish = () => {
+        effect();
+        op.status = "DONE";
+        op.progress = 100;
+        op.endTime = new Date().toISOString();
+        resolve();
+      };
+      if (this.latencyMs <= 0) queueMicrotask(finish);
+      else {
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          finish();
+        }, this.latencyMs);
+        this.timers.add(timer);
+      }
+    });
+    this.operations.set(name, { op: { ...op } as Operation, done });
+    // Keep one object: later reads see the status change.
+    this.operations.set(name, { op, done });
+    return { ...op };
+  }
+
+  private insertRoute(body: string): Answer {
+    const input = JSON.parse(body || "{}") as Partial<GceRoute>;
+    for (const field of ["name", "network", "destRange"] as const) {
+      if (!input[field]) throw new ApiError(400, "required", `Required field '${field}' not specified`);
+    }
+    if (!NAME.test(input.name!)) throw new ApiError(400, "invalid", `Invalid value for field 'resource.name': '${input.name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'`);
+    const hops = ["nextHopIp", "nextHopInstance", "nextHopGateway", "nextHopNetwork"].filter((k) => (input as Record<string, unknown>)[k]);
+    if (hops.length !== 1) throw new ApiError(400, "invalid", "Invalid value for field 'resource': exactly one next hop must be specified");
+    if (this.routes.has(input.name!) || this.pendingInserts.has(input.name!)) {
+      throw new ApiError(409, "alreadyExists", `The resource 'projects/${this.project}/global/routes/${input.name}' already exists`);
+    }
+    if (this.routes.size + this.pendingInserts.size >= this.routesQuota) {
+      throw new ApiError(403, "quotaExceeded", `Quota 'ROUTES' exceeded.  Limit: ${this.routesQuota}.0 globally.`);
+    }
+    const network = input.network!.replace(/^https?:\/\/[^/]+\/compute\/v1\//, "").replace(/^projects\/[^/]+\/global\/networks\//, "");
+    if (input.nextHopInstance && !this.instances.some((i) => input.nextHopInstance!.endsWith(`/zones/${i.zone}/instances/${i.name}`))) {
+      throw new ApiError(404, "notFound", `The resource '${input.nextHopInstance}' was not found`);
+    }
+    this.stats.inserts++;
+    const name = input.name!;
+    this.pendingInserts.add(name);
+    const selfLink = `${this.endpoint}projects/${this.project}/global/routes/${name}`;
+    const op = this.operation("insert", selfLink, () => {
+      this.pendingInserts.delete(name);
+      this.addRoute({
+        name,
+        network: this.networkUrl(network.split("/").pop()!),
+        destRange: input.destRange!,
+        priority: input.priority ?? 1000,
+        ...(input.description ? { description: input.description } : {}),
+        ...(input.nextHopIp ? { nextHopIp: input.nextHopIp } : {}),
+        ...(input.nextHopInstance ? { nextHopInstance: input.nextHopInstance } : {}),
+        ...(input.nextHopGateway ? { nextHopGateway: input.nextHopGateway } : {}),
+        ...(input.tags ? { tags: input.tags } : {}),
+      });
+    });
+    return { status: 200, body: op };
+  }
+
+  private deleteRoute(name: string): Answer {
+    const route = this.routes.get(name);
+    if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${name}' was not found`);
+    this.stats.deletes++;
+    return { status: 200, body: this.operation("delete", route.selfLink, () => void this.routes.delete(name)) };
+  }
+
+  /** `POST /batch/compute/v1`: multipart/mixed, one `application/http` request per part. */
+  private async batch(contentType: string, body: string, res: ServerResponse): Promise<Answer> {
+    this.stats.batches++;
+    const boundary = contentType.match(/boundary="?([^";]+)"?/)?.[1];
+    if (!boundary) return { status: 400, body: errorBody(400, "badRequest", "multipart boundary missing") };
+    const parts = body.split(`--${boundary}`).slice(1).filter((p) => !p.startsWith("--"));
+    const answers: string[] = [];
+    for (const part of parts) {
+      const text = part.replace(/^\r?\n/, "");
+      const [outer = "", inner = ""] = splitOnce(text, /\r?\n\r?\n/);
+      const contentId = outer.match(/content-id:\s*<?([^>\r\n]+)>?/i)?.[1] ?? "";
+      const [head = "", innerBody = ""] = splitOnce(inner, /\r?\n\r?\n/);
+      const requestLine = head.split(/\r?\n/)[0] ?? "";
+      const [method = "GET", target = "/"] = requestLine.split(" ");
+      const answer = await this.dispatch(method, new URL(target, this.origin), innerBody.trim());
+      const json = JSON.stringify(answer.body);
+      answers.push(
+        `--batch_response\r\nContent-Type: application/http\r\nContent-ID: <response-${contentId}>\r\n\r\n` +
+          `HTTP/1.1 ${answer.status} ${answer.status < 300 ? "OK" : "Error"}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: ${Buffer.byteLength(json)}\r\n\r\n${json}\r\n`,
+      );
+    }
+    const out = `${answers.join("")}--batch_response--\r\n`;
+    res.writeHead(200, { "content-type": "multipart/mixed; boundary=batch_response", "content-length": Buffer.byteLength(out) });
+    res.end(out);
+    return { status: -1, body: undefined };
+  }
+}
+
+function splitOnce(text: string, separator: RegExp): [string, string] {
+  const match = separator.exec(text);
+  if (!match) return [text, ""];
+  return [text.slice(0, match.index), text.slice(match.index + match[0].length)];
+}
+
+export async function startGceServer(options: GceServerOptions = {}): Promise<GceServer> {
+  return new GceServer(options).start();
+}
