@@ -103,3 +103,13 @@ export async function startVultrServer(options: { apiKey?: string; instances?: V
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }
+
+/**
+ * `node dist/testkit/vultr-server.js INSTANCES.json`: serves those instances and prints the endpoint,
+ * so a test can run the server inside a lab namespace (next to podroutes) and end it by pid.
+ */
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, "/")) && process.argv[2]) {
+  const { readFileSync } = await import("node:fs");
+  const server = await startVultrServer({ instances: JSON.parse(readFileSync(process.argv[2], "utf8")) as VultrInstance[], ...(process.argv[3] ? { apiKey: process.argv[3] } : {}) });
+  process.stdout.write(`${server.endpoint}\n`);
+}
