@@ -6,6 +6,7 @@ import type { RawInventory } from "../inventory.js";
 import type { OptionSpec, ResolvedOptions } from "../options.js";
 import { labSource } from "./lab.js";
 import { awsSource } from "./aws.js";
+import { gcpSource } from "./gcp.js";
 import { vultrSource } from "./vultr.js";
 
 export interface NodeSourceFactory {
@@ -16,7 +17,7 @@ export interface NodeSourceFactory {
   read(options: ResolvedOptions): Promise<RawInventory>;
 }
 
-export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource];
+export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource];
 
 export function nodeSource(name: string): NodeSourceFactory | undefined {
   return nodeSources.find((source) => source.name === name);

@@ -7,6 +7,7 @@ import type { Target } from "./target.js";
 import { labTarget, localTarget } from "./linux/factories.js";
 import { awsTarget } from "./aws/factory.js";
 import { sshTarget } from "./ssh/factory.js";
+import { gcpTarget } from "./gcp/factory.js";
 
 export interface TargetFactory {
   name: string;
@@ -16,7 +17,7 @@ export interface TargetFactory {
   create(options: ResolvedOptions): Promise<Target>;
 }
 
-export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget];
+export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget, gcpTarget];
 
 export function targetFactory(name: string): TargetFactory | undefined {
   return targets.find((factory) => factory.name === name);

@@ -1,0 +1,80 @@
+/**
+ * `--nodes gcp`: the cluster's nodes are Compute Engine instances of the project, selected by name
+ * prefix, label or network tag. Each instance's `networkInterfaces[0].networkIP` is its internal IP, its
+ * metadata key `pod-cidr` its pod CIDR(s) (comma-separated for dual-stack), as Kubernetes the Hard Way
+ * sets it. Only RUNNING, PROVISIONING or STAGING instances count: a stopping one is a node leaving.
+ */
+import { InputError, type RawInventory, type RawNode } from "../inventory.js";
+import { accessTokenFileOption, computeEndpointOption, computeErrorText, computeSettingsFrom, createCompute, projectOption, type ComputeApi, type ComputeInstance } from "../targets/gcp/compute.js";
+import type { NodeSourceFactory } from "./registry.js";
+
+export const POD_CIDR_KEY = "pod-cidr";
+const LIVE = new Set(["RUNNING", "PROVISIONING", "STAGING"]);
+
+export interface GcpSelector {
+  namePrefix?: string;
+  /** `key=value` or `key` (any value). */
+  labels: string[];
+  tags: string[];
+}
+
+export function selects(instance: ComputeInstance, selector: GcpSelector): boolean {
+  if (selector.namePrefix && !instance.name.startsWith(selector.namePrefix)) return false;
+  for (const label of selector.labels) {
+    const [key, value] = label.split("=", 2) as [string, string | undefined];
+    const have = instance.labels?.[key];
+    if (have === undefined || (value !== undefined && have !== value)) return false;
+  }
+  const tags = instance.tags?.items ?? [];
+  return selector.tags.every((tag) => tags.includes(tag));
+}
+
+export function instanceToNode(instance: ComputeInstance): RawNode {
+  const pod = instance.metadata?.items?.find((item) => item.key === POD_CIDR_KEY)?.value ?? "";
+  const nic = instance.networkInterfaces?.[0];
+  return {
+    name: instance.name,
+    internalIPs: [nic?.networkIP, nic?.ipv6Address].filter((a): a is string => !!a),
+    podCIDRs: pod.split(",").map((c) => c.trim()).filter(Boolean),
+    labels: { ...(instance.labels ?? {}), "topology.kubernetes.io/zone": instance.zone.split("/").pop()! },
+  };
+}
+
+/** Reads and selects the instances; `compute` is injectable for tests. */
+export async function readGcpNodes(compute: ComputeApi, selector: GcpSelector): Promise<RawInventory> {
+  let instances: ComputeInstance[];
+  try {
+    instances = await compute.listInstances(selector.namePrefix ? `name eq "${selector.namePrefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.*"` : undefined);
+  } catch (error) {
+    throw new Error(`gcp nodes: cannot list instances of ${compute.project}: ${computeErrorText(error)}`, { cause: error });
+  }
+  const nodes = instances
+    .filter((i) => LIVE.has(i.status ?? "RUNNING") && selects(i, selector))
+    .map(instanceToNode)
+    .sort((a, b) => (a.name ?? "").localeCompare(b.name ?? ""));
+  const described = [selector.namePrefix && `name=${selector.namePrefix}*`, ...selector.labels.map((l) => `label=${l}`), ...selector.tags.map((t) => `tag=${t}`)].filter(Boolean).join(" ");
+  return { nodes, source: `gcp:${compute.project}${described ? ` ${described}` : ""}` };
+}
+
+export const gcpSource: NodeSourceFactory = {
+  name: "gcp",
+  description: "Compute Engine instances by --gcp-name-prefix/--gcp-label/--gcp-tag (networkIP, pod-cidr metadata)",
+  options: [
+    projectOption,
+    computeEndpointOption,
+    accessTokenFileOption,
+    { flags: "--gcp-name-prefix <prefix>", description: "gcp nodes: instance names starting with this (e.g. worker-)" },
+    { flags: "--gcp-label <key=value...>", description: "gcp nodes: instance label (repeatable; all must match)" },
+    { flags: "--gcp-tag <tag...>", description: "gcp nodes: network tag (repeatable; all must match)" },
+  ],
+  async read(options) {
+    const labels = ([] as string[]).concat((options.gcpLabel as string[] | string | undefined) ?? []);
+    const tags = ([] as string[]).concat((options.gcpTag as string[] | string | undefined) ?? []);
+    const namePrefix = options.gcpNamePrefix as string | undefined;
+    if (!namePrefix && !labels.length && !tags.length) {
+      throw new InputError([{ message: "select the nodes with --gcp-name-prefix, --gcp-label or --gcp-tag (e.g. --gcp-tag worker)" }], "gcp nodes");
+    }
+    const compute = await createCompute(computeSettingsFrom("gcp nodes", options));
+    return readGcpNodes(compute, { ...(namePrefix ? { namePrefix } : {}), labels, tags });
+  },
+};
