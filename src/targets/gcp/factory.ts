@@ -25,7 +25,8 @@ export const gcpTarget: TargetFactory = {
     const network = options.network as string | undefined;
     if (!network) problems.push({ message: "--network is required (the VPC network, e.g. kubernetes-the-hard-way)" });
     else if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(network)) problems.push({ value: network, message: "--network is not a network name" });
-    const nextHop = String(options.nextHop ?? "ip");
+    // `--next-hop` is one option shared with aws, whose default is `eni`: for GCP the interface's IP is `ip`.
+    const nextHop = options.nextHop === undefined || options.nextHop === "eni" ? "ip" : String(options.nextHop);
     if (nextHop !== "ip" && nextHop !== "instance") problems.push({ value: nextHop, message: "--next-hop must be ip or instance" });
     const priorityText = String(options.priority ?? "1000");
     const priority = Number(priorityText);

@@ -1,0 +1,199 @@
+/**
+ * `--target gcp` and `--nodes gcp` end to end against the local Compute Engine server, cross-checked with
+ * the real gcloud CLI: the seed's own commands work against the server and print the seed's table, what
+ * podroutes writes is what gcloud lists, and routes gcloud made are never deleted by podroutes. Faults,
+ * quota, replacement and removal run through the apply engine. Explicit token, metadata off, 127.0.0.1.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, beforeEach, describe, it } from "node:test";
+import { apply, plan } from "../src/apply/engine.js";
+import { validateInventory, type RawNode } from "../src/inventory.js";
+import type { Inventory } from "../src/model.js";
+import { readGcpNodes } from "../src/sources/gcp.js";
+import { createCompute, type ComputeApi } from "../src/targets/gcp/compute.js";
+import { GcpTarget, ownershipMarker, type GcpTargetSettings } from "../src/targets/gcp/target.js";
+import { seededRandom, startGceServer, type GceServer } from "../testkit/gce-server.js";
+import { gcloud, type Gcloud } from "../testkit/gcloud.js";
+
+process.env.GCE_METADATA_HOST = "127.0.0.1:9";
+process.env.METADATA_SERVER_DETECTION = "none";
+
+const NETWORK = "kubernetes-the-hard-way";
+const SEED_TABLE = [
+  ["NAME", "NETWORK", "DEST_RANGE", "NEXT_HOP", "PRIORITY"],
+  ["kubernetes-route-10-200-0-0-24", NETWORK, "10.200.0.0/24", "10.240.0.20", "1000"],
+  ["kubernetes-route-10-200-1-0-24", NETWORK, "10.200.1.0/24", "10.240.0.21", "1000"],
+  ["kubernetes-route-10-200-2-0-24", NETWORK, "10.200.2.0/24", "10.240.0.22", "1000"],
+];
+
+let server: GceServer;
+let cli: Gcloud;
+const dir = mkdtempSync(join(tmpdir(), "podroutes-gcp-"));
+const tokenFile = join(dir, "token");
+writeFileSync(tokenFile, "test-token\n");
+
+before(async () => {
+  server = await startGceServer();
+  cli = gcloud(server);
+});
+after(async () => {
+  cli?.dispose();
+  await server?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+beforeEach(() => {
+  server.reset();
+  // The network's own routes, as in the seed's listing (the subnet route shows no next hop there).
+  server.addRoute({ name: "default-route-236a40a8bc992b5b", network: NETWORK, destRange: "0.0.0.0/0", nextHopGateway: `${server.endpoint}projects/${server.project}/global/gateways/default-internet-gateway` });
+  server.addRoute({ name: "default-route-df77b1e818a56b30", network: NETWORK, destRange: "10.240.0.0/24" });
+});
+
+function nodes(count: number, edit: (node: RawNode, i: number) => RawNode = (n) => n): RawNode[] {
+  return Array.from({ length: count }, (_, i) => edit({ name: `worker-${i}`, internalIPs: [`10.240.${Math.floor(i / 200)}.${20 + (i % 200)}`], podCIDRs: [`10.200.${i}.0/24`] }, i));
+}
+
+function inventory(raw: RawNode[]): Inventory {
+  return validateInventory({ nodes: raw, source: "test", cluster: "kubernetes", clusterCIDR: "10.200.0.0/16" });
+}
+
+async function target(settings: Partial<GcpTargetSettings> = {}, compute?: ComputeApi): Promise<{ target: GcpTarget; compute: ComputeApi }> {
+  compute ??= await createCompute({ project: server.project, endpoint: server.endpoint, accessTokenFile: tokenFile, minBackoffMs: 20, maxBackoffMs: 200, requestTimeoutMs: 400, retries: 12 });
+  const t = new GcpTarget(compute, { cluster: "kubernetes", network: NETWORK, nextHop: "ip", priority: 1000, maxInFlight: 16, clusterCIDR: "10.200.0.0/16", ...settings });
+  return { target: t, compute };
+}
+
+/** gcloud's table, split on runs of spaces (column widths depend on the longest value). */
+async function gcloudTable(): Promise<string[][]> {
+  const listed = await cli.run(["compute", "routes", "list", "--filter", `network: ${NETWORK}`]);
+  assert.equal(listed.code, 0, listed.stderr);
+  return listed.stdout.trim().split("\n").map((line) => line.trim().split(/\s{2,}/));
+}
+
+function podRows(table: string[][]): string[][] {
+  return table.filter((row) => row[0] === "NAME" || row[0]!.startsWith("kubernetes-route-"));
+}
+
+async function converge(t: GcpTarget, inv: Inventory) {
+  const planned = await plan(t, inv, { parallel: 4 });
+  const report = await apply(t, planned, inv, { parallel: 4 });
+  return { planned, report };
+}
+
+describe("gcp target against the local Compute Engine server", () => {
+  it("runs the seed's gcloud loop and prints the seed's table; podroutes reports those routes as conflicts and leaves them", async () => {
+    for (const i of [0, 1, 2]) {
+      const created = await cli.run(["compute", "routes", "create", `kubernetes-route-10-200-${i}-0-24`, "--network", NETWORK, "--next-hop-address", `10.240.0.2${i}`, "--destination-range", `10.200.${i}.0/24`]);
+      assert.equal(created.code, 0, created.stderr);
+    }
+    const table = await gcloudTable();
+    assert.deepEqual(podRows(table), SEED_TABLE);
+    assert.deepEqual(table.find((row) => row[0] === "default-route-df77b1e818a56b30"), ["default-route-df77b1e818a56b30", NETWORK, "10.240.0.0/24", "1000"]);
+
+    const { target: t } = await target();
+    const inv = inventory(nodes(3));
+    const { planned, report } = await converge(t, inv);
+    assert.equal(planned.summary.conflicts, 3);
+    assert.equal(planned.summary.create + planned.summary.delete + planned.summary.replace, 0);
+    assert.equal(report.counts.deleted, 0);
+    // A plan to remove everything podroutes owns touches none of them either.
+    const removal = await plan(t, inv, { parallel: 4, deleteAll: true });
+    assert.equal(removal.summary.delete, 0);
+    assert.deepEqual(podRows(await gcloudTable()), SEED_TABLE);
+  });
+
+  it("creates the seed's routes that gcloud lists as in the seed, then changes nothing; gcloud deletes them (batch)", async () => {
+    const { target: t } = await target();
+    const inv = inventory(nodes(3));
+    const { report } = await converge(t, inv);
+    assert.equal(report.ok, true);
+    assert.equal(report.counts.created, 3);
+    assert.deepEqual(podRows(await gcloudTable()), SEED_TABLE);
+    for (const route of server.routes.values()) if (route.name.startsWith("kubernetes-route-")) assert.match(route.description ?? "", new RegExp(ownershipMarker("kubernetes")));
+    const again = await plan(t, inv, { parallel: 4 });
+    assert.equal(again.summary.unchanged, 3);
+    assert.equal(again.summary.create + again.summary.replace + again.summary.delete, 0);
+    const rows = (await t.read({ id: NETWORK, scope: "shared" }, inv)).map((r) => t.listing.row({ id: NETWORK, scope: "shared" }, r));
+    assert.deepEqual([t.listing.columns, ...rows], SEED_TABLE);
+    const deleted = await cli.run(["compute", "routes", "delete", "kubernetes-route-10-200-0-0-24", "kubernetes-route-10-200-1-0-24", "--quiet"]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.ok(server.stats.batches >= 1, "gcloud deletes several routes through the batch endpoint");
+    const healed = await converge(t, inv);
+    assert.equal(healed.report.counts.created, 2);
+  });
+
+  it("replaces a changed next hop make-before-break, deletes a removed node's route, and never deletes a gcloud route", async () => {
+    const { target: t } = await target();
+    await converge(t, inventory(nodes(3)));
+    const foreign = await cli.run(["compute", "routes", "create", "hand-made", "--network", NETWORK, "--next-hop-address", "10.240.0.99", "--destination-range", "10.200.99.0/24"]);
+    assert.equal(foreign.code, 0, foreign.stderr);
+    const moved = inventory(nodes(2, (n, i) => (i === 1 ? { ...n, internalIPs: ["10.240.0.31"] } : n)));
+    const { planned, report } = await converge(t, moved);
+    assert.equal(planned.summary.replace, 1);
+    assert.equal(planned.summary.delete, 1);
+    assert.equal(report.ok, true, JSON.stringify(report.tables));
+    const routes = [...server.routes.values()];
+    const to1 = routes.filter((r) => r.destRange === "10.200.1.0/24");
+    assert.equal(to1.length, 1);
+    assert.equal(to1[0]!.nextHopIp, "10.240.0.31");
+    assert.equal(routes.filter((r) => r.destRange === "10.200.2.0/24").length, 0);
+    assert.ok(server.routes.has("hand-made"));
+    const table = await gcloudTable();
+    assert.ok(table.some((row) => row[0] === "hand-made"));
+    assert.equal((await plan(t, moved, { parallel: 4 })).summary.replace, 0);
+  });
+
+  it("converges with 20% of calls failing (429, 503, timeouts): no duplicate, no missing route; a second apply changes nothing", async () => {
+    const { target: t, compute } = await target();
+    const inv = inventory(nodes(40));
+    server.setRandom(seededRandom(42));
+    server.faultRate = 0.2;
+    server.timeoutHoldMs = 600;
+    server.latencyMs = 20;
+    const { report } = await converge(t, inv);
+    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok))));
+    assert.ok(server.stats.faults["429"] > 0 && server.stats.faults["503"] > 0 && server.stats.faults.timeout > 0, JSON.stringify(server.stats.faults));
+    assert.ok(compute.calls.retries > 0);
+    server.faultRate = 0;
+    const ours = [...server.routes.values()].filter((r) => r.name.startsWith("kubernetes-route-"));
+    assert.equal(ours.length, 40);
+    assert.equal(new Set(ours.map((r) => r.destRange)).size, 40);
+    const again = await converge(t, inv);
+    assert.equal(again.planned.summary.unchanged, 40);
+    assert.equal(again.report.counts.created + again.report.counts.replaced + again.report.counts.deleted, 0);
+  });
+
+  it("refuses a plan over the ROUTES quota before any call, suggesting host routes", async () => {
+    server.routesQuota = 10;
+    const { target: t } = await target();
+    const planned = await plan(t, inventory(nodes(12)), { parallel: 4 });
+    assert.equal(planned.review.refusals.length, 1);
+    assert.match(planned.review.refusals[0]!, /ROUTES quota is 10.*--target ssh/s);
+    assert.equal(server.stats.inserts, 0);
+    server.routesQuota = 250;
+  });
+
+  it("--next-hop instance, canIpForward review and verify, and --nodes gcp from instance metadata", async () => {
+    server.addInstance({ name: "worker-0", zone: "us-west1-c", networkIP: "10.240.0.20", network: NETWORK, canIpForward: true, podCidr: "10.200.0.0/24", tags: ["worker"] });
+    server.addInstance({ name: "worker-1", zone: "us-west1-c", networkIP: "10.240.0.21", network: NETWORK, canIpForward: false, podCidr: "10.200.1.0/24", tags: ["worker"] });
+    server.addInstance({ name: "controller-0", zone: "us-west1-c", networkIP: "10.240.0.10", network: NETWORK, canIpForward: true, tags: ["controller"] });
+    const { target: t, compute } = await target({ nextHop: "instance" });
+    const raw = await readGcpNodes(compute, { labels: [], tags: ["worker"] });
+    assert.deepEqual(raw.nodes.map((n) => [n.name, n.internalIPs, n.podCIDRs]), [
+      ["worker-0", ["10.240.0.20"], ["10.200.0.0/24"]],
+      ["worker-1", ["10.240.0.21"], ["10.200.1.0/24"]],
+    ]);
+    const byPrefix = await readGcpNodes(compute, { namePrefix: "controller-", labels: [], tags: [] });
+    assert.deepEqual(byPrefix.nodes.map((n) => n.name), ["controller-0"]);
+    const inv = inventory(raw.nodes);
+    const { planned, report } = await converge(t, inv);
+    assert.ok(planned.review.warnings.some((w) => w.includes("worker-1") && w.includes("canIpForward")));
+    assert.equal(report.ok, true, JSON.stringify(report.tables));
+    assert.match(server.routes.get("kubernetes-route-10-200-1-0-24")!.nextHopInstance!, /zones\/us-west1-c\/instances\/worker-1$/);
+    assert.equal((await plan(t, inv, { parallel: 4 })).summary.unchanged, 2);
+    const checks = await t.verify(inv, { progress: () => {} });
+    assert.deepEqual(checks.map((c) => [c.table, c.ok]), [["worker-0", true], ["worker-1", false]]);
+  });
+});
