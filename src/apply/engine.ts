@@ -59,7 +59,8 @@ export async function plan(target: Target, inventory: Inventory, options: PlanOp
     summary: summarize(tables),
     review: { warnings: [], refusals: [], actions: [] },
   };
-  if (target.review && !options.deleteAll) partial.review = await target.review(partial, inventory);
+  // Delete plans are reviewed too: a target may have more to undo than routes (a persistence unit).
+  if (target.review) partial.review = await target.review(partial, inventory);
   return partial;
 }
 
