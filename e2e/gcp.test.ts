@@ -17,6 +17,7 @@ import { createCompute, type ComputeApi } from "../src/targets/gcp/compute.js";
 import { GcpTarget, ownershipMarker, type GcpTargetSettings } from "../src/targets/gcp/target.js";
 import { seededRandom, startGceServer, type GceServer } from "../testkit/gce-server.js";
 import { gcloud, type Gcloud } from "../testkit/gcloud.js";
+import { runCli } from "../testkit/cli.js";
 
 process.env.GCE_METADATA_HOST = "127.0.0.1:9";
 process.env.METADATA_SERVER_DETECTION = "none";
@@ -195,5 +196,49 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.equal((await plan(t, inv, { parallel: 4 })).summary.unchanged, 2);
     const checks = await t.verify(inv, { progress: () => {} });
     assert.deepEqual(checks.map((c) => [c.table, c.ok]), [["worker-0", true], ["worker-1", false]]);
+  });
+
+  describe("through the CLI", () => {
+    const nodesFile = join(dir, "nodes.txt");
+    writeFileSync(nodesFile, "10.240.0.20 10.200.0.0/24 worker-0\n10.240.0.21 10.200.1.0/24 worker-1\n10.240.0.22 10.200.2.0/24 worker-2\n");
+    const env = () => ({
+      PATH: process.env.PATH,
+      GCE_METADATA_HOST: "127.0.0.1:9",
+      METADATA_SERVER_DETECTION: "none",
+      CLOUDSDK_CORE_PROJECT: server.project,
+      CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: server.endpoint,
+      CLOUDSDK_AUTH_ACCESS_TOKEN_FILE: tokenFile,
+    });
+    const args = ["--nodes", nodesFile, "--target", "gcp", "--network", NETWORK, "--cluster-cidr", "10.200.0.0/16"];
+
+    it("apply then list prints the seed's table; gcloud lists the same; a second plan has no changes", async () => {
+      const applied = await runCli(["apply", "--yes", ...args], { env: env() });
+      assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+      const listed = await runCli(["list", ...args], { env: env() });
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.deepEqual(listed.stdout.trim().split("\n").map((l) => l.trim().split(/\s{2,}/)), SEED_TABLE);
+      assert.deepEqual(podRows(await gcloudTable()), SEED_TABLE);
+      const again = await runCli(["plan", "--detailed-exitcode", ...args], { env: env() });
+      assert.equal(again.code, 0, again.stdout + again.stderr);
+    });
+
+    it("refuses apply over the ROUTES quota before any write", async () => {
+      server.routesQuota = 3; // the two default routes use 2
+      const refused = await runCli(["apply", "--yes", ...args], { env: env() });
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stdout + refused.stderr, /ROUTES quota/);
+      assert.equal(server.stats.inserts, 0);
+      server.routesQuota = 250;
+    });
+
+    it("verify fails naming the instance whose canIpForward is off", async () => {
+      server.addInstance({ name: "worker-0", zone: "us-west1-c", networkIP: "10.240.0.20", network: NETWORK, canIpForward: true });
+      server.addInstance({ name: "worker-1", zone: "us-west1-c", networkIP: "10.240.0.21", network: NETWORK, canIpForward: false });
+      server.addInstance({ name: "worker-2", zone: "us-west1-c", networkIP: "10.240.0.22", network: NETWORK, canIpForward: true });
+      assert.equal((await runCli(["apply", "--yes", ...args], { env: env() })).code, 0);
+      const verified = await runCli(["verify", ...args], { env: env() });
+      assert.equal(verified.code, 1, verified.stdout + verified.stderr);
+      assert.match(verified.stdout + verified.stderr, /worker-1 \(10\.240\.0\.21\) has canIpForward off/);
+    });
   });
 });

@@ -38,9 +38,9 @@ export function ownershipMarker(cluster: string): string {
   return `managed by podroutes; cluster=${cluster}`;
 }
 
-/** The cluster named by a route's description marker, if any. */
+/** The cluster named by a route's description marker, if any; the marker must open the description. */
 export function markedCluster(description: string | undefined): string | undefined {
-  return description?.match(/(?:^|\s)managed by podroutes; cluster=([a-z0-9-]+)(?:;|$)/)?.[1];
+  return description?.match(/^managed by podroutes; cluster=([a-z0-9-]+)(?:;|$)/)?.[1];
 }
 
 /** The other name a route of this destination takes while a replacement is in flight. */
