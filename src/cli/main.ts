@@ -42,14 +42,34 @@ function optionFromSpec(spec: OptionSpec): Option {
   return option;
 }
 
-/** Every target's and source's own flags, once each (the same long flag is one shared option). */
+/**
+ * Every target's and source's own flags, once each (the same long flag is one shared option). A default
+ * is given to commander only when every declaration agrees; otherwise the chosen target's or source's
+ * own default is filled in by `withPluginDefaults` (`--next-hop` is `eni` for aws, `ip` for gcp).
+ */
 function pluginOptions(): Option[] {
-  const seen = new Map<string, Option>();
+  const byFlag = new Map<string, OptionSpec[]>();
   for (const spec of [...nodeSources.flatMap((s) => s.options), ...targets.flatMap((t) => t.options)]) {
-    const option = optionFromSpec(spec);
-    if (!seen.has(option.long!)) seen.set(option.long!, option);
+    const long = new Option(spec.flags).long!;
+    byFlag.set(long, [...(byFlag.get(long) ?? []), spec]);
   }
-  return [...seen.values()];
+  return [...byFlag.values()].map((specs) => {
+    const agreed = specs.every((spec) => JSON.stringify(spec.default) === JSON.stringify(specs[0]!.default));
+    const option = optionFromSpec(agreed ? specs[0]! : { ...specs[0]!, default: undefined, description: specs.map((s) => s.description).join("; ") });
+    if (!agreed) option.description += ` (default: ${specs.map((s) => `${s.description.split(":")[0]} ${JSON.stringify(s.default)}`).join(", ")})`;
+    return option;
+  });
+}
+
+/** Fills in the defaults of the chosen target's and source's own options where the flag was not given. */
+function withPluginDefaults(flags: GlobalFlags): GlobalFlags {
+  const specs = [...(nodeSource(flags.nodes)?.options ?? []), ...(targetFactory(flags.target)?.options ?? [])];
+  const filled: GlobalFlags = { ...flags };
+  for (const spec of specs) {
+    const key = new Option(spec.flags).attributeName();
+    if (filled[key] === undefined && spec.default !== undefined) filled[key] = spec.default;
+  }
+  return filled;
 }
 
 function addRouteOptions(command: Command): Command {
@@ -102,7 +122,8 @@ async function readStdin(): Promise<string> {
 }
 
 /** Reads nodes and builds the target: everything that can be wrong with the input fails here, before any change. */
-async function setup(flags: GlobalFlags, out: Output): Promise<{ inventory: Inventory; target: Target; options: ResolvedOptions }> {
+async function setup(given: GlobalFlags, out: Output): Promise<{ inventory: Inventory; target: Target; options: ResolvedOptions }> {
+  const flags = withPluginDefaults(given);
   const options = commonOptions(flags, out);
   const inventory = await readInventory(flags, options);
   options.cluster = inventory.cluster;

@@ -15,7 +15,7 @@ import { localRunner } from "./runner.js";
 /** Shared by every host-route target (local, lab, ssh). */
 export const protoOption: OptionSpec = {
   flags: "--proto <number>",
-  description: `route protocol number that marks podroutes' routes (1-255, default ${DEFAULT_PROTO})`,
+  description: "route protocol number that marks podroutes' routes (5-255)",
   default: String(DEFAULT_PROTO),
 };
 
