@@ -18,6 +18,7 @@ import { GcpTarget, ownershipMarker, type GcpTargetSettings } from "../src/targe
 import { seededRandom, startGceServer, type GceServer } from "../testkit/gce-server.js";
 import { gcloud, type Gcloud } from "../testkit/gcloud.js";
 import { runCli } from "../testkit/cli.js";
+import { runConformance } from "../testkit/conformance.js";
 
 process.env.GCE_METADATA_HOST = "127.0.0.1:9";
 process.env.METADATA_SERVER_DETECTION = "none";
@@ -241,4 +242,24 @@ describe("gcp target against the local Compute Engine server", () => {
       assert.match(verified.stdout + verified.stderr, /worker-1 \(10\.240\.0\.21\) has canIpForward off/);
     });
   });
+});
+
+// The shared behaviour every target shows, against the local Compute Engine server.
+let conformanceRoutes = 0;
+runConformance({
+  name: "gcp (Compute Engine routes, local API server)",
+  async setup() {
+    server.reset();
+    const { target: t } = await target();
+    return {
+      target: t,
+      inventory: inventory(nodes(3)),
+      spareNextHop: "10.240.0.99",
+      // A route someone made with gcloud: no podroutes marker.
+      addForeignRoute: async (_table, destination, nextHop) =>
+        void server.addRoute({ name: `hand-made-${conformanceRoutes++}`, network: NETWORK, destRange: destination, nextHopIp: nextHop }),
+      hasRoute: async (_table, destination) => [...server.routes.values()].some((r) => r.destRange === destination),
+      teardown: async () => server.reset(),
+    };
+  },
 });
