@@ -14,7 +14,7 @@
  */
 import pLimit from "p-limit";
 import { createHash } from "node:crypto";
-import { clusterRanges, cidrContains, parseCidr, sortByCidr, type Cidr, type Inventory, type Route } from "../../model.js";
+import { parseCidr, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
 import { ComputeError, computeErrorText, type ComputeApi, type ComputeInstance, type ComputeRoute } from "./compute.js";
 import { TargetError, type Change, type ChangeResult, type Check, type ObservedRoute, type Progress, type Review, type TableRef, type Target, type WriteContext } from "../target.js";
@@ -79,15 +79,12 @@ export class InstanceIndex {
 
 export class GcpTarget implements Target {
   readonly name = "gcp";
-  private readonly ranges: Cidr[];
   private instances: Promise<InstanceIndex> | undefined;
 
   constructor(
     private readonly compute: ComputeApi,
     private readonly settings: GcpTargetSettings,
-  ) {
-    this.ranges = settings.clusterCIDR ? clusterRanges(settings.clusterCIDR) : [];
-  }
+  ) {}
 
   private fail(message: string, error?: unknown): TargetError {
     return new TargetError(this.name, error === undefined ? message : `${message}: ${computeErrorText(error)}`, { cause: error, table: this.settings.network });
@@ -150,17 +147,16 @@ export class GcpTarget implements Target {
       throw this.fail("cannot list routes", error);
     }
     const index = routes.some((r) => r.nextHopInstance) || this.settings.nextHop === "instance" ? await this.instanceIndex() : undefined;
-    const wanted = new Set(inventory.nodes.flatMap((n) => n.podCIDRs));
+    // Every route of the network, as `gcloud compute routes list` shows it: the planner acts only on
+    // owned ones and reports foreign ones only where they sit on a wanted destination.
     const out: ObservedRoute[] = [];
     for (const route of routes) {
       if (basename(route.network) !== table.id) continue;
       const seen = this.observe(route, index);
-      if (!seen) continue;
-      const parsed = parseCidr(seen.destination);
-      const inCluster = parsed.ok && this.ranges.some((range) => cidrContains(range, parsed.cidr));
-      if (seen.owned || inCluster || wanted.has(seen.destination)) out.push(seen);
+      if (seen) out.push(seen);
     }
-    return sortByCidr(out, (r) => r.destination);
+    // Name order, as the API lists them and gcloud prints them.
+    return out.sort((a, b) => (a.name! < b.name! ? -1 : a.name! > b.name! ? 1 : 0));
   }
 
   sameRoute(desired: Route, observed: ObservedRoute): boolean {
