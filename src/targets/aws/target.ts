@@ -15,6 +15,7 @@
  */
 import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
 import pLimit from "p-limit";
+import { writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
 import { awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
@@ -427,21 +428,10 @@ export class AwsTarget implements Target {
       return changes.map((change) => ({ change, ok: false, error }));
     }
 
-    const limit = pLimit(Math.max(1, this.settings.parallel));
-    let done = 0;
-    return Promise.all(
-      changes.map((change) =>
-        limit(async (): Promise<ChangeResult> => {
-          try {
-            const error = await this.writeOne(table.id, fresh.VpcId, change, byDestination, index);
-            return error === undefined ? { change, ok: true } : { change, ok: false, error };
-          } catch (error) {
-            return { change, ok: false, error: awsErrorText(error) };
-          } finally {
-            context.progress({ table: table.id, done: ++done, total: changes.length });
-          }
-        }),
-      ),
+    return writeEachChange(
+      changes,
+      { table: table.id, inFlight: this.settings.parallel, progress: context.progress, errorText: awsErrorText },
+      (change) => this.writeOne(table.id, fresh.VpcId, change, byDestination, index),
     );
   }
 

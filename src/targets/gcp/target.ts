@@ -12,7 +12,7 @@
  * suffix when the old route holds it), and the old route is deleted only after the insert's operation
  * is DONE. While both exist GCP spreads traffic over the two (equal priority, ECMP), never over none.
  */
-import pLimit from "p-limit";
+import { writeEachChange } from "../each-change.js";
 import { createHash } from "node:crypto";
 import { parseCidr, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
@@ -267,21 +267,10 @@ export class GcpTarget implements Target {
 
   async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
     const index = this.settings.nextHop === "instance" ? await this.instanceIndex() : undefined;
-    const limit = pLimit(Math.max(1, this.settings.maxInFlight));
-    let done = 0;
-    return Promise.all(
-      changes.map((change) =>
-        limit(async (): Promise<ChangeResult> => {
-          try {
-            const error = await this.writeOne(change, index);
-            return error === undefined ? { change, ok: true } : { change, ok: false, error };
-          } catch (error) {
-            return { change, ok: false, error: computeErrorText(error) };
-          } finally {
-            context.progress({ table: table.id, done: ++done, total: changes.length });
-          }
-        }),
-      ),
+    return writeEachChange(
+      changes,
+      { table: table.id, inFlight: this.settings.maxInFlight, progress: context.progress, errorText: computeErrorText },
+      (change) => this.writeOne(change, index),
     );
   }
 
