@@ -217,7 +217,7 @@ export async function labDown(name = DEFAULT_LAB, log: (line: string) => void = 
     if (present.has(worker.netns) && present.has(worker.podNetns)) {
       const config = JSON.stringify(bridgeCniConfig(worker, join(state.stateDir, "ipam", worker.name)));
       // DEL releases the IPAM lease; failure here must not keep the namespaces alive.
-      await run("env", [...Object.entries(cniEnv(state, worker, "DEL")).map(([k, v]) => `${k}=${v}`), "ip", "netns", "exec", worker.netns, join(CNI_PATH, "bridge")], config);
+      await runWithEnv("ip", ["netns", "exec", worker.netns, join(CNI_PATH, "bridge")], cniEnv(state, worker, "DEL"), config);
     }
   }
   for (const netns of labNamespaces(state).reverse()) {
