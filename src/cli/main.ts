@@ -260,7 +260,10 @@ async function demoCommand(flags: { lab: string; topology: string; workers?: str
     say(`podroutes ${label}${lab}`);
     finalCode = await main(argv);
   }
-  out.human(`\nThe lab is still up. Look around with \`ip netns list\`, or run podroutes inside a worker:\n  ip netns exec ${flags.lab}-worker-0 podroutes list --nodes lab --target local${lab}\nTear it down with:\n  podroutes lab down${lab}`);
+  const self = "node bin/podroutes.js"; // `npm link` puts it on PATH as `podroutes`
+  out.human(
+    `\nThe lab is still up. Look around with \`ip netns list\`, or run podroutes on a worker, as on a real node:\n  ${self} lab exec${lab} worker-0 -- ${self} list --nodes lab${lab} --target local\nTear it down with:\n  ${self} lab down${lab}`,
+  );
   return finalCode;
 }
 
