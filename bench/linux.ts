@@ -5,12 +5,12 @@
  * costs. Runs in a throwaway network namespace; prints medians of several runs and the ratios.
  */
 import { performance } from "node:perf_hooks";
-import { spawn } from "node:child_process";
 import { apply, plan } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
+import { watchKernelWrites } from "../testkit/kernel-writes.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
@@ -74,18 +74,6 @@ async function routeCount(): Promise<number> {
   return JSON.parse(await must(["-n", NS, "-json", "route", "show", "table", "main"])).length - 1;
 }
 
-/** Counts route and nexthop events the kernel reports while `body` runs. */
-async function kernelWrites(body: () => Promise<unknown>): Promise<number> {
-  const monitor = spawn("ip", ["-n", NS, "monitor", "route", "nexthop"], { stdio: ["ignore", "pipe", "ignore"] });
-  let lines = 0;
-  monitor.stdout.on("data", (d: Buffer) => (lines += d.toString().split("\n").filter((l) => l && !/proto kernel/.test(l)).length));
-  await new Promise((r) => setTimeout(r, 150));
-  await body();
-  await new Promise((r) => setTimeout(r, 150));
-  monitor.kill();
-  return lines;
-}
-
 async function seedWay(count: number): Promise<void> {
   for (let i = 0; i < count; i++) await must(["-n", NS, "route", "add", destination(i), "via", gateway(i)]);
 }
@@ -119,7 +107,7 @@ export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
         );
         if ((await routeCount()) !== count) throw new Error(`expected ${count} routes after apply, found ${await routeCount()}`);
         noop.push(await time(async () => apply(t, await plan(t, nodes, { parallel: 1 }), nodes, { parallel: 1 })));
-        if (r === 0) writes = await kernelWrites(async () => apply(t, await plan(t, nodes, { parallel: 1 }), nodes, { parallel: 1 }));
+        if (r === 0) writes = (await watchKernelWrites([NS], async () => apply(t, await plan(t, nodes, { parallel: 1 }), nodes, { parallel: 1 }))).writes.length;
       }
       const [a, b, f, n] = [median(seed), median(batch), median(full), median(noop)];
       console.log(`${count} routes (median of ${repeats}; seeds' way: ${seed.length} run${seed.length === 1 ? "" : "s"})`);

@@ -4,7 +4,6 @@
  * down in `after`, even when a test fails.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +14,7 @@ import { run } from "../src/targets/linux/runner.js";
 import { labTarget } from "../src/targets/linux/factories.js";
 import { jsonOf, runCli } from "../testkit/cli.js";
 import { runConformance } from "../testkit/conformance.js";
+import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import { needsRoot } from "../testkit/root.js";
 
 const gate = needsRoot();
@@ -95,24 +95,13 @@ describe("local lab end to end", { ...gate, timeout: 180_000 }, () => {
 
   it("a second apply changes nothing: no kernel write at all", async () => {
     // `ip monitor` in every worker sees any route or nexthop change the apply would make.
-    const monitors = state.workers.map((w) => {
-      const child = spawn("ip", ["-n", w.netns, "monitor", "route", "nexthop"], { stdio: ["ignore", "pipe", "pipe"] });
-      let seen = "";
-      child.stdout.on("data", (d) => (seen += d));
-      return { child, seen: () => seen };
-    });
-    try {
-      await new Promise((r) => setTimeout(r, 200));
-      const result = await runCli(["apply", "--yes", ...lab]);
-      assert.equal(result.code, 0);
-      assert.match(result.stdout, /No changes\. 6 routes already match/);
-      await new Promise((r) => setTimeout(r, 200));
-      // The kernel's own link-local routes settle in the background (IPv6 DAD): not podroutes' writes.
-      const writes = (text: string) => text.split("\n").filter((line) => line && !/proto kernel/.test(line));
-      for (const monitor of monitors) assert.deepEqual(writes(monitor.seen()), [], "the kernel saw a write");
-    } finally {
-      for (const monitor of monitors) monitor.child.kill();
-    }
+    const { result, writes } = await watchKernelWrites(
+      state.workers.map((w) => w.netns),
+      () => runCli(["apply", "--yes", ...lab]),
+    );
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /No changes\. 6 routes already match/);
+    assert.deepEqual(writes, [], "the kernel saw a write");
   });
 
   it("a wrong next hop still delivers packets, but verify catches it and apply replaces it", async () => {
