@@ -16,6 +16,7 @@ import {
   type Node,
   type SourceLocation,
 } from "./model.js";
+import { PodroutesError } from "./errors.js";
 
 /** A node as a source read it: the same fields as a Node, as text not yet checked, name maybe missing. */
 export type RawNode = Omit<Node, "name"> & { name?: string };
@@ -44,7 +45,8 @@ export function formatProblem(problem: Problem): string {
 }
 
 /** Bad input: nothing has been changed. Carries every problem found. */
-export class InputError extends Error {
+export class InputError extends PodroutesError {
+  readonly kind = "input" as const;
   constructor(
     readonly problems: Problem[],
     readonly subject = "invalid input",

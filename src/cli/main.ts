@@ -20,10 +20,10 @@ import { nodeSource, nodeSources } from "../sources/registry.js";
 import { targetFactory, targets } from "../targets/registry.js";
 import type { Check, Target } from "../targets/target.js";
 import { createOutput, type Output } from "./output.js";
+import { UsageError } from "../errors.js";
 
 export const EXIT = { ok: 0, failed: 1, changes: 2, badInput: 3 } as const;
 
-class UsageError extends Error {}
 
 interface GlobalFlags {
   nodes: string;

@@ -4,6 +4,7 @@
  * and writes a table's changes; planning, ordering, concurrency and reporting live outside it.
  * Targets know nothing of the CLI or of each other.
  */
+import { PodroutesError, type ErrorKind } from "../errors.js";
 import type { Inventory, Route } from "../model.js";
 
 /** One table podroutes plans for. */
@@ -125,7 +126,8 @@ export interface Target {
 }
 
 /** A target failed as a whole (could not read a table, bad options). The message names the target. */
-export class TargetError extends Error {
+export class TargetError extends PodroutesError {
+  readonly kind: ErrorKind = "target";
   constructor(
     readonly target: string,
     message: string,

@@ -13,15 +13,15 @@ import { checkHostKey, fingerprint, hostKeyAlgorithms, hostToken, type KnownHost
 
 export type SshFailureKind = "unreachable" | "auth" | "host key" | "permission" | "ip error" | "connection lost";
 
-/** A node could not be worked on; `kind` is what the summary and the exit code report. */
+/** A node could not be worked on; `failure` is what the per-node summary reports. */
 export class SshError extends TargetError {
   constructor(
-    readonly kind: SshFailureKind,
+    readonly failure: SshFailureKind,
     table: string,
     message: string,
     options?: { cause?: unknown },
   ) {
-    super("ssh", `${kind}: ${message}`, { table, ...options });
+    super("ssh", `${failure}: ${message}`, { table, ...options });
   }
 }
 

@@ -117,11 +117,11 @@ describe("remote commands", () => {
     assert.equal(classifyConnectError(new Error("Timed out while waiting for handshake")), "unreachable");
     assert.throws(
       () => checkPermission({ code: 2, stdout: "", stderr: "RTNETLINK answers: Operation not permitted\nCommand failed -:1\n" }, "worker-0", "podroutes", false),
-      (error: SshError) => error.kind === "permission" && /--sudo/.test(error.message) && /worker-0/.test(error.message),
+      (error: SshError) => error.failure === "permission" && /--sudo/.test(error.message) && /worker-0/.test(error.message),
     );
     assert.throws(
       () => checkPermission({ code: 1, stdout: "", stderr: "sudo: a password is required\n" }, "worker-0", "podroutes", true),
-      (error: SshError) => error.kind === "permission" && /passwordless sudo/.test(error.message),
+      (error: SshError) => error.failure === "permission" && /passwordless sudo/.test(error.message),
     );
     assert.doesNotThrow(() => checkPermission({ code: 1, stdout: "", stderr: "Error: Nexthop has invalid gateway.\nCommand failed -:1\n" }, "w", "root", false));
   });
