@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Filter, Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
-import { InputError, validateInventory } from "../../inventory.js";
+import { UsageError } from "../../errors.js";
+import { validateInventory } from "../../inventory.js";
 import { clusterRanges } from "../../model.js";
 import { plan } from "../../apply/engine.js";
 import type { Ec2Api, NextHopRef } from "./ec2.js";
@@ -193,13 +194,13 @@ describe("aws flags", () => {
   const base = { cluster: "kubernetes", parallel: 1, env: { AWS_REGION: "us-east-1" }, warn: () => {}, interactive: false };
 
   it("requires --cluster-cidr and names the flag, before loading the SDK or calling anything", async () => {
-    await assert.rejects(awsTarget.create({ ...base }), (error: unknown) => error instanceof InputError && /--cluster-cidr is required/.test(error.message));
+    await assert.rejects(awsTarget.create({ ...base }), (error: unknown) => error instanceof UsageError && error.flag === "--cluster-cidr" && /--cluster-cidr is required/.test(error.message));
   });
 
   it("reports every bad flag at once", async () => {
     await assert.rejects(
       awsTarget.create({ ...base, clusterCIDR: "10.200.0.0/16", routeTable: ["rtb-12345678", "subnet-1"], nextHop: "gateway", routeLimit: "0" }),
-      (error: unknown) => error instanceof InputError && error.problems.length === 3,
+      (error: unknown) => error instanceof UsageError && /--route-table "subnet-1"[^]*--next-hop "gateway"[^]*--route-limit "0"/.test(error.message),
     );
   });
 

@@ -15,7 +15,7 @@
  */
 import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
 import pLimit from "p-limit";
-import { writeEachChange } from "../each-change.js";
+import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
 import { awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
@@ -44,7 +44,7 @@ export interface AwsTargetSettings {
   nextHop: NextHopKind;
   /** Routes a table may hold (AWS default quota 50). */
   routeLimit: number;
-  /** Concurrent API writes per table. */
+  /** Ceiling of the API writes in flight at once, over all tables; the limit adapts below it. */
   parallel: number;
 }
 
@@ -258,11 +258,16 @@ export class AwsTarget implements Target {
   /** Every route a table held when last read (local and gateway routes count toward the limit too). */
   private readonly totals = new Map<string, number>();
 
+  /** Paces every route write of this target: the API's throttling answers bring it down. */
+  readonly concurrency: AdaptiveConcurrency;
+
   constructor(
     private readonly ec2: Ec2Api,
     private readonly settings: AwsTargetSettings,
   ) {
     this.ranges = clusterRanges(settings.clusterCIDR);
+    this.concurrency = new AdaptiveConcurrency(settings.parallel);
+    ec2.onThrottle?.(() => this.concurrency.throttled());
   }
 
   private fail(message: string, error?: unknown, table?: string): TargetError {
@@ -430,7 +435,7 @@ export class AwsTarget implements Target {
 
     return writeEachChange(
       changes,
-      { table: table.id, inFlight: this.settings.parallel, progress: context.progress, errorText: awsErrorText },
+      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: awsErrorText },
       (change) => this.writeOne(table.id, fresh.VpcId, change, byDestination, index),
     );
   }

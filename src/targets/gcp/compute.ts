@@ -7,6 +7,8 @@
  */
 import { readFile } from "node:fs/promises";
 import pRetry from "p-retry";
+import { UsageError } from "../../errors.js";
+import { httpUrl, readOption, type OptionSpec } from "../../options.js";
 
 export const DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com/compute/v1/";
 
@@ -73,12 +75,15 @@ export class ComputeError extends Error {
   }
 }
 
+/** Whether the API pushed back on the rate of calls (429, 403 rateLimitExceeded): a signal to slow down. */
+export function isThrottle(error: unknown): boolean {
+  if (!(error instanceof ComputeError)) return false;
+  return error.status === 429 || (error.status === 403 && (error.reason === "rateLimitExceeded" || error.reason === "userRateLimitExceeded"));
+}
+
 /** Whether a failure is worth another attempt: throttling, server trouble, the network. */
 export function isRetryable(error: unknown): boolean {
-  if (error instanceof ComputeError) {
-    if (error.status === 429 || error.status >= 500) return true;
-    return error.status === 403 && (error.reason === "rateLimitExceeded" || error.reason === "userRateLimitExceeded");
-  }
+  if (error instanceof ComputeError) return isThrottle(error) || error.status >= 500;
   return true; // fetch failed: reset, refused, timed out
 }
 
@@ -103,6 +108,8 @@ export interface ComputeApi {
   quota(metric: string): Promise<{ limit: number; usage: number } | undefined>;
   /** Calls made, retries included (for benchmarks and tests). */
   readonly calls: { requests: number; retries: number };
+  /** Calls `listener` each time the API throttles a call (which is then retried): how targets pace their writes. */
+  onThrottle?(listener: () => void): void;
 }
 
 type TokenSource = () => Promise<string>;
@@ -114,9 +121,9 @@ async function tokenSource(settings: ComputeSettings): Promise<TokenSource> {
     try {
       token = (await readFile(file, "utf8")).trim();
     } catch (error) {
-      throw new Error(`gcp: cannot read --access-token-file ${file}: ${(error as Error).message}`, { cause: error });
+      throw new UsageError(`--access-token-file ${file}: cannot read it: ${(error as Error).message}`, { flag: "--access-token-file", cause: error });
     }
-    if (!token) throw new Error(`gcp: --access-token-file ${file} is empty`);
+    if (!token) throw new UsageError(`--access-token-file ${file}: the file is empty`, { flag: "--access-token-file" });
     return async () => token;
   }
   // Application Default Credentials: a service-account key, gcloud's user credentials, or GCE metadata.
@@ -145,6 +152,7 @@ class ComputeClient implements ComputeApi {
   readonly project: string;
   private readonly base: string;
   readonly calls = { requests: 0, retries: 0 };
+  private readonly throttleListeners: (() => void)[] = [];
 
   constructor(
     private readonly settings: ComputeSettings,
@@ -156,6 +164,10 @@ class ComputeClient implements ComputeApi {
 
   networkUrl(network: string): string {
     return `${this.base}projects/${this.project}/global/networks/${network}`;
+  }
+
+  onThrottle(listener: () => void): void {
+    this.throttleListeners.push(listener);
   }
 
   private url(path: string, query: Record<string, string | undefined> = {}): string {
@@ -200,6 +212,7 @@ class ComputeClient implements ComputeApi {
       shouldRetry: ({ error }) => isRetryable(error),
       onFailedAttempt: ({ error, retriesLeft }) => {
         if (retriesLeft > 0 && isRetryable(error)) this.calls.retries++;
+        if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
       },
     });
   }
@@ -266,34 +279,36 @@ class ComputeClient implements ComputeApi {
 }
 
 /** Flags the GCP target and node source share (one option each on the command line). */
-export const projectOption = { flags: "--project <id>", description: "gcp: project id", env: "CLOUDSDK_CORE_PROJECT" };
-export const computeEndpointOption = {
+export const projectOption: OptionSpec<string> = {
+  flags: "--project <id>",
+  description: "gcp: project id",
+  env: "CLOUDSDK_CORE_PROJECT",
+  required: "the GCP project (as gcloud's --project)",
+  parse: (text) => {
+    if (!/^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$/.test(text)) throw new Error("not a project id");
+    return text;
+  },
+};
+export const computeEndpointOption: OptionSpec<string> = {
   flags: "--compute-endpoint <url>",
   description: "gcp: Compute Engine API base URL (as gcloud's override)",
   env: "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE",
+  default: DEFAULT_COMPUTE_ENDPOINT,
+  parse: httpUrl,
 };
-export const accessTokenFileOption = {
+export const accessTokenFileOption: OptionSpec<string> = {
   flags: "--access-token-file <path>",
   description: "gcp: file holding an OAuth access token (default: Application Default Credentials)",
   env: "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
 };
 
-/** Compute settings from resolved CLI options; `owner` prefixes errors. */
-export function computeSettingsFrom(owner: string, options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {
-  const project = options.project as string | undefined;
-  if (!project) throw new Error(`${owner}: --project is required (or CLOUDSDK_CORE_PROJECT)`);
-  if (!/^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$/.test(project)) throw new Error(`${owner}: --project ${JSON.stringify(project)} is not a project id`);
-  const endpoint = (options.computeEndpoint as string | undefined) || DEFAULT_COMPUTE_ENDPOINT;
-  try {
-    const url = new URL(endpoint);
-    if (url.protocol !== "https:" && url.protocol !== "http:") throw new Error("not http(s)");
-  } catch (error) {
-    throw new Error(`${owner}: --compute-endpoint ${JSON.stringify(endpoint)} is not a URL`, { cause: error });
-  }
+/** Compute settings from resolved CLI options; a bad or missing flag is a UsageError naming it. */
+export function computeSettingsFrom(options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {
+  const accessTokenFile = readOption(accessTokenFileOption, options);
   return {
-    project,
-    endpoint,
-    ...(options.accessTokenFile ? { accessTokenFile: String(options.accessTokenFile) } : {}),
+    project: readOption(projectOption, options)!,
+    endpoint: readOption(computeEndpointOption, options)!,
+    ...(accessTokenFile ? { accessTokenFile } : {}),
     ...(options.env ? { env: options.env } : {}),
   };
 }
