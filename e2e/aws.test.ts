@@ -299,6 +299,10 @@ describe("aws target against moto", () => {
       assert.equal(proxy.throttled.get("CreateRoute"), 6 * 2, "every create was throttled twice, then went through");
       assert.ok((proxy.throttled.get("DescribeNetworkInterfaces") ?? 0) >= 2);
       assert.equal(proxy.throttled.get("ModifyNetworkInterfaceAttribute"), 3 * 2);
+      // Every throttled attempt reached the write loop's limit, which came down for it.
+      const { stats } = (target as AwsTarget).concurrency;
+      assert.equal(stats.throttles, [...proxy.throttled.values()].reduce((a, b) => a + b, 0));
+      assert.ok(stats.cuts >= 1);
       for (const tableId of cloud.tableIds) {
         const routes = await routesOf(client, tableId);
         for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId);

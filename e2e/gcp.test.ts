@@ -253,6 +253,33 @@ describe("gcp target against the local Compute Engine server", () => {
       assert.equal(verified.code, 1, verified.stdout + verified.stderr);
       assert.match(verified.stdout + verified.stderr, /worker-1 \(10\.240\.0\.21\) has canIpForward off/);
     });
+
+    /** A nodes file of `count` nodes, and apply with default flags (only the required ones). */
+    async function applyMany(count: number) {
+      const file = join(dir, `nodes-${count}.txt`);
+      writeFileSync(file, nodes(count).map((n) => `${n.internalIPs[0]} ${n.podCIDRs[0]} ${n.name}`).join("\n"));
+      const applied = await runCli(["apply", "--yes", "--nodes", file, "--target", "gcp", "--network", NETWORK], { env: env() });
+      assert.equal(applied.code, 0, applied.stdout + applied.stderr);
+      assert.equal([...server.routes.keys()].filter((name) => name.startsWith("kubernetes-route-")).length, count);
+    }
+
+    it("with default flags, operations in flight grow past the former fixed 10 while the API accepts them", async () => {
+      server.latencyMs = 50;
+      await applyMany(100);
+      assert.equal(server.stats.throttled, 0);
+      assert.ok(server.stats.peakRunning > 10, `at most ${server.stats.peakRunning} operations ran at once`);
+    });
+
+    it("against a server that throttles above 20 operations at once, default flags converge with at most 10% of writes throttled", async () => {
+      server.latencyMs = 100;
+      server.throttleAbove = 20;
+      server.routesQuota = 1000;
+      await applyMany(250);
+      const writes = server.stats.inserts + server.stats.throttled;
+      assert.ok(server.stats.throttled <= writes * 0.1, `${server.stats.throttled} of ${writes} writes throttled`);
+      assert.ok(server.stats.peakRunning <= 20);
+      server.routesQuota = 250;
+    });
   });
 });
 

@@ -9,7 +9,9 @@
  * - error bodies `{"error":{"code","message","errors":[{"reason","message","domain"}]}}` for
  *   400/403/404/409/429/5xx; the multipart batch endpoint gcloud uses for multi-delete;
  * - injected faults on any call: 429 rateLimitExceeded, 503 backendError, or a timeout (the connection
- *   is held, then dropped; a write may or may not have been carried out, as on a real network).
+ *   is held, then dropped; a write may or may not have been carried out, as on a real network);
+ * - throttling by load (`throttleAbove`): a write that would start an operation while that many are
+ *   RUNNING is answered 429 rateLimitExceeded, as an API with a concurrent-operations quota does.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomBytes } from "node:crypto";
@@ -78,6 +80,8 @@ export interface GceServerOptions {
   routesQuota?: number;
   /** Random source for faults (tests pass a seeded one). */
   random?: () => number;
+  /** Writes (insert, delete) are answered 429 while this many operations are RUNNING. */
+  throttleAbove?: number;
 }
 
 /** Counters a test can assert on: what each kind of call did. */
@@ -89,6 +93,10 @@ export interface GceStats {
   waits: number;
   batches: number;
   byMethod: Record<string, number>;
+  /** Writes refused by `throttleAbove`. */
+  throttled: number;
+  /** The most operations RUNNING at once. */
+  peakRunning: number;
 }
 
 type Answer = { status: number; body: unknown };
@@ -147,7 +155,10 @@ export class GceServer {
   faultKinds: FaultKind[];
   timeoutHoldMs: number;
   routesQuota: number;
+  throttleAbove: number | undefined;
   private random: () => number;
+  /** Operations not yet DONE. */
+  private running = 0;
   readonly routes = new Map<string, GceRoute>();
   /** Names with an insert in flight: taken (409), not yet visible. */
   private readonly pendingInserts = new Set<string>();
@@ -167,10 +178,11 @@ export class GceServer {
     this.timeoutHoldMs = options.timeoutHoldMs ?? 1500;
     this.routesQuota = options.routesQuota ?? 250;
     this.random = options.random ?? Math.random;
+    this.throttleAbove = options.throttleAbove;
   }
 
   private static emptyStats(): GceStats {
-    return { requests: 0, faults: { "429": 0, "503": 0, timeout: 0 }, inserts: 0, deletes: 0, waits: 0, batches: 0, byMethod: {} };
+    return { requests: 0, faults: { "429": 0, "503": 0, timeout: 0 }, inserts: 0, deletes: 0, waits: 0, batches: 0, byMethod: {}, throttled: 0, peakRunning: 0 };
   }
 
   /** `http://127.0.0.1:PORT/` */
@@ -213,6 +225,7 @@ export class GceServer {
     this.operations.clear();
     this.faultRate = 0;
     this.latencyMs = 0;
+    this.throttleAbove = undefined;
     this.stats = GceServer.emptyStats();
   }
 
@@ -400,8 +413,18 @@ export class GceServer {
     };
   }
 
+  /** A write that would start one operation too many is throttled (`throttleAbove`). */
+  private admitWrite(): void {
+    if (this.throttleAbove !== undefined && this.running >= this.throttleAbove) {
+      this.stats.throttled++;
+      throw new ApiError(429, "rateLimitExceeded", "Rate Limit Exceeded");
+    }
+  }
+
   /** Starts an operation; `effect` runs when it turns DONE (after latencyMs). */
   private operation(type: string, targetLink: string, effect: () => void): Operation {
+    this.running++;
+    this.stats.peakRunning = Math.max(this.stats.peakRunning, this.running);
     const name = `operation-${Date.now()}-${randomBytes(6).toString("hex")}`;
     const now = new Date().toISOString();
     const op: Operation = {
@@ -419,6 +442,7 @@ export class GceServer {
     };
     const done = new Promise<void>((resolve) => {
       const finish = () => {
+        this.running--;
         effect();
         op.status = "DONE";
         op.progress = 100;
@@ -441,6 +465,7 @@ export class GceServer {
   }
 
   private insertRoute(body: string): Answer {
+    this.admitWrite();
     const input = JSON.parse(body || "{}") as Partial<GceRoute>;
     for (const field of ["name", "network", "destRange"] as const) {
       if (!input[field]) throw new ApiError(400, "required", `Required field '${field}' not specified`);
@@ -480,6 +505,7 @@ export class GceServer {
   }
 
   private deleteRoute(name: string): Answer {
+    this.admitWrite();
     const route = this.routes.get(name);
     if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${name}' was not found`);
     this.stats.deletes++;
