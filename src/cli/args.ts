@@ -20,7 +20,6 @@ export type NodesChoice = { kind: "source"; source: NodeSourceFactory } | { kind
 
 export const DEFAULT_TARGET = "lab";
 export const OUTPUT_FORMATS = ["table", "json", "yaml"] as const;
-export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
 function clusterName(text: string): string {
   if (!CLUSTER_NAME.test(text)) throw new Error("must be lowercase letters, digits and '-' (at most 63)");
@@ -80,7 +79,6 @@ export interface RouteArgs {
   command: RouteCommand;
   target: TargetFactory;
   nodes: NodesChoice;
-  format: OutputFormat;
   parallel: number;
   cluster?: string;
   clusterCIDR?: string;
@@ -116,7 +114,6 @@ export function routeArgs(command: RouteCommand, flags: Record<string, unknown>,
     command,
     target,
     nodes,
-    format: values.output as OutputFormat,
     parallel: values.parallel as number,
     ...(values.cluster !== undefined ? { cluster: values.cluster as string } : {}),
     ...(values.clusterCidr !== undefined ? { clusterCIDR: values.clusterCidr as string } : {}),
@@ -124,12 +121,19 @@ export function routeArgs(command: RouteCommand, flags: Record<string, unknown>,
   };
 }
 
+export interface ArgvScan {
+  command?: string;
+  target?: string;
+  nodes?: string;
+  output?: string;
+}
+
 /**
  * The command, target and node source a command line names, read before commander parses it, so the
  * command is built with exactly that target's and source's flags (and its help shows them). Stops at
  * `--`, after which the arguments belong to another program (`lab exec NODE -- podroutes ...`).
  */
-export function scanArgv(argv: string[]): { command?: string; target?: string; nodes?: string; output?: string } {
+export function scanArgv(argv: string[]): ArgvScan {
   const end = argv.indexOf("--");
   const args = end < 0 ? argv : argv.slice(0, end);
   const valueOf = (long: string, short?: string): string | undefined => {

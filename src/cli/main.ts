@@ -11,14 +11,12 @@ import { messageOf } from "../apply/engine.js";
 import { longFlag, type OptionSpec } from "../options.js";
 import { nodeSources } from "../sources/registry.js";
 import { targetFactory, targets } from "../targets/registry.js";
-import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, routeArgs, scanArgv, type RouteCommand } from "./args.js";
+import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, routeArgs, scanArgv, type ArgvScan, type RouteCommand } from "./args.js";
 import { changedNothing, EXIT, exitCodeOf } from "./exit-codes.js";
 import { catalogue } from "./help.js";
 import { addLabCommands } from "./lab-commands.js";
 import { createOutput, type Output } from "./output.js";
 import { applyCommand, listCommand, planCommand, verifyCommand } from "./route-commands.js";
-
-export { EXIT } from "./exit-codes.js";
 
 /**
  * A declared option as commander shows and parses it. Commander only collects the text: choices,
@@ -58,7 +56,7 @@ const ROUTE_COMMANDS: [RouteCommand, string][] = [
  * A route command with the common flags and those of the target and node source the command line
  * names (`scan`), grouped in its help under their owner's name.
  */
-function routeCommand(program: Command, name: RouteCommand, description: string, scan: ReturnType<typeof scanArgv>): Command {
+function routeCommand(program: Command, name: RouteCommand, description: string, scan: ArgvScan): Command {
   const chosen = scan.command === name ? scan : {};
   const target = targetFactory(chosen.target ?? DEFAULT_TARGET) ?? targetFactory(DEFAULT_TARGET)!;
   const command = program
@@ -83,7 +81,7 @@ function routeCommand(program: Command, name: RouteCommand, description: string,
   return command;
 }
 
-export function buildProgram(out: Output, scan: ReturnType<typeof scanArgv>, setCode: (code: number) => void, run: (argv: string[]) => Promise<number>): Command {
+function buildProgram(out: Output, scan: ArgvScan, setCode: (code: number) => void, run: (argv: string[]) => Promise<number>): Command {
   const program = new Command("podroutes")
     .description("Provision Kubernetes pod network routes: nodes in → plan (a diff) → apply to a target → verify with real packets.")
     .showHelpAfterError("(podroutes --help shows the commands)")
