@@ -14,7 +14,6 @@
  * itself before each write: the table is read again and each change must still fit what was planned.
  */
 import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
-import pLimit from "p-limit";
 import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
@@ -397,14 +396,14 @@ export class AwsTarget implements Target {
   }
 
   async runActions(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]> {
-    const limit = pLimit(Math.max(1, this.settings.parallel));
     let done = 0;
     return Promise.all(
       actions.map((action) =>
-        limit(async () => {
+        this.concurrency.run(async () => {
           const hop: NextHopRef = action.id.startsWith("i-") ? { kind: "instance", id: action.id } : { kind: "eni", id: action.id };
           try {
             await this.ec2.disableSourceDestCheck(hop);
+            this.concurrency.succeeded();
             return { action, ok: true };
           } catch (error) {
             return { action, ok: false, error: awsErrorText(error) };
