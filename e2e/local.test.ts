@@ -95,6 +95,7 @@ describe("local target inside a node's namespace (dual stack)", { ...gate, timeo
     const deleted = await alone(["delete", "--yes"]);
     assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
     assert.equal((await ip(["route", "show", "proto", "150"])) + (await ip(["-6", "route", "show", "proto", "150"])), "");
-    assert.match((await ip(["-4", "route", "show"])), /10\.240\.0\.0\/24 dev eth0/, "the host's own routes stay");
+    assert.equal(await ip(["nexthop", "show"]), "", "podroutes' nexthop objects go with their routes");
+    assert.match(await ip(["-4", "route", "show"]), /10\.240\.0\.0\/24 dev eth0/, "the host's own routes stay");
   });
 });
