@@ -41,7 +41,13 @@ import { matchesSelector, parseSelector, SelectorError, type Requirement } from 
 import { applyPatch, PATCH_TYPES, PatchError } from "./kube-patch.js";
 import { issueClientCertificate, makePki, type Pki } from "./kube-pki.js";
 
-export type KubeObject = { apiVersion?: string; kind?: string; metadata: { name: string; namespace?: string; resourceVersion?: string; uid?: string; labels?: Record<string, string>; [key: string]: unknown }; [key: string]: unknown };
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name: string; namespace?: string; resourceVersion?: string; uid?: string; labels?: Record<string, string>; [key: string]: unknown };
+  spec?: unknown;
+  status?: unknown;
+}
 
 export type ResourceName = "nodes" | "events" | "leases";
 
@@ -143,6 +149,8 @@ const VERSION = { major: "1", minor: "32", gitVersion: "v1.32.0-podroutes-test",
 
 export class KubeApiServer {
   readonly requests: RecordedRequest[] = [];
+  /** Called with each request as it arrives, before it is served: a test's hook to inject a fault mid-sequence. */
+  onRequest: ((request: RecordedRequest) => void) | undefined;
   url = "";
   port = 0;
   pki!: Pki;
@@ -355,6 +363,7 @@ current-context: ${context}
     const query = Object.fromEntries(url.searchParams);
     const recorded: RecordedRequest = { method: request.method ?? "GET", path: url.pathname, query, code: 0 };
     this.requests.push(recorded);
+    this.onRequest?.(recorded);
     const answer = (code: number, body: unknown) => {
       recorded.code = code;
       const text = JSON.stringify(body);
@@ -602,7 +611,8 @@ current-context: ${context}
 
     const timeoutSeconds = Number(query.timeoutSeconds ?? 0);
     const limitMs = timeoutSeconds > 0 ? timeoutSeconds * 1000 : 30 * 60_000;
-    watcher.timers.push(setTimeout(() => this.endWatch(watcher, "end"), limitMs));
+    // A stalled server is a dead connection: it does not even close the watch at its timeout.
+    watcher.timers.push(setTimeout(() => !this.stalled && this.endWatch(watcher, "end"), limitMs));
     if (bookmarks) watcher.timers.push(setInterval(() => this.sendBookmark(watcher), this.options.bookmarkIntervalMs ?? 60_000));
     return undefined;
   }
