@@ -67,6 +67,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   metrics.registry.collected("podroutes_watch_restarts_total", "Node watches opened again after one ended", "counter", () => reflector.counters.watchRestarts);
   metrics.registry.collected("podroutes_relists_total", "full lists of Nodes after the first (410 Expired, a failure before a watch could resume)", "counter", () => reflector.counters.relists);
 
+  /** Bumped on every Node change routing may read: the reconciler maps the Nodes again only then. */
+  let nodesVersion = 0;
   const runner = localRunner();
   let reconciler: Reconciler | undefined;
   const thisHost: TableRef = { id: "this host", scope: "host" };
@@ -77,7 +79,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const empty = { cluster: "kubernetes", nodes: [], source: "kubernetes" };
   reconciler = new Reconciler({
     target,
-    store: { synced: () => reflector.hasSynced, nodes: () => [...reflector.store.values()] },
+    store: { synced: () => reflector.hasSynced, nodes: () => [...reflector.store.values()], version: () => nodesVersion },
     proto: options.proto,
     ...(options.node ? { node: options.node } : {}),
     hostAddresses: async () => (await target.state(thisHost, empty)).addresses,
@@ -102,13 +104,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     switch (event.type) {
       case "added":
       case "deleted":
+        nodesVersion++;
         loop.trigger(`node ${event.object.metadata.name} ${event.type}`);
         break;
       case "modified":
-        // Its own Node too: someone may have changed the condition the agent keeps.
-        if (routingChanged(event.previous, event.object) || event.object.metadata.name === reconciler!.node) loop.trigger(`node ${event.object.metadata.name} modified`);
+        if (routingChanged(event.previous, event.object)) nodesVersion++;
+        // Its own Node in any case: someone may have changed the condition the agent keeps.
+        else if (event.object.metadata.name !== reconciler!.node) break;
+        loop.trigger(`node ${event.object.metadata.name} modified`);
         break;
       case "synced":
+        nodesVersion++;
         log.info("listed Nodes", { nodes: event.objects, resourceVersion: event.resourceVersion });
         loop.trigger(`complete list of ${event.objects} Nodes`);
         break;

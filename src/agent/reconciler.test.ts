@@ -168,6 +168,19 @@ describe("agent reconciler", () => {
     assert.equal(reconciler.desired.routes.get("10.200.5.0/24"), "10.240.0.25");
   });
 
+  it("maps the Nodes again only when the store's version moves (a resync does not validate them all again)", async () => {
+    const nodes = cluster();
+    let version = 1;
+    const { reconciler, routes } = setup({ synced: () => true, nodes: () => nodes, version: () => version }, { node: "node-0" });
+    await reconciler.reconcile(["list"]);
+    nodes.push(node("node-5", "10.240.0.25", ["10.200.5.0/24"]));
+    assert.equal((await reconciler.reconcile(["periodic resync"])).result, "unchanged", "same version: the inventory of the last mapping");
+    assert.deepEqual(routes(), ["10.200.1.0/24 10.240.0.21", "10.200.2.0/24 10.240.0.22"]);
+    version++;
+    assert.equal((await reconciler.reconcile(["node node-5 added"])).result, "changed");
+    assert.ok(routes().includes("10.200.5.0/24 10.240.0.25"));
+  });
+
   it("only updates that can change routing count (status heartbeats do not)", () => {
     const before = node("node-1", "10.240.0.21", ["10.200.1.0/24"]);
     const heartbeat = { ...structuredClone(before), metadata: { ...before.metadata, resourceVersion: "2" }, status: { ...before.status, conditions: [{ type: "Ready", status: "True" as const }] } };

@@ -12,7 +12,7 @@ import { apply, messageOf, plan } from "../apply/engine.js";
 import { changeDestination } from "../plan/plan.js";
 import { kindOf } from "../errors.js";
 import { formatProblem } from "../inventory.js";
-import { inventoryFromNodes, readKubeNode, type KubeNode } from "../kube/nodes.js";
+import { inventoryFromNodes, readKubeNode, type KubeNode, type NodeInventory } from "../kube/nodes.js";
 import type { Logger } from "../observe/log.js";
 import type { Route } from "../model.js";
 import { nodeOfAddresses } from "../targets/linux/host-routes.js";
@@ -25,6 +25,12 @@ export interface NodeStore {
   /** True once a complete, successful list has been read; until then nothing is planned. */
   synced(): boolean;
   nodes(): unknown[];
+  /**
+   * A number that changes whenever a Node may have changed in a way routing reads (added, deleted, its
+   * addresses or pod CIDRs, a relist). While it stays the same the last inventory is reused: a resync or
+   * a kernel event does not validate thousands of Nodes again. Without it, every reconcile maps them.
+   */
+  version?(): number;
 }
 
 export interface ReconcilerOptions {
@@ -63,6 +69,9 @@ export class Reconciler {
   private quarantined = new Map<string, string>();
   private notes = new Map<string, string>();
   private conflicts = new Set<string>();
+  /** The last inventory made from the Nodes, and the store version it was made at. */
+  private mapped: NodeInventory | undefined;
+  private mappedAt: number | undefined;
   /** The desired routes of the last converged reconcile: changes written against the same are drift repairs. */
   private lastConverged: ReadonlyMap<string, string> | undefined;
 
@@ -90,9 +99,15 @@ export class Reconciler {
         throw new TargetError("agent", "no complete list of Nodes yet: nothing is planned");
       }
       const objects = this.options.store.nodes();
-      const mapped = inventoryFromNodes(objects, { source: "kubernetes" });
+      const version = this.options.store.version?.();
+      let mapped = this.mapped;
+      if (!mapped || version === undefined || version !== this.mappedAt) {
+        mapped = inventoryFromNodes(objects, { source: "kubernetes" });
+        this.mapped = mapped;
+        this.mappedAt = version;
+        outcome.newlyQuarantined = this.trackQuarantine(objects, mapped.quarantined, mapped.notes);
+      }
       metrics.nodes.set(objects.length);
-      outcome.newlyQuarantined = this.trackQuarantine(objects, mapped.quarantined, mapped.notes);
       const node = await this.whoAmI(mapped.inventory);
       outcome.node = node;
       outcome.nodeServed = mapped.inventory.nodes.some((n) => n.name === node);
