@@ -258,6 +258,11 @@ export class KubeApiServer {
     this.tokens.set(token, grant);
   }
 
+  /** The token is no longer accepted (401), as an expired service-account token. */
+  revokeToken(token: string): void {
+    this.tokens.delete(token);
+  }
+
   // ---- faults ----
 
   /** The next `count` API requests (discovery excluded) answer `code` with an InternalError-style Status. */
