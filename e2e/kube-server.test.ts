@@ -16,7 +16,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { run } from "../src/targets/linux/runner.js";
 import { adminCall } from "../testkit/kube-server-admin.js";
-import { startKubeServer, type KubeApiServer, type KubeObject } from "../testkit/kube-server.js";
+import { kubeconfigYaml, startKubeServer, type KubeApiServer, type KubeObject } from "../testkit/kube-server.js";
 
 const node = (index: number, labels: Record<string, string> = {}): KubeObject => ({
   metadata: { name: `worker-${index}`, labels },
@@ -272,9 +272,8 @@ describe("the test server as its own process", () => {
       const ready = JSON.parse(await lines(child).waitFor(/^\{/)) as { url: string; caFile: string; adminSocket: string; pid: number };
       assert.equal(ready.pid, child.pid);
       assert.deepEqual(JSON.parse(await readFile(join(stateDir, "server.json"), "utf8")), ready);
-      const config = (token: string) => `clusters:\n- name: c\n  cluster:\n    server: ${ready.url}\n    certificate-authority: ${ready.caFile}\nusers:\n- name: u\n  user:\n    token: ${token}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n`;
       const reader = join(stateDir, "reader.kubeconfig");
-      await writeFile(reader, config("reader"));
+      await writeFile(reader, kubeconfigYaml({ server: ready.url, caFile: ready.caFile, token: "reader" }));
       await adminCall(ready.adminSocket, "PUT", "/objects/nodes", node(1));
       const listed = await kubectl(["get", "nodes", "-o", "name"], reader);
       assert.equal(listed.stdout.trim(), "node/worker-0\nnode/worker-1");

@@ -8,7 +8,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { startKubeServer, type KubeApiServer } from "../../testkit/kube-server.js";
+import { kubeconfigYaml, startKubeServer, type KubeApiServer } from "../../testkit/kube-server.js";
 import { KubeApiError, KubeClient } from "./client.js";
 import { discoverConnection } from "./kubeconfig.js";
 
@@ -23,9 +23,10 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function clientFor(user: string, cluster = `    certificate-authority: ${server.caFile}\n`): Promise<KubeClient> {
+/** A client from a kubeconfig with this user entry; `cluster` replaces the CA line (none: the system's CAs). */
+async function clientFor(user: string, cluster?: string): Promise<KubeClient> {
   const path = join(dir, `kubeconfig-${Math.random().toString(36).slice(2)}`);
-  await writeFile(path, `clusters:\n- name: c\n  cluster:\n    server: ${server.url}\n${cluster}users:\n- name: u\n  user:\n${user}contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n`);
+  await writeFile(path, kubeconfigYaml({ server: server.url, ...(cluster === undefined ? { caFile: server.caFile } : { cluster }), user }));
   return new KubeClient(await discoverConnection({ kubeconfig: path }));
 }
 
