@@ -14,6 +14,8 @@ import { request as httpsRequest } from "node:https";
 import { fileURLToPath } from "node:url";
 import { after, before, beforeEach, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
+import { KubeApiError, KubeClient } from "../src/kube/client.js";
+import { discoverConnection } from "../src/kube/kubeconfig.js";
 import { run } from "../src/targets/linux/runner.js";
 import { adminCall } from "../testkit/kube-server-admin.js";
 import { kubeconfigYaml, startKubeServer, type KubeApiServer, type KubeObject } from "../testkit/kube-server.js";
@@ -219,6 +221,42 @@ describe("the Kubernetes API test server, as @kubernetes/client-node 1.4.0 sees 
     assert.notEqual(replaced.metadata!.resourceVersion, read.metadata!.resourceVersion);
     await assert.rejects(api.replaceNamespacedLease({ name: read.metadata!.name!, namespace: "default", body: { ...read, spec: { holderIdentity: "three" } } }), (e: unknown) => (e as { code?: number }).code === 409);
     assert.equal(server.object("leases", read.metadata!.name!, "default")!.spec && (server.object("leases", read.metadata!.name!, "default")!.spec as { holderIdentity: string }).holderIdentity, "two");
+  });
+});
+
+describe("the Kubernetes API test server, as podroutes' own client sees it", () => {
+  it("nodes: PUT with a stale resourceVersion is 409 Conflict; events: create, strategic-merge patch, list", async () => {
+    const client = new KubeClient(await discoverConnection({ kubeconfig }));
+    try {
+      const current = await client.request<KubeObject>("GET", "/api/v1/nodes/worker-0");
+      const updated = await client.request<KubeObject>("PUT", "/api/v1/nodes/worker-0", { body: { ...current, metadata: { ...current.metadata, labels: { zone: "q" } } } });
+      assert.equal(updated.metadata.labels?.zone, "q");
+      await assert.rejects(client.request("PUT", "/api/v1/nodes/worker-0", { body: current }), (e: unknown) => e instanceof KubeApiError && e.code === 409 && e.reason === "Conflict" && /the object has been modified/.test(e.message));
+
+      const event = { metadata: { name: `worker-0.${process.pid}`, namespace: "default" }, involvedObject: { kind: "Node", name: "worker-0" }, reason: "PodCIDRRejected", message: "overlaps", count: 1, type: "Warning" };
+      const created = await client.request<KubeObject & { count: number }>("POST", "/api/v1/namespaces/default/events", { body: event });
+      assert.equal(created.count, 1);
+      const patched = await client.request<KubeObject & { count: number; message: string }>("PATCH", `/api/v1/namespaces/default/events/${event.metadata.name}`, { body: { count: 2, message: "still overlaps" }, contentType: "application/strategic-merge-patch+json" });
+      assert.deepEqual([patched.count, patched.message], [2, "still overlaps"]);
+      const events = await client.request<{ kind: string; items: KubeObject[] }>("GET", "/api/v1/namespaces/default/events");
+      assert.equal(events.kind, "EventList");
+      assert.ok(events.items.some((e) => e.metadata.name === event.metadata.name));
+    } finally {
+      client.close();
+    }
+  });
+
+  it("slow answers (a fault) make a request time out with a `timeout` failure; the next one, unslowed, works", async () => {
+    const client = new KubeClient(await discoverConnection({ kubeconfig }), { requestTimeoutMs: 200 });
+    try {
+      server.slow(1000);
+      await assert.rejects(client.request("GET", "/api/v1/nodes"), (e: unknown) => e instanceof KubeApiError && e.failure === "timeout");
+      server.slow(0);
+      assert.equal((await client.request<{ items: unknown[] }>("GET", "/api/v1/nodes")).items.length, 3);
+    } finally {
+      server.slow(0);
+      client.close();
+    }
   });
 });
 

@@ -6,7 +6,7 @@
  * Everything on 127.0.0.1 with explicit credentials, metadata probing off.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
@@ -90,6 +90,22 @@ describe("--nodes kubernetes through the CLI", () => {
     assert.deepEqual(creates(jsonOf<PlanJson>(planned)), ["create 10.200.0.0/24 via 10.240.0.20 (worker-0)", "create 10.200.1.0/24 via 10.240.0.21 (worker-1)"]);
     assert.match(planned.stderr, /node worker-3 has no pod CIDR yet/);
     assert.ok(kube.requests.some((r) => r.verb === "list" && r.query.labelSelector === "zone=a"));
+  });
+
+  it("in a pod: the service account's token, CA and KUBERNETES_SERVICE_HOST when no kubeconfig exists", async () => {
+    const serviceAccount = join(dir, "serviceaccount");
+    await mkdir(serviceAccount, { recursive: true });
+    await writeFile(join(serviceAccount, "token"), "pod-token\n");
+    await copyFile(kube.caFile, join(serviceAccount, "ca.crt"));
+    await writeFile(join(serviceAccount, "namespace"), "kube-system");
+    kube.setToken("pod-token", { user: "system:serviceaccount:kube-system:podroutes", rules: [{ verbs: ["list"], resources: ["nodes"] }] });
+    const url = new URL(kube.url);
+    const planned = await runCli(["plan", "--nodes", "kubernetes", ...gcpArgs, "-o", "json"], {
+      env: env({ HOME: join(dir, "no-home"), KUBERNETES_SERVICE_HOST: url.hostname, KUBERNETES_SERVICE_PORT: url.port, PODROUTES_SERVICE_ACCOUNT_DIR: serviceAccount }),
+    });
+    assert.equal(planned.code, 0, planned.stderr);
+    assert.equal(creates(jsonOf<PlanJson>(planned)).length, 3);
+    assert.ok(kube.requests.some((r) => r.token === "pod-token" && r.verb === "list" && r.code === 200));
   });
 
   it("bad input exits 3 naming the flag, and changes nothing", async () => {
