@@ -118,11 +118,12 @@ describe("the Kubernetes API test server, as kubectl sees it", () => {
     try {
       const out = lines(child);
       await out.waitFor(/^worker-2\s+b$/);
-      while (server.openWatches === 0) await new Promise((r) => setTimeout(r, 20));
-      const watch = server.requests.find((r) => r.query.watch !== undefined)!;
-      assert.ok(watch.query.resourceVersion, "kubectl watches from the list's version");
+      // Changed after kubectl's list: seen through its watch (from the list's version, so even a watch
+      // that starts after the change replays it).
       server.update("nodes", "worker-1", (n) => (n.metadata.labels!.zone = "c"));
       await out.waitFor(/^worker-1\s+c$/);
+      const watch = server.requests.find((r) => r.query.watch !== undefined);
+      assert.ok(watch?.query.resourceVersion, "kubectl watches from the list's version");
     } finally {
       child.kill("SIGTERM");
     }

@@ -99,10 +99,16 @@ async function harness(
 }
 
 const synced = (e: ReflectorEvent<KubeNode>) => e.type === "synced";
-const watching = async (h: Harness, count: number) => {
-  // A watch is open once the server counts it; poll the server's own counter between event-loop turns.
-  while (h.watchRequests().length < count || h.server.openWatches < 1) await new Promise((r) => setTimeout(r, 5));
-};
+/** Waits until `condition` holds, checking between event-loop turns; fails after 20 s (a safety limit, not a timing assertion). */
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within 20 s`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+/** Waits until the server has seen `count` watch requests and one is open. */
+const watching = (h: Harness, count: number) => until(() => h.watchRequests().length >= count && h.server.openWatches >= 1, `watch #${count}`);
 
 describe("backoff (client-go's 800ms/30s/2m/2.0/1.0)", () => {
   it("doubles from 0.8 s to 30 s, adds up to the delay again as jitter, and resets after 2 minutes without failure", () => {
@@ -159,7 +165,7 @@ describe("reflector", () => {
     const target = h.server.resourceVersion;
     assert.notEqual(h.reflector.resourceVersion, target);
     h.server.bookmark();
-    while (h.reflector.resourceVersion !== target) await new Promise((r) => setTimeout(r, 5));
+    await until(() => h.reflector.resourceVersion === target, "bookmark version");
     assert.equal(h.reflector.counters.bookmarks, 1);
     h.server.closeWatches();
     await watching(h, 2);
