@@ -6,7 +6,15 @@
  */
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { CreateRouteCommand, DescribeRouteTablesCommand, ModifyNetworkInterfaceAttributeCommand, TerminateInstancesCommand, type EC2Client } from "@aws-sdk/client-ec2";
+import {
+  CreateRouteCommand,
+  CreateRouteTableCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeRouteTablesCommand,
+  ModifyNetworkInterfaceAttributeCommand,
+  TerminateInstancesCommand,
+  type EC2Client,
+} from "@aws-sdk/client-ec2";
 import { apply, plan } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
@@ -14,6 +22,7 @@ import type { ResolvedOptions } from "../src/options.js";
 import { awsTarget } from "../src/targets/aws/factory.js";
 import { createEc2, type Ec2Api } from "../src/targets/aws/ec2.js";
 import { AwsTarget, type AwsTargetSettings } from "../src/targets/aws/target.js";
+import { TargetError } from "../src/targets/target.js";
 import { runCli, jsonOf } from "../testkit/cli.js";
 import { editInventory, runConformance } from "../testkit/conformance.js";
 import {
@@ -25,7 +34,7 @@ import {
   SEED_CLUSTER_CIDR,
   SEED_NODES,
   startMoto,
-  startThrottlingProxy,
+  startEc2Proxy,
   type CloudFixture,
   type Moto,
 } from "../testkit/moto.js";
@@ -171,6 +180,42 @@ describe("aws target against moto", () => {
     }
   });
 
+  it("looks nodes up in the route tables' VPC only: the stranger at worker-0's IP in an overlapping VPC is never touched", async () => {
+    // The fixture's second VPC uses 10.240.0.0/16 too and holds an unrelated instance at 10.240.0.20,
+    // listed before worker-0 by an unscoped lookup (EC2 and moto alike answer every VPC of the region).
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint);
+    try {
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual(planned.review.warnings, []);
+      assert.ok(!planned.review.actions.some((a) => a.id === cloud.stranger.eniId), JSON.stringify(planned.review.actions));
+      const report = await apply(target, planned, inventory, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      const worker0 = cloud.instances[0]!;
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).get(worker0.podCIDR!), worker0.eniId);
+      const stranger = await client.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [cloud.stranger.eniId] }));
+      assert.equal(stranger.NetworkInterfaces?.[0]?.SourceDestCheck, true, "the stranger's source/dest check is left on");
+      assert.equal((await plan(target, inventory, options)).summary.unchanged, 6, "a re-run has nothing to do");
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("refuses route tables of two VPCs, naming both, before any lookup of nodes", async () => {
+    const strangerTable = (await client.send(new CreateRouteTableCommand({ VpcId: cloud.stranger.vpcId }))).RouteTable!.RouteTableId!;
+    const { target, calls } = await recordedTarget(m.endpoint, { routeTables: [cloud.tableIds[0]!, strangerTable] });
+    try {
+      await assert.rejects(plan(target, seedInventory(), options), (error: unknown) => {
+        assert.ok(error instanceof TargetError);
+        assert.match(error.message, new RegExp(`2 VPCs.*${cloud.vpcId}: ${cloud.tableIds[0]}.*${cloud.stranger.vpcId}: ${strangerTable}.*--route-table`));
+        return true;
+      });
+      assert.deepEqual(calls, ["routeTables"]);
+    } finally {
+      await target.close();
+    }
+  });
+
   it("a changed next hop is one ReplaceRoute per table, never a delete and create", async () => {
     const inventory = seedInventory();
     const { target, calls } = await recordedTarget(m.endpoint);
@@ -289,7 +334,7 @@ describe("aws target against moto", () => {
   });
 
   it("retries throttled calls (RequestLimitExceeded) with the SDK's backoff and completes", async () => {
-    const proxy = await startThrottlingProxy(m.endpoint, { actions: ["CreateRoute", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute"], times: 2 });
+    const proxy = await startEc2Proxy(m.endpoint, { throttle: { actions: ["CreateRoute", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute"], times: 2 } });
     const inventory = seedInventory();
     const target = await awsTarget.create(resolved(proxy.endpoint));
     try {

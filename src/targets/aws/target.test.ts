@@ -50,8 +50,9 @@ class FakeEc2 implements Ec2Api {
   async routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]> {
     return "ids" in selector ? this.tables.filter((t) => selector.ids.includes(t.RouteTableId!)) : this.tables;
   }
-  async networkInterfacesByAddress(addresses: string[]) {
-    return this.enis.filter((e) => e.PrivateIpAddresses!.some((p) => addresses.includes(p.PrivateIpAddress!)) || e.Ipv6Addresses?.some((p) => addresses.includes(p.Ipv6Address!)));
+  async networkInterfacesByAddress(addresses: string[], vpcId: string) {
+    const holds = (e: NetworkInterface) => e.PrivateIpAddresses!.some((p) => addresses.includes(p.PrivateIpAddress!)) || e.Ipv6Addresses?.some((p) => addresses.includes(p.Ipv6Address!));
+    return this.enis.filter((e) => e.VpcId === vpcId && holds(e));
   }
   async networkInterfacesById(ids: string[]) {
     return this.enis.filter((e) => ids.includes(e.NetworkInterfaceId!));
@@ -116,7 +117,7 @@ describe("aws ownership: which routes of a VPC table are podroutes'", () => {
   for (const row of rows) {
     it(`${row.owned ? "ours" : "not ours"}: ${row.why}`, async () => {
       const fake = world();
-      const index = new HopIndex(fake, "kubernetes");
+      const index = new HopIndex(fake, "kubernetes", VPC);
       await index.resolve({ addresses: ["10.240.0.20", "fd00::20"], enis: [row.route.NetworkInterfaceId!].filter(Boolean), instances: [row.route.InstanceId!].filter(Boolean) });
       const seen = observeRoute(row.route, "rtb-1", index, { ranges: clusterRanges(CLUSTER_CIDR), nodeAddresses: new Set(["10.240.0.20", "fd00::20"]) })!;
       assert.equal(seen.observed.owned, row.owned);
@@ -127,7 +128,7 @@ describe("aws ownership: which routes of a VPC table are podroutes'", () => {
   }
 
   it("a prefix-list destination is never considered", async () => {
-    const index = new HopIndex(world(), "kubernetes");
+    const index = new HopIndex(world(), "kubernetes", VPC);
     assert.equal(observeRoute({ DestinationPrefixListId: "pl-1", GatewayId: "vpce-1" }, "rtb-1", index, { ranges: clusterRanges(CLUSTER_CIDR), nodeAddresses: new Set() }), undefined);
   });
 });
@@ -153,9 +154,22 @@ describe("aws review and write", () => {
     const planned = await plan(target, two, { parallel: 2 });
     assert.deepEqual(planned.review.actions.map((a) => `${a.table} ${a.id}`), ["worker-0 eni-node0"]);
     assert.equal(planned.review.warnings.length, 1);
-    assert.match(planned.review.warnings[0]!, /worker-7.*no network interface holds 10\.240\.0\.77/);
+    assert.match(planned.review.warnings[0]!, /worker-7.*no network interface in vpc-1 holds 10\.240\.0\.77/);
     const result = await target.runActions(planned.review.actions, { progress: () => {}, inventory: two });
     assert.deepEqual(result.map((r) => r.ok), [true]);
+    assert.deepEqual(fake.calls, ["disable eni-node0"]);
+  });
+
+  it("never changes an interface outside the route tables' VPC, even when an action names it", async () => {
+    const fake = world();
+    fake.enis.push(eni("eni-elsewhere", "10.240.0.20", "i-elsewhere", { VpcId: "vpc-2" }));
+    fake.tables.push(table([{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-elsewhere", State: "active" }]));
+    const target = new AwsTarget(fake, settings);
+    const planned = await plan(target, inventory, { parallel: 2 });
+    assert.deepEqual(planned.review.actions.map((a) => a.id), ["eni-node0"], "the node's own interface, not the other VPC's at the same IP");
+    const results = await target.runActions([...planned.review.actions, { table: "worker-0", id: "eni-elsewhere", description: "forged" }], { progress: () => {}, inventory });
+    assert.deepEqual(results.map((r) => [r.action.id, r.ok]), [["eni-node0", true], ["eni-elsewhere", false]]);
+    assert.match(results[1]!.error!, /not in vpc-1/);
     assert.deepEqual(fake.calls, ["disable eni-node0"]);
   });
 

@@ -88,7 +88,8 @@ function familyOfText(address: string): Family {
 /**
  * The interfaces and instances routes point at, looked up once per plan and shared by every table:
  * which inventory address each interface holds, which instance it is attached to, whether either is
- * gone, and their source/destination checks.
+ * gone, and their source/destination checks. Addresses are looked up in the route tables' VPC only:
+ * another VPC of the account may use the same range, and its interfaces are never podroutes' to touch.
  */
 export class HopIndex {
   readonly enis = new Map<string, NetworkInterface>();
@@ -101,13 +102,15 @@ export class HopIndex {
   constructor(
     private readonly ec2: Ec2Api,
     private readonly cluster: string,
+    /** The route tables' VPC. */
+    readonly vpcId: string,
   ) {}
 
   /** Looks up whatever is not known yet: interfaces by address and by id, then their instances. */
   async resolve(wanted: { addresses?: string[]; enis?: string[]; instances?: string[] }): Promise<void> {
     const addresses = (wanted.addresses ?? []).filter((a) => !this.askedAddresses.has(a));
     if (addresses.length) {
-      for (const eni of await this.ec2.networkInterfacesByAddress(addresses)) this.addEni(eni);
+      for (const eni of await this.ec2.networkInterfacesByAddress(addresses, this.vpcId)) this.addEni(eni);
       for (const a of addresses) this.askedAddresses.add(a);
     }
     const enis = unique(wanted.enis ?? []).filter((id) => !this.enis.has(id) && !this.missing.has(id));
@@ -128,7 +131,14 @@ export class HopIndex {
   private addEni(eni: NetworkInterface): void {
     if (!eni.NetworkInterfaceId) return;
     this.enis.set(eni.NetworkInterfaceId, eni);
+    if (eni.VpcId !== this.vpcId) return; // known by id (a route points at it), never a node's next hop
     for (const address of eniAddresses(eni)) if (!this.byAddress.has(address)) this.byAddress.set(address, eni.NetworkInterfaceId);
+  }
+
+  /** Whether an interface or instance podroutes may act on lies in the route tables' VPC. */
+  inVpc(hop: NextHopRef): boolean {
+    const vpc = hop.kind === "eni" ? this.enis.get(hop.id)?.VpcId : this.instances.get(hop.id)?.VpcId;
+    return vpc === this.vpcId;
   }
 
   /** The instance an interface is attached to, or the instance itself. */
@@ -171,7 +181,7 @@ export class HopIndex {
   /** The handle a route to `address` uses under `kind`, or why there is none. */
   hopFor(address: string, kind: NextHopKind): { hop: NextHopRef; vpcId?: string } | { error: string } {
     const eniId = this.byAddress.get(address);
-    if (!eniId) return { error: `no network interface holds ${address} (is the node an EC2 instance in this region?)` };
+    if (!eniId) return { error: `no network interface in ${this.vpcId} holds ${address} (is the node an EC2 instance in the route tables' VPC?)` };
     const eni = this.enis.get(eniId)!;
     const gone = this.goneReason({ kind: "eni", id: eniId });
     if (gone) return { error: `${eniId} (${address}) cannot carry traffic: ${gone}` };
@@ -253,6 +263,8 @@ export class AwsTarget implements Target {
   private readonly ranges: Cidr[];
   /** Looked up at the start of each plan (`tables`), reused by read, review and write of that inventory. */
   private index: { inventory: Inventory; ready: Promise<HopIndex> } | undefined;
+  /** The VPC of the route tables, found by `tables` (or `verify`); every lookup is scoped to it. */
+  private vpcId: string | undefined;
   /** Descriptions fetched by `tables`, used once by `read` so a plan does not describe each table twice. */
   private readonly described = new Map<string, RouteTable>();
   /** Every route a table held when last read (local and gateway routes count toward the limit too). */
@@ -293,20 +305,38 @@ export class AwsTarget implements Target {
   async tables(_inventory: Inventory): Promise<TableRef[]> {
     this.index = undefined;
     this.described.clear();
+    const found = await this.describeTables();
+    for (const table of found) this.described.set(table.RouteTableId!, table);
+    return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+  }
+
+  /** The route tables, all of one VPC (which becomes the scope of every lookup), or a TargetError. */
+  private async describeTables(): Promise<RouteTable[]> {
     const found = await this.describe();
     if (!found.length) {
       throw this.fail(
         `no route table is tagged ${clusterTagKey(this.settings.cluster)}; tag the cluster's route tables or name them with --route-table rtb-...`,
       );
     }
-    for (const table of found) this.described.set(table.RouteTableId!, table);
-    return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+    const byVpc = new Map<string, string[]>();
+    for (const table of found) byVpc.set(table.VpcId ?? "?", [...(byVpc.get(table.VpcId ?? "?") ?? []), table.RouteTableId!]);
+    if (byVpc.size > 1) {
+      // A route can only point at an interface of its table's VPC, and a cluster's nodes live in one VPC.
+      throw this.fail(
+        `the route tables belong to ${byVpc.size} VPCs (${[...byVpc].map(([vpc, ids]) => `${vpc}: ${ids.join(", ")}`).join("; ")}); a cluster's nodes live in one VPC: name that VPC's tables with --route-table`,
+      );
+    }
+    const vpcId = [...byVpc.keys()][0]!;
+    if (vpcId !== this.vpcId) this.index = undefined;
+    this.vpcId = vpcId;
+    return found;
   }
 
   /** The plan's index with the inventory's addresses resolved; tables read concurrently share one lookup. */
   private indexFor(inventory: Inventory): Promise<HopIndex> {
+    if (!this.vpcId) throw this.fail("the route tables were not read yet");
     if (!this.index || this.index.inventory !== inventory) {
-      const index = new HopIndex(this.ec2, this.settings.cluster);
+      const index = new HopIndex(this.ec2, this.settings.cluster, this.vpcId);
       const ready = index.resolve({ addresses: inventoryAddresses(inventory) }).then(
         () => index,
         (error: unknown) => {
@@ -393,11 +423,14 @@ export class AwsTarget implements Target {
 
   async runActions(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]> {
     const limit = pLimit(Math.max(1, this.settings.parallel));
+    const index = await this.indexFor(context.inventory);
     let done = 0;
     return Promise.all(
       actions.map((action) =>
         limit(async () => {
           const hop: NextHopRef = action.id.startsWith("i-") ? { kind: "instance", id: action.id } : { kind: "eni", id: action.id };
+          // Never change an interface or instance outside the route tables' VPC, whatever the plan says.
+          if (!index.inVpc(hop)) return { action, ok: false, error: `${action.id} is not in ${index.vpcId}, the route tables' VPC: not changed` };
           try {
             await this.ec2.disableSourceDestCheck(hop);
             return { action, ok: true };
@@ -470,8 +503,8 @@ export class AwsTarget implements Target {
   async verify(inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
     this.index = undefined;
     const checks: Check[] = [];
+    const tables = await this.describeTables();
     const index = await this.indexFor(inventory);
-    const tables = await this.describe();
     let done = 0;
     for (const table of tables) {
       const tableId = table.RouteTableId!;
