@@ -308,12 +308,12 @@ describe("aws target against moto", () => {
 
   it("refuses before any call when a table would exceed the route limit", async () => {
     const inventory = seedInventory();
-    // Each table holds local + internet gateway routes: 2 + 3 creates = 5 > 4.
-    const { target, calls } = await recordedTarget(m.endpoint, { routeLimit: 4 });
+    // Each table holds its local route (not counted) and the internet gateway's (counted): 1 + 3 creates = 4 > 3.
+    const { target, calls } = await recordedTarget(m.endpoint, { routeLimit: 3 });
     try {
       const planned = await plan(target, inventory, options);
       assert.equal(planned.review.refusals.length, 2, planned.review.refusals.join("\n"));
-      assert.match(planned.review.refusals[0]!, /over the route limit of 4.*--route-limit.*host routes/);
+      assert.match(planned.review.refusals[0]!, /4 IPv4 routes.*over the route limit of 3.*--route-limit.*host routes/);
       // Even an engine that ignored the refusal makes no route call: write checks the limit itself.
       calls.length = 0;
       const report = await apply(target, { ...planned, review: { ...planned.review, actions: [] } }, inventory, options);
@@ -323,13 +323,54 @@ describe("aws target against moto", () => {
     } finally {
       await target.close();
     }
-    const near = await recordedTarget(m.endpoint, { routeLimit: 5 });
+    const near = await recordedTarget(m.endpoint, { routeLimit: 4 });
     try {
       const planned = await plan(near.target, inventory, options);
       assert.deepEqual(planned.review.refusals, []);
-      assert.equal(planned.review.warnings.filter((w) => /5 of at most 5 routes/.test(w)).length, 2);
+      assert.equal(planned.review.warnings.filter((w) => /4 of at most 4 IPv4 routes/.test(w)).length, 2);
     } finally {
       await near.target.close();
+    }
+  });
+
+  it("counts the route quota as EC2 does (per family, local routes aside): fills a table exactly to the limit that EC2 enforces", async () => {
+    // moto enforces no routes-per-table quota; the proxy does, as EC2 does (see startEc2Proxy): per
+    // family, over non-propagated routes other than the local ones, answering RouteLimitExceeded.
+    const limit = 4;
+    const proxy = await startEc2Proxy(m.endpoint, { routeRules: { routeLimit: limit } });
+    const tableId = cloud.tableIds[0]!;
+    // IPv6 routes someone else made: they count toward the IPv6 quota only.
+    for (const i of [1, 2, 3]) await client.send(new CreateRouteCommand({ RouteTableId: tableId, DestinationIpv6CidrBlock: `2001:db8:${i}::/48`, GatewayId: cloud.igwId }));
+    const inventory = seedInventory();
+    const { target, calls } = await recordedTarget(proxy.endpoint, { routeTables: [tableId], routeLimit: limit });
+    try {
+      // IPv4: the gateway's route + 3 pod routes = 4; the local route and the IPv6 routes do not count.
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual(planned.review.refusals, []);
+      const report = await apply(target, planned, inventory, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      assert.equal(proxy.forwarded.get("CreateRoute"), 3);
+      assert.deepEqual([...proxy.refused], []);
+
+      // A fourth node would pass EC2's limit: podroutes refuses it in the plan and before any call.
+      const more = seedInventory([...SEED_NODES, { name: "worker-3", ip: "10.240.0.23", podCIDR: "10.200.3.0/24" }]);
+      await launchInstance(client, cloud.subnetId, { name: "worker-3", ip: "10.240.0.23" });
+      const over = await plan(target, more, options);
+      assert.equal(over.review.refusals.length, 1);
+      assert.match(over.review.refusals[0]!, /would hold 5 IPv4 routes \(it holds 4\).*over the route limit of 4/);
+      calls.length = 0;
+      assert.ok(!(await apply(target, { ...over, review: { ...over.review, refusals: [] } }, more, options)).ok);
+      assert.deepEqual(calls.filter((c) => /Route$/.test(c)), []);
+      // ... and EC2 (the proxy) would have refused it too: the two count alike.
+      const proxied = m.client(proxy.endpoint);
+      await assert.rejects(
+        proxied.send(new CreateRouteCommand({ RouteTableId: tableId, DestinationCidrBlock: "10.200.3.0/24", GatewayId: cloud.igwId })),
+        (error: Error) => error.name === "RouteLimitExceeded",
+      );
+      proxied.destroy();
+    } finally {
+      await target.close();
+      await proxy.close();
     }
   });
 
@@ -444,6 +485,12 @@ describe("podroutes CLI with --nodes aws --target aws, cross-checked by the aws 
     assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
     const after = await awsCli(m.endpoint, ["ec2", "describe-route-tables", "--route-table-ids", cloud.tableIds[0]!]);
     assert.deepEqual(after.RouteTables[0].Routes.map((r: { DestinationCidrBlock: string }) => r.DestinationCidrBlock).sort(), ["0.0.0.0/0", "10.240.0.0/16", "192.168.50.0/24"]);
+  });
+
+  it("--route-limit above AWS's maximum quota (1000) is a usage error naming the flag (exit 3), before any call", async () => {
+    const result = await runCli(["plan", "--route-limit", "1001", ...flags()], { env });
+    assert.equal(result.code, 3, result.stdout + result.stderr);
+    assert.match(result.stderr, /--route-limit "1001": must be a whole number from 1 to 1000/);
   });
 
   it("apply refuses (exit 1) when the route limit would be exceeded, and changes nothing", async () => {

@@ -6,8 +6,8 @@
  * terminated instance is a node that is leaving.
  */
 import type { Filter, Instance } from "@aws-sdk/client-ec2";
-import { InputError, type RawInventory, type RawNode } from "../inventory.js";
-import { createEc2, endpointOption, regionOption, settingsFrom, awsErrorText, type Ec2Api } from "../targets/aws/ec2.js";
+import type { RawInventory, RawNode } from "../inventory.js";
+import { createEc2, endpointOption, flagProblems, regionOption, settingsFrom, awsErrorText, type Ec2Api } from "../targets/aws/ec2.js";
 import type { NodeSourceFactory } from "./registry.js";
 
 export const POD_CIDR_TAG = "pod-cidr";
@@ -16,7 +16,7 @@ export const POD_CIDR_TAG = "pod-cidr";
 export function parseFilter(text: string): Filter {
   const eq = text.indexOf("=");
   if (eq <= 0 || eq === text.length - 1) {
-    throw new InputError([{ value: text, message: "--aws-filter must be NAME=VALUE[,VALUE...] (e.g. tag:Role=worker)" }], "aws nodes");
+    throw flagProblems("aws nodes", [{ flag: "--aws-filter", message: `--aws-filter ${JSON.stringify(text)}: must be NAME=VALUE[,VALUE...] (e.g. tag:Role=worker)` }]);
   }
   return { Name: text.slice(0, eq), Values: text.slice(eq + 1).split(",") };
 }

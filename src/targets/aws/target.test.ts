@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Filter, Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
-import { InputError, validateInventory } from "../../inventory.js";
+import { UsageError } from "../../errors.js";
+import { validateInventory } from "../../inventory.js";
 import { clusterRanges } from "../../model.js";
 import { plan } from "../../apply/engine.js";
 import type { Ec2Api, NextHopRef } from "./ec2.js";
@@ -173,14 +174,44 @@ describe("aws review and write", () => {
     assert.deepEqual(fake.calls, ["disable eni-node0"]);
   });
 
-  it("counts every route of the table (local, gateways) against the limit and refuses past it", async () => {
+  it("counts only what AWS's quota counts, per family: a dual-stack table with 25 IPv4 and 25 IPv6 pod routes fits a limit of 50", async () => {
     const fake = world();
-    fake.tables.push(table([{ DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local" }, { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1" }]));
-    const target = new AwsTarget(fake, { ...settings, routeLimit: 3 });
+    const nodes = Array.from({ length: 25 }, (_, i) => ({ name: `worker-${i}`, internalIPs: [`10.240.1.${i + 1}`, `fd00::1:${i + 1}`], podCIDRs: [`10.200.${i}.0/24`, `fd00:10:200:${i}::/64`] }));
+    for (const [i, node] of nodes.entries()) fake.enis.push(eni(`eni-n${i}`, node.internalIPs[0]!, undefined, { Ipv6Addresses: [{ Ipv6Address: node.internalIPs[1]! }] }));
+    fake.tables.push(
+      table([
+        { DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local", Origin: "CreateRouteTable", State: "active" },
+        { DestinationIpv6CidrBlock: "fd00::/56", GatewayId: "local", Origin: "CreateRouteTable", State: "active" },
+        { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1", Origin: "CreateRoute", State: "active" },
+        { DestinationIpv6CidrBlock: "::/0", EgressOnlyInternetGatewayId: "eigw-1", Origin: "CreateRoute", State: "active" },
+        ...Array.from({ length: 30 }, (_, i): Ec2Route => ({ DestinationCidrBlock: `172.16.${i}.0/24`, GatewayId: "vgw-1", Origin: "EnableVgwRoutePropagation", State: "active" })),
+      ]),
+    );
+    const dual = validateInventory({ source: "test", nodes }, { clusterCIDR: CLUSTER_CIDR });
+    const target = new AwsTarget(fake, settings);
+    const planned = await plan(target, dual, { parallel: 2 });
+    assert.equal(planned.summary.create, 50);
+    assert.deepEqual(planned.review.refusals, []);
+    assert.deepEqual(planned.review.warnings, [], "26 of 50 in each family: far from the limit");
+    const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory: dual });
+    assert.ok(results.every((r) => r.ok), JSON.stringify(results.filter((r) => !r.ok)));
+    assert.equal(fake.calls.filter((c) => c.startsWith("create")).length, 50);
+  });
+
+  it("refuses past the limit in the family that passes it, before any call, and says what AWS allows", async () => {
+    const fake = world();
+    fake.tables.push(
+      table([
+        { DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local", Origin: "CreateRouteTable" },
+        { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1", Origin: "CreateRoute" },
+      ]),
+    );
+    const target = new AwsTarget(fake, { ...settings, routeLimit: 1 });
     const planned = await plan(target, inventory, { parallel: 2 });
     assert.equal(planned.summary.create, 2);
     assert.equal(planned.review.refusals.length, 1);
-    assert.match(planned.review.refusals[0]!, /rtb-1: would hold 4 routes, over the route limit of 3/);
+    assert.match(planned.review.refusals[0]!, /rtb-1: would hold 2 IPv4 routes \(it holds 1\) that count toward the routes-per-table quota, over the route limit of 1 \(local and propagated routes do not count\)\. AWS allows 50 per family by default, up to 1000/);
+    assert.doesNotMatch(planned.review.refusals[0]!, /IPv6/, "one IPv6 route fits a limit of 1");
     const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
     assert.ok(results.every((r) => !r.ok && /refused before any call/.test(r.error!)));
     assert.deepEqual(fake.calls, []);
@@ -207,14 +238,23 @@ describe("aws flags", () => {
   const base = { cluster: "kubernetes", parallel: 1, env: { AWS_REGION: "us-east-1" }, warn: () => {}, interactive: false };
 
   it("requires --cluster-cidr and names the flag, before loading the SDK or calling anything", async () => {
-    await assert.rejects(awsTarget.create({ ...base }), (error: unknown) => error instanceof InputError && /--cluster-cidr is required/.test(error.message));
+    await assert.rejects(awsTarget.create({ ...base }), (error: unknown) => error instanceof UsageError && error.flag === "--cluster-cidr" && /--cluster-cidr is required/.test(error.message));
   });
 
   it("reports every bad flag at once", async () => {
     await assert.rejects(
       awsTarget.create({ ...base, clusterCIDR: "10.200.0.0/16", routeTable: ["rtb-12345678", "subnet-1"], nextHop: "gateway", routeLimit: "0" }),
-      (error: unknown) => error instanceof InputError && error.problems.length === 3,
+      (error: unknown) => error instanceof UsageError && error.flag === "--route-table" && error.message.split("\n").length === 4 && /"subnet-1".*\n.*"gateway".*\n.*"0"/.test(error.message),
     );
+  });
+
+  it("caps --route-limit at 1000, the most AWS raises the routes-per-table quota to", async () => {
+    await assert.rejects(awsTarget.create({ ...base, clusterCIDR: "10.200.0.0/16", routeLimit: "1001" }), (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.equal(error.flag, "--route-limit");
+      assert.match(error.message, /--route-limit "1001": must be a whole number from 1 to 1000/);
+      return true;
+    });
   });
 
   it("requires a region", async () => {

@@ -35,6 +35,11 @@ import {
 
 export type NextHopKind = "eni" | "instance";
 
+/** AWS's default routes-per-table quota (non-propagated routes, per family). */
+export const DEFAULT_ROUTE_LIMIT = 50;
+/** The most AWS raises that quota to. */
+export const MAX_ROUTE_LIMIT = 1000;
+
 export interface AwsTargetSettings {
   cluster: string;
   /** Validated cluster CIDR text (one range per family, comma-separated). */
@@ -42,7 +47,7 @@ export interface AwsTargetSettings {
   /** `--route-table` ids; empty: every table tagged `kubernetes.io/cluster/<cluster>`. */
   routeTables: string[];
   nextHop: NextHopKind;
-  /** Routes a table may hold (AWS default quota 50). */
+  /** Routes of each family a table may hold that count toward AWS's quota (default 50, at most 1,000). */
   routeLimit: number;
   /** Concurrent API writes per table. */
   parallel: number;
@@ -83,6 +88,47 @@ function destinationOf(route: Ec2Route): Cidr | undefined {
 
 function familyOfText(address: string): Family {
   return address.includes(":") ? 6 : 4;
+}
+
+/** Routes of each family that count toward a table's quota. */
+export type QuotaUse = Record<Family, number>;
+
+/**
+ * The routes of a table that AWS counts against its routes-per-table quota, per family (the quota is
+ * enforced separately for IPv4 and IPv6): every non-propagated route except the table's own local
+ * routes. Propagated routes (`EnableVgwRoutePropagation`) have a quota of their own. A prefix-list
+ * route counts as its list's maximum entries on AWS; podroutes does not read the list, so it counts
+ * one in each family.
+ */
+export function quotaUse(routes: Ec2Route[]): QuotaUse {
+  const use: QuotaUse = { 4: 0, 6: 0 };
+  for (const route of routes) {
+    if (route.Origin === "EnableVgwRoutePropagation" || route.Origin === "CreateRouteTable" || route.GatewayId === "local") continue;
+    if (route.DestinationCidrBlock !== undefined) use[4]++;
+    else if (route.DestinationIpv6CidrBlock !== undefined) use[6]++;
+    else {
+      use[4]++;
+      use[6]++;
+    }
+  }
+  return use;
+}
+
+/** A table's quota use once `changes` are made: creates add a route of their family, deletes remove one. */
+export function quotaUseAfter(use: QuotaUse, changes: Change[]): QuotaUse {
+  const after: QuotaUse = { ...use };
+  for (const change of changes) {
+    if (change.action === "create") after[change.route.family]++;
+    else if (change.action === "delete") after[familyOfText(change.current.destination)]--;
+  }
+  return after;
+}
+
+/** Why a table would pass the route limit, per family, or nothing when it stays within it. */
+function overLimit(use: QuotaUse, after: QuotaUse, limit: number): string[] {
+  return ([4, 6] as const)
+    .filter((family) => after[family] > limit)
+    .map((family) => `${after[family]} IPv${family} routes (it holds ${use[family]}) that count toward the routes-per-table quota, over the route limit of ${limit}`);
 }
 
 /**
@@ -267,8 +313,8 @@ export class AwsTarget implements Target {
   private vpcId: string | undefined;
   /** Descriptions fetched by `tables`, used once by `read` so a plan does not describe each table twice. */
   private readonly described = new Map<string, RouteTable>();
-  /** Every route a table held when last read (local and gateway routes count toward the limit too). */
-  private readonly totals = new Map<string, number>();
+  /** What each table used of its routes-per-table quota when last read. */
+  private readonly quotaUsed = new Map<string, QuotaUse>();
 
   constructor(
     private readonly ec2: Ec2Api,
@@ -375,7 +421,7 @@ export class AwsTarget implements Target {
     const index = await this.indexFor(inventory);
     const described = this.described.get(table.id) ?? (await this.describeOne(table.id));
     this.described.delete(table.id);
-    this.totals.set(table.id, described.Routes?.length ?? 0);
+    this.quotaUsed.set(table.id, quotaUse(described.Routes ?? []));
     return this.observeTable(described, inventory, index);
   }
 
@@ -384,18 +430,22 @@ export class AwsTarget implements Target {
     const { routeLimit, nextHop } = this.settings;
     for (const diff of plan.tables) {
       if (diff.error !== undefined) continue;
-      const total = this.totals.get(diff.table.id);
-      if (total === undefined) continue;
-      const creates = diff.changes.filter((c) => c.action === "create").length;
-      const deletes = diff.changes.filter((c) => c.action === "delete").length;
-      const after = total + creates - deletes;
-      if (after > routeLimit) {
+      const used = this.quotaUsed.get(diff.table.id);
+      if (used === undefined) continue;
+      const after = quotaUseAfter(used, diff.changes);
+      const over = overLimit(used, after, routeLimit);
+      if (over.length) {
         review.refusals.push(
-          `aws ${diff.table.id}: would hold ${after} routes, over the route limit of ${routeLimit} (it holds ${total}; ${creates} to add, ${deletes} to remove). ` +
-            `Ask AWS for a higher routes-per-table quota and pass --route-limit, or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
+          `aws ${diff.table.id}: would hold ${over.join("; and ")} (local and propagated routes do not count). ` +
+            `AWS allows ${DEFAULT_ROUTE_LIMIT} per family by default, up to ${MAX_ROUTE_LIMIT}: ask AWS for a higher routes-per-table quota and pass --route-limit, ` +
+            `or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
         );
-      } else if (after > routeLimit * LIMIT_WARNING_SHARE) {
-        review.warnings.push(`aws ${diff.table.id}: will hold ${after} of at most ${routeLimit} routes`);
+        continue;
+      }
+      for (const family of [4, 6] as const) {
+        if (after[family] > used[family] && after[family] > routeLimit * LIMIT_WARNING_SHARE) {
+          review.warnings.push(`aws ${diff.table.id}: will hold ${after[family]} of at most ${routeLimit} IPv${family} routes (--route-limit)`);
+        }
       }
     }
 
@@ -453,11 +503,10 @@ export class AwsTarget implements Target {
       const destination = destinationOf(route);
       if (destination) byDestination.set(destination.text, route);
     }
-    const creates = changes.filter((c) => c.action === "create").length;
-    const deletes = changes.filter((c) => c.action === "delete").length;
-    const after = (fresh.Routes?.length ?? 0) + creates - deletes;
-    if (after > this.settings.routeLimit) {
-      const error = `refused before any call: the table would hold ${after} routes, over the route limit of ${this.settings.routeLimit} (--route-limit)`;
+    const used = quotaUse(fresh.Routes ?? []);
+    const over = overLimit(used, quotaUseAfter(used, changes), this.settings.routeLimit);
+    if (over.length) {
+      const error = `refused before any call: the table would hold ${over.join("; and ")} (--route-limit)`;
       return changes.map((change) => ({ change, ok: false, error }));
     }
 
