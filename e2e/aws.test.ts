@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import {
+  AttachNetworkInterfaceCommand,
+  CreateNetworkInterfaceCommand,
   CreateRouteCommand,
   CreateRouteTableCommand,
   DescribeNetworkInterfacesCommand,
@@ -250,6 +252,46 @@ describe("aws target against moto", () => {
       assert.deepEqual(again.review.actions, []);
     } finally {
       await target.close();
+    }
+  });
+
+  it("--next-hop instance on an instance with two network interfaces: the plan says to use --next-hop eni and no call is made for it", async () => {
+    // moto routes to any instance; EC2 refuses an instance without exactly one interface
+    // (InvalidInstanceID): the proxy in front of moto enforces that rule.
+    const proxy = await startEc2Proxy(m.endpoint, { routeRules: { routeLimit: 50 } });
+    const worker1 = cloud.instances[1]!;
+    const second = (await client.send(new CreateNetworkInterfaceCommand({ SubnetId: cloud.subnetId, PrivateIpAddress: "10.240.0.121" }))).NetworkInterface!.NetworkInterfaceId!;
+    await client.send(new AttachNetworkInterfaceCommand({ NetworkInterfaceId: second, InstanceId: worker1.instanceId, DeviceIndex: 1 }));
+    const inventory = seedInventory();
+    const byInstance = await recordedTarget(proxy.endpoint, { nextHop: "instance" });
+    const byEni = await recordedTarget(proxy.endpoint, { nextHop: "eni" });
+    try {
+      const planned = await plan(byInstance.target, inventory, options);
+      assert.deepEqual(planned.review.warnings.map((w) => w.replace(/i-\w+|eni-\w+/g, "ID")), [
+        "aws: node worker-1: instance ID (10.240.0.21) has 2 network interfaces and EC2 routes to an instance only with exactly one: use --next-hop eni (routes to ID, which holds 10.240.0.21); its routes will fail",
+      ]);
+      const report = await apply(byInstance.target, planned, inventory, options);
+      const failed = report.tables.flatMap((t) => t.results.filter((r) => !r.ok));
+      assert.deepEqual(failed.map((r) => (r.change.action === "create" ? r.change.route.node : "")), ["worker-1", "worker-1"]);
+      assert.match(failed[0]!.error!, /use --next-hop eni/);
+      assert.equal(proxy.refused.get("InvalidInstanceID"), undefined, "podroutes never asked EC2 for what it refuses");
+      assert.deepEqual(proxy.calls("CreateRoute").map((p) => p.get("InstanceId")).sort(), [cloud.instances[0]!.instanceId, cloud.instances[0]!.instanceId, cloud.instances[2]!.instanceId, cloud.instances[2]!.instanceId].sort());
+
+      const report2 = await apply(byEni.target, await plan(byEni.target, inventory, options), inventory, options);
+      assert.ok(report2.ok, JSON.stringify(report2));
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).get(worker1.podCIDR!), worker1.eniId);
+
+      // What EC2 (the proxy) answers the call podroutes did not make.
+      const proxied = m.client(proxy.endpoint);
+      await assert.rejects(
+        proxied.send(new CreateRouteCommand({ RouteTableId: cloud.tableIds[0]!, DestinationCidrBlock: "10.200.9.0/24", InstanceId: worker1.instanceId })),
+        (error: Error) => error.name === "InvalidInstanceID" && /multiple interfaces/.test(error.message),
+      );
+      proxied.destroy();
+    } finally {
+      await byInstance.target.close();
+      await byEni.target.close();
+      await proxy.close();
     }
   });
 

@@ -234,6 +234,11 @@ export class HopIndex {
     if (kind === "eni") return { hop: { kind: "eni", id: eniId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
     const instanceId = eni.Attachment?.InstanceId;
     if (!instanceId) return { error: `${eniId} (${address}) is not attached to an instance; use --next-hop eni` };
+    // EC2's CreateRoute and ReplaceRoute take an instance only when exactly one interface is attached.
+    const attached = this.instances.get(instanceId)?.NetworkInterfaces?.length ?? 1;
+    if (attached > 1) {
+      return { error: `instance ${instanceId} (${address}) has ${attached} network interfaces and EC2 routes to an instance only with exactly one: use --next-hop eni (routes to ${eniId}, which holds ${address})` };
+    }
     return { hop: { kind: "instance", id: instanceId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
   }
 
