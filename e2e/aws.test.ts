@@ -437,6 +437,40 @@ describe("aws target against moto", () => {
     }
   });
 
+  it("a create or delete whose answer was lost counts as done once the table is read back: the SDK's retry meets RouteAlreadyExists / InvalidRoute.NotFound", async () => {
+    // The proxy lets moto carry out the first attempt of each CreateRoute (answer lost as an HTTP 500)
+    // and of each DeleteRoute (connection dropped); the SDK retries. moto silently overwrites a
+    // duplicate route to an interface where EC2 answers RouteAlreadyExists: the proxy's route rules do.
+    const creating = await startEc2Proxy(m.endpoint, { loseAnswers: { actions: ["CreateRoute"], as: "500" }, routeRules: { routeLimit: 50 } });
+    const deleting = await startEc2Proxy(m.endpoint, { loseAnswers: { actions: ["DeleteRoute"], as: "drop" } });
+    const inventory = seedInventory();
+    const create = await recordedTarget(creating.endpoint);
+    const remove = await recordedTarget(deleting.endpoint);
+    try {
+      const report = await apply(create.target, await plan(create.target, inventory, options), inventory, options);
+      assert.ok(report.ok, JSON.stringify(report.tables.flatMap((t) => t.results.filter((r) => !r.ok))));
+      assert.equal(report.counts.created, 6);
+      assert.equal(creating.lost.get("CreateRoute"), 6, "every create landed and lost its answer");
+      assert.equal(creating.refused.get("RouteAlreadyExists"), 6, "every retry met the route its first attempt made");
+      for (const tableId of cloud.tableIds) {
+        const routes = await routesOf(client, tableId);
+        for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId);
+      }
+
+      const removal = await plan(remove.target, inventory, { ...options, deleteAll: true });
+      assert.equal(removal.summary.delete, 6);
+      const removed = await apply(remove.target, removal, inventory, options);
+      assert.ok(removed.ok, JSON.stringify(removed.tables.flatMap((t) => t.results.filter((r) => !r.ok))));
+      assert.equal(deleting.lost.get("DeleteRoute"), 6);
+      for (const tableId of cloud.tableIds) assert.deepEqual([...(await routesOf(client, tableId)).keys()].sort(), ["0.0.0.0/0", "10.240.0.0/16"]);
+    } finally {
+      await create.target.close();
+      await remove.target.close();
+      await creating.close();
+      await deleting.close();
+    }
+  });
+
   it("a write whose table changed since the plan is refused for that route, not forced", async () => {
     const inventory = seedInventory();
     const { target } = await recordedTarget(m.endpoint);

@@ -172,6 +172,11 @@ function unique<T>(items: T[], key: (item: T) => string | undefined): T[] {
   });
 }
 
+/** EC2's error code (`RouteAlreadyExists`, `InvalidRoute.NotFound`): the SDK names its exceptions by it. */
+export function awsErrorCode(error: unknown): string | undefined {
+  return error instanceof Error && error.name !== "Error" ? error.name : undefined;
+}
+
 /** The SDK's error in one line: `RouteAlreadyExists: The route identified by ... already exists.` */
 export function awsErrorText(error: unknown): string {
   if (error instanceof Error) return error.name && error.name !== "Error" && !error.message.startsWith(error.name) ? `${error.name}: ${error.message}` : error.message;

@@ -217,6 +217,48 @@ describe("aws review and write", () => {
     assert.deepEqual(fake.calls, []);
   });
 
+  it("a RouteAlreadyExists or InvalidRoute.NotFound counts as done only when the table read back says so, never blindly", async () => {
+    /** EC2 as the retried call finds it: the table holds `before`, the call fails, and a read-back shows `after`. */
+    class AfterRetry extends FakeEc2 {
+      constructor(
+        before: Ec2Route[],
+        readonly after: Ec2Route[],
+      ) {
+        super(world().enis, world().instanceList, [table(before)]);
+      }
+      override async createRoute(_table: string, destination: string): Promise<void> {
+        this.tables[0] = table(this.after);
+        throw Object.assign(new Error(`The route identified by ${destination} already exists.`), { name: "RouteAlreadyExists" });
+      }
+      override async deleteRoute(_table: string, destination: string): Promise<void> {
+        this.tables[0] = table(this.after);
+        throw Object.assign(new Error(`The route identified by ${destination} does not exist.`), { name: "InvalidRoute.NotFound" });
+      }
+    }
+    /** Plans against `before`, carries out the plan's one change of this kind on an IPv4 destination, returns its result. */
+    const outcome = async (before: Ec2Route[], after: Ec2Route[], action: "create" | "delete" = "create") => {
+      const fake = new AfterRetry(before, after);
+      const target = new AwsTarget(fake, settings);
+      const planned = await plan(target, inventory, { parallel: 1 });
+      const changes = planned.tables[0]!.changes.filter((c) => c.action === action && (c.action === "delete" ? c.current.destination : c.route.destination).startsWith("10.200."));
+      assert.equal(changes.length, 1);
+      const [result] = await target.write(planned.tables[0]!.table, changes, { progress: () => {}, inventory });
+      return result!.ok ? "ok" : result!.error!;
+    };
+    const hole: Ec2Route = { DestinationCidrBlock: "10.200.9.0/24", NetworkInterfaceId: "eni-gone", State: "blackhole" };
+
+    assert.equal(await outcome([], [{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-node0", State: "active" }]), "ok", "our own first attempt made it");
+    assert.match(
+      await outcome([], [{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-foreign", State: "active" }]),
+      /^RouteAlreadyExists: .* and the table holds a route via eni-foreign \(active\) to it, not one via eni-node0; re-run plan$/,
+    );
+    assert.match(await outcome([], [{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-node0", State: "blackhole" }]), /via eni-node0 \(blackhole\)/);
+    assert.match(await outcome([], []), /and the table holds no route to it/);
+
+    assert.equal(await outcome([hole], [], "delete"), "ok", "our own first delete made it");
+    assert.match(await outcome([hole], [hole], "delete"), /^InvalidRoute\.NotFound: .* yet the table still holds a route to 10\.200\.9\.0\/24 via eni-gone; re-run plan$/);
+  });
+
   it("deletes a blackhole podroutes owns even when its interface is gone, with the right destination family", async () => {
     const fake = world();
     fake.tables.push(

@@ -18,7 +18,7 @@ import pLimit from "p-limit";
 import { writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
-import { awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
+import { awsErrorCode, awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
 import {
   TargetError,
   type Change,
@@ -77,6 +77,12 @@ export function routeHandle(route: Ec2Route): { kind: "eni" | "instance" | "othe
     route.CoreNetworkArn ??
     "";
   return { kind: "other", id };
+}
+
+/** Whether a route carries traffic to exactly this interface or instance (an instance route shows both ids on EC2). */
+function carries(route: Ec2Route, hop: NextHopRef): boolean {
+  const target = hop.kind === "instance" ? route.InstanceId : route.NetworkInterfaceId;
+  return target === hop.id && route.State !== "blackhole";
 }
 
 function destinationOf(route: Ec2Route): Cidr | undefined {
@@ -531,7 +537,15 @@ export class AwsTarget implements Target {
       if (routeHandle(present).id !== change.current.details?.target) {
         return `the route to ${destination} now points at ${routeHandle(present).id || "something else"}, not ${String(change.current.details?.target)}, since the plan; re-run plan`;
       }
-      await this.ec2.deleteRoute(tableId, destination);
+      try {
+        await this.ec2.deleteRoute(tableId, destination);
+      } catch (error) {
+        if (awsErrorCode(error) !== "InvalidRoute.NotFound") throw error;
+        // As for creates: a retried delete whose first attempt landed. Done only if the route is gone.
+        const now = await this.routeNow(tableId, destination);
+        if (!now) return undefined;
+        return `${awsErrorText(error)} yet the table still holds a route to ${destination} via ${routeHandle(now).id || "?"}; re-run plan`;
+      }
       return undefined;
     }
     const found = index.hopFor(change.route.nextHop, this.settings.nextHop);
@@ -539,10 +553,19 @@ export class AwsTarget implements Target {
     if (vpcId && found.vpcId && found.vpcId !== vpcId) return `${found.hop.id} is in ${found.vpcId}, the route table in ${vpcId}`;
     if (change.action === "create") {
       if (present) {
-        if (routeHandle(present).id === found.hop.id && present.State !== "blackhole") return undefined; // done by an earlier, interrupted run
+        if (carries(present, found.hop)) return undefined; // done by an earlier, interrupted run
         return `a route to ${destination} via ${routeHandle(present).id || "?"} appeared since the plan; re-run plan`;
       }
-      await this.ec2.createRoute(tableId, destination, found.hop);
+      try {
+        await this.ec2.createRoute(tableId, destination, found.hop);
+      } catch (error) {
+        if (awsErrorCode(error) !== "RouteAlreadyExists") throw error;
+        // The SDK retries a call whose answer was lost; its first attempt may have landed. Done only if
+        // the table now holds exactly the wanted route.
+        const now = await this.routeNow(tableId, destination);
+        if (now && carries(now, found.hop)) return undefined;
+        return `${awsErrorText(error)} and the table holds ${now ? `a route via ${routeHandle(now).id || "?"} (${now.State ?? "?"})` : "no route"} to it, not one via ${found.hop.id}; re-run plan`;
+      }
       return undefined;
     }
     if (!present) return `the route to ${destination} disappeared since the plan; re-run plan (it will create it)`;
@@ -552,6 +575,12 @@ export class AwsTarget implements Target {
     // ReplaceRoute swaps the next hop in place: no moment without a route, unlike delete + create.
     await this.ec2.replaceRoute(tableId, destination, found.hop);
     return undefined;
+  }
+
+  /** The route to `destination` the table holds now (read back from EC2), if any. */
+  private async routeNow(tableId: string, destination: string): Promise<Ec2Route | undefined> {
+    const table = await this.describeOne(tableId);
+    return table.Routes?.find((route) => destinationOf(route)?.text === destination);
   }
 
   async verify(inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
