@@ -5,7 +5,7 @@
 import { InputError } from "../../inventory.js";
 import { clusterRanges } from "../../model.js";
 import type { TargetFactory } from "../registry.js";
-import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, projectOption } from "./compute.js";
+import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, networkOption, projectOption } from "./compute.js";
 import { GcpTarget, type NextHopKind } from "./target.js";
 
 export const gcpTarget: TargetFactory = {
@@ -15,7 +15,7 @@ export const gcpTarget: TargetFactory = {
     projectOption,
     computeEndpointOption,
     accessTokenFileOption,
-    { flags: "--network <name>", description: "gcp: VPC network the routes belong to" },
+    networkOption,
     { flags: "--next-hop <kind>", description: "gcp: route to the node's internal IP (ip) or its instance (instance)", default: "ip" },
     { flags: "--priority <n>", description: "gcp: route priority (0-65535; lower wins)", default: "1000" },
     { flags: "--max-in-flight <n>", description: "gcp: API operations in flight at once (default: --parallel)" },
