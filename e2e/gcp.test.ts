@@ -332,6 +332,13 @@ describe("gcp target against the local Compute Engine server", () => {
       assert.equal(again.code, 0, again.stdout + again.stderr);
     });
 
+    it("a missing --project exits 3 naming the flag", async () => {
+      const { CLOUDSDK_CORE_PROJECT: _project, ...noProject } = env();
+      const result = await runCli(["plan", ...args], { env: noProject });
+      assert.equal(result.code, 3, result.stdout + result.stderr);
+      assert.match(result.stderr, /gcp:\s+--project is required/);
+    });
+
     it("refuses apply over the ROUTES quota before any write", async () => {
       server.routesQuota = 3; // the two default routes use 2
       const refused = await runCli(["apply", "--yes", ...args], { env: env() });

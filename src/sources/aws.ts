@@ -7,7 +7,8 @@
  */
 import type { Filter, Instance } from "@aws-sdk/client-ec2";
 import type { RawInventory, RawNode } from "../inventory.js";
-import { createEc2, endpointOption, flagProblems, regionOption, settingsFrom, awsErrorText, type Ec2Api } from "../targets/aws/ec2.js";
+import { usageErrors } from "../errors.js";
+import { createEc2, endpointOption, regionOption, settingsFrom, awsErrorText, type Ec2Api } from "../targets/aws/ec2.js";
 import type { NodeSourceFactory } from "./registry.js";
 
 export const POD_CIDR_TAG = "pod-cidr";
@@ -16,7 +17,7 @@ export const POD_CIDR_TAG = "pod-cidr";
 export function parseFilter(text: string): Filter {
   const eq = text.indexOf("=");
   if (eq <= 0 || eq === text.length - 1) {
-    throw flagProblems("aws nodes", [{ flag: "--aws-filter", message: `--aws-filter ${JSON.stringify(text)}: must be NAME=VALUE[,VALUE...] (e.g. tag:Role=worker)` }]);
+    throw usageErrors("aws nodes", [{ flag: "--aws-filter", message: `--aws-filter ${JSON.stringify(text)}: must be NAME=VALUE[,VALUE...] (e.g. tag:Role=worker)` }]);
   }
   return { Name: text.slice(0, eq), Values: text.slice(eq + 1).split(",") };
 }

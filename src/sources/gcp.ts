@@ -7,7 +7,8 @@
  * count: RUNNING, PROVISIONING, STAGING and REPAIRING (being repaired in place, IP kept); a stopping or
  * stopped one is a node leaving.
  */
-import { InputError, type RawInventory, type RawNode } from "../inventory.js";
+import { usageErrors } from "../errors.js";
+import type { RawInventory, RawNode } from "../inventory.js";
 import {
   accessTokenFileOption,
   computeEndpointOption,
@@ -91,7 +92,7 @@ export const gcpSource: NodeSourceFactory = {
     const namePrefix = options.gcpNamePrefix as string | undefined;
     const network = options.network as string | undefined;
     if (!namePrefix && !labels.length && !tags.length) {
-      throw new InputError([{ message: "select the nodes with --gcp-name-prefix, --gcp-label or --gcp-tag (e.g. --gcp-tag worker)" }], "gcp nodes");
+      throw usageErrors("gcp nodes", [{ flag: "--gcp-name-prefix", message: "select the nodes with --gcp-name-prefix, --gcp-label or --gcp-tag (e.g. --gcp-tag worker)" }]);
     }
     const compute = await createCompute(computeSettingsFrom("gcp nodes", options));
     return readGcpNodes(compute, { ...(namePrefix ? { namePrefix } : {}), labels, tags, ...(network ? { network } : {}) });

@@ -11,7 +11,7 @@
  * few for a burst of route writes) unless `AWS_MAX_ATTEMPTS` says otherwise.
  */
 import type { EC2Client, Filter, Instance, NetworkInterface, RouteTable } from "@aws-sdk/client-ec2";
-import { UsageError } from "../../errors.js";
+import { usageErrors } from "../../errors.js";
 import type { OptionSpec } from "../../options.js";
 
 /** Shared by `--target aws` and `--nodes aws`: one flag, as the CLI merges options by long flag. */
@@ -183,15 +183,10 @@ export function awsErrorText(error: unknown): string {
   return String(error);
 }
 
-/** Every bad or missing flag of `owner` in one UsageError (one line each), naming the first flag. */
-export function flagProblems(owner: string, problems: { flag: string; message: string }[]): UsageError {
-  return new UsageError(`${owner}:\n${problems.map((p) => `  ${p.message}`).join("\n")}`, { flag: problems[0]!.flag });
-}
-
 /** Settings from resolved CLI options: region (flag or AWS_REGION), endpoint, and credentials from `env`. */
 export function settingsFrom(owner: string, options: { region?: unknown; endpoint?: unknown; env: NodeJS.ProcessEnv }): Ec2Settings {
   const region = (options.region as string | undefined) || options.env.AWS_REGION || options.env.AWS_DEFAULT_REGION;
-  if (!region) throw flagProblems(owner, [{ flag: "--region", message: "--region is required (or set AWS_REGION)" }]);
+  if (!region) throw usageErrors(owner, [{ flag: "--region", message: "--region is required (or set AWS_REGION)" }]);
   const endpoint = options.endpoint as string | undefined;
   if (endpoint !== undefined) {
     let url: URL | undefined;
@@ -200,7 +195,7 @@ export function settingsFrom(owner: string, options: { region?: unknown; endpoin
     } catch {
       url = undefined;
     }
-    if (!url || !/^https?:$/.test(url.protocol)) throw flagProblems(owner, [{ flag: "--endpoint", message: `--endpoint ${JSON.stringify(endpoint)}: must be an http(s) URL` }]);
+    if (!url || !/^https?:$/.test(url.protocol)) throw usageErrors(owner, [{ flag: "--endpoint", message: `--endpoint ${JSON.stringify(endpoint)}: must be an http(s) URL` }]);
   }
   const env = options.env;
   // The options' environment, not necessarily process.env: explicit keys there win over the default chain.

@@ -4,7 +4,8 @@
  */
 import { clusterRanges } from "../../model.js";
 import type { TargetFactory } from "../registry.js";
-import { createEc2, endpointOption, flagProblems, regionOption, settingsFrom } from "./ec2.js";
+import { usageErrors } from "../../errors.js";
+import { createEc2, endpointOption, regionOption, settingsFrom } from "./ec2.js";
 import { AwsTarget, clusterTagKey, DEFAULT_ROUTE_LIMIT, MAX_ROUTE_LIMIT, type NextHopKind } from "./target.js";
 
 const ROUTE_TABLE_ID = /^rtb-[0-9a-f]{8,17}$/;
@@ -54,7 +55,7 @@ export const awsTarget: TargetFactory = {
         message: `--route-limit ${JSON.stringify(limitText)}: must be a whole number from 1 to ${MAX_ROUTE_LIMIT}, the most AWS raises its routes-per-table quota to`,
       });
     }
-    if (problems.length) throw flagProblems("aws", problems);
+    if (problems.length) throw usageErrors("aws", problems);
     const settings = settingsFrom("aws", options);
     const ec2 = await createEc2(settings);
     return new AwsTarget(ec2, {

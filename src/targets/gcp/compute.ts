@@ -17,6 +17,7 @@ import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { performance } from "node:perf_hooks";
 import pRetry from "p-retry";
+import { usageErrors } from "../../errors.js";
 
 export const DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com/compute/v1/";
 
@@ -351,14 +352,17 @@ export function interfaceOn(instance: ComputeInstance, network: string): { netwo
 /** Compute settings from resolved CLI options; `owner` prefixes errors. */
 export function computeSettingsFrom(owner: string, options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {
   const project = options.project as string | undefined;
-  if (!project) throw new Error(`${owner}: --project is required (or CLOUDSDK_CORE_PROJECT)`);
-  if (!/^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$/.test(project)) throw new Error(`${owner}: --project ${JSON.stringify(project)} is not a project id`);
+  if (!project) throw usageErrors(owner, [{ flag: "--project", message: "--project is required (or CLOUDSDK_CORE_PROJECT)" }]);
+  if (!/^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$/.test(project)) throw usageErrors(owner, [{ flag: "--project", message: `--project ${JSON.stringify(project)}: not a project id` }]);
   const endpoint = (options.computeEndpoint as string | undefined) || DEFAULT_COMPUTE_ENDPOINT;
+  let url: URL | undefined;
   try {
-    const url = new URL(endpoint);
-    if (url.protocol !== "https:" && url.protocol !== "http:") throw new Error("not http(s)");
-  } catch (error) {
-    throw new Error(`${owner}: --compute-endpoint ${JSON.stringify(endpoint)} is not a URL`, { cause: error });
+    url = new URL(endpoint);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+    throw usageErrors(owner, [{ flag: "--compute-endpoint", message: `--compute-endpoint ${JSON.stringify(endpoint)}: not an http(s) URL` }]);
   }
   return {
     project,

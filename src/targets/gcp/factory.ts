@@ -2,7 +2,7 @@
  * `--target gcp`: reads and checks the target's flags, then builds the Compute client (google-auth-library
  * is imported only when no token file is given) and the GcpTarget. Bad flags fail here, before any call.
  */
-import { InputError } from "../../inventory.js";
+import { usageErrors } from "../../errors.js";
 import { clusterRanges } from "../../model.js";
 import type { TargetFactory } from "../registry.js";
 import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, networkOption, projectOption } from "./compute.js";
@@ -21,27 +21,29 @@ export const gcpTarget: TargetFactory = {
     { flags: "--max-in-flight <n>", description: "gcp: API operations in flight at once (default: --parallel)" },
   ],
   async create(options) {
-    const problems: { value?: string; message: string }[] = [];
+    const problems: { flag: string; message: string }[] = [];
     const network = options.network as string | undefined;
-    if (!network) problems.push({ message: "--network is required (the VPC network, e.g. kubernetes-the-hard-way)" });
-    else if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(network)) problems.push({ value: network, message: "--network is not a network name" });
+    if (!network) problems.push({ flag: "--network", message: "--network is required (the VPC network, e.g. kubernetes-the-hard-way)" });
+    else if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(network)) problems.push({ flag: "--network", message: `--network ${JSON.stringify(network)}: not a network name` });
     // `--next-hop` is one option shared with aws, whose default is `eni`: for GCP the interface's IP is `ip`.
     const nextHop = options.nextHop === undefined || options.nextHop === "eni" ? "ip" : String(options.nextHop);
-    if (nextHop !== "ip" && nextHop !== "instance") problems.push({ value: nextHop, message: "--next-hop must be ip or instance" });
+    if (nextHop !== "ip" && nextHop !== "instance") problems.push({ flag: "--next-hop", message: `--next-hop ${JSON.stringify(nextHop)}: must be ip or instance` });
     const priorityText = String(options.priority ?? "1000");
     const priority = Number(priorityText);
-    if (!/^\d+$/.test(priorityText) || priority > 65535) problems.push({ value: priorityText, message: "--priority must be a whole number from 0 to 65535" });
+    if (!/^\d+$/.test(priorityText) || priority > 65535) problems.push({ flag: "--priority", message: `--priority ${JSON.stringify(priorityText)}: must be a whole number from 0 to 65535` });
     const inFlightText = String(options.maxInFlight ?? options.parallel ?? 16);
     const maxInFlight = Number(inFlightText);
-    if (!/^\d+$/.test(inFlightText) || maxInFlight < 1 || maxInFlight > 1000) problems.push({ value: inFlightText, message: "--max-in-flight must be a whole number from 1 to 1000" });
+    if (!/^\d+$/.test(inFlightText) || maxInFlight < 1 || maxInFlight > 1000) {
+      problems.push({ flag: "--max-in-flight", message: `--max-in-flight ${JSON.stringify(inFlightText)}: must be a whole number from 1 to 1000` });
+    }
     if (options.clusterCIDR) {
       try {
         clusterRanges(options.clusterCIDR);
       } catch (error) {
-        problems.push({ value: options.clusterCIDR, message: `--cluster-cidr: ${(error as Error).message}` });
+        problems.push({ flag: "--cluster-cidr", message: `--cluster-cidr ${JSON.stringify(options.clusterCIDR)}: ${(error as Error).message}` });
       }
     }
-    if (problems.length) throw new InputError(problems, "gcp");
+    if (problems.length) throw usageErrors("gcp", problems);
     const compute = await createCompute(computeSettingsFrom("gcp", options));
     return new GcpTarget(compute, {
       cluster: options.cluster || "kubernetes",
