@@ -212,7 +212,7 @@ describe("aws target against moto", () => {
         assert.match(error.message, new RegExp(`2 VPCs.*${cloud.vpcId}: ${cloud.tableIds[0]}.*${cloud.stranger.vpcId}: ${strangerTable}.*--route-table`));
         return true;
       });
-      assert.deepEqual(calls, ["routeTables"]);
+      assert.deepEqual(calls.filter((c) => /^(networkInterfaces|instances)/.test(c)), [], "no interface or instance was looked up");
     } finally {
       await target.close();
     }
@@ -427,6 +427,10 @@ describe("aws target against moto", () => {
       assert.equal(proxy.throttled.get("CreateRoute"), 6 * 2, "every create was throttled twice, then went through");
       assert.ok((proxy.throttled.get("DescribeNetworkInterfaces") ?? 0) >= 2);
       assert.equal(proxy.throttled.get("ModifyNetworkInterfaceAttribute"), 3 * 2);
+      // Every throttled attempt reached the write loop's limit, which came down for it.
+      const { stats } = (target as AwsTarget).concurrency;
+      assert.equal(stats.throttles, [...proxy.throttled.values()].reduce((a, b) => a + b, 0));
+      assert.ok(stats.cuts >= 1);
       for (const tableId of cloud.tableIds) {
         const routes = await routesOf(client, tableId);
         for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId);
@@ -528,7 +532,7 @@ describe("podroutes CLI with --nodes aws --target aws, cross-checked by the aws 
   it("--cluster-cidr is required, with an error naming the flag, before any call", async () => {
     const result = await runCli(["plan", "--nodes", "aws", "--target", "aws", "--endpoint", m.endpoint], { env });
     assert.equal(result.code, 3, result.stderr);
-    assert.match(result.stderr, /aws:[\s\S]*--cluster-cidr is required/);
+    assert.match(result.stderr, /--cluster-cidr is required by --target aws/);
   });
 
   it("routes podroutes creates are what `aws ec2 describe-route-tables` sees; a CLI route outside the cluster CIDR survives apply and delete", async () => {
@@ -588,5 +592,19 @@ describe("podroutes CLI with --nodes aws --target aws, cross-checked by the aws 
       JSON.stringify(creates),
     );
     assert.equal(extra.ip, "10.240.0.29");
+  });
+
+  it("list and delete need no --nodes: the instances tagged with the cluster are its nodes, as for --nodes aws", async () => {
+    assert.equal((await runCli(["apply", "--yes", ...flags()], { env })).code, 0);
+    const alone = ["--target", "aws", "--endpoint", m.endpoint, "--cluster-cidr", SEED_CLUSTER_CIDR];
+    const listed = await runCli(["list", "-o", "json", ...alone], { env });
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(
+      jsonOf<{ destination: string; nextHop?: string; owned: boolean }[]>(listed).map((r) => `${r.destination} ${r.nextHop} ${r.owned}`),
+      ["10.200.0.0/24 10.240.0.20 true", "10.200.1.0/24 10.240.0.21 true", "10.200.2.0/24 10.240.0.22 true"],
+    );
+    const deleted = await runCli(["delete", "--yes", ...alone], { env });
+    assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
+    assert.deepEqual([...(await routesOf(client, cloud.tableIds[0]!)).keys()].sort(), ["0.0.0.0/0", "10.240.0.0/16", "192.168.50.0/24"]);
   });
 });

@@ -29,11 +29,6 @@ export class UsageError extends PodroutesError {
   readonly flag: string | undefined;
 }
 
-/** Every bad or missing flag of `owner` (a target, a node source) in one UsageError, a line each, naming the first flag. */
-export function usageErrors(owner: string, problems: { flag: string; message: string }[]): UsageError {
-  return new UsageError(`${owner}:\n${problems.map((p) => `  ${p.message}`).join("\n")}`, { flag: problems[0]!.flag });
-}
-
 /** The kind of any thrown value: ours say it; anything else is an unexpected failure of a target or of podroutes. */
 export function kindOf(error: unknown): ErrorKind | "unexpected" {
   return error instanceof PodroutesError ? error.kind : "unexpected";

@@ -6,8 +6,9 @@
  *   disappears only then; `POST .../global/operations/NAME/wait` holds the call until DONE but at most
  *   `waitHoldMs` (about 2 minutes on the real API), then answers RUNNING; a share of waits
  *   (`waitEarlyReturnRate`) answer RUNNING at once, as the real one may ("best effort");
- * - a project's concurrent operations quota (`concurrentOperationsLimit`): a write while that many
- *   operations are RUNNING gets 403 rateLimitExceeded with the ErrorInfo CONCURRENT_OPERATIONS_QUOTA_EXCEEDED;
+ * - a project's concurrent operations quota (`throttleAbove`): a write that would start an operation while
+ *   that many are RUNNING gets what the API answers then, 403 rateLimitExceeded with the ErrorInfo reason
+ *   CONCURRENT_OPERATIONS_QUOTA_EXCEEDED;
  * - networks just created (`addNetwork(name, {readyInMs})`): a route insert into one before it is ready
  *   gets 400 resourceNotReady, as the seed's order (network, then routes) meets on the real API;
  * - instances with several network interfaces on different networks (`nics`); a route's next-hop
@@ -91,10 +92,10 @@ export interface GceServerOptions {
   waitHoldMs?: number;
   /** Share of `wait` calls (0..1) answered RUNNING at once, before the operation is DONE. */
   waitEarlyReturnRate?: number;
-  /** Operations that may be RUNNING at once; a write past it gets CONCURRENT_OPERATIONS_QUOTA_EXCEEDED. */
-  concurrentOperationsLimit?: number;
   /** Random source for faults (tests pass a seeded one). */
   random?: () => number;
+  /** The concurrent operations quota: writes (insert, delete) are refused while this many operations are RUNNING. */
+  throttleAbove?: number;
 }
 
 /** Counters a test can assert on: what each kind of call did. */
@@ -106,11 +107,14 @@ export interface GceStats {
   waits: number;
   /** `wait` calls answered RUNNING at once (waitEarlyReturnRate). */
   earlyWaits: number;
-  /** Writes refused: by the concurrent operations quota, or because the network was not ready yet. */
-  concurrentOperationsRefusals: number;
+  /** Route inserts refused because the network was not ready yet. */
   notReadyRefusals: number;
   batches: number;
   byMethod: Record<string, number>;
+  /** Writes refused by the concurrent operations quota (`throttleAbove`). */
+  throttled: number;
+  /** The most operations RUNNING at once. */
+  peakRunning: number;
 }
 
 type Answer = { status: number; body: unknown };
@@ -172,11 +176,12 @@ export class GceServer {
   routesQuota: number;
   waitHoldMs: number;
   waitEarlyReturnRate: number;
-  concurrentOperationsLimit: number;
+  throttleAbove: number | undefined;
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
-  private runningOperations = 0;
+  /** Operations not yet DONE. */
+  private running = 0;
   readonly routes = new Map<string, GceRoute>();
   /** Names with an insert in flight: taken (409), not yet visible. */
   private readonly pendingInserts = new Set<string>();
@@ -197,8 +202,8 @@ export class GceServer {
     this.routesQuota = options.routesQuota ?? 250;
     this.waitHoldMs = options.waitHoldMs ?? 120_000;
     this.waitEarlyReturnRate = options.waitEarlyReturnRate ?? 0;
-    this.concurrentOperationsLimit = options.concurrentOperationsLimit ?? Infinity;
     this.random = options.random ?? Math.random;
+    this.throttleAbove = options.throttleAbove;
   }
 
   private static emptyStats(): GceStats {
@@ -209,10 +214,11 @@ export class GceServer {
       deletes: 0,
       waits: 0,
       earlyWaits: 0,
-      concurrentOperationsRefusals: 0,
       notReadyRefusals: 0,
       batches: 0,
       byMethod: {},
+      throttled: 0,
+      peakRunning: 0,
     };
   }
 
@@ -259,7 +265,7 @@ export class GceServer {
     this.latencyMs = 0;
     this.waitHoldMs = 120_000;
     this.waitEarlyReturnRate = 0;
-    this.concurrentOperationsLimit = Infinity;
+    this.throttleAbove = undefined;
     this.stats = GceServer.emptyStats();
   }
 
@@ -458,10 +464,14 @@ export class GceServer {
     };
   }
 
-  /** The project's concurrent operations quota, checked before any write starts an operation. */
-  private checkConcurrentOperations(type: string): void {
-    if (this.runningOperations < this.concurrentOperationsLimit) return;
-    this.stats.concurrentOperationsRefusals++;
+  /**
+   * The project's concurrent operations quota (`throttleAbove`): a write that would start one operation
+   * too many gets what the API answers then, 403 rateLimitExceeded with the ErrorInfo reason
+   * CONCURRENT_OPERATIONS_QUOTA_EXCEEDED (https://cloud.google.com/compute/operations-quota).
+   */
+  private admitWrite(type: string): void {
+    if (this.throttleAbove === undefined || this.running < this.throttleAbove) return;
+    this.stats.throttled++;
     throw new ApiError(403, "rateLimitExceeded", "Rate Limit Exceeded", [
       {
         "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -471,7 +481,7 @@ export class GceServer {
           containerType: "PROJECT",
           containerId: this.project,
           quotaMetric: "compute.googleapis.com/global_concurrent_operations",
-          quotaLimit: String(this.concurrentOperationsLimit),
+          quotaLimit: String(this.throttleAbove),
           operationType: type,
           location: "global",
         },
@@ -485,7 +495,8 @@ export class GceServer {
 
   /** Starts an operation; `effect` runs when it turns DONE (after latencyMs). */
   private operation(type: string, targetLink: string, effect: () => void): Operation {
-    this.runningOperations++;
+    this.running++;
+    this.stats.peakRunning = Math.max(this.stats.peakRunning, this.running);
     const name = `operation-${Date.now()}-${randomBytes(6).toString("hex")}`;
     const now = new Date().toISOString();
     const op: Operation = {
@@ -503,8 +514,8 @@ export class GceServer {
     };
     const done = new Promise<void>((resolve) => {
       const finish = () => {
+        this.running--;
         effect();
-        this.runningOperations--;
         op.status = "DONE";
         op.progress = 100;
         op.endTime = new Date().toISOString();
@@ -526,6 +537,7 @@ export class GceServer {
   }
 
   private insertRoute(body: string): Answer {
+    this.admitWrite("insert");
     const input = JSON.parse(body || "{}") as Partial<GceRoute>;
     for (const field of ["name", "network", "destRange"] as const) {
       if (!input[field]) throw new ApiError(400, "required", `Required field '${field}' not specified`);
@@ -553,7 +565,6 @@ export class GceServer {
         throw new ApiError(400, "invalid", `Invalid value for field 'resource.nextHopInstance': '${input.nextHopInstance}'. The instance has no network interface in network '${networkName}'.`);
       }
     }
-    this.checkConcurrentOperations("insert");
     this.stats.inserts++;
     const name = input.name!;
     this.pendingInserts.add(name);
@@ -576,9 +587,9 @@ export class GceServer {
   }
 
   private deleteRoute(name: string): Answer {
+    this.admitWrite("delete");
     const route = this.routes.get(name);
     if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${name}' was not found`);
-    this.checkConcurrentOperations("delete");
     this.stats.deletes++;
     return { status: 200, body: this.operation("delete", route.selfLink, () => void this.routes.delete(name)) };
   }

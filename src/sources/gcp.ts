@@ -7,8 +7,9 @@
  * count: RUNNING, PROVISIONING, STAGING and REPAIRING (being repaired in place, IP kept); a stopping or
  * stopped one is a node leaving.
  */
-import { usageErrors } from "../errors.js";
+import { UsageError } from "../errors.js";
 import type { RawInventory, RawNode } from "../inventory.js";
+import { readOption, readOptionList, type FlagValues, type OptionSpec } from "../options.js";
 import {
   accessTokenFileOption,
   computeEndpointOption,
@@ -74,27 +75,33 @@ export async function readGcpNodes(compute: ComputeApi, selector: GcpSelector): 
   return { nodes, source: `gcp:${compute.project}${described ? ` ${described}` : ""}` };
 }
 
+const namePrefixOption: OptionSpec<string> = { flags: "--gcp-name-prefix <prefix>", description: "gcp nodes: instance names starting with this (e.g. worker-)" };
+const labelOption: OptionSpec<string> = { flags: "--gcp-label <key=value...>", description: "gcp nodes: instance label (repeatable; all must match)" };
+const tagOption: OptionSpec<string> = { flags: "--gcp-tag <tag...>", description: "gcp nodes: network tag (repeatable; all must match)" };
+
+/** Which instances to read. They must be chosen: a project holds more than one cluster's machines. */
+function selectorOf(options: FlagValues): GcpSelector {
+  const namePrefix = readOption(namePrefixOption, options);
+  const network = readOption(networkOption, options);
+  const selector = {
+    ...(namePrefix ? { namePrefix } : {}),
+    labels: readOptionList(labelOption, options),
+    tags: readOptionList(tagOption, options),
+    ...(network ? { network } : {}),
+  };
+  if (!namePrefix && !selector.labels.length && !selector.tags.length) {
+    throw new UsageError("--nodes gcp: select the nodes with --gcp-name-prefix, --gcp-label or --gcp-tag (e.g. --gcp-tag worker)", { flag: "--gcp-name-prefix" });
+  }
+  return selector;
+}
+
 export const gcpSource: NodeSourceFactory = {
   name: "gcp",
   description: "Compute Engine instances by --gcp-name-prefix/--gcp-label/--gcp-tag (networkIP, pod-cidr metadata)",
-  options: [
-    projectOption,
-    computeEndpointOption,
-    accessTokenFileOption,
-    networkOption,
-    { flags: "--gcp-name-prefix <prefix>", description: "gcp nodes: instance names starting with this (e.g. worker-)" },
-    { flags: "--gcp-label <key=value...>", description: "gcp nodes: instance label (repeatable; all must match)" },
-    { flags: "--gcp-tag <tag...>", description: "gcp nodes: network tag (repeatable; all must match)" },
-  ],
+  options: [projectOption, computeEndpointOption, accessTokenFileOption, networkOption, namePrefixOption, labelOption, tagOption],
+  check: (options) => void selectorOf(options),
   async read(options) {
-    const labels = ([] as string[]).concat((options.gcpLabel as string[] | string | undefined) ?? []);
-    const tags = ([] as string[]).concat((options.gcpTag as string[] | string | undefined) ?? []);
-    const namePrefix = options.gcpNamePrefix as string | undefined;
-    const network = options.network as string | undefined;
-    if (!namePrefix && !labels.length && !tags.length) {
-      throw usageErrors("gcp nodes", [{ flag: "--gcp-name-prefix", message: "select the nodes with --gcp-name-prefix, --gcp-label or --gcp-tag (e.g. --gcp-tag worker)" }]);
-    }
-    const compute = await createCompute(computeSettingsFrom("gcp nodes", options));
-    return readGcpNodes(compute, { ...(namePrefix ? { namePrefix } : {}), labels, tags, ...(network ? { network } : {}) });
+    const selector = selectorOf(options);
+    return readGcpNodes(await createCompute(computeSettingsFrom(options)), selector);
   },
 };

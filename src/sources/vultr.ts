@@ -16,7 +16,8 @@ import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import pRetry, { AbortError } from "p-retry";
 import { InputError, type Problem, type RawInventory, type RawNode } from "../inventory.js";
-import type { ResolvedOptions } from "../options.js";
+import { UsageError } from "../errors.js";
+import { httpUrl, readOption, type FlagValues, type OptionSpec, type ResolvedOptions } from "../options.js";
 import { parseNodesFile } from "./file.js";
 import type { NodeSourceFactory } from "./registry.js";
 
@@ -233,19 +234,28 @@ async function podCidrFile(path: string): Promise<Map<string, string[]>> {
   return byName;
 }
 
+const endpointOption: OptionSpec<string> = { flags: "--vultr-endpoint <url>", description: "vultr nodes: API base URL", default: DEFAULT_VULTR_ENDPOINT, parse: httpUrl };
+
+/** The API key travels in the environment, as vultr-cli's does. */
+function apiKeyOf(options: FlagValues): string {
+  const apiKey = options.env.VULTR_API_KEY;
+  if (!apiKey) throw new UsageError("--nodes vultr: VULTR_API_KEY is not set (create a key at https://my.vultr.com/settings/#settingsapi)", { flag: "--nodes" });
+  return apiKey;
+}
+
 export const vultrSource: NodeSourceFactory = {
   name: "vultr",
   description: "Vultr instances (API v2, VULTR_API_KEY): main_ip for SSH, internal_ip as next hop, pod-cidr=… tag",
   options: [
     { flags: "--vultr-label <label>", description: "vultr nodes: only the instance with this label" },
     { flags: "--vultr-tag <tag>", description: "vultr nodes: only instances with this tag (e.g. kubernetes-the-hard-way)" },
-    { flags: "--vultr-endpoint <url>", description: "vultr nodes: API base URL", default: DEFAULT_VULTR_ENDPOINT },
+    endpointOption,
     { flags: "--pod-cidrs <file>", description: "vultr nodes: pod CIDRs by node name, for instances without a pod-cidr= tag (any nodes-file format)" },
   ],
+  check: (options) => void apiKeyOf(options),
   async read(options: ResolvedOptions) {
-    const apiKey = options.env.VULTR_API_KEY;
-    if (!apiKey) throw new InputError([{ message: "VULTR_API_KEY is not set (create a key at https://my.vultr.com/settings/#settingsapi)" }], "vultr nodes");
-    const endpoint = String(options.vultrEndpoint ?? DEFAULT_VULTR_ENDPOINT);
+    const apiKey = apiKeyOf(options);
+    const endpoint = readOption(endpointOption, options)!;
     const label = options.vultrLabel === undefined ? undefined : String(options.vultrLabel);
     const tag = options.vultrTag === undefined ? undefined : String(options.vultrTag);
     const podCidrs = options.podCidrs ? await podCidrFile(String(options.podCidrs)) : undefined;

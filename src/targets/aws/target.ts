@@ -14,8 +14,7 @@
  * itself before each write: the table is read again and each change must still fit what was planned.
  */
 import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
-import pLimit from "p-limit";
-import { writeEachChange } from "../each-change.js";
+import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
 import { awsErrorCode, awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
@@ -49,7 +48,7 @@ export interface AwsTargetSettings {
   nextHop: NextHopKind;
   /** Routes of each family a table may hold that count toward AWS's quota (default 50, at most 1,000). */
   routeLimit: number;
-  /** Concurrent API writes per table. */
+  /** Ceiling of the API writes in flight at once, over all tables; the limit adapts below it. */
   parallel: number;
 }
 
@@ -327,11 +326,16 @@ export class AwsTarget implements Target {
   /** What each table used of its routes-per-table quota when last read. */
   private readonly quotaUsed = new Map<string, QuotaUse>();
 
+  /** Paces every route write of this target: the API's throttling answers bring it down. */
+  readonly concurrency: AdaptiveConcurrency;
+
   constructor(
     private readonly ec2: Ec2Api,
     private readonly settings: AwsTargetSettings,
   ) {
     this.ranges = clusterRanges(settings.clusterCIDR);
+    this.concurrency = new AdaptiveConcurrency(settings.parallel);
+    ec2.onThrottle?.(() => this.concurrency.throttled());
   }
 
   private fail(message: string, error?: unknown, table?: string): TargetError {
@@ -483,17 +487,17 @@ export class AwsTarget implements Target {
   }
 
   async runActions(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]> {
-    const limit = pLimit(Math.max(1, this.settings.parallel));
     const index = await this.indexFor(context.inventory);
     let done = 0;
     return Promise.all(
       actions.map((action) =>
-        limit(async () => {
+        this.concurrency.run(async () => {
           const hop: NextHopRef = action.id.startsWith("i-") ? { kind: "instance", id: action.id } : { kind: "eni", id: action.id };
           // Never change an interface or instance outside the route tables' VPC, whatever the plan says.
           if (!index.inVpc(hop)) return { action, ok: false, error: `${action.id} is not in ${index.vpcId}, the route tables' VPC: not changed` };
           try {
             await this.ec2.disableSourceDestCheck(hop);
+            this.concurrency.succeeded();
             return { action, ok: true };
           } catch (error) {
             return { action, ok: false, error: awsErrorText(error) };
@@ -523,7 +527,7 @@ export class AwsTarget implements Target {
 
     return writeEachChange(
       changes,
-      { table: table.id, inFlight: this.settings.parallel, progress: context.progress, errorText: awsErrorText },
+      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: awsErrorText },
       (change) => this.writeOne(table.id, fresh.VpcId, change, byDestination, index),
     );
   }

@@ -17,7 +17,8 @@ import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { performance } from "node:perf_hooks";
 import pRetry from "p-retry";
-import { usageErrors } from "../../errors.js";
+import { UsageError } from "../../errors.js";
+import { httpUrl, readOption, type OptionSpec } from "../../options.js";
 
 export const DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com/compute/v1/";
 
@@ -112,12 +113,15 @@ export function waitsForCapacity(error: unknown): boolean {
   return error.status === 403 && error.infoReasons.includes("CONCURRENT_OPERATIONS_QUOTA_EXCEEDED");
 }
 
+/** Whether the API pushed back on the rate of calls (429, 403 rateLimitExceeded): a signal to slow down. */
+export function isThrottle(error: unknown): boolean {
+  if (!(error instanceof ComputeError)) return false;
+  return error.status === 429 || (error.status === 403 && (error.reason === "rateLimitExceeded" || error.reason === "userRateLimitExceeded"));
+}
+
 /** Whether a failure is worth another attempt: throttling, server trouble, the network, "not yet". */
 export function isRetryable(error: unknown): boolean {
-  if (error instanceof ComputeError) {
-    if (error.status === 429 || error.status >= 500 || waitsForCapacity(error)) return true;
-    return error.status === 403 && (error.reason === "rateLimitExceeded" || error.reason === "userRateLimitExceeded");
-  }
+  if (error instanceof ComputeError) return isThrottle(error) || error.status >= 500 || waitsForCapacity(error);
   if (!(error instanceof Error)) return false;
   // A request that timed out, or fetch's network failure (a TypeError whose cause is the socket's error);
   // never a bug of ours, which would fail the same way again.
@@ -145,6 +149,8 @@ export interface ComputeApi {
   quota(metric: string): Promise<{ limit: number; usage: number } | undefined>;
   /** Calls made, retries included (for benchmarks and tests). */
   readonly calls: { requests: number; retries: number };
+  /** Calls `listener` each time the API throttles a call (which is then retried): how targets pace their writes. */
+  onThrottle?(listener: () => void): void;
 }
 
 type TokenSource = () => Promise<string>;
@@ -156,9 +162,9 @@ async function tokenSource(settings: ComputeSettings): Promise<TokenSource> {
     try {
       token = (await readFile(file, "utf8")).trim();
     } catch (error) {
-      throw new Error(`gcp: cannot read --access-token-file ${file}: ${(error as Error).message}`, { cause: error });
+      throw new UsageError(`--access-token-file ${file}: cannot read it: ${(error as Error).message}`, { flag: "--access-token-file", cause: error });
     }
-    if (!token) throw new Error(`gcp: --access-token-file ${file} is empty`);
+    if (!token) throw new UsageError(`--access-token-file ${file}: the file is empty`, { flag: "--access-token-file" });
     return async () => token;
   }
   // Application Default Credentials: a service-account key, gcloud's user credentials, or GCE metadata.
@@ -187,6 +193,7 @@ class ComputeClient implements ComputeApi {
   readonly project: string;
   private readonly base: string;
   readonly calls = { requests: 0, retries: 0 };
+  private readonly throttleListeners: (() => void)[] = [];
 
   constructor(
     private readonly settings: ComputeSettings,
@@ -198,6 +205,10 @@ class ComputeClient implements ComputeApi {
 
   networkUrl(network: string): string {
     return `${this.base}projects/${this.project}/global/networks/${network}`;
+  }
+
+  onThrottle(listener: () => void): void {
+    this.throttleListeners.push(listener);
   }
 
   private url(path: string, query: Record<string, string | undefined> = {}): string {
@@ -239,6 +250,9 @@ class ComputeClient implements ComputeApi {
         const again = isRetryable(error) && (waitsForCapacity(error) || ++counted <= retries);
         if (again) this.calls.retries++;
         return again;
+      },
+      onFailedAttempt: ({ error }) => {
+        if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
       },
     });
   }
@@ -290,6 +304,7 @@ class ComputeClient implements ComputeApi {
       } catch (error) {
         if (!isRetryable(error)) throw error;
         this.calls.retries++;
+        if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
       }
       if (op.status === "DONE") break;
       const rest = pause * (1 + Math.random()) - (performance.now() - started);
@@ -329,45 +344,54 @@ class ComputeClient implements ComputeApi {
 }
 
 /** Flags the GCP target and node source share (one option each on the command line). */
-export const projectOption = { flags: "--project <id>", description: "gcp: project id", env: "CLOUDSDK_CORE_PROJECT" };
-export const computeEndpointOption = {
+export const projectOption: OptionSpec<string> = {
+  flags: "--project <id>",
+  description: "gcp: project id",
+  env: "CLOUDSDK_CORE_PROJECT",
+  required: "the GCP project (as gcloud's --project)",
+  parse: (text) => {
+    if (!/^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$/.test(text)) throw new Error("not a project id");
+    return text;
+  },
+};
+export const computeEndpointOption: OptionSpec<string> = {
   flags: "--compute-endpoint <url>",
   description: "gcp: Compute Engine API base URL (as gcloud's override)",
   env: "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE",
+  default: DEFAULT_COMPUTE_ENDPOINT,
+  parse: httpUrl,
 };
-export const accessTokenFileOption = {
+export const accessTokenFileOption: OptionSpec<string> = {
   flags: "--access-token-file <path>",
   description: "gcp: file holding an OAuth access token (default: Application Default Credentials)",
   env: "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
 };
 
-/** The VPC network: where `--target gcp` writes routes, and whose interface gives `--nodes gcp` a node's IP. */
-export const networkOption = { flags: "--network <name>", description: "gcp: VPC network (the routes' network; the interface a node's IP is read from)" };
+/**
+ * The VPC network: where `--target gcp` writes routes (there it is required), and whose interface gives
+ * `--nodes gcp` a node's IP.
+ */
+export const networkOption: OptionSpec<string> = {
+  flags: "--network <name>",
+  description: "gcp: VPC network (the routes' network; the interface a node's IP is read from)",
+  parse: (text) => {
+    if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text)) throw new Error("not a network name");
+    return text;
+  },
+};
 
 /** A network interface of an instance on `network` (a name), if it has one. */
 export function interfaceOn(instance: ComputeInstance, network: string): { network?: string; networkIP?: string; ipv6Address?: string } | undefined {
   return instance.networkInterfaces?.find((nic) => nic.network?.replace(/\/+$/, "").split("/").pop() === network);
 }
 
-/** Compute settings from resolved CLI options; `owner` prefixes errors. */
-export function computeSettingsFrom(owner: string, options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {
-  const project = options.project as string | undefined;
-  if (!project) throw usageErrors(owner, [{ flag: "--project", message: "--project is required (or CLOUDSDK_CORE_PROJECT)" }]);
-  if (!/^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$/.test(project)) throw usageErrors(owner, [{ flag: "--project", message: `--project ${JSON.stringify(project)}: not a project id` }]);
-  const endpoint = (options.computeEndpoint as string | undefined) || DEFAULT_COMPUTE_ENDPOINT;
-  let url: URL | undefined;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    url = undefined;
-  }
-  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
-    throw usageErrors(owner, [{ flag: "--compute-endpoint", message: `--compute-endpoint ${JSON.stringify(endpoint)}: not an http(s) URL` }]);
-  }
+/** Compute settings from resolved CLI options; a bad or missing flag is a UsageError naming it. */
+export function computeSettingsFrom(options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {
+  const accessTokenFile = readOption(accessTokenFileOption, options);
   return {
-    project,
-    endpoint,
-    ...(options.accessTokenFile ? { accessTokenFile: String(options.accessTokenFile) } : {}),
+    project: readOption(projectOption, options)!,
+    endpoint: readOption(computeEndpointOption, options)!,
+    ...(accessTokenFile ? { accessTokenFile } : {}),
     ...(options.env ? { env: options.env } : {}),
   };
 }

@@ -4,8 +4,6 @@ import { describe, it } from "node:test";
 import { matchesFilter } from "../../../testkit/gce-server.js";
 import { computeErrorFrom, isRetryable, ComputeError, waitsForCapacity } from "./compute.js";
 import { alternateName, GcpTarget, markedCluster, nextHopLabel, ownershipMarker } from "./target.js";
-import { gcpTarget } from "./factory.js";
-import { UsageError } from "../../errors.js";
 
 const compute = { project: "p", networkUrl: (n: string) => `https://x/compute/v1/projects/p/global/networks/${n}` } as never;
 const target = new GcpTarget(compute, { cluster: "kubernetes", network: "net", nextHop: "ip", priority: 1000, maxInFlight: 4, clusterCIDR: "10.200.0.0/16" });
@@ -98,19 +96,3 @@ describe("test server filter (as gcloud sends it)", () => {
   });
 });
 
-describe("gcp flags", () => {
-  const base = { cluster: "kubernetes", parallel: 4, env: {}, warn: () => {}, interactive: false };
-
-  it("reports every bad flag at once, naming each, as a usage error", async () => {
-    await assert.rejects(gcpTarget.create({ ...base, network: "Bad_Net", nextHop: "gateway", priority: "70000" }), (error: unknown) => {
-      assert.ok(error instanceof UsageError);
-      assert.equal(error.flag, "--network");
-      assert.deepEqual(error.message.split("\n").slice(1).map((line) => line.trim().split(" ")[0]), ["--network", "--next-hop", "--priority"]);
-      return true;
-    });
-  });
-
-  it("a missing --project is a usage error naming the flag, before any credentials are looked for", async () => {
-    await assert.rejects(gcpTarget.create({ ...base, network: "net" }), (error: unknown) => error instanceof UsageError && error.flag === "--project");
-  });
-});

@@ -12,7 +12,7 @@
  * suffix when the old route holds it), and the old route is deleted only after the insert's operation
  * is DONE. While both exist GCP spreads traffic over the two (equal priority, ECMP), never over none.
  */
-import { writeEachChange } from "../each-change.js";
+import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { createHash } from "node:crypto";
 import { parseCidr, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
@@ -26,7 +26,7 @@ export interface GcpTargetSettings {
   network: string;
   nextHop: NextHopKind;
   priority: number;
-  /** Operations (insert/delete and their waits) in flight at once. */
+  /** Ceiling of the operations (insert/delete and their waits) in flight at once; the limit adapts below it. */
   maxInFlight: number;
   clusterCIDR?: string;
 }
@@ -93,11 +93,16 @@ export class InstanceIndex {
 export class GcpTarget implements Target {
   readonly name = "gcp";
   private instances: Promise<InstanceIndex> | undefined;
+  /** Paces every write of this target: the API's throttling answers bring it down. */
+  readonly concurrency: AdaptiveConcurrency;
 
   constructor(
     private readonly compute: ComputeApi,
     private readonly settings: GcpTargetSettings,
-  ) {}
+  ) {
+    this.concurrency = new AdaptiveConcurrency(settings.maxInFlight);
+    compute.onThrottle?.(() => this.concurrency.throttled());
+  }
 
   private fail(message: string, error?: unknown): TargetError {
     return new TargetError(this.name, error === undefined ? message : `${message}: ${computeErrorText(error)}`, { cause: error, table: this.settings.network });
@@ -283,7 +288,7 @@ export class GcpTarget implements Target {
     const index = this.settings.nextHop === "instance" ? await this.instanceIndex() : undefined;
     return writeEachChange(
       changes,
-      { table: table.id, inFlight: this.settings.maxInFlight, progress: context.progress, errorText: computeErrorText },
+      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: computeErrorText },
       (change) => this.writeOne(change, index),
     );
   }
