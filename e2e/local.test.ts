@@ -82,4 +82,20 @@ describe("local target inside a node's namespace (dual stack)", { ...gate, timeo
     assert.equal(result.code, 1);
     assert.match(result.stderr, /none of this host's addresses \(.*10\.240\.0\.20.*\) is a node's internal IP .* --node NAME/);
   });
+
+  it("list and delete need no --nodes: the protocol number tells this host's podroutes routes", async () => {
+    await cli(["apply", "--yes"]);
+    const alone = (args: string[]) => runCli([...args, "--target", "local"], { netns: NS });
+    const listed = await alone(["list", "-o", "json"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(
+      jsonOf<{ destination: string; owned: boolean }[]>(listed).map((r) => `${r.destination} ${r.owned}`).sort(),
+      ["10.200.1.0/24 true", "10.200.2.0/24 true", "fd00:10:200:1::/64 true", "fd00:10:200:2::/64 true"],
+    );
+    const deleted = await alone(["delete", "--yes"]);
+    assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
+    assert.equal((await ip(["route", "show", "proto", "150"])) + (await ip(["-6", "route", "show", "proto", "150"])), "");
+    assert.equal(await ip(["nexthop", "show"]), "", "podroutes' nexthop objects go with their routes");
+    assert.match(await ip(["-4", "route", "show"]), /10\.240\.0\.0\/24 dev eth0/, "the host's own routes stay");
+  });
 });

@@ -60,7 +60,7 @@ export const DEFAULT_CLUSTER = "kubernetes";
 
 /** Node names end up in route tables, file names and remote commands: keep them to DNS-label-like text. */
 const NODE_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
-const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LABEL_KEY = /^([A-Za-z0-9.-]{1,253}\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
 /** Checks a raw inventory; returns it in canonical form or throws InputError listing every problem. */

@@ -12,6 +12,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { RawInventory } from "../inventory.js";
+import { readOption, type OptionSpec } from "../options.js";
 import { run } from "../targets/linux/runner.js";
 import { bridgeCniConfig, labTopology, type LabTopology, type LabWorkerSpec } from "./topology.js";
 
@@ -42,12 +43,21 @@ export interface LabState extends Omit<LabTopology, "workers"> {
 
 const LAB_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 
+/** A lab's name prefixes its namespaces, so it is kept short and plain. */
+function labName(text: string): string {
+  if (!LAB_NAME.test(text)) throw new Error("must be lowercase letters, digits and '-' (at most 31)");
+  return text;
+}
+
+/** `--lab NAME`: one flag for the lab target, the lab node source and the lab commands. */
+export const labOption: OptionSpec<string> = { flags: "--lab <name>", description: "which local lab (its name prefixes its namespaces)", default: DEFAULT_LAB, parse: labName };
+
 export function labStatePath(name: string): string {
   return join(LAB_STATE_ROOT, `lab-${name}.json`);
 }
 
 function checkName(name: string): void {
-  if (!LAB_NAME.test(name)) throw new Error(`lab: name ${JSON.stringify(name)} must be lowercase letters, digits and '-' (at most 31)`);
+  readOption(labOption, { lab: name });
 }
 
 export async function loadLab(name = DEFAULT_LAB): Promise<LabState | undefined> {

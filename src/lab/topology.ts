@@ -2,6 +2,7 @@
  * The lab's clusters as plain data: the seeds' two clusters and a generated one of N workers. Pure, so
  * the addresses the lab builds are the ones the seeds print, and tests can check them without root.
  */
+import { UsageError } from "../errors.js";
 
 export interface LabWorkerSpec {
   /** Node name and hostname (`worker-0`). */
@@ -37,7 +38,7 @@ export function labTopology(topology: string, workers?: number): LabTopology {
   }
   const count = workers ?? 3;
   if (!Number.isInteger(count) || count < 1 || count > MAX_LAB_WORKERS) {
-    throw new Error(`lab: --workers must be a whole number from 1 to ${MAX_LAB_WORKERS} (got ${workers})`);
+    throw new UsageError(`--workers ${JSON.stringify(String(workers))}: must be a whole number from 1 to ${MAX_LAB_WORKERS}`, { flag: "--workers" });
   }
   const firstHost = topology === "vultr-seed" ? 6 : 20;
   if (firstHost + count > 250) throw new Error(`lab: ${topology} addressing fits at most ${250 - firstHost} workers`);

@@ -6,7 +6,8 @@
  * terminated instance is a node that is leaving.
  */
 import type { Filter, Instance } from "@aws-sdk/client-ec2";
-import { InputError, type RawInventory, type RawNode } from "../inventory.js";
+import type { RawInventory, RawNode } from "../inventory.js";
+import { readOptionList, type OptionSpec } from "../options.js";
 import { createEc2, endpointOption, regionOption, settingsFrom, awsErrorText, type Ec2Api } from "../targets/aws/ec2.js";
 import type { NodeSourceFactory } from "./registry.js";
 
@@ -15,9 +16,7 @@ export const POD_CIDR_TAG = "pod-cidr";
 /** `tag:Role=worker`, `vpc-id=vpc-1,vpc-2`: the aws CLI's NAME=VALUES with comma-separated values. */
 export function parseFilter(text: string): Filter {
   const eq = text.indexOf("=");
-  if (eq <= 0 || eq === text.length - 1) {
-    throw new InputError([{ value: text, message: "--aws-filter must be NAME=VALUE[,VALUE...] (e.g. tag:Role=worker)" }], "aws nodes");
-  }
+  if (eq <= 0 || eq === text.length - 1) throw new Error("must be NAME=VALUE[,VALUE...] (e.g. tag:Role=worker)");
   return { Name: text.slice(0, eq), Values: text.slice(eq + 1).split(",") };
 }
 
@@ -54,22 +53,23 @@ export async function readAwsNodes(ec2: Ec2Api, filters: Filter[], source: strin
   return { nodes, source };
 }
 
+const filterOption: OptionSpec<Filter> = {
+  flags: "--aws-filter <filter...>",
+  description: "aws nodes: EC2 filter NAME=VALUE[,VALUE] (repeatable; default tag-key=kubernetes.io/cluster/<cluster>)",
+  parse: parseFilter,
+};
+
 export const awsSource: NodeSourceFactory = {
   name: "aws",
   description: "EC2 instances selected by --aws-filter (private IP, pod-cidr tag, Name tag)",
-  options: [
-    regionOption,
-    endpointOption,
-    { flags: "--aws-filter <filter...>", description: "aws nodes: EC2 filter NAME=VALUE[,VALUE] (repeatable; default tag-key=kubernetes.io/cluster/<cluster>)" },
-  ],
+  options: [regionOption, endpointOption, filterOption],
   async read(options) {
-    const given = ([] as string[]).concat((options.awsFilter as string[] | string | undefined) ?? []);
+    const given = readOptionList(filterOption, options);
     const cluster = options.cluster || "kubernetes";
-    const filters = given.length ? given.map(parseFilter) : [{ Name: "tag-key", Values: [`kubernetes.io/cluster/${cluster}`] }];
-    const ec2 = await createEc2(settingsFrom("aws nodes", options));
+    const filters = given.length ? given : [{ Name: "tag-key", Values: [`kubernetes.io/cluster/${cluster}`] }];
+    const ec2 = await createEc2(settingsFrom(options));
     try {
-      const raw = await readAwsNodes(ec2, filters, `aws:${filters.map((f) => `${f.Name}=${(f.Values ?? []).join(",")}`).join(" ")}`);
-      return raw;
+      return await readAwsNodes(ec2, filters, `aws:${filters.map((f) => `${f.Name}=${(f.Values ?? []).join(",")}`).join(" ")}`);
     } finally {
       ec2.close();
     }

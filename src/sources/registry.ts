@@ -3,7 +3,7 @@
  * a file path, or `-` for stdin, read by the file source.
  */
 import type { RawInventory } from "../inventory.js";
-import type { OptionSpec, ResolvedOptions } from "../options.js";
+import type { FlagValues, OptionSpec, ResolvedOptions } from "../options.js";
 import { labSource } from "./lab.js";
 import { awsSource } from "./aws.js";
 import { gcpSource } from "./gcp.js";
@@ -12,8 +12,13 @@ import { kubernetesSource } from "./kubernetes.js";
 
 export interface NodeSourceFactory {
   name: string;
+  /** One line for `--help`. */
   description: string;
   options: OptionSpec[];
+  /** The source's inventory carries the cluster CIDR (the lab's does; cloud instances do not). */
+  givesClusterCIDR?: boolean;
+  /** Checks that span several flags or the environment (pure; throws UsageError), run before any read. */
+  check?(flags: FlagValues): void;
   /** Reads the nodes; validation happens afterwards, for every source alike. */
   read(options: ResolvedOptions): Promise<RawInventory>;
 }

@@ -11,14 +11,19 @@
  * few for a burst of route writes) unless `AWS_MAX_ATTEMPTS` says otherwise.
  */
 import type { EC2Client, Filter, Instance, NetworkInterface, RouteTable } from "@aws-sdk/client-ec2";
-import { InputError } from "../../inventory.js";
-import type { OptionSpec } from "../../options.js";
+import { httpUrl, readOption, type OptionSpec } from "../../options.js";
 
 /** Shared by `--target aws` and `--nodes aws`: one flag, as the CLI merges options by long flag. */
-export const regionOption: OptionSpec = { flags: "--region <region>", description: "AWS region (aws)", env: "AWS_REGION" };
-export const endpointOption: OptionSpec = {
+export const regionOption: OptionSpec<string> = {
+  flags: "--region <region>",
+  description: "AWS region (aws)",
+  env: ["AWS_REGION", "AWS_DEFAULT_REGION"],
+  required: "the AWS region of the cluster (e.g. eu-west-1)",
+};
+export const endpointOption: OptionSpec<string> = {
   flags: "--endpoint <url>",
   description: "EC2 endpoint URL instead of the region's (aws; a VPC endpoint, a test server)",
+  parse: httpUrl,
 };
 
 /** How a route reaches a node: its network interface, or its instance (`--next-hop`). */
@@ -36,8 +41,12 @@ export interface Ec2Settings {
 export interface Ec2Api {
   /** Route tables by id (every id must exist), or every table carrying the tag key. */
   routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]>;
-  /** Interfaces holding any of these private IPv4/IPv6 addresses (primary or secondary). */
-  networkInterfacesByAddress(addresses: string[]): Promise<NetworkInterface[]>;
+  /**
+   * Interfaces of one VPC holding any of these private IPv4/IPv6 addresses (primary or secondary). The
+   * VPC is required: private ranges overlap between the VPCs of an account, so an address alone may
+   * name another VPC's interface.
+   */
+  networkInterfacesByAddress(addresses: string[], vpcId: string): Promise<NetworkInterface[]>;
   /** Interfaces that still exist among these ids (a deleted one is simply absent). */
   networkInterfacesById(ids: string[]): Promise<NetworkInterface[]>;
   /** Instances matching EC2 filters (`tag:Role`, `instance-id`, `tag-key`, ...). */
@@ -47,7 +56,17 @@ export interface Ec2Api {
   deleteRoute(tableId: string, destination: string): Promise<void>;
   /** Turns the source/destination check off, on the interface or on the instance. */
   disableSourceDestCheck(hop: NextHopRef): Promise<void>;
+  /** Calls `listener` each time EC2 throttles a call (which the SDK then retries): how targets pace their writes. */
+  onThrottle?(listener: () => void): void;
   close(): void;
+}
+
+/** EC2's throttling answers (the SDK retries them with backoff). */
+const THROTTLING_CODES = new Set(["RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequestsException"]);
+
+export function isThrottle(error: unknown): boolean {
+  const status = (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+  return error instanceof Error && (THROTTLING_CODES.has(error.name) || status === 429);
 }
 
 /** EC2 filters take at most 200 values; larger inventories are looked up in chunks. */
@@ -83,10 +102,29 @@ function chunks<T>(items: T[], size: number): T[][] {
 }
 
 class SdkEc2 implements Ec2Api {
+  private readonly throttleListeners: (() => void)[] = [];
+
   constructor(
     private readonly sdk: Sdk,
     readonly client: EC2Client,
-  ) {}
+  ) {
+    // Inside the SDK's retry loop (which sits in the finalizeRequest step), so it sees every attempt.
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        try {
+          return await next(args);
+        } catch (error) {
+          if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
+          throw error;
+        }
+      },
+      { step: "deserialize", priority: "high", name: "podroutesThrottleSignal" },
+    );
+  }
+
+  onThrottle(listener: () => void): void {
+    this.throttleListeners.push(listener);
+  }
 
   async routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]> {
     const input = "ids" in selector ? { RouteTableIds: selector.ids } : { Filters: [{ Name: "tag-key", Values: [selector.tagKey] }] };
@@ -95,12 +133,13 @@ class SdkEc2 implements Ec2Api {
     return tables;
   }
 
-  async networkInterfacesByAddress(addresses: string[]): Promise<NetworkInterface[]> {
+  async networkInterfacesByAddress(addresses: string[], vpcId: string): Promise<NetworkInterface[]> {
     const v4 = addresses.filter((a) => !a.includes(":"));
     const v6 = addresses.filter((a) => a.includes(":"));
+    const inVpc: Filter = { Name: "vpc-id", Values: [vpcId] };
     const found = await Promise.all([
-      ...chunks(v4, FILTER_VALUES).map((values) => this.interfaces([{ Name: "addresses.private-ip-address", Values: values }])),
-      ...chunks(v6, FILTER_VALUES).map((values) => this.interfaces([{ Name: "ipv6-addresses.ipv6-address", Values: values }])),
+      ...chunks(v4, FILTER_VALUES).map((values) => this.interfaces([inVpc, { Name: "addresses.private-ip-address", Values: values }])),
+      ...chunks(v6, FILTER_VALUES).map((values) => this.interfaces([inVpc, { Name: "ipv6-addresses.ipv6-address", Values: values }])),
     ]);
     return unique(found.flat(), (eni) => eni.NetworkInterfaceId);
   }
@@ -167,6 +206,11 @@ function unique<T>(items: T[], key: (item: T) => string | undefined): T[] {
   });
 }
 
+/** EC2's error code (`RouteAlreadyExists`, `InvalidRoute.NotFound`): the SDK names its exceptions by it. */
+export function awsErrorCode(error: unknown): string | undefined {
+  return error instanceof Error && error.name !== "Error" ? error.name : undefined;
+}
+
 /** The SDK's error in one line: `RouteAlreadyExists: The route identified by ... already exists.` */
 export function awsErrorText(error: unknown): string {
   if (error instanceof Error) return error.name && error.name !== "Error" && !error.message.startsWith(error.name) ? `${error.name}: ${error.message}` : error.message;
@@ -174,19 +218,9 @@ export function awsErrorText(error: unknown): string {
 }
 
 /** Settings from resolved CLI options: region (flag or AWS_REGION), endpoint, and credentials from `env`. */
-export function settingsFrom(owner: string, options: { region?: unknown; endpoint?: unknown; env: NodeJS.ProcessEnv }): Ec2Settings {
-  const region = (options.region as string | undefined) || options.env.AWS_REGION || options.env.AWS_DEFAULT_REGION;
-  if (!region) throw new InputError([{ message: "--region is required (or set AWS_REGION)" }], owner);
-  const endpoint = options.endpoint as string | undefined;
-  if (endpoint !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(endpoint);
-    } catch {
-      url = undefined;
-    }
-    if (!url || !/^https?:$/.test(url.protocol)) throw new InputError([{ value: endpoint, message: "--endpoint must be an http(s) URL" }], owner);
-  }
+export function settingsFrom(options: { region?: unknown; endpoint?: unknown; env: NodeJS.ProcessEnv }): Ec2Settings {
+  const region = readOption(regionOption, options)!;
+  const endpoint = readOption(endpointOption, options);
   const env = options.env;
   // The options' environment, not necessarily process.env: explicit keys there win over the default chain.
   const credentials =

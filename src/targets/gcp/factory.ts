@@ -2,54 +2,38 @@
  * `--target gcp`: reads and checks the target's flags, then builds the Compute client (google-auth-library
  * is imported only when no token file is given) and the GcpTarget. Bad flags fail here, before any call.
  */
-import { InputError } from "../../inventory.js";
-import { clusterRanges } from "../../model.js";
+import { readOption, readOptions, wholeNumber, type OptionSpec } from "../../options.js";
+import { maxInFlightOption } from "../each-change.js";
 import type { TargetFactory } from "../registry.js";
-import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, projectOption } from "./compute.js";
+import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, networkOption, projectOption } from "./compute.js";
 import { GcpTarget, type NextHopKind } from "./target.js";
+
+/** The target needs the network; `--nodes gcp` alone may go without (see compute.ts). */
+const routeNetworkOption: OptionSpec<string> = { ...networkOption, required: "the VPC network the routes belong to (e.g. kubernetes-the-hard-way)" };
+const nextHopOption: OptionSpec<NextHopKind> = {
+  flags: "--next-hop <kind>",
+  description: "gcp: route to the node's internal IP (ip) or its instance (instance)",
+  default: "ip",
+  choices: ["ip", "instance"],
+};
+const priorityOption: OptionSpec<number> = { flags: "--priority <n>", description: "gcp: route priority (0-65535; lower wins)", default: "1000", parse: wholeNumber(0, 65535) };
 
 export const gcpTarget: TargetFactory = {
   name: "gcp",
   description: "VPC routes of a GCP network through the Compute Engine API (as `gcloud compute routes create`)",
-  options: [
-    projectOption,
-    computeEndpointOption,
-    accessTokenFileOption,
-    { flags: "--network <name>", description: "gcp: VPC network the routes belong to" },
-    { flags: "--next-hop <kind>", description: "gcp: route to the node's internal IP (ip) or its instance (instance)", default: "ip" },
-    { flags: "--priority <n>", description: "gcp: route priority (0-65535; lower wins)", default: "1000" },
-    { flags: "--max-in-flight <n>", description: "gcp: API operations in flight at once (default: --parallel)" },
-  ],
+  options: [projectOption, routeNetworkOption, computeEndpointOption, accessTokenFileOption, nextHopOption, priorityOption, maxInFlightOption],
+  defaultNodes: "gcp",
+  marksSuffice: true,
   async create(options) {
-    const problems: { value?: string; message: string }[] = [];
-    const network = options.network as string | undefined;
-    if (!network) problems.push({ message: "--network is required (the VPC network, e.g. kubernetes-the-hard-way)" });
-    else if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(network)) problems.push({ value: network, message: "--network is not a network name" });
-    // `--next-hop` is one option shared with aws, whose default is `eni`: for GCP the interface's IP is `ip`.
-    const nextHop = options.nextHop === undefined || options.nextHop === "eni" ? "ip" : String(options.nextHop);
-    if (nextHop !== "ip" && nextHop !== "instance") problems.push({ value: nextHop, message: "--next-hop must be ip or instance" });
-    const priorityText = String(options.priority ?? "1000");
-    const priority = Number(priorityText);
-    if (!/^\d+$/.test(priorityText) || priority > 65535) problems.push({ value: priorityText, message: "--priority must be a whole number from 0 to 65535" });
-    const inFlightText = String(options.maxInFlight ?? options.parallel ?? 16);
-    const maxInFlight = Number(inFlightText);
-    if (!/^\d+$/.test(inFlightText) || maxInFlight < 1 || maxInFlight > 1000) problems.push({ value: inFlightText, message: "--max-in-flight must be a whole number from 1 to 1000" });
-    if (options.clusterCIDR) {
-      try {
-        clusterRanges(options.clusterCIDR);
-      } catch (error) {
-        problems.push({ value: options.clusterCIDR, message: `--cluster-cidr: ${(error as Error).message}` });
-      }
-    }
-    if (problems.length) throw new InputError(problems, "gcp");
-    const compute = await createCompute(computeSettingsFrom("gcp", options));
-    return new GcpTarget(compute, {
+    readOptions(gcpTarget.options, options); // every bad flag at once
+    const settings = {
       cluster: options.cluster || "kubernetes",
-      network: network!,
-      nextHop: nextHop as NextHopKind,
-      priority,
-      maxInFlight,
+      network: readOption(routeNetworkOption, options)!,
+      nextHop: readOption(nextHopOption, options)!,
+      priority: readOption(priorityOption, options)!,
+      maxInFlight: readOption(maxInFlightOption, options)!,
       ...(options.clusterCIDR ? { clusterCIDR: options.clusterCIDR } : {}),
-    });
+    };
+    return new GcpTarget(await createCompute(computeSettingsFrom(options)), settings);
   },
 };

@@ -3,9 +3,11 @@
  * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
  * HostRoutesTarget with another transport.
  */
-import { DEFAULT_LAB, requireLab } from "../../lab/lab.js";
+import { hostname } from "node:os";
+import { UsageError } from "../../errors.js";
+import { labOption, requireLab } from "../../lab/lab.js";
 import { checkPodPaths } from "../../lab/paths.js";
-import type { OptionSpec, ResolvedOptions } from "../../options.js";
+import { readOption, wholeNumber, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
 import { TargetError } from "../target.js";
 import { HostRoutesTarget, nodeOfAddresses } from "./host-routes.js";
@@ -13,36 +15,35 @@ import { DEFAULT_PROTO } from "./iproute.js";
 import { localRunner } from "./runner.js";
 
 /** Shared by every host-route target (local, lab, ssh). */
-export const protoOption: OptionSpec = {
+export const protoOption: OptionSpec<number> = {
   flags: "--proto <number>",
   description: "route protocol number that marks podroutes' routes (5-255)",
   default: String(DEFAULT_PROTO),
+  // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static): never podroutes'.
+  parse: wholeNumber(5, 255),
 };
 
-export function protoOf(owner: string, options: ResolvedOptions): number {
-  const text = String(options.proto ?? DEFAULT_PROTO);
-  const proto = Number(text);
-  // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static): never podroutes'.
-  if (!/^\d+$/.test(text) || proto < 5 || proto > 255) {
-    throw new TargetError(owner, `--proto must be a whole number from 5 to 255 (got ${JSON.stringify(text)})`);
-  }
-  return proto;
+export function protoOf(options: ResolvedOptions): number {
+  return readOption(protoOption, options)!;
 }
 
 export const localTarget: TargetFactory = {
   name: "local",
   description: "this host's routing table (inside a network namespace: that namespace)",
   options: [protoOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
+  marksSuffice: true,
   async create(options) {
     const runner = localRunner();
     return new HostRoutesTarget({
       name: "local",
-      proto: protoOf("local", options),
+      proto: protoOf(options),
       connect: async () => runner,
       async tables(inventory, target) {
         let node = options.node as string | undefined;
+        // `list` and `delete` without --nodes: this host's table, whose routes the protocol number tells.
+        if (inventory.nodes.length === 0) return [{ id: node ?? hostname(), scope: "host" }];
         if (node !== undefined && !inventory.nodes.some((n) => n.name === node)) {
-          throw new TargetError("local", `--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`);
+          throw new UsageError(`--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`, { flag: "--node" });
         }
         if (node === undefined) {
           const probe = { id: "this host", scope: "host" as const };
@@ -64,12 +65,14 @@ export const localTarget: TargetFactory = {
 export const labTarget: TargetFactory = {
   name: "lab",
   description: "every worker of the local lab (`podroutes lab up`), verified with real packets",
-  options: [protoOption, { flags: "--lab <name>", description: "which local lab", default: DEFAULT_LAB }],
+  options: [protoOption, labOption],
+  defaultNodes: "lab",
   async create(options) {
-    const lab = await requireLab(String(options.lab ?? DEFAULT_LAB));
+    const proto = protoOf(options);
+    const lab = await requireLab(readOption(labOption, options));
     return new HostRoutesTarget({
       name: "lab",
-      proto: protoOf("lab", options),
+      proto,
       async tables(inventory) {
         const missing = inventory.nodes.filter((node) => !lab.workers.some((w) => w.name === node.name));
         if (missing.length) {

@@ -7,6 +7,7 @@
  * host key, permission, ip error, connection lost) so the per-node summary says why a node failed.
  */
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
+import { UsageError } from "../../errors.js";
 import { TargetError } from "../target.js";
 import type { IpResult, IpRunner } from "../linux/runner.js";
 import { checkHostKey, fingerprint, hostKeyAlgorithms, hostToken, type KnownHostsStore } from "./known-hosts.js";
@@ -57,7 +58,7 @@ export function parseEndpoint(text: string, defaults: { user: string; port: numb
   const user = match?.[1] ?? defaults.user;
   const port = match?.[3] ? Number(match[3]) : defaults.port;
   if (!match || !host || !HOST.test(host) || !USER.test(user) || port < 1 || port > 65535) {
-    throw new TargetError("ssh", `--jump must be [user@]host[:port] (got ${JSON.stringify(text)})`);
+    throw new UsageError(`--jump ${JSON.stringify(text)}: must be [user@]host[:port]`, { flag: "--jump" });
   }
   return { user, host, port };
 }
@@ -68,7 +69,7 @@ export function checkHost(host: string, node: string): string {
 }
 
 export function checkUser(user: string): string {
-  if (!USER.test(user)) throw new TargetError("ssh", `--ssh-user ${JSON.stringify(user)} is not a user name`);
+  if (!USER.test(user)) throw new UsageError(`--ssh-user ${JSON.stringify(user)}: not a user name`, { flag: "--ssh-user" });
   return user;
 }
 

@@ -8,10 +8,9 @@ import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Client } from "ssh2";
-import { InputError } from "../../inventory.js";
-import type { ResolvedOptions } from "../../options.js";
+import { UsageError } from "../../errors.js";
+import { readOption, wholeNumber, type FlagValues, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
-import { TargetError } from "../target.js";
 import { protoOf, protoOption } from "../linux/factories.js";
 import { checkHost, checkUser, connectSsh, parseEndpoint, sshRunner, type SshSettings } from "./connection.js";
 import { KnownHostsStore } from "./known-hosts.js";
@@ -20,38 +19,41 @@ import { SshTarget } from "./target.js";
 /** Keys `ssh` tries when none is given, in its order. */
 const DEFAULT_KEYS = ["id_ed25519", "id_ecdsa", "id_rsa"];
 
+const userOption: OptionSpec<string> = { flags: "--ssh-user <user>", description: "ssh: user to log in as (non-root users need --sudo)", default: "root", parse: checkUser };
+const portOption: OptionSpec<number> = { flags: "--ssh-port <port>", description: "ssh: port of the nodes' sshd", default: "22", parse: wholeNumber(1, 65535) };
+const jumpOption: OptionSpec<string> = {
+  flags: "--jump <user@host>",
+  description: "ssh: reach the nodes through this jump host ([user@]host[:port])",
+  parse: (text) => {
+    parseEndpoint(text, { user: "root", port: 22 }); // the user may come from --ssh-user: parsed for real in sshSettings
+    return text;
+  },
+};
+
+/** The flags that exclude each other. */
+function checkHostKeyFlags(options: FlagValues): void {
+  if (options.insecureIgnoreHostKeys === true && options.acceptNew === true) {
+    throw new UsageError("--accept-new and --insecure-ignore-host-keys exclude each other", { flag: "--accept-new" });
+  }
+}
+
 async function readKey(path: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (error) {
-    throw new TargetError("ssh", `cannot read --ssh-key ${path}: ${(error as Error).message}`, { cause: error });
+    throw new UsageError(`--ssh-key ${path}: cannot read it: ${(error as Error).message}`, { flag: "--ssh-key", cause: error });
   }
 }
 
 /** Reads and checks the flags into connection settings. */
 export async function sshSettings(options: ResolvedOptions): Promise<SshSettings> {
-  const problems: { value?: string; message: string }[] = [];
-  const user = String(options.sshUser ?? "root");
-  const portText = String(options.sshPort ?? "22");
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) problems.push({ value: portText, message: "--ssh-port must be a port number (1-65535)" });
-  try {
-    checkUser(user);
-  } catch (error) {
-    problems.push({ value: user, message: (error as Error).message });
-  }
+  checkHostKeyFlags(options);
+  const user = readOption(userOption, options)!;
+  const port = readOption(portOption, options)!;
+  const jumpText = readOption(jumpOption, options);
+  const jump = jumpText === undefined ? undefined : parseEndpoint(jumpText, { user, port: 22 });
   const insecure = options.insecureIgnoreHostKeys === true;
   const acceptNew = options.acceptNew === true;
-  if (insecure && acceptNew) problems.push({ message: "--accept-new and --insecure-ignore-host-keys exclude each other" });
-  let jump;
-  if (options.jump) {
-    try {
-      jump = parseEndpoint(String(options.jump), { user, port: 22 });
-    } catch (error) {
-      problems.push({ value: String(options.jump), message: (error as Error).message });
-    }
-  }
-  if (problems.length) throw new InputError(problems, "ssh");
 
   const env = options.env;
   const agent = env.SSH_AUTH_SOCK || undefined;
@@ -62,7 +64,7 @@ export async function sshSettings(options: ResolvedOptions): Promise<SshSettings
       privateKey = await readFile(join(homedir(), ".ssh", name)).catch(() => undefined);
       if (privateKey) break;
     }
-    if (!privateKey) throw new TargetError("ssh", "no key to log in with: pass --ssh-key FILE (the seed's kubernetes.id_rsa) or start an ssh-agent (SSH_AUTH_SOCK)");
+    if (!privateKey) throw new UsageError("ssh: no key to log in with: pass --ssh-key FILE (the seed's kubernetes.id_rsa) or start an ssh-agent (SSH_AUTH_SOCK)", { flag: "--ssh-key" });
   }
   if (insecure) {
     options.warn("ssh: --insecure-ignore-host-keys: host keys are NOT checked (the seed's StrictHostKeyChecking=no); anyone on the path can pose as a node and see its routes");
@@ -86,19 +88,20 @@ export const sshTarget: TargetFactory = {
   description: "every node's own routing table, over SSH (one connection and one ip batch per node)",
   options: [
     protoOption,
-    { flags: "--ssh-user <user>", description: "ssh: user to log in as (non-root users need --sudo)", default: "root" },
+    userOption,
     { flags: "--ssh-key <file>", description: "ssh: private key (default: ssh-agent via SSH_AUTH_SOCK, else ~/.ssh/id_*)" },
-    { flags: "--ssh-port <port>", description: "ssh: port of the nodes' sshd", default: "22" },
+    portOption,
     { flags: "--sudo", description: "ssh: run ip with `sudo -n` (passwordless sudo)" },
-    { flags: "--jump <user@host>", description: "ssh: reach the nodes through this jump host ([user@]host[:port])" },
+    jumpOption,
     { flags: "--known-hosts <file>", description: "ssh: known_hosts file (default ~/.ssh/known_hosts)" },
     { flags: "--accept-new", description: "ssh: trust and record hosts not yet in known_hosts (a changed key is still refused)" },
     { flags: "--insecure-ignore-host-keys", description: "ssh: do not check host keys at all (the seed's StrictHostKeyChecking=no; unsafe)" },
     { flags: "--persist", description: "ssh: install a systemd unit on each node that re-applies its routes at boot" },
   ],
+  check: checkHostKeyFlags,
   async create(options) {
+    const proto = protoOf(options);
     const settings = await sshSettings(options);
-    const proto = protoOf("ssh", options);
     let jump: Promise<Client> | undefined;
     const viaJump = () => {
       if (!settings.jump) return undefined;

@@ -1,0 +1,41 @@
+/**
+ * The README as a newcomer follows it: its commands work as printed on a machine where the user is root
+ * (no `sudo`, which may not exist there), and every `podroutes` command it shows uses only flags that
+ * command offers for its target and node source.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, scanArgv, type RouteCommand } from "../src/cli/args.js";
+import { longFlag } from "../src/options.js";
+import { targetFactory } from "../src/targets/registry.js";
+
+const README = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
+/** The lines of the README's ```sh blocks, comments dropped. */
+const shellLines = [...README.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((m) => m[1]!.split("\n")).map((line) => line.replace(/\s+#.*$/, "").trim()).filter(Boolean);
+/** Flags a route command has besides the common ones and its target's and source's. */
+const COMMAND_FLAGS: Record<RouteCommand, string[]> = { plan: ["--detailed-exitcode"], apply: ["--yes", "--dry-run"], delete: ["--yes", "--dry-run"], list: [], verify: [] };
+
+describe("README", () => {
+  it("runs its commands as root (or with sudo): none starts with sudo", () => {
+    assert.ok(shellLines.length > 0);
+    assert.deepEqual(shellLines.filter((line) => /^sudo\b/.test(line)), []);
+    assert.match(README, /as root \(or with sudo\)/);
+  });
+
+  const commands = shellLines.filter((line) => line.startsWith("podroutes "));
+  for (const line of commands) {
+    it(`${line}: every flag is one the command offers`, () => {
+      const argv = line.split(/\s+/).slice(1);
+      const scan = scanArgv(argv);
+      const command = scan.command as RouteCommand;
+      assert.ok(command in COMMAND_FLAGS, `not a route command: ${scan.command}`);
+      const target = targetFactory(scan.target ?? DEFAULT_TARGET)!;
+      const plugin = pluginOptions(target, chooseNodes(command, target, scan.nodes));
+      const offered = new Set([...[...commonOptions, ...plugin.target, ...plugin.source].map(longFlag), ...COMMAND_FLAGS[command]]);
+      const used = argv.filter((arg) => arg.startsWith("--")).map((arg) => arg.split("=")[0]!);
+      assert.deepEqual(used.filter((flag) => !offered.has(flag)), []);
+    });
+  }
+});

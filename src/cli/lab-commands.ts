@@ -1,0 +1,121 @@
+/**
+ * `podroutes demo` and `podroutes lab up|status|exec|down`: the local lab's commands. Their flags are
+ * declared like the targets' (checked before anything is built) and each action returns its exit code.
+ */
+import { Option, type Command } from "commander";
+import { existingNamespaces, labDown, labNamespaces, labOption, labUp, loadLab, nodeCommand, requireLab, DEFAULT_LAB } from "../lab/lab.js";
+import { MAX_LAB_WORKERS, TOPOLOGIES } from "../lab/topology.js";
+import { readOptions, wholeNumber, type OptionSpec } from "../options.js";
+import { renderColumns } from "../plan/render.js";
+import { OUTPUT_FORMATS } from "./args.js";
+import { EXIT } from "./exit-codes.js";
+import type { Output } from "./output.js";
+
+const topologyOption: OptionSpec<string> = { flags: "--topology <name>", description: "which cluster to build", default: "gcp-seed", choices: TOPOLOGIES };
+const workersOption: OptionSpec<number> = { flags: "--workers <n>", description: `number of workers (1-${MAX_LAB_WORKERS}; default 3)`, parse: wholeNumber(1, MAX_LAB_WORKERS) };
+const outputOption: OptionSpec<string> = { flags: "-o, --output <format>", description: "output format", default: "table", choices: OUTPUT_FORMATS };
+
+interface LabFlags {
+  lab: string;
+  topology: string;
+  workers?: number;
+}
+
+/** The checked values of a lab command's flags. */
+function labFlags(flags: Record<string, unknown>, specs: OptionSpec[]): LabFlags {
+  return readOptions(specs, { ...flags, env: {} }) as unknown as LabFlags;
+}
+
+function addOptions(command: Command, specs: OptionSpec[], toOption: (spec: OptionSpec) => Option): Command {
+  for (const spec of specs) command.addOption(toOption(spec));
+  return command;
+}
+
+/** `demo`: lab up, then each step through `run` (the CLI itself), printed as the user would type it. */
+async function demo(flags: LabFlags, out: Output, run: (argv: string[]) => Promise<number>): Promise<number> {
+  const bold = process.stdout.isTTY ? (text: string) => `\x1b[1m${text}\x1b[0m` : (text: string) => text;
+  const say = (line: string) => out.human(`\n${bold(`$ ${line}`)}`);
+  const lab = flags.lab === DEFAULT_LAB ? "" : ` --lab ${flags.lab}`;
+  say(`podroutes lab up --topology ${flags.topology}${lab}`);
+  await labUp({ name: flags.lab, topology: flags.topology, ...(flags.workers ? { workers: flags.workers } : {}), log: (l) => out.human(l) });
+  const base = ["--nodes", "lab", "--target", "lab", "--lab", flags.lab];
+  const steps: [string, string[]][] = [
+    ["verify (before any route: pods on different workers cannot reach each other)", ["verify", ...base]],
+    ["plan", ["plan", ...base]],
+    ["apply --yes", ["apply", "--yes", ...base]],
+    ["list", ["list", ...base]],
+    ["verify", ["verify", ...base]],
+    ["apply --yes (again: nothing to do)", ["apply", "--yes", ...base]],
+  ];
+  let finalCode: number = EXIT.ok;
+  for (const [label, argv] of steps) {
+    say(`podroutes ${label}${lab}`);
+    finalCode = await run(argv);
+  }
+  const self = "node bin/podroutes.js"; // `npm link` puts it on PATH as `podroutes`
+  out.human(
+    `\nThe lab is still up. Look around with \`ip netns list\`, or run podroutes on a worker, as on a real node:\n  ${self} lab exec${lab} worker-0 -- ${self} list --nodes lab${lab} --target local\nTear it down with:\n  ${self} lab down${lab}`,
+  );
+  return finalCode;
+}
+
+/** Adds `demo` and `lab ...` to the program; `run` runs another podroutes command line (for demo's steps). */
+export function addLabCommands(program: Command, out: Output, setCode: (code: number) => void, toOption: (spec: OptionSpec) => Option, run: (argv: string[]) => Promise<number>): void {
+  const buildSpecs = [labOption, topologyOption, workersOption, outputOption];
+  addOptions(program.command("demo").description("build the local lab, then plan, apply, list and verify its routes, printing each step"), buildSpecs, toOption).action(
+    async (flags: Record<string, unknown>) => setCode(await demo(labFlags(flags, buildSpecs), out, run)),
+  );
+
+  const lab = program.command("lab").description("the local lab: the seeds' clusters in network namespaces (needs root)");
+  addOptions(lab.command("up").description("build the lab (a second run changes nothing)"), buildSpecs, toOption)
+    .option("--ssh", "also run an OpenSSH server on every worker and the jumpbox, with keys made for this lab (for --target ssh)")
+    .action(async (flags: Record<string, unknown>) => {
+      const { lab: name, topology, workers } = labFlags(flags, buildSpecs);
+      const { state, created } = await labUp({ name, topology, ...(workers ? { workers } : {}), log: (l) => out.human(l) });
+      if (flags.ssh) await (await import("../lab/sshd.js")).labSshUp(state, (l) => out.human(l));
+      out.result(state, () => (created ? `lab ${state.name} is up: ${state.workers.length} workers (${state.topology}). Next: podroutes plan${name === DEFAULT_LAB ? "" : ` --lab ${name}`}` : ""));
+      setCode(EXIT.ok);
+    });
+  addOptions(lab.command("status").description("show the lab's workers, addresses and namespaces"), [labOption, outputOption], toOption).action(async (flags: Record<string, unknown>) => {
+    const { lab: name } = labFlags(flags, [labOption]);
+    const state = await loadLab(name);
+    if (!state) {
+      out.result({ name, up: false }, () => `lab ${name} is not up (podroutes lab up)`);
+      setCode(EXIT.failed);
+      return;
+    }
+    const present = await existingNamespaces();
+    const missing = labNamespaces(state).filter((ns) => !present.has(ns));
+    out.result({ ...state, up: state.status === "up" && missing.length === 0, missingNamespaces: missing }, () =>
+      [
+        `lab ${state.name}: ${state.status === "up" && !missing.length ? "up" : `broken (missing ${missing.join(", ") || "nothing"}, status ${state.status})`}, topology ${state.topology}, cluster ${state.cluster} ${state.clusterCIDR}`,
+        `jumpbox ${state.jumpboxIP} (netns ${state.jumpboxNetns})`,
+        renderColumns(
+          ["NODE", "INTERNAL_IP", "POD_CIDR", "POD_IP", "NETNS"],
+          state.workers.map((w) => [w.name, w.internalIP, w.podCIDR, w.podIP ?? "", w.netns]),
+        ),
+      ].join("\n"),
+    );
+    setCode(state.status === "up" && !missing.length ? EXIT.ok : EXIT.failed);
+  });
+  addOptions(
+    lab
+      .command("exec")
+      .description("run a command on a lab node: in its network namespace, with its hostname")
+      .argument("<node>", "node name, e.g. worker-0")
+      .argument("<command...>", "the command and its arguments (put -- before options of the command)"),
+    [labOption],
+    toOption,
+  ).action(async (node: string, command: string[], flags: Record<string, unknown>) => {
+    const argv = nodeCommand(await requireLab(labFlags(flags, [labOption]).lab), node, command);
+    const { spawn } = await import("node:child_process");
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
+    setCode(await new Promise<number>((resolve, reject) => child.on("error", reject).on("close", (code) => resolve(code ?? 1))));
+  });
+  addOptions(lab.command("down").description("remove every namespace, process and file the lab made, and nothing else"), [labOption], toOption).action(async (flags: Record<string, unknown>) => {
+    const { lab: name } = labFlags(flags, [labOption]);
+    const removed = await labDown(name, (l) => out.human(l));
+    out.human(removed ? `lab ${name} removed` : "");
+    setCode(EXIT.ok);
+  });
+}

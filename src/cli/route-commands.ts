@@ -1,0 +1,183 @@
+/**
+ * The route commands (plan, apply, delete, list, verify): each wires a node source, a target and the
+ * engine from checked RouteArgs, hands values to the views and returns its exit code.
+ */
+import { readFile } from "node:fs/promises";
+import { apply, observe, plan, type ApplyReport } from "../apply/engine.js";
+import { DEFAULT_CLUSTER, InputError, validateInventory } from "../inventory.js";
+import type { Inventory } from "../model.js";
+import type { ResolvedOptions } from "../options.js";
+import { hasChanges, type Plan } from "../plan/plan.js";
+import { planJson, renderColumns, renderPlan, renderReport, reportJson } from "../plan/render.js";
+import { parseNodesFile } from "../sources/file.js";
+import { nodeSources } from "../sources/registry.js";
+import type { Check, Target } from "../targets/target.js";
+import { UsageError } from "../errors.js";
+import type { RouteArgs } from "./args.js";
+import { EXIT } from "./exit-codes.js";
+import type { Output } from "./output.js";
+
+interface Context {
+  inventory: Inventory;
+  target: Target;
+  options: ResolvedOptions;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function readInventory(args: RouteArgs, options: ResolvedOptions): Promise<Inventory> {
+  const { nodes } = args;
+  if (nodes.kind === "none") {
+    // `list` and `delete` by the target's own mark: no nodes, the cluster named by the flags.
+    return { cluster: args.cluster ?? DEFAULT_CLUSTER, ...(args.clusterCIDR ? { clusterCIDR: args.clusterCIDR } : {}), nodes: [], source: `--target ${args.target.name}` };
+  }
+  let raw;
+  if (nodes.kind === "source") raw = await nodes.source.read(options);
+  else {
+    const text =
+      nodes.path === "-"
+        ? await readStdin()
+        : await readFile(nodes.path, "utf8").catch((error: NodeJS.ErrnoException) => {
+            const why = error.code === "ENOENT" ? `no such file (and not a node source: ${nodeSources.map((s) => s.name).join(", ")})` : error.message;
+            throw new InputError([{ value: nodes.path, message: why }], "cannot read --nodes");
+          });
+    raw = parseNodesFile(text, nodes.path === "-" ? "<stdin>" : nodes.path);
+  }
+  return validateInventory(raw, { ...(args.clusterCIDR ? { clusterCIDR: args.clusterCIDR } : {}), ...(args.cluster ? { cluster: args.cluster } : {}) });
+}
+
+/** Reads the nodes and builds the target, then runs `body`; the target is always closed. */
+async function withTarget(args: RouteArgs, out: Output, body: (context: Context) => Promise<number>): Promise<number> {
+  const options: ResolvedOptions = {
+    ...args.values,
+    cluster: args.cluster ?? "",
+    ...(args.clusterCIDR ? { clusterCIDR: args.clusterCIDR } : {}),
+    parallel: args.parallel,
+    env: process.env,
+    warn: (message) => out.warn(message),
+    interactive: out.interactive,
+  };
+  const inventory = await readInventory(args, options);
+  options.cluster = inventory.cluster;
+  if (inventory.clusterCIDR) options.clusterCIDR = inventory.clusterCIDR;
+  const target = await args.target.create(options);
+  try {
+    return await body({ inventory, target, options });
+  } finally {
+    await target.close?.();
+  }
+}
+
+function printPlan(out: Output, planned: Plan, verb?: string): void {
+  out.result(planJson(planned), () => renderPlan(planned, { verb }));
+}
+
+async function confirm(out: Output, question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) {
+    throw new UsageError("refusing to change anything without confirmation: stdin is not a terminal, pass --yes", { flag: "--yes" });
+  }
+  out.human(`\n${question}\n  Only 'yes' will be accepted to approve.\n`);
+  process.stdout.write("  Enter a value: ");
+  const { createInterface } = await import("node:readline/promises");
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return (await rl.question("")).trim() === "yes";
+  } finally {
+    rl.close();
+  }
+}
+
+export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: boolean }, out: Output): Promise<number> {
+  return withTarget(args, out, async ({ inventory, target, options }) => {
+    const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read") });
+    out.endProgress();
+    printPlan(out, planned);
+    // A plan apply would refuse (quota, route limit) or could not read is a failed plan.
+    if (planned.tables.some((t) => t.error !== undefined) || planned.review.refusals.length) return EXIT.failed;
+    return flags.detailedExitcode && hasChanges(planned) ? EXIT.changes : EXIT.ok;
+  });
+}
+
+/** Shared by apply and delete: plan, show, confirm, write, report. */
+export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean }, out: Output): Promise<number> {
+  const mode = args.command === "delete" ? "delete" : "apply";
+  return withTarget(args, out, async ({ inventory, target, options }) => {
+    const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" });
+    out.endProgress();
+    if (!hasChanges(planned) || flags.dryRun) {
+      printPlan(out, planned, mode === "delete" ? "remove these routes" : undefined);
+      if (flags.dryRun && hasChanges(planned)) out.human("\n--dry-run: nothing was changed.");
+      return planned.tables.some((t) => t.error !== undefined) ? EXIT.failed : EXIT.ok;
+    }
+    if (planned.review.refusals.length) {
+      printPlan(out, planned);
+      out.error(`${mode} refused before any change: ${planned.review.refusals.join("; ")}`);
+      return EXIT.failed;
+    }
+    if (!out.json) out.human(renderPlan(planned, { verb: mode === "delete" ? "remove these routes" : undefined }));
+    if (!flags.yes && !(await confirm(out, `Do you want to ${mode === "delete" ? "remove these routes" : "perform these actions"} on target ${planned.target}?`))) {
+      out.human(`${mode === "delete" ? "Delete" : "Apply"} cancelled: nothing was changed.`);
+      return EXIT.failed;
+    }
+    const report: ApplyReport = await apply(target, planned, inventory, { parallel: options.parallel, progress: out.progress(mode) });
+    out.endProgress();
+    out.result(reportJson(report), () => renderReport(report), { alwaysHuman: true });
+    return report.ok ? EXIT.ok : EXIT.failed;
+  });
+}
+
+export async function verifyCommand(args: RouteArgs, out: Output): Promise<number> {
+  return withTarget(args, out, async ({ inventory, target, options }) => {
+    const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read") });
+    out.endProgress();
+    const checks: Check[] = [];
+    for (const table of planned.tables) {
+      if (table.error !== undefined) checks.push({ table: table.table.id, ok: false, message: `cannot read: ${table.error}` });
+      else if (table.changes.length || table.conflicts.length) {
+        const problems = [
+          ...table.changes.map((c) => (c.action === "create" ? `missing ${c.route.destination} via ${c.route.nextHop}` : c.action === "replace" ? `${c.route.destination} goes via ${c.current.nextHopLabel ?? c.current.nextHop ?? "?"}, should be ${c.route.nextHop}` : `extra route ${c.current.destination}`)),
+          ...table.conflicts.map((c) => `${c.route.destination} is held by a route podroutes does not own (via ${c.existing.nextHopLabel ?? c.existing.nextHop})`),
+        ];
+        checks.push({ table: table.table.id, ok: false, message: `routes differ from the plan: ${problems.join("; ")}` });
+      } else {
+        checks.push({ table: table.table.id, ok: true, message: `${table.unchanged.length} routes match the plan` });
+      }
+    }
+    for (const warning of planned.review.warnings) checks.push({ ok: true, severity: "warning", message: warning });
+    if (target.verify) checks.push(...(await target.verify(inventory, { progress: out.progress("verify") })));
+    out.endProgress();
+    const failed = checks.filter((c) => !c.ok && c.severity !== "warning");
+    out.result(
+      { format_version: "1.0", ok: failed.length === 0, checks },
+      () =>
+        [
+          ...checks.map((c) => `${c.ok ? (c.severity === "warning" ? "!" : "✓") : c.severity === "warning" ? "!" : "✗"} ${c.table ? `${c.table}: ` : ""}${c.message}`),
+          "",
+          failed.length ? `Verify FAILED: ${failed.length} of ${checks.length} checks failed.` : `Verify passed: ${checks.length} checks.`,
+        ].join("\n"),
+    );
+    return failed.length ? EXIT.failed : EXIT.ok;
+  });
+}
+
+export async function listCommand(args: RouteArgs, out: Output): Promise<number> {
+  return withTarget(args, out, async ({ inventory, target, options }) => {
+    const observed = await observe(target, inventory, { parallel: options.parallel, progress: out.progress("read") });
+    out.endProgress();
+    const rows = observed.flatMap(({ table, routes }) => routes.map((route) => ({ table, route })));
+    const listing = target.listing ?? {
+      columns: ["TABLE", "DEST_RANGE", "NEXT_HOP", "OWNED"],
+      row: (table: { id: string }, route: { destination: string; nextHopLabel?: string; nextHop?: string; owned: boolean }) => [table.id, route.destination, route.nextHopLabel ?? route.nextHop ?? "", route.owned ? "yes" : "no"],
+    };
+    out.result(
+      rows.map(({ table, route }) => ({ table: table.id, ...(table.node ? { node: table.node } : {}), ...route })),
+      () => renderColumns(listing.columns, rows.map(({ table, route }) => listing.row(table, route))),
+    );
+    for (const { table, error } of observed) if (error !== undefined) out.error(`${table.id}: cannot read: ${error}`);
+    return observed.some((o) => o.error !== undefined) ? EXIT.failed : EXIT.ok;
+  });
+}
