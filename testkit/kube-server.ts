@@ -265,6 +265,11 @@ export class KubeApiServer {
     this.tokens.set(token, grant);
   }
 
+  /** The token is no longer accepted (401), as an expired service-account token. */
+  revokeToken(token: string): void {
+    this.tokens.delete(token);
+  }
+
   // ---- faults ----
 
   /** The next `count` API requests (discovery excluded) answer `code` with an InternalError-style Status. */
@@ -335,31 +340,8 @@ export class KubeApiServer {
   }
 
   /** Writes a kubeconfig for this server (kubectl, podroutes and the client library read it). */
-  async writeKubeconfig(path: string, options: { token?: string; context?: string; server?: string; certificate?: { certFile: string; keyFile: string } } = {}): Promise<string> {
-    const context = options.context ?? "test";
-    const user = options.certificate
-      ? `    client-certificate: ${options.certificate.certFile}\n    client-key: ${options.certificate.keyFile}\n`
-      : `    token: ${options.token ?? DEFAULT_ADMIN_TOKEN}\n`;
-    await writeFile(
-      path,
-      `apiVersion: v1
-kind: Config
-clusters:
-- name: ${context}
-  cluster:
-    server: ${options.server ?? this.url}
-    certificate-authority: ${this.pki.caFile}
-users:
-- name: ${context}
-  user:
-${user}contexts:
-- name: ${context}
-  context:
-    cluster: ${context}
-    user: ${context}
-current-context: ${context}
-`,
-    );
+  async writeKubeconfig(path: string, options: Omit<KubeconfigSettings, "server" | "caFile"> & { server?: string } = {}): Promise<string> {
+    await writeFile(path, kubeconfigYaml({ server: this.url, caFile: this.pki.caFile, ...options }));
     return path;
   }
 
@@ -677,6 +659,43 @@ current-context: ${context}
     }
     for (const watcher of this.watchers) if (watcher.resource === resource) this.deliver(watcher, change, this.watcherMatches(watcher));
   }
+}
+
+export interface KubeconfigSettings {
+  server: string;
+  /** The CA to trust; without it, `cluster` lines decide (insecure-skip-tls-verify) or the system's CAs. */
+  caFile?: string;
+  token?: string;
+  certificate?: { certFile: string; keyFile: string };
+  /** Raw YAML lines of the user entry (indented four spaces), for exec plugins and token files. */
+  user?: string;
+  /** Raw YAML lines added to the cluster entry. */
+  cluster?: string;
+  context?: string;
+}
+
+/** A kubeconfig with one cluster, user and context, the current one. */
+export function kubeconfigYaml(settings: KubeconfigSettings): string {
+  const context = settings.context ?? "test";
+  const user =
+    settings.user ??
+    (settings.certificate ? `    client-certificate: ${settings.certificate.certFile}\n    client-key: ${settings.certificate.keyFile}\n` : `    token: ${settings.token ?? DEFAULT_ADMIN_TOKEN}\n`);
+  return `apiVersion: v1
+kind: Config
+clusters:
+- name: ${context}
+  cluster:
+    server: ${settings.server}
+${settings.caFile ? `    certificate-authority: ${settings.caFile}\n` : ""}${settings.cluster ?? ""}users:
+- name: ${context}
+  user:
+${user}contexts:
+- name: ${context}
+  context:
+    cluster: ${context}
+    user: ${context}
+current-context: ${context}
+`;
 }
 
 /** Starts a server (see KubeServerOptions); close it with `close()`. */

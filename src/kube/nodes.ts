@@ -207,6 +207,7 @@ export function inventoryFromNodes(objects: readonly unknown[], options: { sourc
   }
   // Leaving a node out never makes another one invalid: every pairwise problem is reported at the later
   // node, so the rest, checked again, is the canonical inventory of the good nodes.
+  if (first.problems.length === 0) return { inventory: first.inventory, quarantined, notes, general };
   const good = raw.nodes.filter((node) => !quarantined.has(node.name ?? ""));
   const { inventory } = checkInventory({ ...raw, nodes: good }, settings);
   return { inventory, quarantined, notes, general };

@@ -99,10 +99,16 @@ async function harness(
 }
 
 const synced = (e: ReflectorEvent<KubeNode>) => e.type === "synced";
-const watching = async (h: Harness, count: number) => {
-  // A watch is open once the server counts it; poll the server's own counter between event-loop turns.
-  while (h.watchRequests().length < count || h.server.openWatches < 1) await new Promise((r) => setTimeout(r, 5));
-};
+/** Waits until `condition` holds, checking between event-loop turns; fails after 20 s (a safety limit, not a timing assertion). */
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within 20 s`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+/** Waits until the server has seen `count` watch requests and one is open. */
+const watching = (h: Harness, count: number) => until(() => h.watchRequests().length >= count && h.server.openWatches >= 1, `watch #${count}`);
 
 describe("backoff (client-go's 800ms/30s/2m/2.0/1.0)", () => {
   it("doubles from 0.8 s to 30 s, adds up to the delay again as jitter, and resets after 2 minutes without failure", () => {
@@ -159,7 +165,7 @@ describe("reflector", () => {
     const target = h.server.resourceVersion;
     assert.notEqual(h.reflector.resourceVersion, target);
     h.server.bookmark();
-    while (h.reflector.resourceVersion !== target) await new Promise((r) => setTimeout(r, 5));
+    await until(() => h.reflector.resourceVersion === target, "bookmark version");
     assert.equal(h.reflector.counters.bookmarks, 1);
     h.server.closeWatches();
     await watching(h, 2);
@@ -196,6 +202,7 @@ describe("reflector", () => {
     const relisted = h.next((e) => e.type === "synced" && e.objects === 3 && !h.reflector.store.has("worker-2"), "relist");
     await relisted;
     assert.ok(h.reflector.counters.relists >= 1);
+    assert.ok((h.reflector.counters.errors.expired ?? 0) >= 1, "refused at its start: through the backoff");
     assert.deepEqual([...h.reflector.store.keys()].sort(), ["worker-0", "worker-1", "worker-7"]);
     assert.ok(h.events.some((e) => e.type === "deleted" && e.object.metadata.name === "worker-2"), "the relist's difference is emitted as a delete");
     assert.ok(old !== h.reflector.resourceVersion);
@@ -214,10 +221,13 @@ describe("reflector", () => {
     assert.ok(h.server.requests.some((r) => r.verb === "watch" && r.code === 410));
   });
 
-  it("an ERROR 410 event in an open stream: relists", async () => {
+  it("an ERROR 410 event in a stream that had been serving: relists at once, not counted as an error", async () => {
     const h = await harness();
     await h.next(synced, "synced");
     await watching(h, 1);
+    const added = h.next((e) => e.type === "added", "added");
+    h.server.put("nodes", node("worker-4"));
+    await added;
     h.server.expireWatches();
     await h.next(synced, "relist");
     assert.equal(h.reflector.counters.relists, 1);
@@ -254,8 +264,11 @@ describe("reflector", () => {
     });
     await h.next(synced, "synced");
     await watching(h, 1);
+    const added = h.next((e) => e.type === "added" && e.object.metadata.name === "worker-4", "added");
+    h.server.put("nodes", node("worker-4"));
+    await added;
     failLists = 3;
-    h.server.expireWatches(); // forces a relist, which fails three times
+    h.server.expireWatches(); // the serving watch expires: a relist at once, which fails three times
     const errors: ReflectorEvent<KubeNode>[] = [];
     while (errors.length < 3) errors.push(await h.next((e) => e.type === "error", "error"));
     for (const error of errors) {
@@ -264,10 +277,10 @@ describe("reflector", () => {
       assert.equal(error.type === "error" && error.phase, "list");
     }
     assert.deepEqual(errors.map((e) => (e.type === "error" ? e.retryInMs : 0)), [10, 20, 40], "doubling (0.8 s in production, 10 ms here)");
-    assert.equal(h.reflector.store.size, 3, "a failed list leaves the store as it was");
+    assert.equal(h.reflector.store.size, 4, "a failed list leaves the store as it was");
     assert.ok(!h.events.some((e) => e.type === "deleted"), "a failed list deletes nothing");
     await h.next(synced, "recovery");
-    assert.equal(h.reflector.store.size, 3);
+    assert.equal(h.reflector.store.size, 4);
     assert.equal(h.reflector.counters.errors.server, 3);
     assert.equal(h.events.filter((e) => e.type === "synced").length, 2);
   });

@@ -6,7 +6,8 @@
  *   list without paging, as client-go's pager does;
  * - WATCH from the list's resourceVersion with `allowWatchBookmarks=true` and a random `timeoutSeconds`
  *   of 5–10 minutes; after a clean close, watch again from the last version seen (bookmarks advance it);
- * - 410 Expired, as the watch's HTTP answer or as an ERROR event in the stream → list again;
+ * - 410 Expired, as the watch's HTTP answer or as an ERROR event in the stream → list again (at once
+ *   when the watch had been serving; after the backoff when the watch was refused at its start);
  * - any other failure → try again after a backoff of 0.8 s doubling to 30 s, plus up to the same again
  *   as jitter (client-go's 800ms/30s/2m/2.0/1.0), reset after 2 minutes without failure; a watch that
  *   closes within a second having delivered nothing counts as a failure, so a server that closes at once
@@ -275,7 +276,9 @@ export class Reflector<T extends KubeObject> {
       received++;
       if (event.type === "ERROR") {
         const error = errorFromStatus(event.object, undefined, `WATCH ${this.options.path}`);
-        if (error.failure === "expired") return "expired";
+        // A watch that had been serving relists at once; one refused at its start (its version was
+        // already too old) goes through the backoff, so a server that expires everything is not hammered.
+        if (error.failure === "expired" && (received > 1 || this.options.now() - started >= SHORT_WATCH_MS)) return "expired";
         throw error;
       }
       this.apply(event);

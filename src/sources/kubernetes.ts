@@ -5,39 +5,34 @@
  * a failed list is never an empty inventory. A Node without a pod CIDR yet stays in the inventory without
  * routes to it (it still gets routes to the others on host targets) and is noted on stderr.
  */
-import { UsageError } from "../errors.js";
 import { InputError, type Problem } from "../inventory.js";
 import { createKubeClient, KubeApiError } from "../kube/client.js";
 import { CredentialError } from "../kube/credentials.js";
 import { discoverConnection } from "../kube/kubeconfig.js";
 import { readKubeNode } from "../kube/nodes.js";
 import { listAll } from "../kube/reflector.js";
-import { parseSelector, SelectorError } from "../kube/selector.js";
+import { parseSelector } from "../kube/selector.js";
+import { readOption, type OptionSpec } from "../options.js";
 import type { NodeSourceFactory } from "./registry.js";
+
+const kubeconfigOption: OptionSpec<string> = { flags: "--kubeconfig <file>", description: "kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, else the in-cluster service account)" };
+const contextOption: OptionSpec<string> = { flags: "--context <name>", description: "kubernetes: kubeconfig context (default: its current-context)" };
+const selectorOption: OptionSpec<string> = {
+  flags: "--selector <labels>",
+  description: "kubernetes nodes: label selector, e.g. 'node-role.kubernetes.io/worker,zone in (a,b)'",
+  // Checked before any request: a typo is a usage error, not an API 400.
+  parse: (text) => (parseSelector(text), text),
+};
 
 export const kubernetesSource: NodeSourceFactory = {
   name: "kubernetes",
   description: "Node objects from the Kubernetes API (--kubeconfig, --context, --selector; kubeconfig found like kubectl)",
-  options: [
-    { flags: "--kubeconfig <file>", description: "kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, else the in-cluster service account)" },
-    { flags: "--context <name>", description: "kubernetes: kubeconfig context (default: its current-context)" },
-    { flags: "--selector <labels>", description: "kubernetes nodes: label selector, e.g. 'node-role.kubernetes.io/worker,zone in (a,b)'" },
-  ],
+  options: [kubeconfigOption, contextOption, selectorOption],
   async read(options) {
-    const selector = options.selector as string | undefined;
-    if (selector !== undefined) {
-      try {
-        parseSelector(selector);
-      } catch (error) {
-        if (error instanceof SelectorError) throw new UsageError(`--selector: ${error.message}`, { flag: "--selector", cause: error });
-        throw error;
-      }
-    }
-    const connection = await discoverConnection({
-      ...(options.kubeconfig ? { kubeconfig: options.kubeconfig as string } : {}),
-      ...(options.context ? { context: options.context as string } : {}),
-      env: options.env,
-    });
+    const selector = readOption(selectorOption, options);
+    const kubeconfig = readOption(kubeconfigOption, options);
+    const context = readOption(contextOption, options);
+    const connection = await discoverConnection({ ...(kubeconfig ? { kubeconfig } : {}), ...(context ? { context } : {}), env: options.env });
     const client = createKubeClient(connection);
     const where = `${connection.server.origin}, ${connection.description}`;
     let items: unknown[];
