@@ -14,7 +14,7 @@ import { parseAllDocuments } from "yaml";
 import { run } from "../src/targets/linux/runner.js";
 import { BIN } from "./cli.js";
 import { adminCall } from "./kube-server-admin.js";
-import type { KubeObject } from "./kube-server.js";
+import { kubeconfigYaml, type KubeObject } from "./kube-server.js";
 
 const SERVER_MAIN = fileURLToPath(new URL("./kube-server-main.js", import.meta.url));
 const RBAC_FILE = fileURLToPath(new URL("../../deploy/agent-rbac.yaml", import.meta.url));
@@ -120,15 +120,7 @@ export async function startKubeServerProcess(options: {
 
 /** A kubeconfig with a bearer token, as a ServiceAccount's would be. */
 export async function writeKubeconfig(path: string, server: { url: string; caFile: string }, token: string): Promise<string> {
-  const config = {
-    apiVersion: "v1",
-    kind: "Config",
-    clusters: [{ name: "lab", cluster: { server: server.url, "certificate-authority": server.caFile } }],
-    users: [{ name: "agent", user: { token } }],
-    contexts: [{ name: "lab", context: { cluster: "lab", user: "agent" } }],
-    "current-context": "lab",
-  };
-  await writeFile(path, JSON.stringify(config, null, 2));
+  await writeFile(path, kubeconfigYaml({ server: server.url, caFile: server.caFile, token }));
   return path;
 }
 
