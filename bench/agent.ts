@@ -23,6 +23,7 @@ import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
 import { admin, getIn, nodeObject, startAgentProcess, startKubeServerProcess, writeKubeconfig } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
+import { flatNamespace } from "../testkit/netns.js";
 
 const NS = `prbenchagent${process.pid % 100000}`;
 const NODES = 5000;
@@ -38,17 +39,6 @@ async function must(args: string[], stdin?: string): Promise<string> {
   const result = await run("ip", args, stdin);
   if (result.code !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
   return result.stdout;
-}
-
-/** A namespace with one link on which every node's IP is on-link (a /16), as a flat VPC. */
-async function freshNamespace(): Promise<void> {
-  await run("ip", ["netns", "del", NS]);
-  await must(["netns", "add", NS]);
-  await must(["-n", NS, "link", "set", "lo", "up"]);
-  await must(["-n", NS, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
-  await must(["-n", NS, "addr", "add", `${nodeIp(0)}/16`, "dev", "eth0"]);
-  await must(["-n", NS, "link", "set", "eth0", "up"]);
-  await must(["-n", NS, "link", "set", "peer0", "up"]);
 }
 
 function percentile(values: number[], p: number): number {
@@ -110,7 +100,8 @@ async function ownedCount(): Promise<number> {
 export async function run_(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-agent-"));
   const nodes = Array.from({ length: NODES }, (_, i) => nodeObject(`node-${i}`, nodeIp(i), podCidr(i), new Date(Date.UTC(2026, 0, 1, 0, 0, i % 60))));
-  await freshNamespace();
+  // One link on which every node's IP is on-link (a /16), as a flat VPC.
+  await flatNamespace(NS, `${nodeIp(0)}/16`);
   const server = await startKubeServerProcess({ netns: NS, listen: "127.0.0.1:6443", stateDir: dir, tokens: ["admin-token"], nodes });
   const api = admin(server);
   const kubeconfig = await writeKubeconfig(join(dir, "kubeconfig"), server, "admin-token");

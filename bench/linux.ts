@@ -11,6 +11,7 @@ import type { Inventory } from "../src/model.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
+import { flatNamespace } from "../testkit/netns.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
@@ -31,12 +32,7 @@ async function must(args: string[], stdin?: string): Promise<string> {
 
 /** A fresh namespace with one link holding every next hop on-link. */
 async function freshNamespace(): Promise<void> {
-  await run("ip", ["netns", "del", NS]);
-  await must(["netns", "add", NS]);
-  await must(["-n", NS, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
-  await must(["-n", NS, "addr", "add", `${SELF}/16`, "dev", "eth0"]);
-  await must(["-n", NS, "link", "set", "eth0", "up"]);
-  await must(["-n", NS, "link", "set", "peer0", "up"]);
+  await flatNamespace(NS, `${SELF}/16`);
 }
 
 function inventory(count: number): Inventory {

@@ -3,16 +3,17 @@
  * arguments as a typed value, and the command that runs the agent until SIGTERM or SIGINT.
  */
 import { Command, type Option } from "commander";
-import { startAgent } from "../agent/agent.js";
+import { startAgent, type AgentOptions } from "../agent/agent.js";
 import { parseListen } from "../observe/health.js";
 import { createLogger, LOG_FORMATS, type LogFormat } from "../observe/log.js";
 import { duration, readOptions, type OptionSpec } from "../options.js";
+import { contextOption, kubeconfigOption } from "../sources/kubernetes.js";
 import { protoOption } from "../targets/linux/factories.js";
 import { EXIT } from "./exit-codes.js";
 
 export const agentOptions: OptionSpec[] = [
-  { flags: "--kubeconfig <file>", description: "kubeconfig to use (default: KUBECONFIG, ~/.kube/config, else in-cluster)" },
-  { flags: "--context <name>", description: "kubeconfig context (default: its current-context)" },
+  kubeconfigOption,
+  contextOption,
   { flags: "--node <name>", description: "which Node this host is (default: found from its addresses)", env: "NODE_NAME" },
   { flags: "--resync <duration>", description: "full reconcile period, a backstop to the watches (30s, 10m, 1h)", default: "5m", parse: duration(1000, 24 * 3_600_000) },
   { flags: "--listen <host:port>", description: "where /healthz, /livez, /readyz and /metrics are served", default: "0.0.0.0:9465", parse: parseListen },
@@ -22,17 +23,8 @@ export const agentOptions: OptionSpec[] = [
   { flags: "--log-format <format>", description: "logs: one JSON object per line, or text", default: "json", choices: LOG_FORMATS },
 ];
 
-export interface AgentArgs {
-  kubeconfig?: string;
-  context?: string;
-  node?: string;
-  resyncMs: number;
-  listen: { host: string; port: number };
-  proto: number;
-  setNodeCondition: boolean;
-  cleanupOnExit: boolean;
-  logFormat: LogFormat;
-}
+/** The agent's options as flags give them: all but the logger (made from --log-format) and the environment. */
+export type AgentArgs = Omit<AgentOptions, "log" | "env"> & { logFormat: LogFormat };
 
 /** The agent's flags as commander collected them, checked and parsed (every bad flag at once). Pure. */
 export function agentArgs(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): AgentArgs {
