@@ -304,6 +304,21 @@ describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
     for (const needed of ["list nodes", "watch nodes", "patch nodes/status", "create events"]) assert.ok(used.has(needed), `never used ${needed}`);
   });
 
+  it("the Node condition is patched only when status or reason differ, and set again when someone changes it", async () => {
+    const patches = async () =>
+      (await api().requests()).filter((r) => r.token === AGENT_TOKEN && r.method === "PATCH").map((r) => r.path.split("/")[4]!).sort();
+    // Every reconcile so far (dozens) found its Node showing False/PodroutesAgentReady but the first one.
+    assert.deepEqual(await patches(), ["worker-0", "worker-1", "worker-2", "worker-3"]);
+    const node = (await api().nodes()).find((n) => n.metadata.name === "worker-1")!;
+    const status = node.status as { conditions: { type: string; status: string; reason?: string }[] };
+    await api().put({ ...node, status: { ...status, conditions: status.conditions.map((c) => (c.type === "NetworkUnavailable" ? { ...c, status: "True", reason: "SomeoneElse" } : c)) } });
+    const took = await within(DEADLINE_MS, async () =>
+      ((await api().nodes()).find((n) => n.metadata.name === "worker-1")!.status as typeof status).conditions.some((c) => c.type === "NetworkUnavailable" && c.status === "False" && c.reason === "PodroutesAgentReady"),
+    );
+    assert.ok(took !== undefined, logs(["worker-1"]));
+    assert.deepEqual(await patches(), ["worker-0", "worker-1", "worker-1", "worker-2", "worker-3"]);
+  });
+
   it("the API server stopped for 10 s: routes stay, pods reach each other; the agents reconnect and converge what changed meanwhile", async () => {
     const nodes = await api().nodes();
     const revision = Number((await api().state()).resourceVersion);
@@ -356,5 +371,22 @@ describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
     assert.ok(get("podroutes_watch_restarts_total") >= 1);
     assert.ok(Math.abs(get("podroutes_last_successful_sync_timestamp_seconds") - Date.now() / 1000) < 600);
     assert.ok(get('podroutes_kernel_events_total{drift="true"}') >= 1);
+  });
+
+  it("SIGTERM with --cleanup-on-exit removes the routes and nexthop objects it owns, and nothing else", async () => {
+    const here = worker("worker-2");
+    assert.equal(await stopAgent(here.name), 0);
+    const started = startAgentProcess(nodeCommand(state, here.name, []), ["--kubeconfig", kubeconfig, "--listen", "127.0.0.1:9465", "--cleanup-on-exit", "--log-format", "json"], join(dir, "agent-cleanup.log"));
+    agents.set(here.name, started);
+    await addLabProcess(LAB, { netns: here.netns, pid: started.pid, what: `podroutes agent on ${here.name}` });
+    await ready(here.name);
+    const nexthops = async () => (await run("ip", ["-n", here.netns, "nexthop", "show"])).stdout.trim();
+    assert.notEqual(await nexthops(), "");
+    assert.equal(await stopAgent(here.name), 0);
+    assert.equal((await owned(here.name)).size, 0, started.log());
+    assert.equal(await nexthops(), "", "its nexthop objects went with its routes");
+    const left = await run("ip", ["-n", here.netns, "-4", "route", "show"]);
+    assert.match(left.stdout, /10\.240\.0\.0\/24 dev eth0/);
+    assert.match(left.stdout, /10\.200\.2\.0\/24 dev cni0/);
   });
 });
