@@ -11,7 +11,7 @@ import type { Inventory } from "../src/model.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
-import { flatNamespace } from "../testkit/netns.js";
+import { flatNamespace } from "../testkit/flat-namespace.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
