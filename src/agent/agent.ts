@@ -109,8 +109,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         break;
       case "modified":
         if (routingChanged(event.previous, event.object)) nodesVersion++;
-        // Its own Node in any case: someone may have changed the condition the agent keeps.
-        else if (event.object.metadata.name !== reconciler!.node) break;
+        // Its own Node when it no longer shows the condition the agent keeps (someone changed it); the
+        // kubelet's status updates alone call for nothing.
+        else if (!(options.setNodeCondition && event.object.metadata.name === reconciler!.node && networkReadyPatch(event.object, new Date()))) break;
         loop.trigger(`node ${event.object.metadata.name} modified`);
         break;
       case "synced":
