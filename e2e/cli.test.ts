@@ -132,6 +132,8 @@ const BAD_FLAGS: [string[], string, Record<string, string>?][] = [
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--ssh-user", "bad user"], "--ssh-user"],
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--jump", "a@@b"], "--jump"],
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--ssh-key", join(dir, "missing")], "--ssh-key"],
+  [["plan", "--nodes", nodesFile, "--target", "ssh", "--ssh-key", nodesFile], "--ssh-key"],
+  [["plan", "--nodes", nodesFile, "--target", "local", "--node", "unknown"], "--node"],
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--accept-new", "--insecure-ignore-host-keys"], "--accept-new"],
   [["plan", "--nodes", nodesFile, "--target", "nowhere"], "--target"],
   [["list", "--target", "gcp", "-o", "xml"], "--output"],

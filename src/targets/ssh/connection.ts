@@ -96,7 +96,8 @@ export function remoteScript(script: string, sudo: boolean): string {
   return `${sudo ? "sudo -n " : ""}sh -c '${script}'`;
 }
 
-async function loadSsh2(): Promise<typeof import("ssh2")> {
+/** ssh2, loaded when the SSH target is used (its native parts are not needed elsewhere). */
+export async function loadSsh2(): Promise<typeof import("ssh2")> {
   const module = (await import("ssh2")) as typeof import("ssh2") & { default?: typeof import("ssh2") };
   return module.default ?? module;
 }

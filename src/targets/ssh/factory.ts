@@ -12,7 +12,7 @@ import { UsageError } from "../../errors.js";
 import { readOption, wholeNumber, type FlagValues, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
 import { protoOf, protoOption } from "../linux/factories.js";
-import { checkHost, checkUser, connectSsh, parseEndpoint, sshRunner, type SshSettings } from "./connection.js";
+import { checkHost, checkUser, connectSsh, loadSsh2, parseEndpoint, sshRunner, type SshSettings } from "./connection.js";
 import { KnownHostsStore } from "./known-hosts.js";
 import { SshTarget } from "./target.js";
 
@@ -37,12 +37,17 @@ function checkHostKeyFlags(options: FlagValues): void {
   }
 }
 
+/** Reads and parses --ssh-key: a missing file or one that is no usable key is a usage error, before any connection. */
 async function readKey(path: string): Promise<Buffer> {
+  let key: Buffer;
   try {
-    return await readFile(path);
+    key = await readFile(path);
   } catch (error) {
     throw new UsageError(`--ssh-key ${path}: cannot read it: ${(error as Error).message}`, { flag: "--ssh-key", cause: error });
   }
+  const parsed = (await loadSsh2()).utils.parseKey(key);
+  if (parsed instanceof Error) throw new UsageError(`--ssh-key ${path}: not a private key podroutes can use: ${parsed.message}`, { flag: "--ssh-key", cause: parsed });
+  return key;
 }
 
 /** Reads and checks the flags into connection settings. */
