@@ -157,7 +157,7 @@ describe("ssh target on the vultr-seed lab", { ...gate, timeout: 120_000 }, () =
   it("names permission and auth failures clearly, and changes nothing", async () => {
     const user = await podroutes("apply --yes", ["--ssh-user", "podroutes"]);
     assert.equal(user.code, 1, output(user));
-    assert.match(user.stdout, /✗ worker-0: nothing changed: ssh worker-0: permission: podroutes may not change routes: RTNETLINK answers: Operation not permitted.*--sudo/);
+    assert.match(user.stdout, /✗ worker-0: nothing changed: ssh worker-0: permission: podroutes may not change routes: .*(Operation not permitted|Permission denied).*--sudo/);
     const sudo = await podroutes("apply --yes", ["--ssh-user", "podroutes", "--sudo"]);
     assert.equal(sudo.code, 1, output(sudo));
     assert.match(output(sudo), /ssh worker-\d: permission: sudo -n failed for podroutes/);

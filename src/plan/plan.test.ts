@@ -135,7 +135,7 @@ describe("engine", () => {
     const writes = target.writes().length;
     const report = await apply(target, await plan(target, seed, { parallel: 3 }), seed, { parallel: 3 });
     assert.equal(target.writes().length, writes);
-    assert.deepEqual(report.counts, { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0 });
+    assert.deepEqual(report.counts, { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0, conflicts: 0 });
   });
 
   it("a partial failure says what failed, and a re-run finishes the job", async () => {

@@ -11,7 +11,7 @@ import type { Client } from "ssh2";
 import { UsageError } from "../../errors.js";
 import { readOption, wholeNumber, type FlagValues, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
-import { protoOf, protoOption } from "../linux/factories.js";
+import { hostRouteSettings, lockTimeoutOption, protoOption } from "../linux/factories.js";
 import { checkHost, checkUser, connectSsh, loadSsh2, parseEndpoint, sshRunner, type SshSettings } from "./connection.js";
 import { KnownHostsStore } from "./known-hosts.js";
 import { SshTarget } from "./target.js";
@@ -93,6 +93,7 @@ export const sshTarget: TargetFactory = {
   description: "every node's own routing table, over SSH (one connection and one ip batch per node)",
   options: [
     protoOption,
+    lockTimeoutOption,
     userOption,
     { flags: "--ssh-key <file>", description: "ssh: private key (default: ssh-agent via SSH_AUTH_SOCK, else ~/.ssh/id_*)" },
     portOption,
@@ -105,7 +106,7 @@ export const sshTarget: TargetFactory = {
   ],
   check: checkHostKeyFlags,
   async create(options) {
-    const proto = protoOf(options);
+    const hostRoutes = hostRouteSettings(options);
     const settings = await sshSettings(options);
     let jump: Promise<Client> | undefined;
     const viaJump = () => {
@@ -118,7 +119,7 @@ export const sshTarget: TargetFactory = {
     };
     return new SshTarget({
       name: "ssh",
-      proto,
+      ...hostRoutes,
       persist: options.persist === true,
       sudo: settings.sudo,
       user: settings.user,
