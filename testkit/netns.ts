@@ -1,0 +1,56 @@
+/**
+ * A node of its own for a test: a network namespace with `eth0` (a veth; `dummy` links do not exist on
+ * this kernel) holding the node's address, where podroutes runs with `--target local` as on a real node.
+ * Nothing is created in or changed of the root namespace; `remove` deletes the namespace and its lock
+ * files, and tests call it in `after`/`finally` even when they fail.
+ */
+import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
+import { lockPath, run } from "../src/targets/linux/runner.js";
+
+export interface NodeNamespace {
+  name: string;
+  /** `ip -n NAME ARGS`, failing the test on error. */
+  ip(args: string[]): Promise<string>;
+  /** `ip -n NAME -N -json ARGS`, parsed. */
+  ipJson(args: string[]): Promise<any[]>;
+  /** This namespace's podroutes lock file, as every podroutes run in it computes it. */
+  lockFile: string;
+  remove(): Promise<void>;
+}
+
+/** Creates namespace `name` with eth0 at `address` (`10.240.0.20/16`) and, optionally, an IPv6 one. */
+export async function nodeNamespace(name: string, address: string, address6?: string): Promise<NodeNamespace> {
+  await run("ip", ["netns", "del", name]); // left over by a killed run of the same pid: ours by name
+  const created = await run("ip", ["netns", "add", name]);
+  assert.equal(created.code, 0, created.stderr);
+  const ip = async (args: string[]) => {
+    const result = await run("ip", ["-n", name, ...args]);
+    assert.equal(result.code, 0, `ip ${args.join(" ")}: ${result.stderr}`);
+    return result.stdout;
+  };
+  const lockFile = await lockPath(name);
+  const namespace: NodeNamespace = {
+    name,
+    ip,
+    ipJson: async (args) => JSON.parse((await ip(["-N", "-json", ...args])) || "[]"),
+    lockFile,
+    async remove() {
+      await run("ip", ["netns", "del", name]);
+      await rm(lockFile, { force: true });
+      for (const proto of [150, 151]) await rm(`${lockFile}.proto-${proto}`, { force: true });
+    },
+  };
+  try {
+    await ip(["link", "set", "lo", "up"]);
+    await ip(["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+    await ip(["addr", "add", address, "dev", "eth0"]);
+    if (address6) await ip(["addr", "add", address6, "dev", "eth0", "nodad"]);
+    await ip(["link", "set", "eth0", "up"]);
+    await ip(["link", "set", "peer0", "up"]);
+  } catch (error) {
+    await namespace.remove();
+    throw error;
+  }
+  return namespace;
+}
