@@ -8,7 +8,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   aws: async () => (await import("./aws.js")).run(),
   gcp: async () => (await import("./gcp.js")).run(),
   ssh: async () => (await import("./ssh.js")).run(),
-
+  inventory: async () => (await import("./inventory.js")).run(),
 };
 
 const wanted = process.argv.slice(2);
