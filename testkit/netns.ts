@@ -5,8 +5,7 @@
  * files, and tests call it in `after`/`finally` even when they fail.
  */
 import assert from "node:assert/strict";
-import { rm } from "node:fs/promises";
-import { lockPath, run } from "../src/targets/linux/runner.js";
+import { lockPath, removeLockFiles, run } from "../src/targets/linux/runner.js";
 
 export interface NodeNamespace {
   name: string;
@@ -21,7 +20,9 @@ export interface NodeNamespace {
 
 /** Creates namespace `name` with eth0 at `address` (`10.240.0.20/16`) and, optionally, an IPv6 one. */
 export async function nodeNamespace(name: string, address: string, address6?: string): Promise<NodeNamespace> {
-  await run("ip", ["netns", "del", name]); // left over by a killed run of the same pid: ours by name
+  // A killed run of the same pid may have left it: ours by name.
+  await removeLockFiles(name);
+  await run("ip", ["netns", "del", name]);
   const created = await run("ip", ["netns", "add", name]);
   assert.equal(created.code, 0, created.stderr);
   const ip = async (args: string[]) => {
@@ -36,9 +37,8 @@ export async function nodeNamespace(name: string, address: string, address6?: st
     ipJson: async (args) => JSON.parse((await ip(["-N", "-json", ...args])) || "[]"),
     lockFile,
     async remove() {
+      await removeLockFiles(name);
       await run("ip", ["netns", "del", name]);
-      await rm(lockFile, { force: true });
-      for (const proto of [150, 151]) await rm(`${lockFile}.proto-${proto}`, { force: true });
     },
   };
   try {

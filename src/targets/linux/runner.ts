@@ -13,7 +13,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readFile, stat, unlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BusyError } from "../../errors.js";
@@ -98,6 +98,18 @@ const LOCK_BUSY = 75;
 export async function lockPath(netns?: string): Promise<string> {
   const { ino } = await stat(netns ? `/run/netns/${netns}` : "/proc/self/ns/net");
   return `${LOCK_DIR}/net-${ino}`;
+}
+
+/**
+ * Removes a namespace's lock file and owner records, for whoever deletes the namespace (`lab down`,
+ * tests): a new namespace may get the same inode, and should not inherit them.
+ */
+export async function removeLockFiles(netns: string): Promise<void> {
+  const path = await lockPath(netns).catch(() => undefined);
+  if (!path) return;
+  const name = path.slice(LOCK_DIR.length + 1);
+  const files = await readdir(LOCK_DIR).catch(() => [] as string[]);
+  await Promise.all(files.filter((file) => file === name || file.startsWith(`${name}.`)).map((file) => rm(join(LOCK_DIR, file), { force: true })));
 }
 
 /** Who holds a lock, from what its holder wrote in the lock file and the kernel's view of that process. */
