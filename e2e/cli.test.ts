@@ -134,6 +134,8 @@ const BAD_FLAGS: [string[], string, Record<string, string>?][] = [
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--ssh-key", join(dir, "missing")], "--ssh-key"],
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--ssh-key", nodesFile], "--ssh-key"],
   [["plan", "--nodes", nodesFile, "--target", "local", "--node", "unknown"], "--node"],
+  [["plan", "--nodes", nodesFile, "--target", "lab", "--lock-timeout", "soon"], "--lock-timeout"],
+  [["plan", "--nodes", nodesFile, "--target", "ssh", "--lock-timeout", "-1s"], "--lock-timeout"],
   [["plan", "--nodes", nodesFile, "--target", "ssh", "--accept-new", "--insecure-ignore-host-keys"], "--accept-new"],
   [["plan", "--nodes", nodesFile, "--target", "nowhere"], "--target"],
   [["list", "--target", "gcp", "-o", "xml"], "--output"],
