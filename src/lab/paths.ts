@@ -36,13 +36,13 @@ export async function checkPodPaths(state: LabState, options: { progress?: Progr
         const label = `pod ${from.name} (${from.podIP}) → pod ${to.name} (${to.podIP})`;
         try {
           // Both run inside the source pod's namespace: lab traffic never leaves from the root namespace.
-          const ping = await run("ip", ["netns", "exec", from.podNetns, "ping", "-n", "-c", "1", "-W", "1", to.podIP!]);
+          // Three probes, one reply is enough: on a loaded machine a single probe is sometimes late.
+          const ping = await run("ip", ["netns", "exec", from.podNetns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", to.podIP!]);
           if (ping.code !== 0) {
             const why = /Unreachable|unreachable/.exec(ping.stdout) ? ping.stdout.split("\n").find((l) => /nreachable/.test(l))?.trim() : "no reply";
             return { table: from.name, ok: false, message: `${label}: unreachable (${why ?? ping.stderr.trim()})` };
           }
-          const trace = await run("ip", ["netns", "exec", from.podNetns, "traceroute", "-n", "-q", "1", "-w", "1", "-m", "6", to.podIP!]);
-          const hops = parseTraceroute(trace.stdout);
+          const hops = await traceHops(from, to);
           const expected = expectedPath(from, to);
           if (hops.join(" ") !== expected.join(" ")) {
             return {
@@ -58,4 +58,18 @@ export async function checkPodPaths(state: LabState, options: { progress?: Progr
       }),
     ),
   );
+}
+
+/**
+ * The hops of one traceroute, tried again (up to 3 times) while a hop did not answer: a lost probe says
+ * nothing about the path, while an answer from the wrong worker is a finding and is returned at once.
+ */
+async function traceHops(from: LabWorker, to: LabWorker): Promise<string[]> {
+  let hops: string[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const trace = await run("ip", ["netns", "exec", from.podNetns, "traceroute", "-n", "-q", "1", "-w", "1", "-m", "6", to.podIP!]);
+    hops = parseTraceroute(trace.stdout);
+    if (!hops.includes("*")) break;
+  }
+  return hops;
 }

@@ -1,0 +1,158 @@
+/**
+ * The manifests in deploy/ checked as the API server would check them, without one: every document
+ * against Kubernetes' own OpenAPI schemas (kubernetes-models' generated validators: types, enums,
+ * required fields), and against its TypeScript types through the compiler's excess-property check, which
+ * catches what the schemas let through and a strict API server refuses (an unknown or misspelt field).
+ * Then what matters for safety: the agent holds NET_ADMIN and nothing else, its RBAC is exactly the
+ * calls it makes, and it runs on every node.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import ts from "typescript";
+import { parseAllDocuments } from "yaml";
+
+const DEPLOY = join(dirname(fileURLToPath(import.meta.url)), "../../deploy");
+
+interface Manifest {
+  file: string;
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  [field: string]: any;
+}
+
+function manifests(): Manifest[] {
+  return readdirSync(DEPLOY)
+    .filter((file) => file.endsWith(".yaml"))
+    .sort()
+    .flatMap((file) =>
+      parseAllDocuments(readFileSync(join(DEPLOY, file), "utf8")).map((doc) => {
+        assert.equal(doc.errors.length, 0, `${file}: ${doc.errors.join("; ")}`);
+        return { file, ...(doc.toJS() as Omit<Manifest, "file">) } as Manifest;
+      }),
+    );
+}
+
+/** `apps/v1` + `DaemonSet` → `kubernetes-models/apps/v1/DaemonSet`; the core group is `v1`. */
+function modelPath(manifest: Manifest): string {
+  return `kubernetes-models/${manifest.apiVersion}/${manifest.kind}`;
+}
+
+function withoutFile(manifest: Manifest): Record<string, unknown> {
+  const { file: _file, ...object } = manifest;
+  return object;
+}
+
+const all = manifests();
+const find = (kind: string, name: string) => {
+  const found = all.find((m) => m.kind === kind && m.metadata.name === name);
+  assert.ok(found, `deploy/ has no ${kind} ${name}`);
+  return found;
+};
+
+describe("deploy/ manifests", () => {
+  it("every document validates against Kubernetes' OpenAPI schema for its kind", async () => {
+    assert.ok(all.length >= 5, `expected the namespace, RBAC and the agent, found ${all.length} documents`);
+    for (const manifest of all) {
+      const module = (await import(modelPath(manifest))) as Record<string, new (data: unknown) => { validate(): void }>;
+      const Model = module[manifest.kind];
+      assert.ok(Model, `${manifest.file}: no model for ${manifest.apiVersion} ${manifest.kind}`);
+      assert.doesNotThrow(() => new Model(withoutFile(manifest)).validate(), `${manifest.file}: ${manifest.kind} ${manifest.metadata.name}`);
+    }
+  });
+
+  it("the schema check itself refuses a wrong type (so a pass means something)", async () => {
+    const daemonSet = structuredClone(find("DaemonSet", "podroutes-agent"));
+    daemonSet.spec.template.spec.containers[0].securityContext.capabilities.add = "NET_ADMIN";
+    const { DaemonSet } = await import("kubernetes-models/apps/v1/DaemonSet");
+    assert.throws(() => new DaemonSet(withoutFile(daemonSet) as any).validate(), /capabilities\/add must be array/);
+  });
+
+  it("no document has a field its kind does not define (a strict API server refuses those)", () => {
+    const problems = typeCheck(all);
+    assert.deepEqual(problems, []);
+    // And the check catches a misspelt field.
+    const typo = structuredClone(find("DaemonSet", "podroutes-agent"));
+    typo.spec.template.spec.tolerations[0].opertor = "Exists";
+    assert.match(typeCheck([typo]).join("\n"), /opertor/);
+  });
+
+  it("the agent runs on every node in the host network with NET_ADMIN and nothing else", () => {
+    const daemonSet = find("DaemonSet", "podroutes-agent");
+    const pod = daemonSet.spec.template.spec;
+    assert.equal(pod.hostNetwork, true);
+    assert.equal(pod.priorityClassName, "system-node-critical");
+    assert.deepEqual(pod.tolerations, [{ operator: "Exists" }], "tolerates every taint");
+    assert.equal(daemonSet.spec.updateStrategy.type, "RollingUpdate");
+    assert.equal(pod.serviceAccountName, "podroutes-agent");
+    const [container] = pod.containers;
+    assert.deepEqual(container.securityContext.capabilities, { drop: ["ALL"], add: ["NET_ADMIN"] });
+    assert.notEqual(container.securityContext.privileged, true);
+    assert.equal(container.securityContext.allowPrivilegeEscalation, false);
+    assert.deepEqual(
+      container.env.find((e: any) => e.name === "NODE_NAME")?.valueFrom,
+      { fieldRef: { fieldPath: "spec.nodeName" } },
+      "NODE_NAME from the downward API",
+    );
+    assert.equal(container.args[0], "agent");
+    const listen = container.args.find((a: string) => a.startsWith("--listen="))?.split(":").at(-1);
+    assert.equal(String(container.livenessProbe.httpGet.port), listen, "liveness probe on the --listen port");
+    assert.equal(container.livenessProbe.httpGet.path, "/livez");
+    assert.equal(container.readinessProbe.httpGet.path, "/readyz");
+    assert.equal(String(container.readinessProbe.httpGet.port), listen);
+  });
+
+  it("the agent's ClusterRole is exactly nodes get/list/watch, nodes/status patch, events create", () => {
+    const role = find("ClusterRole", "podroutes-agent");
+    const grants = role.rules.flatMap((rule: any) =>
+      rule.apiGroups.flatMap((group: string) => rule.resources.flatMap((resource: string) => rule.verbs.map((verb: string) => `${group || "core"}/${resource}:${verb}`))),
+    );
+    assert.deepEqual(grants.sort(), ["core/events:create", "core/nodes/status:patch", "core/nodes:get", "core/nodes:list", "core/nodes:watch"]);
+    const binding = find("ClusterRoleBinding", "podroutes-agent");
+    assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "podroutes-agent" });
+    assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "podroutes-agent", namespace: "podroutes" }]);
+  });
+});
+
+/**
+ * Type-checks each manifest as an object literal of its kind's interface (`IDaemonSet`, ...). TypeScript
+ * reports a property an interface does not declare at any depth of a fresh literal: the unknown-field
+ * check the OpenAPI schemas cannot make. Returns the diagnostics, naming file and field.
+ */
+function typeCheck(documents: Manifest[]): string[] {
+  const require = createRequire(import.meta.url);
+  const source = documents
+    .map((manifest, index) => {
+      const typeName = `I${manifest.kind}`;
+      return `import type { ${typeName} as T${index} } from ${JSON.stringify(modelPath(manifest))};\n// ${manifest.file}\nexport const m${index}: T${index} = ${JSON.stringify(withoutFile(manifest), null, 1)};\n`;
+    })
+    .join("\n");
+  const fileName = join(DEPLOY, "__manifests_check.ts");
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    skipLibCheck: true,
+    types: [],
+    baseUrl: dirname(require.resolve("kubernetes-models/package.json")),
+  };
+  const host = ts.createCompilerHost(options);
+  const readFile = host.readFile.bind(host);
+  host.readFile = (name) => (name === fileName ? source : readFile(name));
+  const fileExists = host.fileExists.bind(host);
+  host.fileExists = (name) => name === fileName || fileExists(name);
+  const getSourceFile = host.getSourceFile.bind(host);
+  host.getSourceFile = (name, version) => (name === fileName ? ts.createSourceFile(name, source, version) : getSourceFile(name, version));
+  const program = ts.createProgram([fileName], options, host);
+  return ts.getPreEmitDiagnostics(program).map((d) => {
+    const line = d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start).line : 0;
+    const manifestFile = source.split("\n").slice(0, line + 1).reverse().find((l) => l.startsWith("// "))?.slice(3) ?? "?";
+    return `${manifestFile}: ${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`;
+  });
+}
