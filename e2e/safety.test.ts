@@ -91,7 +91,7 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
     const fileB = await nodesFile("b.yaml", yamlOf(b, "clusterCIDR: 10.192.0.0/10\n"));
     const outcomes: string[] = [];
     await withNode(async (ns) => {
-      for (let round = 0; round < 6; round++) {
+      for (let round = 0; round < 5; round++) {
         await ns.ip(["nexthop", "flush"]); // first: the kernel drops the routes using them (a route flush refuses nhid routes)
         await ns.ip(["route", "flush", "proto", "150"]);
         const [ra, rb] = await Promise.all([fileA, fileB].map((file) => runCli(["apply", "--yes", "--nodes", file, "--target", "local"], { netns: ns.name })));
