@@ -236,6 +236,8 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
   it("item 3: a pod CIDR overlapping a network this host is connected to is refused, naming both; the rest is written", async () => {
     const file = await nodesFile("three.yaml", yamlOf([{ name: "n1", ip: "10.240.1.1", pods: ["10.200.1.0/24", "10.240.0.128/25"] }, { name: "n2", ip: "10.240.1.2", pods: ["10.240.0.2/32"] }]));
     await withNode(async (ns) => {
+      const planned = await runCli(["plan", "--nodes", file, "--target", "local"], { netns: ns.name });
+      assert.match(planned.stdout, /Warning: self: 10\.240\.0\.128\/25 will not be written: pod CIDR 10\.240\.0\.128\/25 of node n1 overlaps 10\.240\.0\.0\/16/);
       const applied = await runCli(["apply", "--yes", "--nodes", file, "--target", "local"], { netns: ns.name });
       assert.equal(applied.code, 1);
       assert.match(applied.stdout, /pod CIDR 10\.240\.0\.128\/25 of node n1 overlaps 10\.240\.0\.0\/16, a network this host is connected to on eth0/);

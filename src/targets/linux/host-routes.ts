@@ -16,18 +16,20 @@
  * --proto for the second cluster). `list`/`delete` by the mark alone (no nodes) act for whoever owns it.
  */
 import type { Inventory } from "../../model.js";
-import { desiredRoutes, type Plan } from "../../plan/plan.js";
+import { changeDestination, desiredRoutes, type Plan } from "../../plan/plan.js";
 import type { Change, ChangeResult, ExtraAction, ObservedRoute, Review, TableRef, Target, WriteContext } from "../target.js";
 import { TargetError } from "../target.js";
 import {
   batchFailures,
   batchResults,
   buildWriteBatch,
+  connectedNetworks,
   holdsOwned,
   observedRoutes,
   parseHostState,
   READ_ARGS,
   READ_BATCH,
+  refusalOf,
   resultsFromState,
   sameHostRoute,
   unusedNexthops,
@@ -197,12 +199,23 @@ export class HostRoutesTarget implements Target {
     return results;
   }
 
-  /** Podroutes' nexthop objects that nothing uses (left by a crash, or by someone deleting our routes) are removed. */
-  async review(plan: Plan, _inventory: Inventory): Promise<Review> {
+  /**
+   * Podroutes' nexthop objects that nothing uses (left by a crash, or by someone deleting our routes)
+   * are removed; routes this host will refuse to write (next hop not on-link, a connected network
+   * hijacked) are warned about already in the plan.
+   */
+  async review(plan: Plan, inventory: Inventory): Promise<Review> {
     const actions: ExtraAction[] = [];
+    const warnings: string[] = [];
+    const nodeOfNextHop = (ip: string) => inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
     for (const diff of plan.tables) {
       const state = this.planned.get(diff.table.id);
       if (diff.error !== undefined || !state) continue;
+      const host = { connected: connectedNetworks(state), addresses: state.addresses };
+      for (const change of diff.changes) {
+        const refusal = change.action === "delete" ? undefined : refusalOf(change.route, host, nodeOfNextHop);
+        if (refusal) warnings.push(`${diff.table.id}: ${changeDestination(change)} will not be written: ${refusal}`);
+      }
       const unused = unusedNexthops(state, this.options.proto);
       if (unused.length) {
         actions.push({
@@ -212,7 +225,7 @@ export class HostRoutesTarget implements Target {
         });
       }
     }
-    return { warnings: [], refusals: [], actions };
+    return { warnings, refusals: [], actions };
   }
 
   async runActions(actions: ExtraAction[], context: WriteContext) {

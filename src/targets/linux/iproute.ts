@@ -232,14 +232,14 @@ export function refusalOf(
   const destination = cidr(route.destination);
   const hijacked = host.connected.find(({ range }) => cidrsOverlap(range, destination));
   if (hijacked) {
-    return `pod CIDR ${route.destination} of node ${route.node} overlaps ${hijacked.range.text}, a network this host is connected to on ${hijacked.dev}: routing it to another node would cut the host off from part of its own network; nothing was written for ${route.destination}`;
+    return `pod CIDR ${route.destination} of node ${route.node} overlaps ${hijacked.range.text}, a network this host is connected to on ${hijacked.dev}: routing it to another node would cut the host off from part of its own network`;
   }
   const own = host.addresses.find((address) => ipInCidr(address, destination));
   if (own) {
-    return `pod CIDR ${route.destination} of node ${route.node} holds ${own}, an address of this host; nothing was written for ${route.destination}`;
+    return `pod CIDR ${route.destination} of node ${route.node} holds ${own}, an address of this host`;
   }
   if (!onLinkDevice(host.connected, route.nextHop)) {
-    return `next hop ${route.nextHop} of node ${nodeOfNextHop(route.nextHop)} is not on-link here (no connected network holds it); nothing was written for ${route.destination}`;
+    return `next hop ${route.nextHop} of node ${nodeOfNextHop(route.nextHop)} is not on-link here (no connected network holds it)`;
   }
   return undefined;
 }
@@ -294,7 +294,7 @@ export function buildWriteBatch(state: HostState, changes: Change[], options: Ba
     const { route } = change;
     const refusal = refusalOf(route, host, options.nodeOfNextHop);
     if (refusal) {
-      refused.push({ change, ok: false, error: refusal });
+      refused.push({ change, ok: false, error: `${refusal}; nothing was written for ${route.destination}` });
       continue;
     }
     const device = onLinkDevice(host.connected, route.nextHop)!;
