@@ -5,7 +5,6 @@
  * root; every namespace is removed in `finally`.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,7 +15,7 @@ import { renderReport } from "../src/plan/render.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run, type IpRunner } from "../src/targets/linux/runner.js";
 import { runCli, startCli } from "../testkit/cli.js";
-import { nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
+import { holdLock, nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 
 const gate = needsRoot();
@@ -114,15 +113,8 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
   it("item 1: a run waits for the lock with a message naming the holder, and --lock-timeout fails clearly (busy, exit 1)", async () => {
     const file = await nodesFile("small.yaml", yamlOf([{ name: "n1", ip: "10.240.1.1", pods: ["10.200.1.0/24"] }]));
     await withNode(async (ns) => {
-      // Another holder of this namespace's lock: flock(1) takes it, then `cat` echoes once it runs.
-      const holder = spawn("flock", ["-x", ns.lockFile, "cat"], { stdio: ["pipe", "pipe", "ignore"] });
+      const holder = await holdLock(ns.lockFile, (pid) => `pid ${pid} since the test began\n`);
       try {
-        await new Promise<void>((resolve, reject) => {
-          holder.stdout!.once("data", () => resolve());
-          holder.once("exit", () => reject(new Error("flock holder exited")));
-          holder.stdin!.write("locked\n");
-        });
-        await writeFile(ns.lockFile, `pid ${holder.pid} since the test began\n`);
         const impatient = await runCli(["apply", "--yes", "--nodes", file, "--target", "local", "--lock-timeout", "0"], { netns: ns.name });
         assert.equal(impatient.code, 1, impatient.stdout + impatient.stderr);
         assert.match(impatient.stdout, new RegExp(`nothing changed: another podroutes run holds the lock .*pid ${holder.pid}`));
@@ -130,12 +122,12 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
 
         const patient = startCli(["apply", "--yes", "--nodes", file, "--target", "local"], { netns: ns.name });
         await patient.stderrMatches(new RegExp(`waiting for another podroutes run to finish with this host \\(lock held by pid ${holder.pid} since the test began: flock -x .* cat\\)`));
-        holder.stdin!.end(); // cat ends, flock ends, the kernel drops the lock
+        holder.release(); // cat ends, flock ends, the kernel drops the lock
         const done = await patient.result;
         assert.equal(done.code, 0, done.stdout + done.stderr);
         assert.deepEqual([...(await ownedRoutes(ns))], [["10.200.1.0/24", "10.240.1.1"]]);
       } finally {
-        if (holder.exitCode === null) holder.kill();
+        holder.release();
       }
     });
   });

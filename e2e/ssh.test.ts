@@ -19,6 +19,7 @@ import { lockPath, run } from "../src/targets/linux/runner.js";
 import { fingerprint } from "../src/targets/ssh/known-hosts.js";
 import { BATCH_FILE, execStartOf, UNIT_FILE, UNIT_LINK } from "../src/targets/ssh/persist.js";
 import { jsonOf, runCli, startCli, type CliResult } from "../testkit/cli.js";
+import { holdLock } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 import { vultrInstance } from "../testkit/vultr-server.js";
 
@@ -196,14 +197,8 @@ describe("ssh target on the vultr-seed lab", { ...gate, timeout: 120_000 }, () =
 
   it("over SSH the node's own table lock is taken: a run waits for another holder, and --lock-timeout gives up on that node only (issue 8 item 1)", async () => {
     // The lock file of worker-0's network namespace: the one `--target lab` and `--target local` there take too.
-    const holder = spawn("flock", ["-x", await lockPath(ns(0)), "cat"], { stdio: ["pipe", "pipe", "ignore"] });
+    const holder = await holdLock(await lockPath(ns(0)), (pid) => `pid ${pid} since the test began\n`);
     try {
-      await new Promise<void>((resolve, reject) => {
-        holder.stdout!.once("data", () => resolve());
-        holder.once("exit", () => reject(new Error("flock holder exited")));
-        holder.stdin!.write("locked\n");
-      });
-      await writeFile(await lockPath(ns(0)), `pid ${holder.pid} since the test began\n`);
       for (const i of [0, 1]) {
         assert.equal((await run("ip", ["-n", ns(i), "nexthop", "flush"])).code, 0);
         await run("ip", ["-n", ns(i), "route", "flush", "proto", "150"]);
@@ -220,12 +215,12 @@ describe("ssh target on the vultr-seed lab", { ...gate, timeout: 120_000 }, () =
         { netns: state.jumpboxNetns, env: { SSH_AUTH_SOCK: "" } },
       );
       await patient.stderrMatches(new RegExp(`ssh worker-0: waiting for another podroutes run to finish with root@10\\.240\\.0\\.6 \\(lock held by pid ${holder.pid} since the test began\\)`));
-      holder.stdin!.end();
+      holder.release();
       const done = await patient.result;
       assert.equal(done.code, 0, output(done));
       assert.deepEqual(await ownedRoutes(ns(0)), expected(0));
     } finally {
-      if (holder.exitCode === null) holder.kill();
+      holder.release();
     }
   });
 

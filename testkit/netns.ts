@@ -5,6 +5,8 @@
  * files, and tests call it in `after`/`finally` even when they fail.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import { lockPath, removeLockFiles, run } from "../src/targets/linux/runner.js";
 
 export interface NodeNamespace {
@@ -53,4 +55,30 @@ export async function nodeNamespace(name: string, address: string, address6?: st
     throw error;
   }
   return namespace;
+}
+
+/** Another holder of a podroutes lock: its PID (written in the lock file as podroutes does) and how to let go. */
+export interface LockHolder {
+  pid: number;
+  release(): void;
+}
+
+/**
+ * Takes a lock file as another podroutes run would hold it: `flock -x FILE cat`, which holds it until
+ * its stdin closes (`release`); resolves once `cat` runs, so the lock is held. `says` goes in the file.
+ */
+export async function holdLock(file: string, says: (pid: number) => string): Promise<LockHolder> {
+  const holder = spawn("flock", ["-x", file, "cat"], { stdio: ["pipe", "pipe", "ignore"] });
+  let released = false;
+  const release = () => {
+    if (!released) holder.stdin!.end();
+    released = true;
+  };
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout!.once("data", () => resolve());
+    holder.once("exit", () => reject(new Error(`flock ${file} exited`)));
+    holder.stdin!.write("locked\n");
+  });
+  await writeFile(file, says(holder.pid!));
+  return { pid: holder.pid!, release };
 }
