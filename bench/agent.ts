@@ -149,7 +149,7 @@ export async function run_(): Promise<void> {
 
     // --- no-op resync, in process: the agent's reconcile, same namespace, same 5,000 Nodes ---
     const current = await api.nodes();
-    const target: HostRoutesTarget = new HostRoutesTarget({ name: "local", proto: 150, connect: async () => localRunner(NS), tables: async () => [reconciler.table()] });
+    const target: HostRoutesTarget = new HostRoutesTarget({ name: "local", proto: 150, connect: async () => localRunner(NS), tables: async () => [reconciler.table()], warn: (message) => console.error(message) });
     const reconciler: Reconciler = new Reconciler({
       target,
       // As the agent keeps it: the Nodes did not change between resyncs.

@@ -50,6 +50,7 @@ function target(): HostRoutesTarget {
   return new HostRoutesTarget({
     name: "bench",
     proto: 150,
+    warn: (message) => process.stderr.write(`${message}\n`),
     tables: async () => [{ id: "self", scope: "host", node: "self" }],
     connect: async () => runner,
   });

@@ -5,12 +5,14 @@
  */
 import {
   canonicalIp,
+  cidr,
   cidrContains,
   familyOfAddress,
   findOverlaps,
   networkOf,
   parseCidr,
   parseIp,
+  specialPurposeRange,
   type Cidr,
   type Inventory,
   type Node,
@@ -114,10 +116,15 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
     for (const text of rawNode.internalIPs) {
       const address = parseIp(text);
       if (!address) {
-        say("internal IP is not a valid IP address", text);
+        say(text.includes("%") ? "internal IP has a zone id (%…): a next hop must be a plain address" : "internal IP is not a valid IP address", text);
         continue;
       }
       const canonical = address.toString();
+      const special = specialPurposeRange(cidr(`${canonical}/${familyOfAddress(address) === 4 ? 32 : 128}`));
+      if (special) {
+        say(`internal IP lies in the special-purpose range ${special}: no node can be reached there`, text);
+        continue;
+      }
       if (internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === familyOfAddress(address))) {
         say(`more than one IPv${familyOfAddress(address)} internal IP`, text);
         continue;
@@ -141,6 +148,12 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
         continue;
       }
       const range = parsed.cidr;
+      const special = specialPurposeRange(range);
+      if (special) {
+        // Routing such a range to a node would hijack the host's own traffic (127/8, 169.254.169.254, fe80::/10).
+        say(`pod CIDR overlaps the special-purpose range ${special}`, text);
+        continue;
+      }
       if (!internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === range.family)) {
         say(`IPv${range.family} pod CIDR but no IPv${range.family} internal IP to route it to`, text);
       }

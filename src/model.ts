@@ -64,10 +64,14 @@ export function familyOfAddress(address: ipaddr.IPv4 | ipaddr.IPv6): Family {
   return address.kind() === "ipv4" ? 4 : 6;
 }
 
-/** Parses an IP address in its strict form (no IPv4 shorthand like `10.1`); undefined when it is not one. */
+/**
+ * Parses an IP address in its strict form (no IPv4 shorthand like `10.1`, no IPv6 zone id like
+ * `fe80::1%eth0`: a zone names an interface of one host and is no address to route to); undefined when
+ * it is not one.
+ */
 export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
-  if (text.includes(":") && ipaddr.IPv6.isValid(text)) {
+  if (text.includes(":") && !text.includes("%") && ipaddr.IPv6.isValid(text)) {
     const parsed = ipaddr.IPv6.parse(text);
     // An IPv4-mapped IPv6 address is a spelling trick, not a node address podroutes should route to.
     return parsed.isIPv4MappedAddress() ? undefined : parsed;
@@ -134,6 +138,41 @@ export function cidrContains(outer: Cidr, inner: Cidr): boolean {
     inner.prefixLength >= outer.prefixLength &&
     inner.address.match(outer.address, outer.prefixLength)
   );
+}
+
+/**
+ * The special-purpose ranges no pod CIDR or node IP may touch, by ipaddr.js' names: traffic for them
+ * never leaves a host by a route to another node (loopback, link-local with the cloud metadata server
+ * 169.254.169.254, multicast, the unspecified "this network", broadcast).
+ */
+const REFUSED_RANGES = ["unspecified", "broadcast", "multicast", "linkLocal", "loopback"] as const;
+
+type SpecialRangeTable = Record<string, [ipaddr.IPv4 | ipaddr.IPv6, number] | [ipaddr.IPv4 | ipaddr.IPv6, number][]>;
+
+/** ipaddr.js' own table of special-purpose ranges (what `range()` answers from), as CIDRs. */
+function refusedRanges(): { name: string; range: Cidr }[] {
+  const tables = [ipaddr.IPv4, ipaddr.IPv6].map((kind) => (kind.prototype as unknown as { SpecialRanges: SpecialRangeTable }).SpecialRanges);
+  return tables.flatMap((table) =>
+    REFUSED_RANGES.flatMap((name) => {
+      const entry = table[name];
+      if (!entry) return [];
+      const list = (Array.isArray(entry[0]) ? entry : [entry]) as [ipaddr.IPv4 | ipaddr.IPv6, number][];
+      return list.map(([address, prefixLength]) => ({ name, range: cidr(`${address.toString()}/${prefixLength}`) }));
+    }),
+  );
+}
+
+let refused: { name: string; range: Cidr }[] | undefined;
+
+/**
+ * The special-purpose range a CIDR (or an address as a /32 or /128) overlaps, as `loopback 127.0.0.0/8`;
+ * undefined for an ordinary unicast range. Overlap, not just the first address: `192.0.0.0/2` holds
+ * multicast and broadcast.
+ */
+export function specialPurposeRange(range: Cidr): string | undefined {
+  refused ??= refusedRanges();
+  const hit = refused.find((special) => cidrsOverlap(special.range, range));
+  return hit ? `${hit.name} ${hit.range.text}` : undefined;
 }
 
 /** Two CIDRs overlap exactly when one contains the other. */

@@ -75,7 +75,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // Reconciles plan for this node's table (it reaches its own pods directly); cleanup needs no node.
   let cleaningUp = false;
   const table = () => (cleaningUp && reconciler!.node === undefined ? thisHost : reconciler!.table());
-  const target = new HostRoutesTarget({ name: "local", proto: options.proto, connect: async () => runner, tables: async () => [table()] });
+  const target = new HostRoutesTarget({
+    name: "local",
+    proto: options.proto,
+    connect: async () => runner,
+    tables: async () => [table()],
+    // Waiting for the lock (a `podroutes apply` run by hand) is worth a line in the log.
+    warn: (message) => log.warn(message),
+  });
   const empty = { cluster: "kubernetes", nodes: [], source: "kubernetes" };
   reconciler = new Reconciler({
     target,

@@ -7,7 +7,7 @@
  * destination: reported, never overwritten).
  */
 import { familyOfAddress, sortByCidr, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
-import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
+import type { Change, ChangeResult, ObservedRoute, Review, TableRef } from "../targets/target.js";
 import { isResponsibleForRoute } from "./ownership.js";
 
 /** Someone else's route on a destination podroutes wants. */
@@ -61,17 +61,17 @@ export function defaultSameRoute(desired: Route, observed: ObservedRoute): boole
   return observed.nextHop === desired.nextHop && observed.healthy !== false;
 }
 
+export interface DiffOptions {
+  clusterCIDR?: string;
+  sameRoute?: (desired: Route, observed: ObservedRoute) => boolean;
+}
+
 /**
  * The diff of one table. `observed` may hold foreign routes on any destination; only those on a
  * desired destination matter (conflicts). Deletes are limited to owned routes that podroutes is
  * responsible for (inside the cluster CIDR when one is set).
  */
-export function diffTable(
-  table: TableRef,
-  desired: Route[],
-  observed: ObservedRoute[],
-  options: { clusterCIDR?: string; sameRoute?: (desired: Route, observed: ObservedRoute) => boolean } = {},
-): TableDiff {
+export function diffTable(table: TableRef, desired: Route[], observed: ObservedRoute[], options: DiffOptions = {}): TableDiff {
   const same = options.sameRoute ?? defaultSameRoute;
   const byDestination = new Map<string, ObservedRoute[]>();
   for (const route of observed) {
@@ -107,6 +107,77 @@ export function diffTable(
   }
   diff.changes = sortByCidr(diff.changes, changeDestination);
   return diff;
+}
+
+/** What a write may still do, once the table has been read again under its lock. */
+export interface Recheck {
+  /** The approved changes to write now, unaltered. */
+  write: Change[];
+  /** The approved changes not written, each with why: done meanwhile (ok), a conflict, or a stale plan. */
+  results: ChangeResult[];
+  /** Destinations that a foreign route took since the plan though no change was planned there. */
+  conflicts: Conflict[];
+  /** The table changed since the plan in a way the plan did not foresee: nothing may be written. */
+  stale: boolean;
+}
+
+/** An observed route, exactly: two routes on one destination differ here if they differ anywhere. */
+function routeIdentity(route: ObservedRoute): string {
+  return JSON.stringify([route.destination, route.owned, route.nextHop ?? null, route.nextHopLabel ?? null, route.name ?? null, route.healthy ?? null, route.details ?? null]);
+}
+
+function changeIdentity(change: Change): string {
+  return JSON.stringify([change.action, changeDestination(change), change.action === "delete" ? null : change.route.nextHop, change.action === "create" ? null : routeIdentity(change.current)]);
+}
+
+/**
+ * Write-time ownership: the approved diff of a table checked against the table as it is now (read
+ * under the lock), so a write acts only on what is still podroutes' and still as planned. The diff is
+ * planned again against what the approved plan wanted; then
+ * - an approved change the fresh diff still makes is written as approved;
+ * - one whose destination a foreign route took meanwhile is not written: a conflict;
+ * - one the fresh diff no longer needs was done meanwhile (another run of the same inventory): ok;
+ * - a change the fresh diff needs that was never approved (another podroutes run wrote the table with
+ *   another inventory) makes the plan stale: nothing is written, so the table ends as one plan or the
+ *   other, never a mix, and a re-run plans from what is there.
+ * Pure.
+ */
+export function recheck(approved: TableDiff, now: ObservedRoute[], options: DiffOptions = {}): Recheck {
+  const desired: Route[] = [];
+  for (const route of approved.unchanged) desired.push(route);
+  for (const change of approved.changes) if (change.action !== "delete") desired.push(change.route);
+  for (const conflict of approved.conflicts) desired.push(conflict.route);
+  const fresh = diffTable(approved.table, desired, now, options);
+
+  const approvedChanges = new Set(approved.changes.map(changeIdentity));
+  const plannedConflicts = new Set(approved.conflicts.map((c) => c.route.destination));
+  const stale = fresh.changes.some((change) => !approvedChanges.has(changeIdentity(change)) && !plannedConflicts.has(changeDestination(change)));
+  if (stale) {
+    const error = "the table changed since the plan (another podroutes run wrote it?); nothing was written to it: run the same command again to plan from what is there";
+    return { write: [], results: approved.changes.map((change) => ({ change, ok: false, error })), conflicts: [], stale: true };
+  }
+  const freshChanges = new Set(fresh.changes.map(changeIdentity));
+  const freshConflicts = new Map(fresh.conflicts.map((c) => [c.route.destination, c]));
+  const result: Recheck = { write: [], results: [], conflicts: [], stale: false };
+  const touched = new Set<string>();
+  for (const change of approved.changes) {
+    const destination = changeDestination(change);
+    touched.add(destination);
+    const conflict = freshConflicts.get(destination);
+    if (freshChanges.has(changeIdentity(change))) result.write.push(change);
+    else if (conflict) {
+      result.results.push({
+        change,
+        ok: false,
+        conflict: true,
+        error: `a route podroutes does not own took ${destination} after the plan (via ${conflict.existing.nextHopLabel ?? conflict.existing.nextHop ?? "?"}${conflict.existing.protocol ? `, proto ${conflict.existing.protocol}` : ""}): left alone, not written`,
+      });
+    } else result.results.push({ change, ok: true });
+  }
+  for (const conflict of fresh.conflicts) {
+    if (!touched.has(conflict.route.destination) && !plannedConflicts.has(conflict.route.destination)) result.conflicts.push(conflict);
+  }
+  return result;
 }
 
 export function summarize(tables: TableDiff[]): PlanSummary {

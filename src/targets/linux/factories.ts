@@ -27,16 +27,42 @@ export function protoOf(options: ResolvedOptions): number {
   return readOption(protoOption, options)!;
 }
 
+/**
+ * A duration as terraform's -lock-timeout takes it (Go's syntax: `30s`, `5m`, `1m30s`, `500ms`, `0`),
+ * in seconds. Hand-written: five lines, and no library spells durations this way.
+ */
+export function durationSeconds(text: string): number {
+  if (text === "0") return 0;
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) throw new Error("must be a duration such as 30s, 5m or 1m30s (0: do not wait)");
+  const unit = { ms: 0.001, s: 1, m: 60, h: 3600 } as Record<string, number>;
+  let total = 0;
+  for (const [, amount, , name] of text.matchAll(/(\d+(\.\d+)?)(ms|s|m|h)/g)) total += Number(amount) * unit[name!]!;
+  return total;
+}
+
+/** Shared by every host-route target: how long to wait for another podroutes run's lock on a table. */
+export const lockTimeoutOption: OptionSpec<number> = {
+  flags: "--lock-timeout <duration>",
+  description: "how long to wait for another podroutes run writing the same host (30s, 5m, 0: fail at once)",
+  default: "5m",
+  parse: durationSeconds,
+};
+
+/** What every host-route target takes from the flags: the mark, the lock's patience, where to say it waits. */
+export function hostRouteSettings(options: ResolvedOptions): { proto: number; lockTimeout: number; warn: (message: string) => void } {
+  return { proto: protoOf(options), lockTimeout: readOption(lockTimeoutOption, options)!, warn: options.warn };
+}
+
 export const localTarget: TargetFactory = {
   name: "local",
   description: "this host's routing table (inside a network namespace: that namespace)",
-  options: [protoOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
+  options: [protoOption, lockTimeoutOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
   marksSuffice: true,
   async create(options) {
     const runner = localRunner();
     return new HostRoutesTarget({
       name: "local",
-      proto: protoOf(options),
+      ...hostRouteSettings(options),
       connect: async () => runner,
       async tables(inventory, target) {
         let node = options.node as string | undefined;
@@ -65,14 +91,14 @@ export const localTarget: TargetFactory = {
 export const labTarget: TargetFactory = {
   name: "lab",
   description: "every worker of the local lab (`podroutes lab up`), verified with real packets",
-  options: [protoOption, labOption],
+  options: [protoOption, lockTimeoutOption, labOption],
   defaultNodes: "lab",
   async create(options) {
-    const proto = protoOf(options);
+    const settings = hostRouteSettings(options);
     const lab = await requireLab(readOption(labOption, options));
     return new HostRoutesTarget({
       name: "lab",
-      proto,
+      ...settings,
       async tables(inventory) {
         const missing = inventory.nodes.filter((node) => !lab.workers.some((w) => w.name === node.name));
         if (missing.length) {
