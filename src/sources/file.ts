@@ -6,8 +6,9 @@
  * - a Kubernetes NodeList (`kubectl get nodes -o json|yaml`).
  * Pure: text in, RawInventory out, with a line number on every node for error messages.
  */
-import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from "yaml";
+import type { Node as YamlNode } from "yaml";
 import { InputError, type Problem, type RawInventory, type RawNode } from "../inventory.js";
+import { yaml } from "../yaml.js";
 
 export type FileFormat = "routing-table" | "machines.txt" | "yaml" | "json" | "kubernetes-nodelist";
 
@@ -77,6 +78,7 @@ function parseColumns(text: string, file: string, format: "routing-table" | "mac
 }
 
 function parseStructured(text: string, file: string, format: FileFormat): RawInventory {
+  const { isMap, isSeq, LineCounter, parseDocument } = yaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length) {
