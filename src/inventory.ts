@@ -6,11 +6,11 @@
 import {
   canonicalIp,
   cidrContains,
-  familyOfAddress,
+  cidrOf,
   findOverlaps,
-  networkOf,
+  parseAddress,
   parseCidr,
-  parseIp,
+  type Address,
   type Cidr,
   type Inventory,
   type Node,
@@ -88,6 +88,7 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
   const podRanges: { range: Cidr; node: Pick<Node, "name" | "origin"> }[] = [];
   const byName = new Map<string, Node>();
   const byIp = new Map<string, Node>();
+  const nodeAddresses: { node: Node; addresses: Address[] }[] = [];
 
   for (const rawNode of raw.nodes) {
     const where = rawNode.origin;
@@ -98,23 +99,23 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     const earlierName = byName.get(name);
     if (earlierName) say(`duplicate node name (first at ${describe(earlierName)})`, name);
 
-    const internalIPs: string[] = [];
+    const addresses: Address[] = [];
     if (rawNode.internalIPs.length === 0) say("node has no internal IP");
     for (const text of rawNode.internalIPs) {
-      const address = parseIp(text);
+      const address = parseAddress(text);
       if (!address) {
         say("internal IP is not a valid IP address", text);
         continue;
       }
-      const canonical = address.toString();
-      if (internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === familyOfAddress(address))) {
-        say(`more than one IPv${familyOfAddress(address)} internal IP`, text);
+      if (addresses.some((earlier) => earlier.family === address.family)) {
+        say(`more than one IPv${address.family} internal IP`, text);
         continue;
       }
-      const earlier = byIp.get(canonical);
+      const earlier = byIp.get(address.text);
       if (earlier) say(`duplicate internal IP (also node ${earlier.name} at ${describe(earlier)})`, text);
-      internalIPs.push(canonical);
+      addresses.push(address);
     }
+    const internalIPs = addresses.map((address) => address.text);
 
     let sshAddress: string | undefined;
     if (rawNode.sshAddress !== undefined) {
@@ -130,7 +131,7 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
         continue;
       }
       const range = parsed.cidr;
-      if (!internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === range.family)) {
+      if (!addresses.some((address) => address.family === range.family)) {
         say(`IPv${range.family} pod CIDR but no IPv${range.family} internal IP to route it to`, text);
       }
       if (clusterRanges.length && !clusterRanges.some((cluster) => cidrContains(cluster, range))) {
@@ -156,6 +157,7 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     if (!earlierName && name) byName.set(name, node);
     for (const ip of internalIPs) if (!byIp.has(ip)) byIp.set(ip, node);
     nodes.push(node);
+    nodeAddresses.push({ node, addresses });
   }
 
   // Overlapping pod ranges: found in one sweep, reported at the later of the two.
@@ -171,20 +173,19 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
   }
 
   // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
+  // Looked up by the address's network at each prefix length the pod ranges use, not pairwise.
   const rangesByText = new Map(podRanges.map((r) => [r.range.text, r]));
-  const prefixLengths = new Set(podRanges.map((r) => `${r.range.family}/${r.range.prefixLength}`));
-  for (const node of nodes) {
-    for (const ip of node.internalIPs) {
-      const family = familyOfAddress(parseIp(ip)!);
-      for (const key of prefixLengths) {
-        const [rangeFamily, prefix] = key.split("/").map(Number);
-        if (rangeFamily !== family) continue;
-        const holder = rangesByText.get(`${networkText(ip, prefix!)}`);
+  const prefixLengths = { 4: new Set<number>(), 6: new Set<number>() };
+  for (const { range } of podRanges) prefixLengths[range.family].add(range.prefixLength);
+  for (const { node, addresses } of nodeAddresses) {
+    for (const address of addresses) {
+      for (const prefixLength of prefixLengths[address.family]) {
+        const holder = rangesByText.get(cidrOf(address, prefixLength).text);
         if (!holder) continue;
         problems.push({
           where: node.origin,
           node: node.name,
-          value: ip,
+          value: address.text,
           message: `internal IP lies inside pod CIDR ${holder.range.text} of node ${holder.node.name}`,
         });
       }
@@ -198,10 +199,6 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     nodes,
     source: raw.source,
   };
-}
-
-function networkText(ip: string, prefixLength: number): string {
-  return `${networkOf(parseIp(ip)!, prefixLength).toString()}/${prefixLength}`;
 }
 
 function describe(node: Pick<Node, "origin">): string {

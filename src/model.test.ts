@@ -24,13 +24,13 @@ describe("parseCidr", () => {
 });
 
 describe("routeName", () => {
-  it("is the seeds' name for IPv4", () => assert.equal(routeName("10.200.0.0/24"), "kubernetes-route-10-200-0-0-24"));
+  it("is the seeds' name for IPv4", () => assert.equal(routeName(cidr("10.200.0.0/24")), "kubernetes-route-10-200-0-0-24"));
   it("is a valid GCP resource name for the longest IPv6 CIDR", () => {
-    const name = routeName("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124");
+    const name = routeName(cidr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"));
     assert.match(name, /^[a-z]([-a-z0-9]*[a-z0-9])?$/);
     assert.ok(name.length <= 63, `${name} has ${name.length} characters`);
   });
-  it("tells IPv6 CIDRs apart that compress alike", () => assert.notEqual(routeName("fd00:1::/64"), routeName("fd00:0:1::/64")));
+  it("tells IPv6 CIDRs apart that compress alike", () => assert.notEqual(routeName(cidr("fd00:1::/64")), routeName(cidr("fd00:0:1::/64"))));
 });
 
 describe("CIDR relations", () => {

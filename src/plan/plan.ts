@@ -6,9 +6,9 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { familyOfAddress, sortByCidr, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
+import { cidr, compareRanges, internalIpOf, routeName, sortByCidr, type Inventory, type Route } from "../model.js";
 import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
-import { isResponsibleForRoute } from "./ownership.js";
+import { responsibleFor } from "./ownership.js";
 
 /** Someone else's route on a destination podroutes wants. */
 export interface Conflict {
@@ -43,18 +43,34 @@ export interface Plan {
 
 /** The routes a table should hold: every pod CIDR of every node, except its own node's on a host table. */
 export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
-  const routes: Route[] = [];
+  const routes = inventoryRoutes(inventory);
+  return table.scope === "host" ? routes.filter((route) => route.node !== table.node) : [...routes];
+}
+
+/**
+ * Every node's routes in address order, made once per inventory and shared (frozen) by every table's
+ * plan: a host table's routes are these minus its own node's, so N tables cost no N parses and sorts.
+ * Inventories are values, never changed once made, so the inventory object is the key.
+ */
+const routesOfInventory = new WeakMap<Inventory, readonly Route[]>();
+
+function inventoryRoutes(inventory: Inventory): readonly Route[] {
+  let routes = routesOfInventory.get(inventory);
+  if (routes) return routes;
+  const ranged = [];
   for (const node of inventory.nodes) {
-    if (table.scope === "host" && node.name === table.node) continue;
     for (const destination of node.podCIDRs) {
-      const family = familyOfAddress(parseIp(destination.split("/")[0]!)!);
-      const nextHop = internalIpOf(node, family);
+      const range = cidr(destination);
+      const nextHop = internalIpOf(node, range.family);
       // Validation guarantees a next hop of the pod CIDR's family; keep the planner total anyway.
       if (!nextHop) continue;
-      routes.push({ name: routeName(destination), destination, nextHop, node: node.name, family });
+      const route: Route = { name: routeName(range), destination, nextHop, node: node.name, family: range.family };
+      ranged.push({ route: Object.freeze(route), range });
     }
   }
-  return sortByCidr(routes, (route) => route.destination);
+  routes = ranged.sort((a, b) => compareRanges(a.range, b.range)).map(({ route }) => route);
+  routesOfInventory.set(inventory, routes);
+  return routes;
 }
 
 export function defaultSameRoute(desired: Route, observed: ObservedRoute): boolean {
@@ -80,6 +96,7 @@ export function diffTable(
     byDestination.set(route.destination, list);
   }
 
+  const responsible = responsibleFor(options.clusterCIDR);
   const diff: TableDiff = { table, changes: [], unchanged: [], conflicts: [] };
   const wanted = new Set<string>();
   for (const route of desired) {
@@ -102,7 +119,7 @@ export function diffTable(
 
   for (const route of observed) {
     if (!route.owned || wanted.has(route.destination)) continue;
-    if (!isResponsibleForRoute(route.destination, options.clusterCIDR)) continue;
+    if (!responsible(route.destination)) continue;
     diff.changes.push({ action: "delete", current: route });
   }
   diff.changes = sortByCidr(diff.changes, changeDestination);

@@ -3,7 +3,7 @@
  * observed routes, and turning a table's changes into one `ip -batch` script whose failing lines map
  * back to changes. Shared by every host-route target (local, lab, ssh): only how `ip` is run differs.
  */
-import { cidr, ipInCidr, parseCidr, parseIp, type Cidr } from "../../model.js";
+import { addressInCidr, cidr, parseAddress, parseCidr, parseIp, type Cidr } from "../../model.js";
 import type { Change, ChangeResult, ObservedRoute } from "../target.js";
 
 /**
@@ -134,7 +134,8 @@ export function connectedNetworks(state: HostState): { dev: string; range: Cidr 
 
 /** The device that reaches `gateway` directly: the most specific connected network holding it. */
 export function onLinkDevice(networks: { dev: string; range: Cidr }[], gateway: string): string | undefined {
-  return networks.find(({ range }) => ipInCidr(gateway, range))?.dev;
+  const address = parseAddress(gateway);
+  return address && networks.find(({ range }) => addressInCidr(address, range))?.dev;
 }
 
 /** One line of the batch and the changes that fail with it. */
