@@ -193,8 +193,8 @@ export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
  * valid GCP resource name ([a-z]([-a-z0-9]*[a-z0-9])?, 63 characters).
  */
 export function routeName(range: Cidr): string {
-  const groups = range.family === 4 ? range.text.slice(0, range.text.indexOf("/")).split(".") : groupsOf(range.network).map((group) => group.toString(16));
-  return `kubernetes-route-${groups.join("-")}-${range.prefixLength}`;
+  if (range.family === 4) return `kubernetes-route-${range.text.replace(/[./]/g, "-")}`;
+  return `kubernetes-route-${groupsOf(range.network).map((group) => group.toString(16)).join("-")}-${range.prefixLength}`;
 }
 
 /**
@@ -223,8 +223,13 @@ export function compareCidrs(a: string, b: string): number {
 
 /** Sorts values by the CIDR text `key` gives, in address order, parsing each CIDR once. Stable. */
 export function sortByCidr<T>(values: T[], key: (value: T) => string): T[] {
+  return sortByRange(values, (value) => cidr(key(value)));
+}
+
+/** Sorts values by the range `rangeOf` gives (called once per value), in address order. Stable. */
+export function sortByRange<T>(values: T[], rangeOf: (value: T) => Cidr): T[] {
   return values
-    .map((value) => ({ value, range: cidr(key(value)) }))
+    .map((value) => ({ value, range: rangeOf(value) }))
     .sort((a, b) => compareRanges(a.range, b.range))
     .map(({ value }) => value);
 }

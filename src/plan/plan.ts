@@ -6,7 +6,7 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { cidr, compareRanges, internalIpOf, routeName, sortByCidr, type Inventory, type Route } from "../model.js";
+import { cidr, compareRanges, internalIpOf, routeName, sortByRange, type Cidr, type Inventory, type Route } from "../model.js";
 import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
 import { responsibleFor } from "./ownership.js";
 
@@ -53,6 +53,8 @@ export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
  * Inventories are values, never changed once made, so the inventory object is the key.
  */
 const routesOfInventory = new WeakMap<Inventory, readonly Route[]>();
+/** The parsed destination of each of those routes, so a diff sorts its changes without parsing again. */
+const rangeOfRoute = new WeakMap<Route, Cidr>();
 
 function inventoryRoutes(inventory: Inventory): readonly Route[] {
   let routes = routesOfInventory.get(inventory);
@@ -64,8 +66,9 @@ function inventoryRoutes(inventory: Inventory): readonly Route[] {
       const nextHop = internalIpOf(node, range.family);
       // Validation guarantees a next hop of the pod CIDR's family; keep the planner total anyway.
       if (!nextHop) continue;
-      const route: Route = { name: routeName(range), destination, nextHop, node: node.name, family: range.family };
-      ranged.push({ route: Object.freeze(route), range });
+      const route: Route = Object.freeze({ name: routeName(range), destination, nextHop, node: node.name, family: range.family });
+      rangeOfRoute.set(route, range);
+      ranged.push({ route, range });
     }
   }
   routes = ranged.sort((a, b) => compareRanges(a.range, b.range)).map(({ route }) => route);
@@ -122,7 +125,7 @@ export function diffTable(
     if (!responsible(route.destination)) continue;
     diff.changes.push({ action: "delete", current: route });
   }
-  diff.changes = sortByCidr(diff.changes, changeDestination);
+  diff.changes = sortByRange(diff.changes, (change) => (change.action === "delete" ? undefined : rangeOfRoute.get(change.route)) ?? cidr(changeDestination(change)));
   return diff;
 }
 

@@ -11,7 +11,7 @@ import { readOption, wholeNumber, type OptionSpec, type ResolvedOptions } from "
 import type { TargetFactory } from "../registry.js";
 import { TargetError } from "../target.js";
 import { HostRoutesTarget, nodeOfAddresses } from "./host-routes.js";
-import { DEFAULT_PROTO } from "./iproute.js";
+import { ADDRESS_ARGS, DEFAULT_PROTO, hostAddresses } from "./iproute.js";
 import { localRunner } from "./runner.js";
 
 /** Shared by every host-route target (local, lab, ssh). */
@@ -38,7 +38,7 @@ export const localTarget: TargetFactory = {
       name: "local",
       proto: protoOf(options),
       connect: async () => runner,
-      async tables(inventory, target) {
+      async tables(inventory) {
         let node = options.node as string | undefined;
         // `list` and `delete` without --nodes: this host's table, whose routes the protocol number tells.
         if (inventory.nodes.length === 0) return [{ id: node ?? hostname(), scope: "host" }];
@@ -46,13 +46,15 @@ export const localTarget: TargetFactory = {
           throw new UsageError(`--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`, { flag: "--node" });
         }
         if (node === undefined) {
-          const probe = { id: "this host", scope: "host" as const };
-          const state = await target.state(probe, inventory);
-          node = nodeOfAddresses(inventory, state.addresses);
+          // Addresses alone: reading the whole table here too would cost as much as the plan's own read.
+          const result = await runner.ip(ADDRESS_ARGS);
+          if (result.code !== 0) throw new TargetError("local", `cannot read this host's addresses: ${result.stderr.trim() || `ip exited ${result.code}`}`);
+          const addresses = hostAddresses(JSON.parse(result.stdout));
+          node = nodeOfAddresses(inventory, addresses);
           if (!node) {
             throw new TargetError(
               "local",
-              `none of this host's addresses (${state.addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
+              `none of this host's addresses (${addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
             );
           }
         }

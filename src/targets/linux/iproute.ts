@@ -63,14 +63,24 @@ export function parseHostState(stdout: string, stderr: string): HostState {
   const nexthopFailed = /Command failed -:2\b/.test(stderr);
   const routes = (arrays[0] ?? []) as KernelRoute[];
   const nexthops = (nexthopFailed ? [] : (arrays[1] ?? [])) as KernelNexthop[];
-  const links = (arrays[nexthopFailed ? 1 : 2] ?? []) as { addr_info?: { local?: string }[] }[];
-  const addresses = links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
+  const addresses = hostAddresses((arrays[nexthopFailed ? 1 : 2] ?? []) as IpLink[]);
   return {
     routes: routes.filter((route) => route.table === undefined || route.table === "254" || route.table === "main"),
     nexthops,
     nexthopObjects: !nexthopFailed,
     addresses,
   };
+}
+
+/** A link of `ip -json address show`, as far as podroutes reads it. */
+type IpLink = { addr_info?: { local?: string }[] };
+
+/** Reads the host's addresses alone (to find which node it is), without its thousands of routes. */
+export const ADDRESS_ARGS = ["-N", "-json", "address", "show"];
+
+/** The host's own addresses in `ip -json address show` output (parsed JSON). */
+export function hostAddresses(links: IpLink[]): string[] {
+  return links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
 }
 
 /** `default`, host routes without a prefix, and IPv6 spellings, all as canonical CIDR text. */
