@@ -6,7 +6,7 @@
 import {
   canonicalIp,
   cidrContains,
-  cidrOf,
+  addressNetwork,
   findOverlaps,
   parseAddress,
   parseCidr,
@@ -63,6 +63,12 @@ const NODE_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
 export const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LABEL_KEY = /^([A-Za-z0-9.-]{1,253}\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
+/** A pod range and the node it belongs to, for messages about overlaps. */
+interface PodRange {
+  range: Cidr;
+  node: Pick<Node, "name" | "origin">;
+}
+
 /** Checks a raw inventory; returns it in canonical form or throws InputError listing every problem. */
 export function validateInventory(raw: RawInventory, options: { clusterCIDR?: string; cluster?: string } = {}): Inventory {
   const problems: Problem[] = [];
@@ -85,7 +91,7 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
   if (raw.nodes.length === 0) problems.push({ message: `${raw.source}: the inventory has no nodes` });
 
   const nodes: Node[] = [];
-  const podRanges: { range: Cidr; node: Pick<Node, "name" | "origin"> }[] = [];
+  const podRanges: PodRange[] = [];
   const byName = new Map<string, Node>();
   const byIp = new Map<string, Node>();
   const nodeAddresses: { node: Node; addresses: Address[] }[] = [];
@@ -174,13 +180,17 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
 
   // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
   // Looked up by the address's network at each prefix length the pod ranges use, not pairwise.
-  const rangesByText = new Map(podRanges.map((r) => [r.range.text, r]));
-  const prefixLengths = { 4: new Set<number>(), 6: new Set<number>() };
-  for (const { range } of podRanges) prefixLengths[range.family].add(range.prefixLength);
+  const byPrefix = { 4: new Map<number, Map<number | bigint, PodRange>>(), 6: new Map<number, Map<number | bigint, PodRange>>() };
+  for (const podRange of podRanges) {
+    const { family, prefixLength, network } = podRange.range;
+    const byNetwork = byPrefix[family].get(prefixLength) ?? new Map<number | bigint, PodRange>();
+    byNetwork.set(network, podRange);
+    byPrefix[family].set(prefixLength, byNetwork);
+  }
   for (const { node, addresses } of nodeAddresses) {
     for (const address of addresses) {
-      for (const prefixLength of prefixLengths[address.family]) {
-        const holder = rangesByText.get(cidrOf(address, prefixLength).text);
+      for (const [prefixLength, byNetwork] of byPrefix[address.family]) {
+        const holder = byNetwork.get(addressNetwork(address, prefixLength));
         if (!holder) continue;
         problems.push({
           where: node.origin,

@@ -114,8 +114,13 @@ function networkValue(family: Family, value: number | bigint, prefixLength: numb
   return ((value as bigint) >> hostBits) << hostBits;
 }
 
+/** The network address of `address` at `prefixLength` (host bits cleared), as Cidr.network holds it. */
+export function addressNetwork(address: Address, prefixLength: number): number | bigint {
+  return address.family === 4 ? networkValue(4, address.value, prefixLength) : networkValue(6, address.value, prefixLength);
+}
+
 /** The network of `address` at `prefixLength`, as a Cidr (host bits cleared). */
-export function cidrOf(address: Address, prefixLength: number): Cidr {
+function cidrOf(address: Address, prefixLength: number): Cidr {
   if (address.family === 4) {
     const network = networkValue(4, address.value, prefixLength);
     const octets = [Math.floor(network / 0x1000000), (network >>> 16) & 255, (network >>> 8) & 255, network & 255];

@@ -118,12 +118,15 @@ export function observedRoutes(state: HostState, proto: number): ObservedRoute[]
 }
 
 /** iproute2's names for the kernel's own protocol numbers; others stay numbers. */
+const PROTOCOL_NAMES: Record<string, string> = { "2": "kernel", "3": "boot", "4": "static", "16": "dhcp", "186": "bgp", "188": "ospf" };
+const TYPE_NAMES: Record<string, string> = { "6": "blackhole", "7": "unreachable", "8": "prohibit" };
+
 function protocolName(protocol: string | undefined): string {
-  return ({ "2": "kernel", "3": "boot", "4": "static", "16": "dhcp", "186": "bgp", "188": "ospf" } as Record<string, string>)[protocol ?? "3"] ?? protocol!;
+  return PROTOCOL_NAMES[protocol ?? "3"] ?? protocol!;
 }
 
 function typeName(type: string): string {
-  return ({ "6": "blackhole", "7": "unreachable", "8": "prohibit" } as Record<string, string>)[type] ?? `type ${type}`;
+  return TYPE_NAMES[type] ?? `type ${type}`;
 }
 
 /** The host's connected networks: link-scope routes without a gateway, and the device of each. */
