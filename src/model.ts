@@ -156,7 +156,7 @@ export function parseCidr(text: string): CidrParse {
     return { ok: false, reason: `prefix length must be 0..${max}` };
   }
   const range = cidrOf(address, Number(prefixText));
-  if (range.text !== `${address.text}/${range.prefixLength}`) return { ok: false, reason: `host bits set (the network is ${range.text})` };
+  if (range.network !== address.value) return { ok: false, reason: `host bits set (the network is ${range.text})` };
   return { ok: true, cidr: range };
 }
 
