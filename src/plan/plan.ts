@@ -6,7 +6,7 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { cidr, compareRanges, internalIpOf, routeName, sortByRange, type Cidr, type Inventory, type Route } from "../model.js";
+import { cidr, compareRanges, internalIpOf, routeName, sortByRange, type Cidr, type Inventory, type Node, type Route } from "../model.js";
 import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
 import { responsibleFor } from "./ownership.js";
 
@@ -50,15 +50,22 @@ export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
 /**
  * Every node's routes in address order, made once per inventory and shared (frozen) by every table's
  * plan: a host table's routes are these minus its own node's, so N tables cost no N parses and sorts.
- * Inventories are values, never changed once made, so the inventory object is the key.
+ * Remembered with what they were made from, so that an inventory whose nodes were replaced since (a
+ * long-running process may swap a node or its lists) gets its routes made again.
  */
-const routesOfInventory = new WeakMap<Inventory, readonly Route[]>();
+interface InventoryRoutes {
+  nodes: Inventory["nodes"];
+  /** Per node, what its routes were made from: the node itself, its name, and its two lists. */
+  made: [Node, string, string[], string[]][];
+  routes: readonly Route[];
+}
+const routesOfInventory = new WeakMap<Inventory, InventoryRoutes>();
 /** The parsed destination of each of those routes, so a diff sorts its changes without parsing again. */
 const rangeOfRoute = new WeakMap<Route, Cidr>();
 
 function inventoryRoutes(inventory: Inventory): readonly Route[] {
-  let routes = routesOfInventory.get(inventory);
-  if (routes) return routes;
+  const remembered = routesOfInventory.get(inventory);
+  if (remembered && madeFromTheseNodes(remembered, inventory.nodes)) return remembered.routes;
   const ranged = [];
   for (const node of inventory.nodes) {
     for (const destination of node.podCIDRs) {
@@ -71,9 +78,19 @@ function inventoryRoutes(inventory: Inventory): readonly Route[] {
       ranged.push({ route, range });
     }
   }
-  routes = ranged.sort((a, b) => compareRanges(a.range, b.range)).map(({ route }) => route);
-  routesOfInventory.set(inventory, routes);
+  const routes = ranged.sort((a, b) => compareRanges(a.range, b.range)).map(({ route }) => route);
+  const made = inventory.nodes.map((node): InventoryRoutes["made"][number] => [node, node.name, node.internalIPs, node.podCIDRs]);
+  routesOfInventory.set(inventory, { nodes: inventory.nodes, made, routes });
   return routes;
+}
+
+/** Identity checks only (no text is read), so checking costs far less than making the routes again. */
+function madeFromTheseNodes(remembered: InventoryRoutes, nodes: Inventory["nodes"]): boolean {
+  return (
+    remembered.nodes === nodes &&
+    remembered.made.length === nodes.length &&
+    remembered.made.every(([node, name, internalIPs, podCIDRs], i) => nodes[i] === node && node.name === name && node.internalIPs === internalIPs && node.podCIDRs === podCIDRs)
+  );
 }
 
 export function defaultSameRoute(desired: Route, observed: ObservedRoute): boolean {
