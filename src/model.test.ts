@@ -199,3 +199,21 @@ describe("compact form against ipaddr.js (fast-check)", () => {
     );
   });
 });
+
+describe("parsed texts are remembered", () => {
+  it("gives the same frozen value for the same text, so no caller can change another's", () => {
+    const [first, again] = [cidr("10.201.7.0/24"), cidr("10.201.7.0/24")];
+    assert.equal(first, again);
+    assert.ok(Object.isFrozen(first) && Object.isFrozen(parseAddress("10.201.7.1")));
+    assert.throws(() => ((first as { text: string }).text = "x"), TypeError);
+  });
+  it("stays right past its bound (65,536 texts), and remembers no failures", () => {
+    for (let i = 0; i < 70_000; i++) {
+      const text = `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}/32`;
+      assert.equal(cidr(text).text, text);
+    }
+    assert.equal(parseAddress("10.0.0.1")!.value, 0x0a000001);
+    assert.deepEqual(parseCidr("10.0.0.1/24"), { ok: false, reason: "host bits set (the network is 10.0.0.0/24)" });
+    assert.deepEqual(parseCidr("10.0.0.1/24"), { ok: false, reason: "host bits set (the network is 10.0.0.0/24)" });
+  });
+});

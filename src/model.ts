@@ -59,14 +59,32 @@ export interface Route {
  * number for IPv4, exact up to 2^32; a bigint for IPv6) and the prefix length. Containment, overlap and
  * address order are integer operations on it; ipaddr.js is used only to read and write text.
  */
-export type Cidr = {
-  /** Canonical text: network address in ipaddr.js' normal form, then the prefix length. */
-  text: string;
-  prefixLength: number;
-} & ({ family: 4; network: number } | { family: 6; network: bigint });
+export type Cidr = Readonly<
+  {
+    /** Canonical text: network address in ipaddr.js' normal form, then the prefix length. */
+    text: string;
+    prefixLength: number;
+  } & ({ family: 4; network: number } | { family: 6; network: bigint })
+>;
 
 /** An IP address parsed once: canonical text and the address as an integer, as in Cidr. */
-export type Address = { text: string } & ({ family: 4; value: number } | { family: 6; value: bigint });
+export type Address = Readonly<{ text: string } & ({ family: 4; value: number } | { family: 6; value: bigint })>;
+
+/**
+ * The texts parseAddress and parseCidr have parsed, remembered: the same text comes back at every stage
+ * (the inventory, the planner, the kernel's own listing, the write), and a parse costs microseconds where
+ * a lookup costs nanoseconds. Results are frozen values, so sharing them is safe; the memory is bounded
+ * (emptied when full), so a long-running process does not grow it without end.
+ */
+const PARSED_LIMIT = 1 << 16;
+const parsedAddresses = new Map<string, Address>();
+const parsedCidrs = new Map<string, Cidr>();
+
+function remember<T>(parsed: Map<string, T>, text: string, value: T): T {
+  if (parsed.size >= PARSED_LIMIT) parsed.clear();
+  parsed.set(text, Object.freeze(value));
+  return value;
+}
 
 export function familyOfAddress(address: ipaddr.IPv4 | ipaddr.IPv6): Family {
   return address.kind() === "ipv4" ? 4 : 6;
@@ -92,8 +110,10 @@ const FOUR_PART_DECIMAL = /^(0|[1-9]\d*)(\.(0|[1-9]\d*)){3}$/;
 
 /** Parses an IP address (as parseIp) into its compact form. */
 export function parseAddress(text: string): Address | undefined {
+  const known = parsedAddresses.get(text);
+  if (known) return known;
   const parsed = parseIp(text);
-  return parsed && compact(parsed);
+  return parsed && remember(parsedAddresses, text, compact(parsed));
 }
 
 function compact(address: ipaddr.IPv4 | ipaddr.IPv6): Address {
@@ -146,6 +166,8 @@ export type CidrParse = { ok: true; cidr: Cidr } | { ok: false; reason: string }
 
 /** Parses `10.200.0.0/24`; refuses host bits (`10.200.0.1/24`) and names the network it meant. */
 export function parseCidr(text: string): CidrParse {
+  const known = parsedCidrs.get(text);
+  if (known) return { ok: true, cidr: known };
   const slash = text.indexOf("/");
   if (slash < 0) return { ok: false, reason: "not a CIDR (expected ADDRESS/PREFIX)" };
   const address = parseAddress(text.slice(0, slash));
@@ -157,7 +179,7 @@ export function parseCidr(text: string): CidrParse {
   }
   const range = cidrOf(address, Number(prefixText));
   if (range.network !== address.value) return { ok: false, reason: `host bits set (the network is ${range.text})` };
-  return { ok: true, cidr: range };
+  return { ok: true, cidr: remember(parsedCidrs, text, range) };
 }
 
 /** The ranges of a (validated) cluster CIDR text, one per family. */

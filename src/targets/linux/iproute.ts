@@ -103,7 +103,7 @@ export function observedRoutes(state: HostState, proto: number): ObservedRoute[]
     const family = route.gateway?.includes(":") || route.dst?.includes(":") ? 6 : 4;
     const destination = canonicalDestination(route.dst, family);
     if (!destination) continue;
-    const gateway = route.gateway ? parseIp(route.gateway)?.toString() : undefined;
+    const gateway = route.gateway ? parseAddress(route.gateway)?.text : undefined;
     routes.push({
       destination,
       nextHop: route.nexthops ? undefined : gateway,
