@@ -248,15 +248,10 @@ export function compareCidrs(a: string, b: string): number {
   return compareRanges(cidr(a), cidr(b));
 }
 
-/** Sorts values by the CIDR text `key` gives, in address order, parsing each CIDR once. Stable. */
+/** Sorts values by the CIDR text `key` gives, in address order, looking each CIDR up once. Stable. */
 export function sortByCidr<T>(values: T[], key: (value: T) => string): T[] {
-  return sortByRange(values, (value) => cidr(key(value)));
-}
-
-/** Sorts values by the range `rangeOf` gives (called once per value), in address order. Stable. */
-export function sortByRange<T>(values: T[], rangeOf: (value: T) => Cidr): T[] {
   return values
-    .map((value) => ({ value, range: rangeOf(value) }))
+    .map((value) => ({ value, range: cidr(key(value)) }))
     .sort((a, b) => compareRanges(a.range, b.range))
     .map(({ value }) => value);
 }

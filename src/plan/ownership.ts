@@ -5,15 +5,9 @@
  */
 import { cidrContains, clusterRanges, parseCidr } from "../model.js";
 
-/**
- * The guard for one cluster: whether a route on `destination` is podroutes' business. `clusterCIDR` is
- * the inventory's validated text, one range per family (comma-separated), parsed once per guard.
- */
-export function responsibleFor(clusterCIDR: string | undefined): (destination: string) => boolean {
-  if (clusterCIDR === undefined) return () => true;
-  const ranges = clusterRanges(clusterCIDR);
-  return (destination) => {
-    const route = parseCidr(destination);
-    return route.ok && ranges.some((cluster) => cidrContains(cluster, route.cidr));
-  };
+/** `clusterCIDR` is the inventory's validated text, one range per family (comma-separated). */
+export function isResponsibleForRoute(destination: string, clusterCIDR: string | undefined): boolean {
+  if (clusterCIDR === undefined) return true;
+  const route = parseCidr(destination);
+  return route.ok && clusterRanges(clusterCIDR).some((cluster) => cidrContains(cluster, route.cidr));
 }

@@ -6,9 +6,9 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { cidr, compareRanges, internalIpOf, routeName, sortByRange, type Cidr, type Inventory, type Node, type Route } from "../model.js";
+import { cidr, compareRanges, internalIpOf, routeName, sortByCidr, type Inventory, type Node, type Route } from "../model.js";
 import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
-import { responsibleFor } from "./ownership.js";
+import { isResponsibleForRoute } from "./ownership.js";
 
 /** Someone else's route on a destination podroutes wants. */
 export interface Conflict {
@@ -60,8 +60,6 @@ interface InventoryRoutes {
   routes: readonly Route[];
 }
 const routesOfInventory = new WeakMap<Inventory, InventoryRoutes>();
-/** The parsed destination of each of those routes, so a diff sorts its changes without parsing again. */
-const rangeOfRoute = new WeakMap<Route, Cidr>();
 
 function inventoryRoutes(inventory: Inventory): readonly Route[] {
   const remembered = routesOfInventory.get(inventory);
@@ -74,7 +72,6 @@ function inventoryRoutes(inventory: Inventory): readonly Route[] {
       // Validation guarantees a next hop of the pod CIDR's family; keep the planner total anyway.
       if (!nextHop) continue;
       const route: Route = Object.freeze({ name: routeName(range), destination, nextHop, node: node.name, family: range.family });
-      rangeOfRoute.set(route, range);
       ranged.push({ route, range });
     }
   }
@@ -116,7 +113,6 @@ export function diffTable(
     byDestination.set(route.destination, list);
   }
 
-  const responsible = responsibleFor(options.clusterCIDR);
   const diff: TableDiff = { table, changes: [], unchanged: [], conflicts: [] };
   const wanted = new Set<string>();
   for (const route of desired) {
@@ -139,10 +135,10 @@ export function diffTable(
 
   for (const route of observed) {
     if (!route.owned || wanted.has(route.destination)) continue;
-    if (!responsible(route.destination)) continue;
+    if (!isResponsibleForRoute(route.destination, options.clusterCIDR)) continue;
     diff.changes.push({ action: "delete", current: route });
   }
-  diff.changes = sortByRange(diff.changes, (change) => (change.action === "delete" ? undefined : rangeOfRoute.get(change.route)) ?? cidr(changeDestination(change)));
+  diff.changes = sortByCidr(diff.changes, changeDestination);
   return diff;
 }
 
