@@ -7,7 +7,7 @@ import type { Inventory } from "../../model.js";
 import { desiredRoutes } from "../../plan/plan.js";
 import type { Change, ChangeResult, ObservedRoute, TableRef, Target, WriteContext } from "../target.js";
 import { TargetError } from "../target.js";
-import { batchResults, buildWriteBatch, observedRoutes, parseHostState, READ_ARGS, READ_BATCH, type HostState } from "./iproute.js";
+import { batchResults, buildWriteBatch, observedRoutes, parseHostState, READ_ARGS, READ_BATCH, ROUTES_BATCH, type HostState } from "./iproute.js";
 import type { IpRunner } from "./runner.js";
 
 export interface HostRoutesOptions {
@@ -45,18 +45,18 @@ export class HostRoutesTarget implements Target {
     return runner;
   }
 
-  /** The host's routing state, read in one `ip` process. */
-  async state(table: TableRef, inventory: Inventory): Promise<HostState> {
+  /** The host's routing state, read in one `ip` process (`batch`: what is read; everything by default). */
+  async state(table: TableRef, inventory: Inventory, batch = READ_BATCH): Promise<HostState> {
     const runner = await this.runner(table, inventory);
-    const result = await runner.ip(READ_ARGS, READ_BATCH);
+    const result = await runner.ip(READ_ARGS, batch);
     if (!result.stdout.trim().startsWith("[")) {
       throw new TargetError(this.name, `cannot read routes on ${runner.where}: ${result.stderr.trim() || `ip exited ${result.code}`}`, { table: table.id });
     }
-    return parseHostState(result.stdout, result.stderr);
+    return parseHostState(result.stdout, result.stderr, batch);
   }
 
   async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
-    const state = await this.state(table, inventory);
+    const state = await this.state(table, inventory, ROUTES_BATCH);
     // Foreign routes matter only on a destination this table should get (a conflict); the node's own
     // pod network, for one, is the CNI bridge's business.
     const wanted = new Set(desiredRoutes(inventory, table).map((route) => route.destination));

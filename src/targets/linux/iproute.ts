@@ -40,7 +40,9 @@ export interface KernelNexthop {
 /** What one read of a host gives: its main-table routes, nexthop objects, and whether it has them. */
 export interface HostState {
   routes: KernelRoute[];
+  /** Empty when the read did not ask for them (ROUTES_BATCH). */
   nexthops: KernelNexthop[];
+  /** False when the kernel has none, or when the read did not ask for them. */
   nexthopObjects: boolean;
   /** The host's own addresses, to find which node it is. */
   addresses: string[];
@@ -48,27 +50,39 @@ export interface HostState {
 
 /** The batch that reads a host in one `ip` process (and one SSH round trip). */
 export const READ_BATCH = "route show table all\nnexthop show\naddress show\n";
+/**
+ * What a plan reads of a host: its routes alone. Nexthop objects matter only to a write, which reads
+ * the host again with READ_BATCH; thousands of them would cost a plan's read about as much again.
+ */
+export const ROUTES_BATCH = "route show table all\n";
 export const READ_ARGS = ["-N", "-json", "-force", "-batch", "-"];
 
 /**
- * Parses the output of READ_BATCH. Each command prints one JSON array per line; a kernel without
- * nexthop objects fails the second command, which `-force` turns into a missing line and an error.
+ * Parses the output of a read batch (READ_BATCH unless said). Each command prints one JSON array per
+ * line, in order; one that fails (`nexthop show` on a kernel without nexthop objects) prints none, and
+ * `-force` goes on to the next, saying `Command failed -:LINE` on stderr.
  */
-export function parseHostState(stdout: string, stderr: string): HostState {
+export function parseHostState(stdout: string, stderr: string, batch = READ_BATCH): HostState {
   const arrays = stdout
     .split("\n")
     .map((line) => line.trim())
     .filter((line) => line.startsWith("["))
     .map((line) => JSON.parse(line) as unknown[]);
-  const nexthopFailed = /Command failed -:2\b/.test(stderr);
-  const routes = (arrays[0] ?? []) as KernelRoute[];
-  const nexthops = (nexthopFailed ? [] : (arrays[1] ?? [])) as KernelNexthop[];
-  const addresses = hostAddresses((arrays[nexthopFailed ? 1 : 2] ?? []) as IpLink[]);
+  const failed = new Set([...stderr.matchAll(/Command failed -:(\d+)/g)].map((match) => Number(match[1])));
+  const printed = new Map<string, unknown[]>();
+  let next = 0;
+  batch
+    .trim()
+    .split("\n")
+    .forEach((command, index) => {
+      if (!failed.has(index + 1)) printed.set(command.split(" ")[0]!, arrays[next++] ?? []);
+    });
+  const routes = (printed.get("route") ?? []) as KernelRoute[];
   return {
     routes: routes.filter((route) => route.table === undefined || route.table === "254" || route.table === "main"),
-    nexthops,
-    nexthopObjects: !nexthopFailed,
-    addresses,
+    nexthops: (printed.get("nexthop") ?? []) as KernelNexthop[],
+    nexthopObjects: printed.has("nexthop"),
+    addresses: hostAddresses((printed.get("address") ?? []) as IpLink[]),
   };
 }
 
