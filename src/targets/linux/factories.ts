@@ -3,7 +3,7 @@
  * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
  * HostRoutesTarget with another transport.
  */
-import { hostname } from "node:os";
+import { hostname, networkInterfaces } from "node:os";
 import { UsageError } from "../../errors.js";
 import { labOption, requireLab } from "../../lab/lab.js";
 import { checkPodPaths } from "../../lab/paths.js";
@@ -11,7 +11,7 @@ import { readOption, wholeNumber, type OptionSpec, type ResolvedOptions } from "
 import type { TargetFactory } from "../registry.js";
 import { TargetError } from "../target.js";
 import { HostRoutesTarget, nodeOfAddresses } from "./host-routes.js";
-import { ADDRESS_ARGS, DEFAULT_PROTO, hostAddresses } from "./iproute.js";
+import { DEFAULT_PROTO } from "./iproute.js";
 import { localRunner } from "./runner.js";
 
 /** Shared by every host-route target (local, lab, ssh). */
@@ -46,10 +46,9 @@ export const localTarget: TargetFactory = {
           throw new UsageError(`--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`, { flag: "--node" });
         }
         if (node === undefined) {
-          // Addresses alone: reading the whole table here too would cost as much as the plan's own read.
-          const result = await runner.ip(ADDRESS_ARGS);
-          if (result.code !== 0) throw new TargetError("local", `cannot read this host's addresses: ${result.stderr.trim() || `ip exited ${result.code}`}`);
-          const addresses = hostAddresses(JSON.parse(result.stdout));
+          // The addresses of the network namespace this process runs in, which is where `ip` writes: no
+          // `ip` process, and not the whole table, which the plan reads anyway.
+          const addresses = Object.values(networkInterfaces()).flatMap((nics) => (nics ?? []).map((nic) => nic.address));
           node = nodeOfAddresses(inventory, addresses);
           if (!node) {
             throw new TargetError(

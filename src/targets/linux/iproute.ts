@@ -89,11 +89,8 @@ export function parseHostState(stdout: string, stderr: string, batch = READ_BATC
 /** A link of `ip -json address show`, as far as podroutes reads it. */
 type IpLink = { addr_info?: { local?: string }[] };
 
-/** Reads the host's addresses alone (to find which node it is), without its thousands of routes. */
-export const ADDRESS_ARGS = ["-N", "-json", "address", "show"];
-
 /** The host's own addresses in `ip -json address show` output (parsed JSON). */
-export function hostAddresses(links: IpLink[]): string[] {
+function hostAddresses(links: IpLink[]): string[] {
   return links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
 }
 
