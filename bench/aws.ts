@@ -1,6 +1,6 @@
 /**
- * AWS route tables against moto: podroutes' full apply and no-op apply of 45 nodes' routes (the most a
- * default 50-route table takes next to its local and gateway routes) versus the seeds' way, a sequential
+ * AWS route tables against moto: podroutes' full apply and no-op apply of 45 nodes' routes (close to the
+ * 49 a default quota of 50 IPv4 routes takes next to the gateway route) versus the seeds' way, a sequential
  * loop of `aws ec2 create-route` and `aws ec2 modify-instance-attribute --no-source-dest-check`, one
  * CLI process per call. Each side writes its own route table of the same VPC. moto answers in
  * milliseconds where EC2 takes tens to hundreds, so the gap from concurrency is larger on real AWS;

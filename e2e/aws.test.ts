@@ -6,7 +6,17 @@
  */
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { CreateRouteCommand, DescribeRouteTablesCommand, ModifyNetworkInterfaceAttributeCommand, TerminateInstancesCommand, type EC2Client } from "@aws-sdk/client-ec2";
+import {
+  AttachNetworkInterfaceCommand,
+  CreateNetworkInterfaceCommand,
+  CreateRouteCommand,
+  CreateRouteTableCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeRouteTablesCommand,
+  ModifyNetworkInterfaceAttributeCommand,
+  TerminateInstancesCommand,
+  type EC2Client,
+} from "@aws-sdk/client-ec2";
 import { apply, plan } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
@@ -14,6 +24,7 @@ import type { ResolvedOptions } from "../src/options.js";
 import { awsTarget } from "../src/targets/aws/factory.js";
 import { createEc2, type Ec2Api } from "../src/targets/aws/ec2.js";
 import { AwsTarget, type AwsTargetSettings } from "../src/targets/aws/target.js";
+import { TargetError } from "../src/targets/target.js";
 import { runCli, jsonOf } from "../testkit/cli.js";
 import { editInventory, runConformance } from "../testkit/conformance.js";
 import {
@@ -25,7 +36,7 @@ import {
   SEED_CLUSTER_CIDR,
   SEED_NODES,
   startMoto,
-  startThrottlingProxy,
+  startEc2Proxy,
   type CloudFixture,
   type Moto,
 } from "../testkit/moto.js";
@@ -171,6 +182,42 @@ describe("aws target against moto", () => {
     }
   });
 
+  it("looks nodes up in the route tables' VPC only: the stranger at worker-0's IP in an overlapping VPC is never touched", async () => {
+    // The fixture's second VPC uses 10.240.0.0/16 too and holds an unrelated instance at 10.240.0.20,
+    // listed before worker-0 by an unscoped lookup (EC2 and moto alike answer every VPC of the region).
+    const inventory = seedInventory();
+    const { target } = await recordedTarget(m.endpoint);
+    try {
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual(planned.review.warnings, []);
+      assert.ok(!planned.review.actions.some((a) => a.id === cloud.stranger.eniId), JSON.stringify(planned.review.actions));
+      const report = await apply(target, planned, inventory, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      const worker0 = cloud.instances[0]!;
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).get(worker0.podCIDR!), worker0.eniId);
+      const stranger = await client.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [cloud.stranger.eniId] }));
+      assert.equal(stranger.NetworkInterfaces?.[0]?.SourceDestCheck, true, "the stranger's source/dest check is left on");
+      assert.equal((await plan(target, inventory, options)).summary.unchanged, 6, "a re-run has nothing to do");
+    } finally {
+      await target.close();
+    }
+  });
+
+  it("refuses route tables of two VPCs, naming both, before any lookup of nodes", async () => {
+    const strangerTable = (await client.send(new CreateRouteTableCommand({ VpcId: cloud.stranger.vpcId }))).RouteTable!.RouteTableId!;
+    const { target, calls } = await recordedTarget(m.endpoint, { routeTables: [cloud.tableIds[0]!, strangerTable] });
+    try {
+      await assert.rejects(plan(target, seedInventory(), options), (error: unknown) => {
+        assert.ok(error instanceof TargetError);
+        assert.match(error.message, new RegExp(`2 VPCs.*${cloud.vpcId}: ${cloud.tableIds[0]}.*${cloud.stranger.vpcId}: ${strangerTable}.*--route-table`));
+        return true;
+      });
+      assert.deepEqual(calls.filter((c) => /^(networkInterfaces|instances)/.test(c)), [], "no interface or instance was looked up");
+    } finally {
+      await target.close();
+    }
+  });
+
   it("a changed next hop is one ReplaceRoute per table, never a delete and create", async () => {
     const inventory = seedInventory();
     const { target, calls } = await recordedTarget(m.endpoint);
@@ -205,6 +252,46 @@ describe("aws target against moto", () => {
       assert.deepEqual(again.review.actions, []);
     } finally {
       await target.close();
+    }
+  });
+
+  it("--next-hop instance on an instance with two network interfaces: the plan says to use --next-hop eni and no call is made for it", async () => {
+    // moto routes to any instance; EC2 refuses an instance without exactly one interface
+    // (InvalidInstanceID): the proxy in front of moto enforces that rule.
+    const proxy = await startEc2Proxy(m.endpoint, { routeRules: { routeLimit: 50 } });
+    const worker1 = cloud.instances[1]!;
+    const second = (await client.send(new CreateNetworkInterfaceCommand({ SubnetId: cloud.subnetId, PrivateIpAddress: "10.240.0.121" }))).NetworkInterface!.NetworkInterfaceId!;
+    await client.send(new AttachNetworkInterfaceCommand({ NetworkInterfaceId: second, InstanceId: worker1.instanceId, DeviceIndex: 1 }));
+    const inventory = seedInventory();
+    const byInstance = await recordedTarget(proxy.endpoint, { nextHop: "instance" });
+    const byEni = await recordedTarget(proxy.endpoint, { nextHop: "eni" });
+    try {
+      const planned = await plan(byInstance.target, inventory, options);
+      assert.deepEqual(planned.review.warnings.map((w) => w.replace(/i-\w+|eni-\w+/g, "ID")), [
+        "aws: node worker-1: instance ID (10.240.0.21) has 2 network interfaces and EC2 routes to an instance only with exactly one: use --next-hop eni (routes to ID, which holds 10.240.0.21); its routes will fail",
+      ]);
+      const report = await apply(byInstance.target, planned, inventory, options);
+      const failed = report.tables.flatMap((t) => t.results.filter((r) => !r.ok));
+      assert.deepEqual(failed.map((r) => (r.change.action === "create" ? r.change.route.node : "")), ["worker-1", "worker-1"]);
+      assert.match(failed[0]!.error!, /use --next-hop eni/);
+      assert.equal(proxy.refused.get("InvalidInstanceID"), undefined, "podroutes never asked EC2 for what it refuses");
+      assert.deepEqual(proxy.calls("CreateRoute").map((p) => p.get("InstanceId")).sort(), [cloud.instances[0]!.instanceId, cloud.instances[0]!.instanceId, cloud.instances[2]!.instanceId, cloud.instances[2]!.instanceId].sort());
+
+      const report2 = await apply(byEni.target, await plan(byEni.target, inventory, options), inventory, options);
+      assert.ok(report2.ok, JSON.stringify(report2));
+      for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).get(worker1.podCIDR!), worker1.eniId);
+
+      // What EC2 (the proxy) answers the call podroutes did not make.
+      const proxied = m.client(proxy.endpoint);
+      await assert.rejects(
+        proxied.send(new CreateRouteCommand({ RouteTableId: cloud.tableIds[0]!, DestinationCidrBlock: "10.200.9.0/24", InstanceId: worker1.instanceId })),
+        (error: Error) => error.name === "InvalidInstanceID" && /multiple interfaces/.test(error.message),
+      );
+      proxied.destroy();
+    } finally {
+      await byInstance.target.close();
+      await byEni.target.close();
+      await proxy.close();
     }
   });
 
@@ -263,12 +350,12 @@ describe("aws target against moto", () => {
 
   it("refuses before any call when a table would exceed the route limit", async () => {
     const inventory = seedInventory();
-    // Each table holds local + internet gateway routes: 2 + 3 creates = 5 > 4.
-    const { target, calls } = await recordedTarget(m.endpoint, { routeLimit: 4 });
+    // Each table holds its local route (not counted) and the internet gateway's (counted): 1 + 3 creates = 4 > 3.
+    const { target, calls } = await recordedTarget(m.endpoint, { routeLimit: 3 });
     try {
       const planned = await plan(target, inventory, options);
       assert.equal(planned.review.refusals.length, 2, planned.review.refusals.join("\n"));
-      assert.match(planned.review.refusals[0]!, /over the route limit of 4.*--route-limit.*host routes/);
+      assert.match(planned.review.refusals[0]!, /4 IPv4 routes.*over the route limit of 3.*--route-limit.*host routes/);
       // Even an engine that ignored the refusal makes no route call: write checks the limit itself.
       calls.length = 0;
       const report = await apply(target, { ...planned, review: { ...planned.review, actions: [] } }, inventory, options);
@@ -278,18 +365,59 @@ describe("aws target against moto", () => {
     } finally {
       await target.close();
     }
-    const near = await recordedTarget(m.endpoint, { routeLimit: 5 });
+    const near = await recordedTarget(m.endpoint, { routeLimit: 4 });
     try {
       const planned = await plan(near.target, inventory, options);
       assert.deepEqual(planned.review.refusals, []);
-      assert.equal(planned.review.warnings.filter((w) => /5 of at most 5 routes/.test(w)).length, 2);
+      assert.equal(planned.review.warnings.filter((w) => /4 of at most 4 IPv4 routes/.test(w)).length, 2);
     } finally {
       await near.target.close();
     }
   });
 
+  it("counts the route quota as EC2 does (per family, local routes aside): fills a table exactly to the limit that EC2 enforces", async () => {
+    // moto enforces no routes-per-table quota; the proxy does, as EC2 does (see startEc2Proxy): per
+    // family, over non-propagated routes other than the local ones, answering RouteLimitExceeded.
+    const limit = 4;
+    const proxy = await startEc2Proxy(m.endpoint, { routeRules: { routeLimit: limit } });
+    const tableId = cloud.tableIds[0]!;
+    // IPv6 routes someone else made: they count toward the IPv6 quota only.
+    for (const i of [1, 2, 3]) await client.send(new CreateRouteCommand({ RouteTableId: tableId, DestinationIpv6CidrBlock: `2001:db8:${i}::/48`, GatewayId: cloud.igwId }));
+    const inventory = seedInventory();
+    const { target, calls } = await recordedTarget(proxy.endpoint, { routeTables: [tableId], routeLimit: limit });
+    try {
+      // IPv4: the gateway's route + 3 pod routes = 4; the local route and the IPv6 routes do not count.
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual(planned.review.refusals, []);
+      const report = await apply(target, planned, inventory, options);
+      assert.ok(report.ok, JSON.stringify(report));
+      assert.equal(proxy.forwarded.get("CreateRoute"), 3);
+      assert.deepEqual([...proxy.refused], []);
+
+      // A fourth node would pass EC2's limit: podroutes refuses it in the plan and before any call.
+      const more = seedInventory([...SEED_NODES, { name: "worker-3", ip: "10.240.0.23", podCIDR: "10.200.3.0/24" }]);
+      await launchInstance(client, cloud.subnetId, { name: "worker-3", ip: "10.240.0.23" });
+      const over = await plan(target, more, options);
+      assert.equal(over.review.refusals.length, 1);
+      assert.match(over.review.refusals[0]!, /would hold 5 IPv4 routes \(it holds 4\).*over the route limit of 4/);
+      calls.length = 0;
+      assert.ok(!(await apply(target, { ...over, review: { ...over.review, refusals: [] } }, more, options)).ok);
+      assert.deepEqual(calls.filter((c) => /Route$/.test(c)), []);
+      // ... and EC2 (the proxy) would have refused it too: the two count alike.
+      const proxied = m.client(proxy.endpoint);
+      await assert.rejects(
+        proxied.send(new CreateRouteCommand({ RouteTableId: tableId, DestinationCidrBlock: "10.200.3.0/24", GatewayId: cloud.igwId })),
+        (error: Error) => error.name === "RouteLimitExceeded",
+      );
+      proxied.destroy();
+    } finally {
+      await target.close();
+      await proxy.close();
+    }
+  });
+
   it("retries throttled calls (RequestLimitExceeded) with the SDK's backoff and completes", async () => {
-    const proxy = await startThrottlingProxy(m.endpoint, { actions: ["CreateRoute", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute"], times: 2 });
+    const proxy = await startEc2Proxy(m.endpoint, { throttle: { actions: ["CreateRoute", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute"], times: 2 } });
     const inventory = seedInventory();
     const target = await awsTarget.create(resolved(proxy.endpoint));
     try {
@@ -310,6 +438,40 @@ describe("aws target against moto", () => {
     } finally {
       await target.close?.();
       await proxy.close();
+    }
+  });
+
+  it("a create or delete whose answer was lost counts as done once the table is read back: the SDK's retry meets RouteAlreadyExists / InvalidRoute.NotFound", async () => {
+    // The proxy lets moto carry out the first attempt of each CreateRoute (answer lost as an HTTP 500)
+    // and of each DeleteRoute (connection dropped); the SDK retries. moto silently overwrites a
+    // duplicate route to an interface where EC2 answers RouteAlreadyExists: the proxy's route rules do.
+    const creating = await startEc2Proxy(m.endpoint, { loseAnswers: { actions: ["CreateRoute"], as: "500" }, routeRules: { routeLimit: 50 } });
+    const deleting = await startEc2Proxy(m.endpoint, { loseAnswers: { actions: ["DeleteRoute"], as: "drop" } });
+    const inventory = seedInventory();
+    const create = await recordedTarget(creating.endpoint);
+    const remove = await recordedTarget(deleting.endpoint);
+    try {
+      const report = await apply(create.target, await plan(create.target, inventory, options), inventory, options);
+      assert.ok(report.ok, JSON.stringify(report.tables.flatMap((t) => t.results.filter((r) => !r.ok))));
+      assert.equal(report.counts.created, 6);
+      assert.equal(creating.lost.get("CreateRoute"), 6, "every create landed and lost its answer");
+      assert.equal(creating.refused.get("RouteAlreadyExists"), 6, "every retry met the route its first attempt made");
+      for (const tableId of cloud.tableIds) {
+        const routes = await routesOf(client, tableId);
+        for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId);
+      }
+
+      const removal = await plan(remove.target, inventory, { ...options, deleteAll: true });
+      assert.equal(removal.summary.delete, 6);
+      const removed = await apply(remove.target, removal, inventory, options);
+      assert.ok(removed.ok, JSON.stringify(removed.tables.flatMap((t) => t.results.filter((r) => !r.ok))));
+      assert.equal(deleting.lost.get("DeleteRoute"), 6);
+      for (const tableId of cloud.tableIds) assert.deepEqual([...(await routesOf(client, tableId)).keys()].sort(), ["0.0.0.0/0", "10.240.0.0/16"]);
+    } finally {
+      await create.target.close();
+      await remove.target.close();
+      await creating.close();
+      await deleting.close();
     }
   });
 
@@ -403,6 +565,12 @@ describe("podroutes CLI with --nodes aws --target aws, cross-checked by the aws 
     assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
     const after = await awsCli(m.endpoint, ["ec2", "describe-route-tables", "--route-table-ids", cloud.tableIds[0]!]);
     assert.deepEqual(after.RouteTables[0].Routes.map((r: { DestinationCidrBlock: string }) => r.DestinationCidrBlock).sort(), ["0.0.0.0/0", "10.240.0.0/16", "192.168.50.0/24"]);
+  });
+
+  it("--route-limit above AWS's maximum quota (1000) is a usage error naming the flag (exit 3), before any call", async () => {
+    const result = await runCli(["plan", "--route-limit", "1001", ...flags()], { env });
+    assert.equal(result.code, 3, result.stdout + result.stderr);
+    assert.match(result.stderr, /--route-limit "1001": must be a whole number from 1 to 1000/);
   });
 
   it("apply refuses (exit 1) when the route limit would be exceeded, and changes nothing", async () => {

@@ -209,6 +209,103 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.deepEqual(checks.map((c) => [c.table, c.ok]), [["worker-0", true], ["worker-1", false]]);
   });
 
+  it("waits out an operation longer than any request: each wait is held up to the server's limit or returns early, and the loop has a deadline, not a retry count", async () => {
+    // Scaled 1/1000 from the real API and podroutes' defaults: a request times out after 60 ms (60 s), a
+    // wait after 150 ms (150 s), the server holds a wait up to 120 ms (about 2 minutes) and sometimes
+    // answers RUNNING at once, the route operations take 1.5 s (25 minutes), the deadline is 3.6 s (1 h).
+    server.latencyMs = 1500;
+    server.waitHoldMs = 120;
+    server.waitEarlyReturnRate = 0.2;
+    server.setRandom(seededRandom(7));
+    const compute = await createCompute({
+      project: server.project,
+      endpoint: server.endpoint,
+      accessTokenFile: tokenFile,
+      requestTimeoutMs: 60,
+      waitTimeoutMs: 150,
+      operationTimeoutMs: 3600,
+      retries: 8,
+      minBackoffMs: 0.5,
+      maxBackoffMs: 32,
+    });
+    const { target: t } = await target({}, compute);
+    const { report } = await converge(t, inventory(nodes(3)));
+    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok))));
+    assert.ok(server.stats.earlyWaits > 0, "some waits came back early");
+    assert.equal([...server.routes.values()].filter((r) => r.name.startsWith("kubernetes-route-")).length, 3);
+  });
+
+  it("re-calls a wait that came back early only after a pause, not at once", async () => {
+    // A server that answers every wait at once (the API allows it) for an operation of 1 s. The pause
+    // before each re-call doubles from 0.5 ms to at most 32 ms (randomized upwards only), so in 1 s there
+    // can be at most about 7 short pauses and 1000 / 32 long ones: fewer than 50 waits. Re-calling at
+    // once would make hundreds.
+    server.latencyMs = 1000;
+    server.waitEarlyReturnRate = 1;
+    const compute = await createCompute({ project: server.project, endpoint: server.endpoint, accessTokenFile: tokenFile, minBackoffMs: 0.5, maxBackoffMs: 32, operationTimeoutMs: 10_000 });
+    const { target: t } = await target({}, compute);
+    const { report } = await converge(t, inventory(nodes(1)));
+    assert.equal(report.ok, true, JSON.stringify(report.tables));
+    assert.ok(server.stats.waits < 50, `${server.stats.waits} waits for one operation of 1 s`);
+    assert.equal(server.stats.earlyWaits, server.stats.waits - 1, "every wait but the last, which found it DONE, came back early");
+  });
+
+  it("retries an insert into a network that is not ready yet (400 resourceNotReady) until it is: the seed's order, network then routes", async () => {
+    server.addNetwork(NETWORK, { readyInMs: 800 });
+    const compute = await createCompute({ project: server.project, endpoint: server.endpoint, accessTokenFile: tokenFile, minBackoffMs: 20, maxBackoffMs: 200, retries: 3 });
+    const { target: t } = await target({}, compute);
+    const { report } = await converge(t, inventory(nodes(3)));
+    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok))));
+    assert.ok(server.stats.notReadyRefusals >= 3, JSON.stringify(server.stats));
+    assert.equal(report.counts.created, 3);
+  });
+
+  it("waits for room under the project's concurrent operations quota (403 CONCURRENT_OPERATIONS_QUOTA_EXCEEDED) however long the queue", async () => {
+    // 24 inserts, 16 sent at once, 2 operations of 200 ms allowed at a time: the last ones wait about 2.4 s,
+    // far longer than 3 retries with backoff of 20-200 ms last.
+    server.throttleAbove = 2;
+    server.latencyMs = 200;
+    const compute = await createCompute({ project: server.project, endpoint: server.endpoint, accessTokenFile: tokenFile, minBackoffMs: 20, maxBackoffMs: 200, retries: 3 });
+    const { target: t } = await target({ maxInFlight: 16 }, compute);
+    const { report } = await converge(t, inventory(nodes(24)));
+    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok)).slice(0, 2)));
+    assert.ok(server.stats.throttled > 0);
+    assert.equal([...server.routes.values()].filter((r) => r.name.startsWith("kubernetes-route-")).length, 24);
+  });
+
+  it("multi-NIC instances and overlapping networks: next hops, node IPs and canIpForward come from the interface on the target network", async () => {
+    // worker-0's nic0 is on a management network, its nic1 on the cluster's; another network reuses
+    // 10.240.0.21, worker-1's address, for an unrelated instance listed after worker-1.
+    server.addInstance({ name: "worker-0", zone: "us-west1-c", nics: [{ network: "mgmt", networkIP: "192.168.0.20" }, { network: NETWORK, networkIP: "10.240.0.20" }], canIpForward: true, podCidr: "10.200.0.0/24", tags: ["worker"] });
+    server.addInstance({ name: "worker-1", zone: "us-west1-c", networkIP: "10.240.0.21", network: NETWORK, canIpForward: true, podCidr: "10.200.1.0/24", tags: ["worker"] });
+    server.addInstance({ name: "lookalike", zone: "us-west1-b", networkIP: "10.240.0.21", network: "other", canIpForward: false, tags: ["worker"] });
+    const { target: t, compute } = await target({ nextHop: "instance" });
+    const raw = await readGcpNodes(compute, { labels: [], tags: ["worker"], network: NETWORK });
+    assert.deepEqual(raw.nodes.map((n) => [n.name, n.internalIPs]), [
+      ["worker-0", ["10.240.0.20"]],
+      ["worker-1", ["10.240.0.21"]],
+    ], "the node IP is the interface on --network's; an instance with none there is no node of it");
+    const inv = inventory(raw.nodes);
+    const { planned, report } = await converge(t, inv);
+    assert.deepEqual(planned.review.warnings, []);
+    assert.equal(report.ok, true, JSON.stringify(report.tables));
+    assert.match(server.routes.get("kubernetes-route-10-200-0-0-24")!.nextHopInstance!, /instances\/worker-0$/);
+    assert.match(server.routes.get("kubernetes-route-10-200-1-0-24")!.nextHopInstance!, /instances\/worker-1$/);
+    const again = await plan(t, inv, { parallel: 4 });
+    assert.deepEqual(again.summary, { create: 0, replace: 0, delete: 0, unchanged: 2, conflicts: 0 }, "no endless replace of worker-0's route");
+    const checks = await t.verify(inv, { progress: () => {} });
+    assert.deepEqual(checks.map((c) => [c.table, c.ok]), [["worker-0", true], ["worker-1", true]]);
+  });
+
+  it("--nodes gcp keeps an instance in REPAIRING (it keeps its IP and pods) and leaves stopping and stopped ones out", async () => {
+    for (const [i, status] of ["RUNNING", "REPAIRING", "STAGING", "STOPPING", "TERMINATED", "SUSPENDED"].entries()) {
+      server.addInstance({ name: `worker-${i}`, zone: "us-west1-c", networkIP: `10.240.0.2${i}`, network: NETWORK, status, podCidr: `10.200.${i}.0/24`, tags: ["worker"] });
+    }
+    const { compute } = await target();
+    const raw = await readGcpNodes(compute, { labels: [], tags: ["worker"] });
+    assert.deepEqual(raw.nodes.map((n) => n.name), ["worker-0", "worker-1", "worker-2"]);
+  });
+
   describe("through the CLI", () => {
     const nodesFile = join(dir, "nodes.txt");
     writeFileSync(nodesFile, "10.240.0.20 10.200.0.0/24 worker-0\n10.240.0.21 10.200.1.0/24 worker-1\n10.240.0.22 10.200.2.0/24 worker-2\n");

@@ -12,6 +12,7 @@ command -v traceroute >/dev/null || need+=(traceroute)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v nc >/dev/null || need+=(netcat-openbsd)
+command -v openssl >/dev/null || need+=(openssl)
 
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
@@ -23,9 +24,9 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Preinstalled on this project's machines, not in Debian's archive: the real cloud CLIs and moto, which
-# the tests use as independent clients and as the EC2 test server.
-for tool in gcloud aws moto_server; do
+# Preinstalled on this project's machines, not in Debian's archive: the real cloud CLIs, kubectl and moto,
+# which the tests use as independent clients and as the EC2 test server.
+for tool in gcloud aws moto_server kubectl; do
   command -v "$tool" >/dev/null || echo "podroutes setup: warning: $tool not found; the tests that use it will fail" >&2
 done
 

@@ -71,6 +71,17 @@ interface PodRange {
 
 /** Checks a raw inventory; returns it in canonical form or throws InputError listing every problem. */
 export function validateInventory(raw: RawInventory, options: { clusterCIDR?: string; cluster?: string } = {}): Inventory {
+  const { inventory, problems } = checkInventory(raw, options);
+  if (problems.length) throw new InputError(problems, `invalid inventory ${raw.source}`);
+  return inventory;
+}
+
+/**
+ * The same checks, collected instead of thrown, for a long-running process that must keep serving the
+ * good nodes while it quarantines a bad one: every problem found, each naming its node where it has one,
+ * and the inventory in canonical form (nodes with problems still in it; the caller decides).
+ */
+export function checkInventory(raw: RawInventory, options: { clusterCIDR?: string; cluster?: string } = {}): { inventory: Inventory; problems: Problem[] } {
   const problems: Problem[] = [];
   const cluster = options.cluster ?? raw.cluster ?? DEFAULT_CLUSTER;
   if (!CLUSTER_NAME.test(cluster)) {
@@ -202,13 +213,13 @@ export function validateInventory(raw: RawInventory, options: { clusterCIDR?: st
     }
   }
 
-  if (problems.length) throw new InputError(problems, `invalid inventory ${raw.source}`);
-  return {
+  const inventory: Inventory = {
     cluster,
     ...(clusterRanges.length ? { clusterCIDR: clusterRanges.map((r) => r.text).join(",") } : {}),
     nodes,
     source: raw.source,
   };
+  return { inventory, problems };
 }
 
 function describe(node: Pick<Node, "origin">): string {

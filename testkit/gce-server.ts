@@ -3,15 +3,22 @@
  * project quotas, shaped like the public API so the real gcloud CLI and podroutes' own client both work
  * against it. Listens on 127.0.0.1 only (port 0). What it reproduces, because podroutes depends on it:
  * - writes answer with an Operation (RUNNING) that becomes DONE after `latencyMs`; the route appears or
- *   disappears only then; `POST .../global/operations/NAME/wait` blocks until DONE (gcloud's way);
+ *   disappears only then; `POST .../global/operations/NAME/wait` holds the call until DONE but at most
+ *   `waitHoldMs` (about 2 minutes on the real API), then answers RUNNING; a share of waits
+ *   (`waitEarlyReturnRate`) answer RUNNING at once, as the real one may ("best effort");
+ * - a project's concurrent operations quota (`throttleAbove`): a write that would start an operation while
+ *   that many are RUNNING gets what the API answers then, 403 rateLimitExceeded with the ErrorInfo reason
+ *   CONCURRENT_OPERATIONS_QUOTA_EXCEEDED;
+ * - networks just created (`addNetwork(name, {readyInMs})`): a route insert into one before it is ready
+ *   gets 400 resourceNotReady, as the seed's order (network, then routes) meets on the real API;
+ * - instances with several network interfaces on different networks (`nics`); a route's next-hop
+ *   instance must have one on the route's network;
  * - `filter` expressions `FIELD eq "REGEX"` / `FIELD ne "REGEX"` (RE2-like, full match), several in
  *   parentheses ANDed, as gcloud sends `network eq ".*\bN\b.*"`; `maxResults` and `pageToken` paging;
  * - error bodies `{"error":{"code","message","errors":[{"reason","message","domain"}]}}` for
  *   400/403/404/409/429/5xx; the multipart batch endpoint gcloud uses for multi-delete;
  * - injected faults on any call: 429 rateLimitExceeded, 503 backendError, or a timeout (the connection
- *   is held, then dropped; a write may or may not have been carried out, as on a real network);
- * - throttling by load (`throttleAbove`): a write that would start an operation while that many are
- *   RUNNING is answered 429 rateLimitExceeded, as an API with a concurrent-operations quota does.
+ *   is held, then dropped; a write may or may not have been carried out, as on a real network).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomBytes } from "node:crypto";
@@ -37,8 +44,11 @@ export interface GceRoute {
 export interface GceInstance {
   name: string;
   zone: string;
-  networkIP: string;
+  /** nic0's address and network; `nics` instead for an instance with several interfaces. */
+  networkIP?: string;
   network?: string;
+  /** Every network interface, nic0 first. */
+  nics?: { network: string; networkIP: string }[];
   canIpForward?: boolean;
   podCidr?: string;
   tags?: string[];
@@ -78,9 +88,13 @@ export interface GceServerOptions {
   timeoutHoldMs?: number;
   /** The project's ROUTES quota limit. */
   routesQuota?: number;
+  /** Longest a `wait` call is held before it answers RUNNING (the real API: about 2 minutes). */
+  waitHoldMs?: number;
+  /** Share of `wait` calls (0..1) answered RUNNING at once, before the operation is DONE. */
+  waitEarlyReturnRate?: number;
   /** Random source for faults (tests pass a seeded one). */
   random?: () => number;
-  /** Writes (insert, delete) are answered 429 while this many operations are RUNNING. */
+  /** The concurrent operations quota: writes (insert, delete) are refused while this many operations are RUNNING. */
   throttleAbove?: number;
 }
 
@@ -91,9 +105,13 @@ export interface GceStats {
   inserts: number;
   deletes: number;
   waits: number;
+  /** `wait` calls answered RUNNING at once (waitEarlyReturnRate). */
+  earlyWaits: number;
+  /** Route inserts refused because the network was not ready yet. */
+  notReadyRefusals: number;
   batches: number;
   byMethod: Record<string, number>;
-  /** Writes refused by `throttleAbove`. */
+  /** Writes refused by the concurrent operations quota (`throttleAbove`). */
   throttled: number;
   /** The most operations RUNNING at once. */
   peakRunning: number;
@@ -106,13 +124,14 @@ class ApiError extends Error {
     readonly status: number,
     readonly reason: string,
     message: string,
+    readonly details?: unknown[],
   ) {
     super(message);
   }
 }
 
-function errorBody(status: number, reason: string, message: string): unknown {
-  return { error: { code: status, message, errors: [{ message, domain: "global", reason }] } };
+function errorBody(status: number, reason: string, message: string, details?: unknown[]): unknown {
+  return { error: { code: status, message, errors: [{ message, domain: "global", reason }], ...(details ? { details } : {}) } };
 }
 
 /** A seeded generator (mulberry32), so fault runs are repeatable. */
@@ -155,8 +174,12 @@ export class GceServer {
   faultKinds: FaultKind[];
   timeoutHoldMs: number;
   routesQuota: number;
+  waitHoldMs: number;
+  waitEarlyReturnRate: number;
   throttleAbove: number | undefined;
   private random: () => number;
+  /** Networks created with addNetwork: when each becomes ready (epoch ms). */
+  private readonly networks = new Map<string, number>();
   /** Operations not yet DONE. */
   private running = 0;
   readonly routes = new Map<string, GceRoute>();
@@ -177,12 +200,26 @@ export class GceServer {
     this.faultKinds = options.faultKinds ?? ["429", "503", "timeout"];
     this.timeoutHoldMs = options.timeoutHoldMs ?? 1500;
     this.routesQuota = options.routesQuota ?? 250;
+    this.waitHoldMs = options.waitHoldMs ?? 120_000;
+    this.waitEarlyReturnRate = options.waitEarlyReturnRate ?? 0;
     this.random = options.random ?? Math.random;
     this.throttleAbove = options.throttleAbove;
   }
 
   private static emptyStats(): GceStats {
-    return { requests: 0, faults: { "429": 0, "503": 0, timeout: 0 }, inserts: 0, deletes: 0, waits: 0, batches: 0, byMethod: {}, throttled: 0, peakRunning: 0 };
+    return {
+      requests: 0,
+      faults: { "429": 0, "503": 0, timeout: 0 },
+      inserts: 0,
+      deletes: 0,
+      waits: 0,
+      earlyWaits: 0,
+      notReadyRefusals: 0,
+      batches: 0,
+      byMethod: {},
+      throttled: 0,
+      peakRunning: 0,
+    };
   }
 
   /** `http://127.0.0.1:PORT/` */
@@ -217,16 +254,24 @@ export class GceServer {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
-  /** Clears routes, instances, operations, faults and counters. */
+  /** Clears routes, networks, instances, operations, faults, limits and counters. */
   reset(): void {
     this.routes.clear();
     this.pendingInserts.clear();
+    this.networks.clear();
     this.instances.length = 0;
     this.operations.clear();
     this.faultRate = 0;
     this.latencyMs = 0;
+    this.waitHoldMs = 120_000;
+    this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
     this.stats = GceServer.emptyStats();
+  }
+
+  /** A network created now, ready for routes `readyInMs` later (until then inserts get resourceNotReady). */
+  addNetwork(name: string, options: { readyInMs?: number } = {}): void {
+    this.networks.set(name, Date.now() + (options.readyInMs ?? 0));
   }
 
   setRandom(random: () => number): void {
@@ -321,9 +366,15 @@ export class GceServer {
         if (!entry) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/operations/${m[1]}' was not found`);
         if (m[2] && method === "POST") {
           this.stats.waits++;
-          // Real wait returns after at most ~2 minutes even when not DONE; callers loop.
-          await Promise.race([entry.done, new Promise((resolve) => setTimeout(resolve, 30_000).unref())]);
-          return { status: 200, body: entry.op };
+          if (entry.op.status !== "DONE" && this.waitEarlyReturnRate > 0 && this.random() < this.waitEarlyReturnRate) {
+            this.stats.earlyWaits++;
+            return { status: 200, body: { ...entry.op } };
+          }
+          // The real wait holds the call until DONE or about 2 minutes, then answers as it stands; callers loop.
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([entry.done, new Promise((resolve) => (timer = setTimeout(resolve, this.waitHoldMs)).unref())]);
+          clearTimeout(timer);
+          return { status: 200, body: { ...entry.op } };
         }
         if (!m[2] && method === "GET") return { status: 200, body: entry.op };
       }
@@ -354,7 +405,7 @@ export class GceServer {
       }
       throw new ApiError(404, "notFound", `The requested URL ${url.pathname} was not found on this server.`);
     } catch (error) {
-      if (error instanceof ApiError) return { status: error.status, body: errorBody(error.status, error.reason, error.message) };
+      if (error instanceof ApiError) return { status: error.status, body: errorBody(error.status, error.reason, error.message, error.details) };
       if (error instanceof SyntaxError) return { status: 400, body: errorBody(400, "parseError", `Invalid JSON payload received. ${error.message}`) };
       return { status: 500, body: errorBody(500, "backendError", String(error)) };
     }
@@ -383,7 +434,7 @@ export class GceServer {
       zone: zoneUrl,
       status: instance.status ?? "RUNNING",
       canIpForward: instance.canIpForward ?? false,
-      networkInterfaces: [{ kind: "compute#networkInterface", name: "nic0", network: this.networkUrl(instance.network ?? "default"), networkIP: instance.networkIP }],
+      networkInterfaces: nicsOf(instance).map((nic, i) => ({ kind: "compute#networkInterface", name: `nic${i}`, network: this.networkUrl(nic.network), networkIP: nic.networkIP })),
       metadata: { kind: "compute#metadata", items: instance.podCidr ? [{ key: "pod-cidr", value: instance.podCidr }] : [] },
       tags: { items: instance.tags ?? [] },
       labels: instance.labels ?? {},
@@ -413,12 +464,33 @@ export class GceServer {
     };
   }
 
-  /** A write that would start one operation too many is throttled (`throttleAbove`). */
-  private admitWrite(): void {
-    if (this.throttleAbove !== undefined && this.running >= this.throttleAbove) {
-      this.stats.throttled++;
-      throw new ApiError(429, "rateLimitExceeded", "Rate Limit Exceeded");
-    }
+  /**
+   * The project's concurrent operations quota (`throttleAbove`): a write that would start one operation
+   * too many gets what the API answers then, 403 rateLimitExceeded with the ErrorInfo reason
+   * CONCURRENT_OPERATIONS_QUOTA_EXCEEDED (https://cloud.google.com/compute/operations-quota).
+   */
+  private admitWrite(type: string): void {
+    if (this.throttleAbove === undefined || this.running < this.throttleAbove) return;
+    this.stats.throttled++;
+    throw new ApiError(403, "rateLimitExceeded", "Rate Limit Exceeded", [
+      {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        reason: "CONCURRENT_OPERATIONS_QUOTA_EXCEEDED",
+        domain: "compute.googleapis.com",
+        metadatas: {
+          containerType: "PROJECT",
+          containerId: this.project,
+          quotaMetric: "compute.googleapis.com/global_concurrent_operations",
+          quotaLimit: String(this.throttleAbove),
+          operationType: type,
+          location: "global",
+        },
+      },
+      {
+        "@type": "type.googleapis.com/google.rpc.Help",
+        links: [{ description: "Concurrent operations quota documentation.", url: "https://cloud.google.com/compute/operations-quota#concurrent_operation_limits" }],
+      },
+    ]);
   }
 
   /** Starts an operation; `effect` runs when it turns DONE (after latencyMs). */
@@ -465,7 +537,7 @@ export class GceServer {
   }
 
   private insertRoute(body: string): Answer {
-    this.admitWrite();
+    this.admitWrite("insert");
     const input = JSON.parse(body || "{}") as Partial<GceRoute>;
     for (const field of ["name", "network", "destRange"] as const) {
       if (!input[field]) throw new ApiError(400, "required", `Required field '${field}' not specified`);
@@ -480,8 +552,18 @@ export class GceServer {
       throw new ApiError(403, "quotaExceeded", `Quota 'ROUTES' exceeded.  Limit: ${this.routesQuota}.0 globally.`);
     }
     const network = input.network!.replace(/^https?:\/\/[^/]+\/compute\/v1\//, "").replace(/^projects\/[^/]+\/global\/networks\//, "");
-    if (input.nextHopInstance && !this.instances.some((i) => input.nextHopInstance!.endsWith(`/zones/${i.zone}/instances/${i.name}`))) {
-      throw new ApiError(404, "notFound", `The resource '${input.nextHopInstance}' was not found`);
+    const networkName = network.split("/").pop()!;
+    const readyAt = this.networks.get(networkName);
+    if (readyAt !== undefined && Date.now() < readyAt) {
+      this.stats.notReadyRefusals++;
+      throw new ApiError(400, "resourceNotReady", `The resource 'projects/${this.project}/global/networks/${networkName}' is not ready`);
+    }
+    if (input.nextHopInstance) {
+      const instance = this.instances.find((i) => input.nextHopInstance!.endsWith(`/zones/${i.zone}/instances/${i.name}`));
+      if (!instance) throw new ApiError(404, "notFound", `The resource '${input.nextHopInstance}' was not found`);
+      if (!nicsOf(instance).some((nic) => nic.network === networkName)) {
+        throw new ApiError(400, "invalid", `Invalid value for field 'resource.nextHopInstance': '${input.nextHopInstance}'. The instance has no network interface in network '${networkName}'.`);
+      }
     }
     this.stats.inserts++;
     const name = input.name!;
@@ -505,7 +587,7 @@ export class GceServer {
   }
 
   private deleteRoute(name: string): Answer {
-    this.admitWrite();
+    this.admitWrite("delete");
     const route = this.routes.get(name);
     if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${name}' was not found`);
     this.stats.deletes++;
@@ -538,6 +620,11 @@ export class GceServer {
     res.end(out);
     return { status: -1, body: undefined };
   }
+}
+
+/** An instance's network interfaces, nic0 first. */
+export function nicsOf(instance: GceInstance): { network: string; networkIP: string }[] {
+  return instance.nics ?? [{ network: instance.network ?? "default", networkIP: instance.networkIP ?? "" }];
 }
 
 function splitOnce(text: string, separator: RegExp): [string, string] {

@@ -1,18 +1,34 @@
 /**
  * An offline EC2 for tests: moto's server on 127.0.0.1 (the preinstalled Python package), a builder for
  * the seeds' cluster in it (VPC, subnet, cluster-tagged route tables, instances at 10.240.0.20-22 with
- * `pod-cidr` tags), the real aws CLI pointed at it, and a proxy that answers RequestLimitExceeded.
+ * `pod-cidr` tags, next to an overlapping VPC), the real aws CLI pointed at it, and a proxy in front of
+ * moto that adds what moto lacks: throttling, lost answers, and EC2's route rules.
  *
  * moto accepts input real EC2 rejects (see TESTBED.md), so nothing here relies on moto to refuse bad
  * input. Every process started here is stopped by its PID; credentials are dummies and instance
  * metadata lookups are off, so nothing ever reaches a real AWS endpoint.
  */
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { createServer, request, type Server } from "node:http";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { once } from "node:events";
 import { promisify } from "node:util";
-import { EC2Client, CreateInternetGatewayCommand, AttachInternetGatewayCommand, CreateRouteCommand, CreateRouteTableCommand, CreateSubnetCommand, CreateVpcCommand, RunInstancesCommand, type Tag } from "@aws-sdk/client-ec2";
+import pLimit from "p-limit";
+import {
+  EC2Client,
+  AttachInternetGatewayCommand,
+  CreateInternetGatewayCommand,
+  CreateRouteCommand,
+  CreateRouteTableCommand,
+  CreateSubnetCommand,
+  CreateVpcCommand,
+  DescribeInstancesCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeRouteTablesCommand,
+  RunInstancesCommand,
+  type Route as Ec2Route,
+  type Tag,
+} from "@aws-sdk/client-ec2";
 
 export const REGION = "us-east-1";
 /** An AMI moto's run-instances accepts. */
@@ -117,6 +133,8 @@ export interface CloudFixture {
   igwId: string;
   tableIds: string[];
   instances: FixtureInstance[];
+  /** An unrelated instance in another VPC with the same range, at the first node's IP. */
+  stranger: FixtureInstance & { vpcId: string };
 }
 
 const tags = (pairs: Record<string, string>): Tag[] => Object.entries(pairs).map(([Key, Value]) => ({ Key, Value }));
@@ -147,11 +165,21 @@ export async function launchInstance(
  * The seeds' AWS layout: VPC 10.240.0.0/16, subnet 10.240.0.0/24, an internet gateway, `tables` route
  * tables tagged `kubernetes.io/cluster/<cluster>` (each with a default route to the gateway, a route
  * podroutes must never touch), and one instance per node, tagged Name, pod-cidr and the cluster tag.
+ *
+ * First, as in any account that has more than one VPC: a second VPC with the same 10.240.0.0/16 range,
+ * holding an unrelated instance (`stranger`) at the first node's IP. It is created before the cluster,
+ * so an EC2 lookup by IP alone finds the stranger's interface first; only a lookup scoped to the route
+ * tables' VPC finds the node's.
  */
 export async function buildCluster(
   ec2: EC2Client,
   options: { cluster?: string; tables?: number; nodes?: { name: string; ip: string; podCIDR?: string }[] } = {},
 ): Promise<CloudFixture> {
+  const nodes = options.nodes ?? SEED_NODES;
+  const strangerVpcId = (await ec2.send(new CreateVpcCommand({ CidrBlock: "10.240.0.0/16" }))).Vpc!.VpcId!;
+  const strangerSubnetId = (await ec2.send(new CreateSubnetCommand({ VpcId: strangerVpcId, CidrBlock: "10.240.0.0/24" }))).Subnet!.SubnetId!;
+  const stranger = { ...(await launchInstance(ec2, strangerSubnetId, { name: "stranger", ip: nodes[0]!.ip })), vpcId: strangerVpcId };
+
   const cluster = options.cluster ?? "kubernetes";
   const clusterTag = { [`kubernetes.io/cluster/${cluster}`]: "owned" };
   const vpcId = (await ec2.send(new CreateVpcCommand({ CidrBlock: "10.240.0.0/16" }))).Vpc!.VpcId!;
@@ -168,8 +196,8 @@ export async function buildCluster(
     tableIds.push(id);
   }
   const instances: FixtureInstance[] = [];
-  for (const node of options.nodes ?? SEED_NODES) instances.push(await launchInstance(ec2, subnetId, node, clusterTag));
-  return { vpcId, subnetId, igwId, tableIds, instances };
+  for (const node of nodes) instances.push(await launchInstance(ec2, subnetId, node, clusterTag));
+  return { vpcId, subnetId, igwId, tableIds, instances, stranger };
 }
 
 const execFileAsync = promisify(execFile);
@@ -183,22 +211,131 @@ export async function awsCli(endpoint: string, args: string[]): Promise<any> {
   return stdout.trim() ? JSON.parse(stdout) : {};
 }
 
-export interface ThrottlingProxy {
+export interface Ec2ProxyOptions {
+  /** The first `times` attempts of each call of these actions are answered HTTP 503 RequestLimitExceeded. */
+  throttle?: { actions: string[]; times: number };
+  /**
+   * The first attempt of each call of these actions is carried out by moto, then its answer is lost: an
+   * HTTP 500 InternalError, or the connection dropped. The SDK retries the same call, which has landed.
+   */
+  loseAnswers?: { actions: string[]; as: "500" | "drop" };
+  /** Enforce EC2's CreateRoute/ReplaceRoute rules that moto skips (see startEc2Proxy). */
+  routeRules?: { routeLimit: number };
+}
+
+export interface Ec2Proxy {
   endpoint: string;
+  /** Requests passed on to moto, by EC2 action. */
+  forwarded: Map<string, number>;
   /** How many requests were answered with RequestLimitExceeded, by EC2 action. */
   throttled: Map<string, number>;
+  /** Calls moto carried out whose answer was lost, by EC2 action. */
+  lost: Map<string, number>;
+  /** Calls refused by a modelled EC2 rule, by error code (RouteAlreadyExists, InvalidInstanceID, ...). */
+  refused: Map<string, number>;
+  /** The parameters of every forwarded call of an action, in order. */
+  calls(action: string): URLSearchParams[];
   close(): Promise<void>;
 }
 
+function ec2ErrorXml(code: string, message: string, requestId: string): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${code}</Code><Message>${message}</Message></Error></Errors><RequestID>${requestId}</RequestID></Response>`;
+}
+
+const count = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
+
+/** The routes the quota counts: not the table's local routes, not propagated ones; per family. */
+function quotaUse(routes: Ec2Route[], family: "v4" | "v6"): number {
+  return routes.filter(
+    (r) =>
+      r.Origin !== "CreateRouteTable" &&
+      r.Origin !== "EnableVgwRoutePropagation" &&
+      (family === "v6" ? r.DestinationIpv6CidrBlock !== undefined : r.DestinationCidrBlock !== undefined),
+  ).length;
+}
+
 /**
- * An HTTP proxy in front of moto that answers the first `times` attempts of each call of the chosen
- * actions (same action and parameters) with EC2's throttling error, HTTP 503 RequestLimitExceeded,
- * then lets the call through. The SDK under test sees exactly what a throttled EC2 sends.
+ * An HTTP proxy in front of moto that makes it behave more like EC2 where podroutes depends on it.
+ * What it models, and why (moto 5.2 gaps, see TESTBED.md):
+ * - throttling: HTTP 503 RequestLimitExceeded, exactly what a throttled EC2 sends;
+ * - lost answers: the call is carried out, its answer lost (500 or a dropped connection), so the SDK's
+ *   retry meets the result of its own first attempt (RouteAlreadyExists, InvalidRoute.NotFound);
+ * - with `routeRules`, CreateRoute/ReplaceRoute are checked as EC2 checks them and refused with EC2's
+ *   error codes: a destination the table already holds (RouteAlreadyExists; moto silently overwrites a
+ *   route to an interface), an instance with more than one network interface (InvalidInstanceID; EC2
+ *   needs exactly one), an interface in another VPC than the table (InvalidParameterValue), and the
+ *   routes-per-table quota (RouteLimitExceeded), counted per family over non-propagated routes other
+ *   than the table's local routes. Route writes are then serialized, so the checks cannot race.
  */
-export async function startThrottlingProxy(upstream: string, options: { actions: string[]; times: number }): Promise<ThrottlingProxy> {
+export async function startEc2Proxy(upstream: string, options: Ec2ProxyOptions = {}): Promise<Ec2Proxy> {
   const target = new URL(upstream);
+  const moto = new EC2Client({ region: REGION, endpoint: upstream, credentials: { accessKeyId: "test", secretAccessKey: "test" } });
   const attempts = new Map<string, number>();
-  const throttled = new Map<string, number>();
+  const state = { forwarded: new Map<string, number>(), throttled: new Map<string, number>(), lost: new Map<string, number>(), refused: new Map<string, number>() };
+  const seen = new Map<string, URLSearchParams[]>();
+  const routeWrites = pLimit(1);
+
+  /** The error EC2 would answer this route write with, or undefined when it would carry it out. */
+  async function routeRuleError(params: URLSearchParams): Promise<{ code: string; message: string } | undefined> {
+    const tableId = params.get("RouteTableId") ?? "";
+    const destination = params.get("DestinationCidrBlock") ?? params.get("DestinationIpv6CidrBlock") ?? "";
+    const table = (await moto.send(new DescribeRouteTablesCommand({ RouteTableIds: [tableId] }))).RouteTables?.[0];
+    if (!table) return undefined; // moto's own InvalidRouteTableID.NotFound
+    const instanceId = params.get("InstanceId");
+    if (instanceId) {
+      const instance = (await moto.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations?.[0]?.Instances?.[0];
+      if ((instance?.NetworkInterfaces?.length ?? 0) > 1) {
+        return { code: "InvalidInstanceID", message: `There are multiple interfaces attached to instance '${instanceId}'. Please specify an interface ID for the operation instead.` };
+      }
+    }
+    const eniId = params.get("NetworkInterfaceId");
+    if (eniId) {
+      const eni = (await moto.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eniId] }))).NetworkInterfaces?.[0];
+      if (eni && eni.VpcId !== table.VpcId) return { code: "InvalidParameterValue", message: `Route table ${tableId} and network interface ${eniId} belong to different networks.` };
+    }
+    if (params.get("Action") !== "CreateRoute") return undefined;
+    const routes = table.Routes ?? [];
+    if (routes.some((r) => (r.DestinationCidrBlock ?? r.DestinationIpv6CidrBlock) === destination)) {
+      return { code: "RouteAlreadyExists", message: `The route identified by ${destination} already exists.` };
+    }
+    if (quotaUse(routes, destination.includes(":") ? "v6" : "v4") >= options.routeRules!.routeLimit) {
+      return { code: "RouteLimitExceeded", message: `The maximum number of routes has been reached for the specified routing table: ${tableId}` };
+    }
+    return undefined;
+  }
+
+  function forward(req: IncomingMessage, res: ServerResponse, payload: Buffer, lose?: "500" | "drop"): Promise<void> {
+    return new Promise((resolve) => {
+      const upstreamReq = request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+        (upstreamRes) => {
+          if (!lose) {
+            res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+            upstreamRes.pipe(res);
+            upstreamRes.on("end", resolve);
+            return;
+          }
+          // Carried out; the answer never reaches the client.
+          upstreamRes.resume();
+          upstreamRes.on("end", () => {
+            if (lose === "drop") res.socket?.destroy();
+            else {
+              res.writeHead(500, { "content-type": "text/xml" });
+              res.end(ec2ErrorXml("InternalError", "An internal error has occurred", "podroutes-test-lost"));
+            }
+            resolve();
+          });
+        },
+      );
+      upstreamReq.on("error", (error) => {
+        res.writeHead(502);
+        res.end(String(error));
+        resolve();
+      });
+      upstreamReq.end(payload);
+    });
+  }
+
   const server: Server = createServer((req, res) => {
     const body: Buffer[] = [];
     req.on("data", (chunk: Buffer) => body.push(chunk));
@@ -206,32 +343,34 @@ export async function startThrottlingProxy(upstream: string, options: { actions:
       const payload = Buffer.concat(body);
       const params = new URLSearchParams(payload.toString("utf8"));
       const action = params.get("Action") ?? "";
-      if (options.actions.includes(action)) {
-        params.delete("Version");
-        const key = [...params.entries()].sort().join("&");
-        const seen = attempts.get(key) ?? 0;
-        attempts.set(key, seen + 1);
-        if (seen < options.times) {
-          throttled.set(action, (throttled.get(action) ?? 0) + 1);
-          res.writeHead(503, { "content-type": "text/xml" });
-          res.end(
-            `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>podroutes-test-${seen}</RequestID></Response>`,
-          );
-          return;
-        }
+      const key = [...params.entries()].filter(([name]) => name !== "Version").sort().join("&");
+      const attempt = attempts.get(key) ?? 0;
+      attempts.set(key, attempt + 1);
+      if (options.throttle?.actions.includes(action) && attempt < options.throttle.times) {
+        count(state.throttled, action);
+        res.writeHead(503, { "content-type": "text/xml" });
+        res.end(ec2ErrorXml("RequestLimitExceeded", "Request limit exceeded.", `podroutes-test-${attempt}`));
+        return;
       }
-      const forward = request(
-        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
-        (upstreamRes) => {
-          res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
-          upstreamRes.pipe(res);
-        },
-      );
-      forward.on("error", (error) => {
-        res.writeHead(502);
-        res.end(String(error));
-      });
-      forward.end(payload);
+      const throttledTimes = options.throttle?.actions.includes(action) ? options.throttle.times : 0;
+      const lose = options.loseAnswers?.actions.includes(action) && attempt === throttledTimes ? options.loseAnswers.as : undefined;
+      const pass = async () => {
+        if (options.routeRules && (action === "CreateRoute" || action === "ReplaceRoute")) {
+          const refusal = await routeRuleError(params);
+          if (refusal) {
+            count(state.refused, refusal.code);
+            res.writeHead(400, { "content-type": "text/xml" });
+            res.end(ec2ErrorXml(refusal.code, refusal.message, "podroutes-test-rule"));
+            return;
+          }
+        }
+        count(state.forwarded, action);
+        seen.set(action, [...(seen.get(action) ?? []), params]);
+        if (lose) count(state.lost, action);
+        await forward(req, res, payload, lose);
+      };
+      const isRouteWrite = action === "CreateRoute" || action === "ReplaceRoute" || action === "DeleteRoute";
+      void (options.routeRules && isRouteWrite ? routeWrites(pass) : pass());
     });
   });
   server.listen(0, "127.0.0.1");
@@ -239,8 +378,10 @@ export async function startThrottlingProxy(upstream: string, options: { actions:
   const { port } = server.address() as AddressInfo;
   return {
     endpoint: `http://127.0.0.1:${port}`,
-    throttled,
+    ...state,
+    calls: (action) => seen.get(action) ?? [],
     close: async () => {
+      moto.destroy();
       server.closeAllConnections();
       server.close();
       await once(server, "close").catch(() => {});

@@ -1,20 +1,26 @@
 /**
  * A local stand-in for the Vultr API v2 (`GET /v2/instances`), on 127.0.0.1 and a free port, answering
  * in the public API's JSON: `{instances: [...], meta: {total, links: {next, prev}}}` with opaque cursors,
- * `per_page`, `tag` and `label` filters, 401 `{"error": ..., "status": 401}` for a wrong bearer key, and
- * injectable 429s. It records every request so tests can check pagination and retries.
+ * `per_page`, `tag` and `label` filters, 401 `{"error": ..., "status": 401}` for a wrong bearer key,
+ * injectable 429s (with a `Retry-After` header when asked, as rate-limited APIs send), and requests left
+ * unanswered (a stalled connection). It records every request, with when it arrived, so tests can check
+ * pagination, retries and how long a client waited.
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { performance } from "node:perf_hooks";
 import type { VultrInstance } from "../src/sources/vultr.js";
 
 export interface VultrServer {
   endpoint: string;
   apiKey: string;
   instances: VultrInstance[];
-  /** The next N requests answer 429. */
-  rateLimitNext(count: number): void;
-  requests: { path: string; query: Record<string, string> }[];
+  /** The next N requests answer 429, with `Retry-After: retryAfterSeconds` when given. */
+  rateLimitNext(count: number, options?: { retryAfterSeconds?: number }): void;
+  /** The next N requests get no answer at all (until the server closes). */
+  stallNext(count: number): void;
+  /** Every request, with its arrival time (performance.now()). */
+  requests: { path: string; query: Record<string, string>; at: number }[];
   close(): Promise<void>;
 }
 
@@ -57,11 +63,17 @@ export function vultrInstance(fields: Partial<VultrInstance> & { label: string }
 export async function startVultrServer(options: { apiKey?: string; instances?: VultrInstance[] } = {}): Promise<VultrServer> {
   const apiKey = options.apiKey ?? "test-vultr-key";
   let limited = 0;
+  let retryAfter: number | undefined;
+  let stalled = 0;
   const state = { instances: options.instances ?? [], requests: [] as VultrServer["requests"] };
   const server: Server = createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://127.0.0.1");
     const query = Object.fromEntries(url.searchParams.entries());
-    state.requests.push({ path: url.pathname, query });
+    state.requests.push({ path: url.pathname, query, at: performance.now() });
+    if (stalled > 0) {
+      stalled--;
+      return; // never answered
+    }
     const send = (status: number, body: unknown) => {
       response.writeHead(status, { "Content-Type": "application/json" });
       response.end(JSON.stringify(body));
@@ -69,6 +81,7 @@ export async function startVultrServer(options: { apiKey?: string; instances?: V
     if (request.headers.authorization !== `Bearer ${apiKey}`) return send(401, { error: "Invalid API token.", status: 401 });
     if (limited > 0) {
       limited--;
+      if (retryAfter !== undefined) response.setHeader("Retry-After", String(retryAfter));
       return send(429, { error: "Rate limit reached - please try your request again later.", status: 429 });
     }
     if (request.method !== "GET" || url.pathname !== "/v2/instances") return send(404, { error: "Invalid API endpoint", status: 404 });
@@ -96,11 +109,19 @@ export async function startVultrServer(options: { apiKey?: string; instances?: V
     set instances(value) {
       state.instances = value;
     },
-    rateLimitNext: (count) => {
+    rateLimitNext: (count, limits = {}) => {
       limited = count;
+      retryAfter = limits.retryAfterSeconds;
+    },
+    stallNext: (count) => {
+      stalled = count;
     },
     requests: state.requests,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 

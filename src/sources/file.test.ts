@@ -80,6 +80,59 @@ describe("node files", () => {
     assert.deepEqual(raw.nodes.map((n) => [n.name, n.internalIPs, n.podCIDRs]), [["worker-0", ["10.240.0.20"], ["10.200.0.0/24"]]]);
   });
 
+  it("reads what kubectl really prints: `kind: List` (issue 8), as JSON and as YAML", () => {
+    const node = {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "worker-0", labels: { zone: "a" } },
+      spec: { podCIDR: "10.200.0.0/24", podCIDRs: ["10.200.0.0/24", "fd00:10:200::/64"] },
+      status: { addresses: [{ type: "InternalIP", address: "10.240.0.20" }, { type: "InternalIP", address: "fd00::20" }, { type: "Hostname", address: "worker-0" }] },
+    };
+    const json = JSON.stringify({ apiVersion: "v1", kind: "List", items: [node], metadata: { resourceVersion: "" } }, null, 4);
+    const yamlList = `apiVersion: v1
+items:
+- apiVersion: v1
+  kind: Node
+  metadata:
+    name: worker-0
+  spec:
+    podCIDR: 10.200.0.0/24
+  status:
+    addresses:
+    - address: 10.240.0.20
+      type: InternalIP
+kind: List
+metadata:
+  resourceVersion: ""
+`;
+    assert.equal(detectFormat(json), "kubernetes-nodelist");
+    assert.equal(detectFormat(yamlList), "kubernetes-nodelist");
+    assert.deepEqual(parseNodesFile(json, "-").nodes.map((n) => [n.name, n.internalIPs, n.podCIDRs, n.labels]), [
+      ["worker-0", ["10.240.0.20", "fd00::20"], ["10.200.0.0/24", "fd00:10:200::/64"], { zone: "a" }],
+    ]);
+    assert.deepEqual(parseNodesFile(yamlList, "nodes.yaml").nodes.map((n) => [n.name, n.internalIPs, n.podCIDRs, n.origin?.line]), [["worker-0", ["10.240.0.20"], ["10.200.0.0/24"], 3]]);
+  });
+
+  it("rejects NodeList fields of the wrong type with file:line, never a TypeError (issue 8)", () => {
+    const list = (status: unknown, metadata: unknown = { name: "worker-0" }) =>
+      JSON.stringify({ apiVersion: "v1", kind: "List", items: [{ kind: "Node", metadata, spec: { podCIDR: "10.200.0.0/24" }, status }] }, null, 2);
+    const cases: [string, RegExp][] = [
+      [list({ addresses: "x" }), /nodes\.json:\d+: .*status\.addresses must be a list/],
+      [list({ addresses: [null] }), /nodes\.json:\d+: .*status\.addresses\[0\] must be a mapping/],
+      [list({ addresses: [{ type: "InternalIP", address: 12 }] }), /nodes\.json:\d+: .*status\.addresses\[0\]\.address must be a string/],
+      [list({ addresses: [{ type: "InternalIP", address: "10.240.0.20" }] }, { name: 12345 }), /nodes\.json:\d+: .*metadata\.name must be a string/],
+      [JSON.stringify({ kind: "List", items: [{ kind: "Node", metadata: { name: "a" }, spec: { podCIDRs: "10.200.0.0/24" } }] }), /nodes\.json:1: .*spec\.podCIDRs must be a list of strings/],
+      [JSON.stringify({ kind: "List", items: [{ kind: "Node", metadata: { name: "a", labels: ["x"] } }] }), /nodes\.json:1: .*metadata\.labels must be a mapping/],
+    ];
+    for (const [text, expected] of cases) {
+      assert.throws(() => parseNodesFile(text, "nodes.json"), (e: unknown) => e instanceof InputError && expected.test(e.message), text);
+    }
+    // The line is the bad field's own line, not only the item's.
+    const text = list({ addresses: "x" });
+    const line = text.split("\n").findIndex((l) => l.includes('"addresses"')) + 1;
+    assert.throws(() => parseNodesFile(text, "nodes.json"), (e: unknown) => e instanceof InputError && e.message.includes(`nodes.json:${line}:`));
+  });
+
   it("names file:line for unknown YAML fields and mixed column formats", () => {
     assert.throws(() => parseNodesFile("nodes:\n  - name: a\n    internalIp: 10.0.0.1\n", "n.yaml"), (e: unknown) => e instanceof InputError && /n\.yaml:2: unknown field "internalIp"/.test(e.message));
     assert.throws(() => parseNodesFile("10.0.0.1 10.1.0.0/24\n10.0.0.2 host.example host\n", "t.txt"), /t\.txt:2: "10\.0\.0\.2 host\.example host": this line is in machines\.txt form/);

@@ -3,11 +3,13 @@
  * - the seeds' routing table: `INTERNAL_IP POD_CIDR [NAME]` per line;
  * - Kubernetes the Hard Way's `machines.txt`: `IPV4_ADDRESS FQDN HOSTNAME [POD_SUBNET]`;
  * - YAML or JSON: `{cluster, clusterCIDR, nodes: [{name, internalIP, podCIDRs, sshAddress, labels}]}`;
- * - a Kubernetes NodeList (`kubectl get nodes -o json|yaml`).
+ * - a Kubernetes NodeList, or the `kind: List` that `kubectl get nodes -o json|yaml` prints (read by
+ *   kube/nodes.ts, the one mapping of Node objects).
  * Pure: text in, RawInventory out, with a line number on every node for error messages.
  */
-import type { Node as YamlNode } from "yaml";
+import type { Document, Node as YamlNode } from "yaml";
 import { InputError, type Problem, type RawInventory, type RawNode } from "../inventory.js";
+import { readKubeNode, type FieldPath } from "../kube/nodes.js";
 import { yaml } from "../yaml.js";
 
 export type FileFormat = "routing-table" | "machines.txt" | "yaml" | "json" | "kubernetes-nodelist";
@@ -24,8 +26,9 @@ function dataLines(text: string): { line: number; tokens: string[] }[] {
 
 export function detectFormat(text: string): FileFormat {
   const first = text.split("\n").find((line) => line.replace(/#.*$/, "").trim() !== "")?.trim() ?? "";
-  if (first.startsWith("{") || first.startsWith("[")) return /"kind"\s*:\s*"NodeList"/.test(text) ? "kubernetes-nodelist" : "json";
-  if (YAML_START.test(first)) return /^kind:\s*NodeList\s*$/m.test(text) ? "kubernetes-nodelist" : "yaml";
+  // `kubectl get nodes -o json|yaml` prints `kind: List`; the API itself answers `kind: NodeList`.
+  if (first.startsWith("{") || first.startsWith("[")) return /"kind"\s*:\s*"(Node)?List"/.test(text) ? "kubernetes-nodelist" : "json";
+  if (YAML_START.test(first)) return /^kind:\s*["']?(Node)?List["']?\s*$/m.test(text) ? "kubernetes-nodelist" : "yaml";
   const tokens = first.split(/\s+/);
   return tokens[1]?.includes("/") ? "routing-table" : "machines.txt";
 }
@@ -107,7 +110,15 @@ function parseStructured(text: string, file: string, format: FileFormat): RawInv
       problems.push({ where: origin, message: "each node must be a mapping" });
       return;
     }
-    const parsed = format === "kubernetes-nodelist" ? fromKubernetesNode(item as KubeNode) : fromPlainNode(item as Record<string, unknown>);
+    if (format === "kubernetes-nodelist") {
+      const reading = readKubeNode(item);
+      for (const problem of reading.problems) {
+        problems.push({ where: { file, line: lineOf(deepestNode(doc, ["items", index, ...problem.path]), origin.line) }, ...(reading.name ? { node: reading.name } : {}), message: problem.message });
+      }
+      if (reading.node) nodes.push({ ...reading.node, origin });
+      return;
+    }
+    const parsed = fromPlainNode(item as Record<string, unknown>);
     if (typeof parsed === "string") problems.push({ where: origin, message: parsed });
     else nodes.push({ ...parsed, origin });
   });
@@ -152,21 +163,12 @@ function fromPlainNode(item: Record<string, unknown>): RawNode | string {
   };
 }
 
-interface KubeNode {
-  metadata?: { name?: string; labels?: Record<string, string> };
-  spec?: { podCIDR?: string; podCIDRs?: string[] };
-  status?: { addresses?: { type: string; address: string }[] };
-}
-
-function fromKubernetesNode(item: KubeNode): RawNode | string {
-  const addresses = item.status?.addresses ?? [];
-  const internalIPs = addresses.filter((a) => a.type === "InternalIP").map((a) => a.address);
-  const external = addresses.find((a) => a.type === "ExternalIP")?.address;
-  return {
-    ...(item.metadata?.name ? { name: item.metadata.name } : {}),
-    internalIPs,
-    podCIDRs: item.spec?.podCIDRs ?? (item.spec?.podCIDR ? [item.spec.podCIDR] : []),
-    ...(external ? { sshAddress: external } : {}),
-    ...(item.metadata?.labels ? { labels: item.metadata.labels } : {}),
-  };
+/** The YAML node at `path`, or the deepest one that exists on the way (for the line of a bad field). */
+function deepestNode(doc: Document, path: FieldPath): YamlNode | undefined {
+  const { isNode } = yaml();
+  for (let length = path.length; length > 0; length--) {
+    const found = doc.getIn(path.slice(0, length), true) as YamlNode | undefined;
+    if (found && isNode(found)) return found;
+  }
+  return undefined;
 }

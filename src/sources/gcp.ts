@@ -1,27 +1,44 @@
 /**
  * `--nodes gcp`: the cluster's nodes are Compute Engine instances of the project, selected by name
- * prefix, label or network tag. Each instance's `networkInterfaces[0].networkIP` is its internal IP, its
- * metadata key `pod-cidr` its pod CIDR(s) (comma-separated for dual-stack), as Kubernetes the Hard Way
- * sets it. Only RUNNING, PROVISIONING or STAGING instances count: a stopping one is a node leaving.
+ * prefix, label or network tag. Each instance's internal IP is that of its interface on `--network`
+ * (an instance with none there is no node of that network; without `--network`, nic0's, as Kubernetes
+ * reports a node's InternalIP), its metadata key `pod-cidr` its pod CIDR(s) (comma-separated for
+ * dual-stack), as Kubernetes the Hard Way sets it. Instances that hold their IP and will carry pods
+ * count: RUNNING, PROVISIONING, STAGING and REPAIRING (being repaired in place, IP kept); a stopping or
+ * stopped one is a node leaving.
  */
 import { UsageError } from "../errors.js";
 import type { RawInventory, RawNode } from "../inventory.js";
 import { readOption, readOptionList, type FlagValues, type OptionSpec } from "../options.js";
-import { accessTokenFileOption, computeEndpointOption, computeErrorText, computeSettingsFrom, createCompute, projectOption, type ComputeApi, type ComputeInstance } from "../targets/gcp/compute.js";
+import {
+  accessTokenFileOption,
+  computeEndpointOption,
+  computeErrorText,
+  computeSettingsFrom,
+  createCompute,
+  interfaceOn,
+  networkOption,
+  projectOption,
+  type ComputeApi,
+  type ComputeInstance,
+} from "../targets/gcp/compute.js";
 import type { NodeSourceFactory } from "./registry.js";
 
 export const POD_CIDR_KEY = "pod-cidr";
-const LIVE = new Set(["RUNNING", "PROVISIONING", "STAGING"]);
+const LIVE = new Set(["RUNNING", "PROVISIONING", "STAGING", "REPAIRING"]);
 
 export interface GcpSelector {
   namePrefix?: string;
   /** `key=value` or `key` (any value). */
   labels: string[];
   tags: string[];
+  /** The network whose interface gives a node its IP; instances without one there are left out. */
+  network?: string;
 }
 
 export function selects(instance: ComputeInstance, selector: GcpSelector): boolean {
   if (selector.namePrefix && !instance.name.startsWith(selector.namePrefix)) return false;
+  if (selector.network && !interfaceOn(instance, selector.network)) return false;
   for (const label of selector.labels) {
     const [key, value] = label.split("=", 2) as [string, string | undefined];
     const have = instance.labels?.[key];
@@ -31,9 +48,9 @@ export function selects(instance: ComputeInstance, selector: GcpSelector): boole
   return selector.tags.every((tag) => tags.includes(tag));
 }
 
-export function instanceToNode(instance: ComputeInstance): RawNode {
+export function instanceToNode(instance: ComputeInstance, network?: string): RawNode {
   const pod = instance.metadata?.items?.find((item) => item.key === POD_CIDR_KEY)?.value ?? "";
-  const nic = instance.networkInterfaces?.[0];
+  const nic = network ? interfaceOn(instance, network) : instance.networkInterfaces?.[0];
   return {
     name: instance.name,
     internalIPs: [nic?.networkIP, nic?.ipv6Address].filter((a): a is string => !!a),
@@ -52,9 +69,9 @@ export async function readGcpNodes(compute: ComputeApi, selector: GcpSelector): 
   }
   const nodes = instances
     .filter((i) => LIVE.has(i.status ?? "RUNNING") && selects(i, selector))
-    .map(instanceToNode)
+    .map((i) => instanceToNode(i, selector.network))
     .sort((a, b) => (a.name ?? "").localeCompare(b.name ?? ""));
-  const described = [selector.namePrefix && `name=${selector.namePrefix}*`, ...selector.labels.map((l) => `label=${l}`), ...selector.tags.map((t) => `tag=${t}`)].filter(Boolean).join(" ");
+  const described = [selector.namePrefix && `name=${selector.namePrefix}*`, selector.network && `network=${selector.network}`, ...selector.labels.map((l) => `label=${l}`), ...selector.tags.map((t) => `tag=${t}`)].filter(Boolean).join(" ");
   return { nodes, source: `gcp:${compute.project}${described ? ` ${described}` : ""}` };
 }
 
@@ -65,7 +82,13 @@ const tagOption: OptionSpec<string> = { flags: "--gcp-tag <tag...>", description
 /** Which instances to read. They must be chosen: a project holds more than one cluster's machines. */
 function selectorOf(options: FlagValues): GcpSelector {
   const namePrefix = readOption(namePrefixOption, options);
-  const selector = { ...(namePrefix ? { namePrefix } : {}), labels: readOptionList(labelOption, options), tags: readOptionList(tagOption, options) };
+  const network = readOption(networkOption, options);
+  const selector = {
+    ...(namePrefix ? { namePrefix } : {}),
+    labels: readOptionList(labelOption, options),
+    tags: readOptionList(tagOption, options),
+    ...(network ? { network } : {}),
+  };
   if (!namePrefix && !selector.labels.length && !selector.tags.length) {
     throw new UsageError("--nodes gcp: select the nodes with --gcp-name-prefix, --gcp-label or --gcp-tag (e.g. --gcp-tag worker)", { flag: "--gcp-name-prefix" });
   }
@@ -75,7 +98,7 @@ function selectorOf(options: FlagValues): GcpSelector {
 export const gcpSource: NodeSourceFactory = {
   name: "gcp",
   description: "Compute Engine instances by --gcp-name-prefix/--gcp-label/--gcp-tag (networkIP, pod-cidr metadata)",
-  options: [projectOption, computeEndpointOption, accessTokenFileOption, namePrefixOption, labelOption, tagOption],
+  options: [projectOption, computeEndpointOption, accessTokenFileOption, networkOption, namePrefixOption, labelOption, tagOption],
   check: (options) => void selectorOf(options),
   async read(options) {
     const selector = selectorOf(options);

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InputError, validateInventory } from "../inventory.js";
 import { startVultrServer, vultrInstance, type VultrServer } from "../../testkit/vultr-server.js";
-import { listVultrInstances, vultrSource, VultrError } from "./vultr.js";
+import { instancesToInventory, listVultrInstances, retryAfterMs, vultrSource, VultrError } from "./vultr.js";
 
 const workers = [0, 1, 2, 3, 4].map((i) =>
   vultrInstance({
@@ -92,6 +92,48 @@ describe("vultr node source", () => {
     assert.equal(server.requests.length, 3);
   });
 
+  it("waits at least as long as the API's Retry-After asks before the next request", async () => {
+    server.requests.length = 0;
+    server.rateLimitNext(1, { retryAfterSeconds: 1 });
+    const instances = await listVultrInstances({ endpoint: server.endpoint, apiKey: server.apiKey, label: "worker-0", minRetryDelayMs: 5 });
+    assert.deepEqual(instances.map((i) => i.label), ["worker-0"]);
+    assert.equal(server.requests.length, 2);
+    // A lower bound, not a speed check: the client's own backoff (5 ms) alone would come back far sooner.
+    assert.ok(server.requests[1]!.at - server.requests[0]!.at >= 1000, `retried after ${Math.round(server.requests[1]!.at - server.requests[0]!.at)} ms`);
+  });
+
+  it("gives up on a request that gets no answer after its time limit, and retries it", { timeout: 20_000 }, async () => {
+    server.requests.length = 0;
+    server.stallNext(1);
+    const instances = await listVultrInstances({ endpoint: server.endpoint, apiKey: server.apiKey, label: "worker-0", requestTimeoutMs: 200, minRetryDelayMs: 5 });
+    assert.deepEqual(instances.map((i) => i.label), ["worker-0"]);
+    assert.equal(server.requests.length, 2);
+    server.stallNext(10);
+    await assert.rejects(listVultrInstances({ endpoint: server.endpoint, apiKey: server.apiKey, requestTimeoutMs: 100, retries: 1, minRetryDelayMs: 5 }), /vultr: GET .*\/v2\/instances failed \(no answer within 0\.1 s\)/);
+    server.stallNext(0);
+  });
+
+  it("leaves out instances that are powered off or run no operating system yet, saying why; keeps locked and booting ones", async () => {
+    const warnings: string[] = [];
+    const raw = instancesToInventory(
+      [
+        vultrInstance({ label: "worker-0", internal_ip: "10.240.0.6", tags: ["pod-cidr=10.200.0.0/24"] }),
+        vultrInstance({ label: "worker-1", internal_ip: "10.240.0.7", tags: ["pod-cidr=10.200.1.0/24"], power_status: "stopped" }),
+        vultrInstance({ label: "worker-2", internal_ip: "10.240.0.8", tags: ["pod-cidr=10.200.2.0/24"], server_status: "none" }),
+        vultrInstance({ label: "worker-3", internal_ip: "10.240.0.9", tags: ["pod-cidr=10.200.3.0/24"], server_status: "locked" }),
+        vultrInstance({ label: "worker-4", internal_ip: "10.240.0.10", tags: ["pod-cidr=10.200.4.0/24"], server_status: "installingbooting" }),
+        vultrInstance({ label: "worker-5", internal_ip: "10.240.0.11", tags: ["pod-cidr=10.200.5.0/24"], status: "suspended" }),
+      ],
+      { source: "test", warn: (m) => warnings.push(m) },
+    );
+    assert.deepEqual(raw.nodes.map((n) => n.name), ["worker-0", "worker-3", "worker-4"]);
+    assert.deepEqual(warnings.map((w) => w.replace(/ \([0-9a-f-]+\)/, "")), [
+      "vultr: instance worker-1 is powered off (power_status stopped): left out",
+      "vultr: instance worker-2 has no operating system running (server_status none): left out",
+      "vultr: instance worker-5 is suspended, not active: left out",
+    ]);
+  });
+
   it("gives up on a lasting 429 with a clear error", async () => {
     server.rateLimitNext(100);
     await assert.rejects(listVultrInstances({ endpoint: server.endpoint, apiKey: server.apiKey, retries: 2, minRetryDelayMs: 5 }), /vultr: rate limited \(429/);
@@ -100,5 +142,16 @@ describe("vultr node source", () => {
 
   it("needs VULTR_API_KEY", async () => {
     await assert.rejects(vultrSource.read({ ...options(), env: {} }), /VULTR_API_KEY is not set/);
+  });
+});
+
+describe("Retry-After", () => {
+  it("reads delay-seconds and HTTP dates", () => {
+    const now = Date.parse("Wed, 21 Oct 2026 07:28:00 GMT");
+    assert.equal(retryAfterMs("120", now), 120_000);
+    assert.equal(retryAfterMs("Wed, 21 Oct 2026 07:28:30 GMT", now), 30_000);
+    assert.equal(retryAfterMs("Wed, 21 Oct 2026 07:27:00 GMT", now), 0);
+    assert.equal(retryAfterMs(null, now), undefined);
+    assert.equal(retryAfterMs("soon", now), undefined);
   });
 });

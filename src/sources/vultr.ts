@@ -6,8 +6,14 @@
  * (the VPC address) the next hop of its pod CIDR, its label the node name. The pod CIDR comes from an
  * instance tag `pod-cidr=10.200.0.0/24` (several tags, or commas, for dual-stack) or from a nodes file
  * merged by name (`--pod-cidrs FILE`, any format `--nodes FILE` reads).
+ *
+ * A node is an instance whose subscription is `active`, that is powered on (`power_status` running) and
+ * whose operating system is up or coming up (`server_status` other than `none`); others are left out,
+ * with a warning. Every request has a time limit; a timed-out, rate-limited (429) or failed (5xx)
+ * request is retried with backoff, waiting at least as long as the API's `Retry-After` asks.
  */
 import { readFile } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
 import pRetry, { AbortError } from "p-retry";
 import { InputError, type Problem, type RawInventory, type RawNode } from "../inventory.js";
 import { UsageError } from "../errors.js";
@@ -28,6 +34,7 @@ export interface VultrInstance {
   internal_ip: string;
   status: string;
   power_status?: string;
+  server_status?: string;
   tag?: string;
   tags?: string[];
 }
@@ -38,21 +45,38 @@ export interface VultrListOptions {
   tag?: string;
   label?: string;
   perPage?: number;
-  /** Retries of a rate-limited (429) or failed (5xx, network) request. */
+  /** Retries of a rate-limited (429), failed (5xx, network) or timed-out request. */
   retries?: number;
   minRetryDelayMs?: number;
+  /** Time limit of one request. */
+  requestTimeoutMs?: number;
 }
+
+/** The longest `Retry-After` honoured; a longer one is treated as this (the retry budget stays bounded). */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 /** An API answer podroutes cannot work with; the message says what to do. */
 export class VultrError extends Error {
   constructor(
     message: string,
     readonly status?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterMs?: number },
   ) {
-    super(`vultr: ${message}`, options);
+    super(`vultr: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "VultrError";
+    this.retryAfterMs = options?.retryAfterMs;
   }
+  /** How long the API asked to wait before the next request (its `Retry-After`). */
+  readonly retryAfterMs: number | undefined;
+}
+
+/** `Retry-After` in milliseconds: delay-seconds or an HTTP date (RFC 9110 10.2.3); undefined if absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
+  if (!header) return undefined;
+  const text = header.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const date = Date.parse(text);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
 function apiMessage(body: string): string {
@@ -68,15 +92,25 @@ function apiMessage(body: string): string {
 async function getPage(url: URL, apiKey: string, options: VultrListOptions): Promise<{ instances: VultrInstance[]; next: string }> {
   return pRetry(
     async () => {
-      const response = await fetch(url, { headers: { Authorization: `Bearer ${apiKey}`, Accept: "application/json" } });
+      const timeoutMs = options.requestTimeoutMs ?? 30_000;
+      let response: Response;
+      try {
+        response = await fetch(url, { headers: { Authorization: `Bearer ${apiKey}`, Accept: "application/json" }, signal: AbortSignal.timeout(timeoutMs) });
+      } catch (error) {
+        const why = (error as Error).name === "TimeoutError" ? `no answer within ${timeoutMs / 1000} s` : `${(error as Error).message}${(error as Error).cause instanceof Error ? `: ${((error as Error).cause as Error).message}` : ""}`;
+        throw new VultrError(`GET ${url.origin}${url.pathname} failed (${why}); retried with backoff`, undefined, { cause: error });
+      }
       const body = await response.text();
+      const wait = retryAfterMs(response.headers.get("retry-after"));
       if (response.status === 401 || response.status === 403) {
         throw new AbortError(
           new VultrError(`the API refused the key (${response.status} ${apiMessage(body)}): check VULTR_API_KEY, and that this machine's IP is allowed by the key's access control`, response.status),
         );
       }
-      if (response.status === 429) throw new VultrError(`rate limited (429 ${apiMessage(body)}); retried with backoff and still limited`, 429);
-      if (response.status >= 500) throw new VultrError(`the API failed (${response.status} ${apiMessage(body)})`, response.status);
+      if (response.status === 429) {
+        throw new VultrError(`rate limited (429 ${apiMessage(body)}); retried with backoff and still limited`, 429, wait === undefined ? {} : { retryAfterMs: wait });
+      }
+      if (response.status >= 500) throw new VultrError(`the API failed (${response.status} ${apiMessage(body)})`, response.status, wait === undefined ? {} : { retryAfterMs: wait });
       if (!response.ok) throw new AbortError(new VultrError(`GET ${url.pathname} failed: ${response.status} ${apiMessage(body)}`, response.status));
       let parsed: { instances?: VultrInstance[]; meta?: { links?: { next?: string } } };
       try {
@@ -87,7 +121,16 @@ async function getPage(url: URL, apiKey: string, options: VultrListOptions): Pro
       if (!Array.isArray(parsed.instances)) throw new AbortError(new VultrError(`GET ${url.pathname} returned no "instances" list`));
       return { instances: parsed.instances, next: parsed.meta?.links?.next ?? "" };
     },
-    { retries: options.retries ?? 5, minTimeout: options.minRetryDelayMs ?? 500, factor: 2, maxTimeout: 10_000 },
+    {
+      retries: options.retries ?? 5,
+      minTimeout: options.minRetryDelayMs ?? 500,
+      factor: 2,
+      maxTimeout: 10_000,
+      // p-retry has no per-error delay: wait out Retry-After here; its own backoff follows.
+      onFailedAttempt: async ({ error, retriesLeft }) => {
+        if (retriesLeft > 0 && error instanceof VultrError && error.retryAfterMs) await delay(Math.min(error.retryAfterMs, MAX_RETRY_AFTER_MS));
+      },
+    },
   );
 }
 
@@ -109,6 +152,14 @@ export async function listVultrInstances(options: VultrListOptions): Promise<Vul
     seen.add(result.next);
     cursor = result.next;
   }
+}
+
+/** Why an instance is no node that carries pods now, or undefined when it is one. */
+function notRunning(instance: VultrInstance): string | undefined {
+  if (instance.status !== "active") return `is ${instance.status}, not active`;
+  if (instance.power_status !== undefined && instance.power_status !== "running") return `is powered off (power_status ${instance.power_status})`;
+  if (instance.server_status === "none") return "has no operating system running (server_status none)";
+  return undefined;
 }
 
 function podCidrTags(instance: VultrInstance): string[] {
@@ -139,8 +190,9 @@ export function instancesToInventory(
   );
   for (const instance of selected) {
     const name = instance.label || instance.hostname || instance.id;
-    if (instance.status !== "active") {
-      options.warn?.(`vultr: instance ${name} (${instance.id}) is ${instance.status}, not active: left out`);
+    const down = notRunning(instance);
+    if (down) {
+      options.warn?.(`vultr: instance ${name} (${instance.id}) ${down}: left out`);
       continue;
     }
     const fromTags = podCidrTags(instance);

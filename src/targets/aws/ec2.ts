@@ -41,8 +41,12 @@ export interface Ec2Settings {
 export interface Ec2Api {
   /** Route tables by id (every id must exist), or every table carrying the tag key. */
   routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]>;
-  /** Interfaces holding any of these private IPv4/IPv6 addresses (primary or secondary). */
-  networkInterfacesByAddress(addresses: string[]): Promise<NetworkInterface[]>;
+  /**
+   * Interfaces of one VPC holding any of these private IPv4/IPv6 addresses (primary or secondary). The
+   * VPC is required: private ranges overlap between the VPCs of an account, so an address alone may
+   * name another VPC's interface.
+   */
+  networkInterfacesByAddress(addresses: string[], vpcId: string): Promise<NetworkInterface[]>;
   /** Interfaces that still exist among these ids (a deleted one is simply absent). */
   networkInterfacesById(ids: string[]): Promise<NetworkInterface[]>;
   /** Instances matching EC2 filters (`tag:Role`, `instance-id`, `tag-key`, ...). */
@@ -129,12 +133,13 @@ class SdkEc2 implements Ec2Api {
     return tables;
   }
 
-  async networkInterfacesByAddress(addresses: string[]): Promise<NetworkInterface[]> {
+  async networkInterfacesByAddress(addresses: string[], vpcId: string): Promise<NetworkInterface[]> {
     const v4 = addresses.filter((a) => !a.includes(":"));
     const v6 = addresses.filter((a) => a.includes(":"));
+    const inVpc: Filter = { Name: "vpc-id", Values: [vpcId] };
     const found = await Promise.all([
-      ...chunks(v4, FILTER_VALUES).map((values) => this.interfaces([{ Name: "addresses.private-ip-address", Values: values }])),
-      ...chunks(v6, FILTER_VALUES).map((values) => this.interfaces([{ Name: "ipv6-addresses.ipv6-address", Values: values }])),
+      ...chunks(v4, FILTER_VALUES).map((values) => this.interfaces([inVpc, { Name: "addresses.private-ip-address", Values: values }])),
+      ...chunks(v6, FILTER_VALUES).map((values) => this.interfaces([inVpc, { Name: "ipv6-addresses.ipv6-address", Values: values }])),
     ]);
     return unique(found.flat(), (eni) => eni.NetworkInterfaceId);
   }
@@ -199,6 +204,11 @@ function unique<T>(items: T[], key: (item: T) => string | undefined): T[] {
     seen.add(k);
     return true;
   });
+}
+
+/** EC2's error code (`RouteAlreadyExists`, `InvalidRoute.NotFound`): the SDK names its exceptions by it. */
+export function awsErrorCode(error: unknown): string | undefined {
+  return error instanceof Error && error.name !== "Error" ? error.name : undefined;
 }
 
 /** The SDK's error in one line: `RouteAlreadyExists: The route identified by ... already exists.` */

@@ -6,10 +6,7 @@ import { readOption, readOptionList, readOptions, requireOption, wholeNumber, ty
 import { maxInFlightOption } from "../each-change.js";
 import type { TargetFactory } from "../registry.js";
 import { createEc2, endpointOption, regionOption, settingsFrom } from "./ec2.js";
-import { AwsTarget, clusterTagKey, type NextHopKind } from "./target.js";
-
-/** AWS' default routes-per-table quota. */
-export const DEFAULT_ROUTE_LIMIT = 50;
+import { AwsTarget, clusterTagKey, DEFAULT_ROUTE_LIMIT, MAX_ROUTE_LIMIT, type NextHopKind } from "./target.js";
 
 const routeTableOption: OptionSpec<string> = {
   flags: "--route-table <id...>",
@@ -27,9 +24,10 @@ const nextHopOption: OptionSpec<NextHopKind> = {
 };
 const routeLimitOption: OptionSpec<number> = {
   flags: "--route-limit <n>",
-  description: `aws: routes a route table may hold (AWS default quota ${DEFAULT_ROUTE_LIMIT})`,
+  description: `aws: routes of each family a route table may hold, local and propagated ones aside (AWS's quota: ${DEFAULT_ROUTE_LIMIT} by default, at most ${MAX_ROUTE_LIMIT})`,
   default: String(DEFAULT_ROUTE_LIMIT),
-  parse: wholeNumber(1, 10_000),
+  // AWS raises its routes-per-table quota to 1,000 at most: a higher limit could only fail at EC2.
+  parse: wholeNumber(1, MAX_ROUTE_LIMIT),
 };
 const CLUSTER_CIDR_NEEDED = "AWS routes carry no tags, so podroutes only touches routes inside the cluster CIDR (e.g. --cluster-cidr 10.200.0.0/16)";
 

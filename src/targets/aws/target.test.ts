@@ -51,8 +51,9 @@ class FakeEc2 implements Ec2Api {
   async routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]> {
     return "ids" in selector ? this.tables.filter((t) => selector.ids.includes(t.RouteTableId!)) : this.tables;
   }
-  async networkInterfacesByAddress(addresses: string[]) {
-    return this.enis.filter((e) => e.PrivateIpAddresses!.some((p) => addresses.includes(p.PrivateIpAddress!)) || e.Ipv6Addresses?.some((p) => addresses.includes(p.Ipv6Address!)));
+  async networkInterfacesByAddress(addresses: string[], vpcId: string) {
+    const holds = (e: NetworkInterface) => e.PrivateIpAddresses!.some((p) => addresses.includes(p.PrivateIpAddress!)) || e.Ipv6Addresses?.some((p) => addresses.includes(p.Ipv6Address!));
+    return this.enis.filter((e) => e.VpcId === vpcId && holds(e));
   }
   async networkInterfacesById(ids: string[]) {
     return this.enis.filter((e) => ids.includes(e.NetworkInterfaceId!));
@@ -117,7 +118,7 @@ describe("aws ownership: which routes of a VPC table are podroutes'", () => {
   for (const row of rows) {
     it(`${row.owned ? "ours" : "not ours"}: ${row.why}`, async () => {
       const fake = world();
-      const index = new HopIndex(fake, "kubernetes");
+      const index = new HopIndex(fake, "kubernetes", VPC);
       await index.resolve({ addresses: ["10.240.0.20", "fd00::20"], enis: [row.route.NetworkInterfaceId!].filter(Boolean), instances: [row.route.InstanceId!].filter(Boolean) });
       const seen = observeRoute(row.route, "rtb-1", index, { ranges: clusterRanges(CLUSTER_CIDR), nodeAddresses: new Set(["10.240.0.20", "fd00::20"]) })!;
       assert.equal(seen.observed.owned, row.owned);
@@ -128,7 +129,7 @@ describe("aws ownership: which routes of a VPC table are podroutes'", () => {
   }
 
   it("a prefix-list destination is never considered", async () => {
-    const index = new HopIndex(world(), "kubernetes");
+    const index = new HopIndex(world(), "kubernetes", VPC);
     assert.equal(observeRoute({ DestinationPrefixListId: "pl-1", GatewayId: "vpce-1" }, "rtb-1", index, { ranges: clusterRanges(CLUSTER_CIDR), nodeAddresses: new Set() }), undefined);
   });
 });
@@ -154,23 +155,108 @@ describe("aws review and write", () => {
     const planned = await plan(target, two, { parallel: 2 });
     assert.deepEqual(planned.review.actions.map((a) => `${a.table} ${a.id}`), ["worker-0 eni-node0"]);
     assert.equal(planned.review.warnings.length, 1);
-    assert.match(planned.review.warnings[0]!, /worker-7.*no network interface holds 10\.240\.0\.77/);
+    assert.match(planned.review.warnings[0]!, /worker-7.*no network interface in vpc-1 holds 10\.240\.0\.77/);
     const result = await target.runActions(planned.review.actions, { progress: () => {}, inventory: two });
     assert.deepEqual(result.map((r) => r.ok), [true]);
     assert.deepEqual(fake.calls, ["disable eni-node0"]);
   });
 
-  it("counts every route of the table (local, gateways) against the limit and refuses past it", async () => {
+  it("never changes an interface outside the route tables' VPC, even when an action names it", async () => {
     const fake = world();
-    fake.tables.push(table([{ DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local" }, { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1" }]));
-    const target = new AwsTarget(fake, { ...settings, routeLimit: 3 });
+    fake.enis.push(eni("eni-elsewhere", "10.240.0.20", "i-elsewhere", { VpcId: "vpc-2" }));
+    fake.tables.push(table([{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-elsewhere", State: "active" }]));
+    const target = new AwsTarget(fake, settings);
+    const planned = await plan(target, inventory, { parallel: 2 });
+    assert.deepEqual(planned.review.actions.map((a) => a.id), ["eni-node0"], "the node's own interface, not the other VPC's at the same IP");
+    const results = await target.runActions([...planned.review.actions, { table: "worker-0", id: "eni-elsewhere", description: "forged" }], { progress: () => {}, inventory });
+    assert.deepEqual(results.map((r) => [r.action.id, r.ok]), [["eni-node0", true], ["eni-elsewhere", false]]);
+    assert.match(results[1]!.error!, /not in vpc-1/);
+    assert.deepEqual(fake.calls, ["disable eni-node0"]);
+  });
+
+  it("counts only what AWS's quota counts, per family: a dual-stack table with 25 IPv4 and 25 IPv6 pod routes fits a limit of 50", async () => {
+    const fake = world();
+    const nodes = Array.from({ length: 25 }, (_, i) => ({ name: `worker-${i}`, internalIPs: [`10.240.1.${i + 1}`, `fd00::1:${i + 1}`], podCIDRs: [`10.200.${i}.0/24`, `fd00:10:200:${i}::/64`] }));
+    for (const [i, node] of nodes.entries()) fake.enis.push(eni(`eni-n${i}`, node.internalIPs[0]!, undefined, { Ipv6Addresses: [{ Ipv6Address: node.internalIPs[1]! }] }));
+    fake.tables.push(
+      table([
+        { DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local", Origin: "CreateRouteTable", State: "active" },
+        { DestinationIpv6CidrBlock: "fd00::/56", GatewayId: "local", Origin: "CreateRouteTable", State: "active" },
+        { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1", Origin: "CreateRoute", State: "active" },
+        { DestinationIpv6CidrBlock: "::/0", EgressOnlyInternetGatewayId: "eigw-1", Origin: "CreateRoute", State: "active" },
+        ...Array.from({ length: 30 }, (_, i): Ec2Route => ({ DestinationCidrBlock: `172.16.${i}.0/24`, GatewayId: "vgw-1", Origin: "EnableVgwRoutePropagation", State: "active" })),
+      ]),
+    );
+    const dual = validateInventory({ source: "test", nodes }, { clusterCIDR: CLUSTER_CIDR });
+    const target = new AwsTarget(fake, settings);
+    const planned = await plan(target, dual, { parallel: 2 });
+    assert.equal(planned.summary.create, 50);
+    assert.deepEqual(planned.review.refusals, []);
+    assert.deepEqual(planned.review.warnings, [], "26 of 50 in each family: far from the limit");
+    const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory: dual });
+    assert.ok(results.every((r) => r.ok), JSON.stringify(results.filter((r) => !r.ok)));
+    assert.equal(fake.calls.filter((c) => c.startsWith("create")).length, 50);
+  });
+
+  it("refuses past the limit in the family that passes it, before any call, and says what AWS allows", async () => {
+    const fake = world();
+    fake.tables.push(
+      table([
+        { DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local", Origin: "CreateRouteTable" },
+        { DestinationCidrBlock: "0.0.0.0/0", GatewayId: "igw-1", Origin: "CreateRoute" },
+      ]),
+    );
+    const target = new AwsTarget(fake, { ...settings, routeLimit: 1 });
     const planned = await plan(target, inventory, { parallel: 2 });
     assert.equal(planned.summary.create, 2);
     assert.equal(planned.review.refusals.length, 1);
-    assert.match(planned.review.refusals[0]!, /rtb-1: would hold 4 routes, over the route limit of 3/);
+    assert.match(planned.review.refusals[0]!, /rtb-1: would hold 2 IPv4 routes \(it holds 1\) that count toward the routes-per-table quota, over the route limit of 1 \(local and propagated routes do not count\)\. AWS allows 50 per family by default, up to 1000/);
+    assert.doesNotMatch(planned.review.refusals[0]!, /IPv6/, "one IPv6 route fits a limit of 1");
     const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
     assert.ok(results.every((r) => !r.ok && /refused before any call/.test(r.error!)));
     assert.deepEqual(fake.calls, []);
+  });
+
+  it("a RouteAlreadyExists or InvalidRoute.NotFound counts as done only when the table read back says so, never blindly", async () => {
+    /** EC2 as the retried call finds it: the table holds `before`, the call fails, and a read-back shows `after`. */
+    class AfterRetry extends FakeEc2 {
+      constructor(
+        before: Ec2Route[],
+        readonly after: Ec2Route[],
+      ) {
+        super(world().enis, world().instanceList, [table(before)]);
+      }
+      override async createRoute(_table: string, destination: string): Promise<void> {
+        this.tables[0] = table(this.after);
+        throw Object.assign(new Error(`The route identified by ${destination} already exists.`), { name: "RouteAlreadyExists" });
+      }
+      override async deleteRoute(_table: string, destination: string): Promise<void> {
+        this.tables[0] = table(this.after);
+        throw Object.assign(new Error(`The route identified by ${destination} does not exist.`), { name: "InvalidRoute.NotFound" });
+      }
+    }
+    /** Plans against `before`, carries out the plan's one change of this kind on an IPv4 destination, returns its result. */
+    const outcome = async (before: Ec2Route[], after: Ec2Route[], action: "create" | "delete" = "create") => {
+      const fake = new AfterRetry(before, after);
+      const target = new AwsTarget(fake, settings);
+      const planned = await plan(target, inventory, { parallel: 1 });
+      const changes = planned.tables[0]!.changes.filter((c) => c.action === action && (c.action === "delete" ? c.current.destination : c.route.destination).startsWith("10.200."));
+      assert.equal(changes.length, 1);
+      const [result] = await target.write(planned.tables[0]!.table, changes, { progress: () => {}, inventory });
+      return result!.ok ? "ok" : result!.error!;
+    };
+    const hole: Ec2Route = { DestinationCidrBlock: "10.200.9.0/24", NetworkInterfaceId: "eni-gone", State: "blackhole" };
+
+    assert.equal(await outcome([], [{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-node0", State: "active" }]), "ok", "our own first attempt made it");
+    assert.match(
+      await outcome([], [{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-foreign", State: "active" }]),
+      /^RouteAlreadyExists: .* and the table holds a route via eni-foreign \(active\) to it, not one via eni-node0; re-run plan$/,
+    );
+    assert.match(await outcome([], [{ DestinationCidrBlock: "10.200.0.0/24", NetworkInterfaceId: "eni-node0", State: "blackhole" }]), /via eni-node0 \(blackhole\)/);
+    assert.match(await outcome([], []), /and the table holds no route to it/);
+
+    assert.equal(await outcome([hole], [], "delete"), "ok", "our own first delete made it");
+    assert.match(await outcome([hole], [hole], "delete"), /^InvalidRoute\.NotFound: .* yet the table still holds a route to 10\.200\.9\.0\/24 via eni-gone; re-run plan$/);
   });
 
   it("deletes a blackhole podroutes owns even when its interface is gone, with the right destination family", async () => {
@@ -202,6 +288,15 @@ describe("aws flags", () => {
       awsTarget.create({ ...base, clusterCIDR: "10.200.0.0/16", routeTable: ["rtb-12345678", "subnet-1"], nextHop: "gateway", routeLimit: "0" }),
       (error: unknown) => error instanceof UsageError && /--route-table "subnet-1"[^]*--next-hop "gateway"[^]*--route-limit "0"/.test(error.message),
     );
+  });
+
+  it("caps --route-limit at 1000, the most AWS raises the routes-per-table quota to", async () => {
+    await assert.rejects(awsTarget.create({ ...base, clusterCIDR: "10.200.0.0/16", routeLimit: "1001" }), (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.equal(error.flag, "--route-limit");
+      assert.match(error.message, /--route-limit "1001": must be a whole number from 1 to 1000/);
+      return true;
+    });
   });
 
   it("requires a region", async () => {

@@ -17,7 +17,7 @@ import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "
 import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
-import { awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
+import { awsErrorCode, awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
 import {
   TargetError,
   type Change,
@@ -34,6 +34,11 @@ import {
 
 export type NextHopKind = "eni" | "instance";
 
+/** AWS's default routes-per-table quota (non-propagated routes, per family). */
+export const DEFAULT_ROUTE_LIMIT = 50;
+/** The most AWS raises that quota to. */
+export const MAX_ROUTE_LIMIT = 1000;
+
 export interface AwsTargetSettings {
   cluster: string;
   /** Validated cluster CIDR text (one range per family, comma-separated). */
@@ -41,7 +46,7 @@ export interface AwsTargetSettings {
   /** `--route-table` ids; empty: every table tagged `kubernetes.io/cluster/<cluster>`. */
   routeTables: string[];
   nextHop: NextHopKind;
-  /** Routes a table may hold (AWS default quota 50). */
+  /** Routes of each family a table may hold that count toward AWS's quota (default 50, at most 1,000). */
   routeLimit: number;
   /** Ceiling of the API writes in flight at once, over all tables; the limit adapts below it. */
   parallel: number;
@@ -73,6 +78,12 @@ export function routeHandle(route: Ec2Route): { kind: "eni" | "instance" | "othe
   return { kind: "other", id };
 }
 
+/** Whether a route carries traffic to exactly this interface or instance (an instance route shows both ids on EC2). */
+function carries(route: Ec2Route, hop: NextHopRef): boolean {
+  const target = hop.kind === "instance" ? route.InstanceId : route.NetworkInterfaceId;
+  return target === hop.id && route.State !== "blackhole";
+}
+
 function destinationOf(route: Ec2Route): Cidr | undefined {
   const text = route.DestinationCidrBlock ?? route.DestinationIpv6CidrBlock;
   if (text === undefined) return undefined; // a prefix-list destination: never ours
@@ -84,10 +95,52 @@ function familyOfText(address: string): Family {
   return address.includes(":") ? 6 : 4;
 }
 
+/** Routes of each family that count toward a table's quota. */
+export type QuotaUse = Record<Family, number>;
+
+/**
+ * The routes of a table that AWS counts against its routes-per-table quota, per family (the quota is
+ * enforced separately for IPv4 and IPv6): every non-propagated route except the table's own local
+ * routes. Propagated routes (`EnableVgwRoutePropagation`) have a quota of their own. A prefix-list
+ * route counts as its list's maximum entries on AWS; podroutes does not read the list, so it counts
+ * one in each family.
+ */
+export function quotaUse(routes: Ec2Route[]): QuotaUse {
+  const use: QuotaUse = { 4: 0, 6: 0 };
+  for (const route of routes) {
+    if (route.Origin === "EnableVgwRoutePropagation" || route.Origin === "CreateRouteTable" || route.GatewayId === "local") continue;
+    if (route.DestinationCidrBlock !== undefined) use[4]++;
+    else if (route.DestinationIpv6CidrBlock !== undefined) use[6]++;
+    else {
+      use[4]++;
+      use[6]++;
+    }
+  }
+  return use;
+}
+
+/** A table's quota use once `changes` are made: creates add a route of their family, deletes remove one. */
+export function quotaUseAfter(use: QuotaUse, changes: Change[]): QuotaUse {
+  const after: QuotaUse = { ...use };
+  for (const change of changes) {
+    if (change.action === "create") after[change.route.family]++;
+    else if (change.action === "delete") after[familyOfText(change.current.destination)]--;
+  }
+  return after;
+}
+
+/** Why a table would pass the route limit, per family, or nothing when it stays within it. */
+function overLimit(use: QuotaUse, after: QuotaUse, limit: number): string[] {
+  return ([4, 6] as const)
+    .filter((family) => after[family] > limit)
+    .map((family) => `${after[family]} IPv${family} routes (it holds ${use[family]}) that count toward the routes-per-table quota, over the route limit of ${limit}`);
+}
+
 /**
  * The interfaces and instances routes point at, looked up once per plan and shared by every table:
  * which inventory address each interface holds, which instance it is attached to, whether either is
- * gone, and their source/destination checks.
+ * gone, and their source/destination checks. Addresses are looked up in the route tables' VPC only:
+ * another VPC of the account may use the same range, and its interfaces are never podroutes' to touch.
  */
 export class HopIndex {
   readonly enis = new Map<string, NetworkInterface>();
@@ -100,13 +153,15 @@ export class HopIndex {
   constructor(
     private readonly ec2: Ec2Api,
     private readonly cluster: string,
+    /** The route tables' VPC. */
+    readonly vpcId: string,
   ) {}
 
   /** Looks up whatever is not known yet: interfaces by address and by id, then their instances. */
   async resolve(wanted: { addresses?: string[]; enis?: string[]; instances?: string[] }): Promise<void> {
     const addresses = (wanted.addresses ?? []).filter((a) => !this.askedAddresses.has(a));
     if (addresses.length) {
-      for (const eni of await this.ec2.networkInterfacesByAddress(addresses)) this.addEni(eni);
+      for (const eni of await this.ec2.networkInterfacesByAddress(addresses, this.vpcId)) this.addEni(eni);
       for (const a of addresses) this.askedAddresses.add(a);
     }
     const enis = unique(wanted.enis ?? []).filter((id) => !this.enis.has(id) && !this.missing.has(id));
@@ -127,7 +182,14 @@ export class HopIndex {
   private addEni(eni: NetworkInterface): void {
     if (!eni.NetworkInterfaceId) return;
     this.enis.set(eni.NetworkInterfaceId, eni);
+    if (eni.VpcId !== this.vpcId) return; // known by id (a route points at it), never a node's next hop
     for (const address of eniAddresses(eni)) if (!this.byAddress.has(address)) this.byAddress.set(address, eni.NetworkInterfaceId);
+  }
+
+  /** Whether an interface or instance podroutes may act on lies in the route tables' VPC. */
+  inVpc(hop: NextHopRef): boolean {
+    const vpc = hop.kind === "eni" ? this.enis.get(hop.id)?.VpcId : this.instances.get(hop.id)?.VpcId;
+    return vpc === this.vpcId;
   }
 
   /** The instance an interface is attached to, or the instance itself. */
@@ -170,13 +232,18 @@ export class HopIndex {
   /** The handle a route to `address` uses under `kind`, or why there is none. */
   hopFor(address: string, kind: NextHopKind): { hop: NextHopRef; vpcId?: string } | { error: string } {
     const eniId = this.byAddress.get(address);
-    if (!eniId) return { error: `no network interface holds ${address} (is the node an EC2 instance in this region?)` };
+    if (!eniId) return { error: `no network interface in ${this.vpcId} holds ${address} (is the node an EC2 instance in the route tables' VPC?)` };
     const eni = this.enis.get(eniId)!;
     const gone = this.goneReason({ kind: "eni", id: eniId });
     if (gone) return { error: `${eniId} (${address}) cannot carry traffic: ${gone}` };
     if (kind === "eni") return { hop: { kind: "eni", id: eniId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
     const instanceId = eni.Attachment?.InstanceId;
     if (!instanceId) return { error: `${eniId} (${address}) is not attached to an instance; use --next-hop eni` };
+    // EC2's CreateRoute and ReplaceRoute take an instance only when exactly one interface is attached.
+    const attached = this.instances.get(instanceId)?.NetworkInterfaces?.length ?? 1;
+    if (attached > 1) {
+      return { error: `instance ${instanceId} (${address}) has ${attached} network interfaces and EC2 routes to an instance only with exactly one: use --next-hop eni (routes to ${eniId}, which holds ${address})` };
+    }
     return { hop: { kind: "instance", id: instanceId }, ...(eni.VpcId ? { vpcId: eni.VpcId } : {}) };
   }
 
@@ -252,10 +319,12 @@ export class AwsTarget implements Target {
   private readonly ranges: Cidr[];
   /** Looked up at the start of each plan (`tables`), reused by read, review and write of that inventory. */
   private index: { inventory: Inventory; ready: Promise<HopIndex> } | undefined;
+  /** The VPC of the route tables, found by `tables` (or `verify`); every lookup is scoped to it. */
+  private vpcId: string | undefined;
   /** Descriptions fetched by `tables`, used once by `read` so a plan does not describe each table twice. */
   private readonly described = new Map<string, RouteTable>();
-  /** Every route a table held when last read (local and gateway routes count toward the limit too). */
-  private readonly totals = new Map<string, number>();
+  /** What each table used of its routes-per-table quota when last read. */
+  private readonly quotaUsed = new Map<string, QuotaUse>();
 
   /** Paces every route write of this target: the API's throttling answers bring it down. */
   readonly concurrency: AdaptiveConcurrency;
@@ -297,20 +366,38 @@ export class AwsTarget implements Target {
   async tables(_inventory: Inventory): Promise<TableRef[]> {
     this.index = undefined;
     this.described.clear();
+    const found = await this.describeTables();
+    for (const table of found) this.described.set(table.RouteTableId!, table);
+    return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+  }
+
+  /** The route tables, all of one VPC (which becomes the scope of every lookup), or a TargetError. */
+  private async describeTables(): Promise<RouteTable[]> {
     const found = await this.describe();
     if (!found.length) {
       throw this.fail(
         `no route table is tagged ${clusterTagKey(this.settings.cluster)}; tag the cluster's route tables or name them with --route-table rtb-...`,
       );
     }
-    for (const table of found) this.described.set(table.RouteTableId!, table);
-    return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+    const byVpc = new Map<string, string[]>();
+    for (const table of found) byVpc.set(table.VpcId ?? "?", [...(byVpc.get(table.VpcId ?? "?") ?? []), table.RouteTableId!]);
+    if (byVpc.size > 1) {
+      // A route can only point at an interface of its table's VPC, and a cluster's nodes live in one VPC.
+      throw this.fail(
+        `the route tables belong to ${byVpc.size} VPCs (${[...byVpc].map(([vpc, ids]) => `${vpc}: ${ids.join(", ")}`).join("; ")}); a cluster's nodes live in one VPC: name that VPC's tables with --route-table`,
+      );
+    }
+    const vpcId = [...byVpc.keys()][0]!;
+    if (vpcId !== this.vpcId) this.index = undefined;
+    this.vpcId = vpcId;
+    return found;
   }
 
   /** The plan's index with the inventory's addresses resolved; tables read concurrently share one lookup. */
   private indexFor(inventory: Inventory): Promise<HopIndex> {
+    if (!this.vpcId) throw this.fail("the route tables were not read yet");
     if (!this.index || this.index.inventory !== inventory) {
-      const index = new HopIndex(this.ec2, this.settings.cluster);
+      const index = new HopIndex(this.ec2, this.settings.cluster, this.vpcId);
       const ready = index.resolve({ addresses: inventoryAddresses(inventory) }).then(
         () => index,
         (error: unknown) => {
@@ -349,7 +436,7 @@ export class AwsTarget implements Target {
     const index = await this.indexFor(inventory);
     const described = this.described.get(table.id) ?? (await this.describeOne(table.id));
     this.described.delete(table.id);
-    this.totals.set(table.id, described.Routes?.length ?? 0);
+    this.quotaUsed.set(table.id, quotaUse(described.Routes ?? []));
     return this.observeTable(described, inventory, index);
   }
 
@@ -358,18 +445,22 @@ export class AwsTarget implements Target {
     const { routeLimit, nextHop } = this.settings;
     for (const diff of plan.tables) {
       if (diff.error !== undefined) continue;
-      const total = this.totals.get(diff.table.id);
-      if (total === undefined) continue;
-      const creates = diff.changes.filter((c) => c.action === "create").length;
-      const deletes = diff.changes.filter((c) => c.action === "delete").length;
-      const after = total + creates - deletes;
-      if (after > routeLimit) {
+      const used = this.quotaUsed.get(diff.table.id);
+      if (used === undefined) continue;
+      const after = quotaUseAfter(used, diff.changes);
+      const over = overLimit(used, after, routeLimit);
+      if (over.length) {
         review.refusals.push(
-          `aws ${diff.table.id}: would hold ${after} routes, over the route limit of ${routeLimit} (it holds ${total}; ${creates} to add, ${deletes} to remove). ` +
-            `Ask AWS for a higher routes-per-table quota and pass --route-limit, or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
+          `aws ${diff.table.id}: would hold ${over.join("; and ")} (local and propagated routes do not count). ` +
+            `AWS allows ${DEFAULT_ROUTE_LIMIT} per family by default, up to ${MAX_ROUTE_LIMIT}: ask AWS for a higher routes-per-table quota and pass --route-limit, ` +
+            `or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
         );
-      } else if (after > routeLimit * LIMIT_WARNING_SHARE) {
-        review.warnings.push(`aws ${diff.table.id}: will hold ${after} of at most ${routeLimit} routes`);
+        continue;
+      }
+      for (const family of [4, 6] as const) {
+        if (after[family] > used[family] && after[family] > routeLimit * LIMIT_WARNING_SHARE) {
+          review.warnings.push(`aws ${diff.table.id}: will hold ${after[family]} of at most ${routeLimit} IPv${family} routes (--route-limit)`);
+        }
       }
     }
 
@@ -396,11 +487,14 @@ export class AwsTarget implements Target {
   }
 
   async runActions(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]> {
+    const index = await this.indexFor(context.inventory);
     let done = 0;
     return Promise.all(
       actions.map((action) =>
         this.concurrency.run(async () => {
           const hop: NextHopRef = action.id.startsWith("i-") ? { kind: "instance", id: action.id } : { kind: "eni", id: action.id };
+          // Never change an interface or instance outside the route tables' VPC, whatever the plan says.
+          if (!index.inVpc(hop)) return { action, ok: false, error: `${action.id} is not in ${index.vpcId}, the route tables' VPC: not changed` };
           try {
             await this.ec2.disableSourceDestCheck(hop);
             this.concurrency.succeeded();
@@ -424,11 +518,10 @@ export class AwsTarget implements Target {
       const destination = destinationOf(route);
       if (destination) byDestination.set(destination.text, route);
     }
-    const creates = changes.filter((c) => c.action === "create").length;
-    const deletes = changes.filter((c) => c.action === "delete").length;
-    const after = (fresh.Routes?.length ?? 0) + creates - deletes;
-    if (after > this.settings.routeLimit) {
-      const error = `refused before any call: the table would hold ${after} routes, over the route limit of ${this.settings.routeLimit} (--route-limit)`;
+    const used = quotaUse(fresh.Routes ?? []);
+    const over = overLimit(used, quotaUseAfter(used, changes), this.settings.routeLimit);
+    if (over.length) {
+      const error = `refused before any call: the table would hold ${over.join("; and ")} (--route-limit)`;
       return changes.map((change) => ({ change, ok: false, error }));
     }
 
@@ -448,7 +541,15 @@ export class AwsTarget implements Target {
       if (routeHandle(present).id !== change.current.details?.target) {
         return `the route to ${destination} now points at ${routeHandle(present).id || "something else"}, not ${String(change.current.details?.target)}, since the plan; re-run plan`;
       }
-      await this.ec2.deleteRoute(tableId, destination);
+      try {
+        await this.ec2.deleteRoute(tableId, destination);
+      } catch (error) {
+        if (awsErrorCode(error) !== "InvalidRoute.NotFound") throw error;
+        // As for creates: a retried delete whose first attempt landed. Done only if the route is gone.
+        const now = await this.routeNow(tableId, destination);
+        if (!now) return undefined;
+        return `${awsErrorText(error)} yet the table still holds a route to ${destination} via ${routeHandle(now).id || "?"}; re-run plan`;
+      }
       return undefined;
     }
     const found = index.hopFor(change.route.nextHop, this.settings.nextHop);
@@ -456,10 +557,19 @@ export class AwsTarget implements Target {
     if (vpcId && found.vpcId && found.vpcId !== vpcId) return `${found.hop.id} is in ${found.vpcId}, the route table in ${vpcId}`;
     if (change.action === "create") {
       if (present) {
-        if (routeHandle(present).id === found.hop.id && present.State !== "blackhole") return undefined; // done by an earlier, interrupted run
+        if (carries(present, found.hop)) return undefined; // done by an earlier, interrupted run
         return `a route to ${destination} via ${routeHandle(present).id || "?"} appeared since the plan; re-run plan`;
       }
-      await this.ec2.createRoute(tableId, destination, found.hop);
+      try {
+        await this.ec2.createRoute(tableId, destination, found.hop);
+      } catch (error) {
+        if (awsErrorCode(error) !== "RouteAlreadyExists") throw error;
+        // The SDK retries a call whose answer was lost; its first attempt may have landed. Done only if
+        // the table now holds exactly the wanted route.
+        const now = await this.routeNow(tableId, destination);
+        if (now && carries(now, found.hop)) return undefined;
+        return `${awsErrorText(error)} and the table holds ${now ? `a route via ${routeHandle(now).id || "?"} (${now.State ?? "?"})` : "no route"} to it, not one via ${found.hop.id}; re-run plan`;
+      }
       return undefined;
     }
     if (!present) return `the route to ${destination} disappeared since the plan; re-run plan (it will create it)`;
@@ -471,11 +581,17 @@ export class AwsTarget implements Target {
     return undefined;
   }
 
+  /** The route to `destination` the table holds now (read back from EC2), if any. */
+  private async routeNow(tableId: string, destination: string): Promise<Ec2Route | undefined> {
+    const table = await this.describeOne(tableId);
+    return table.Routes?.find((route) => destinationOf(route)?.text === destination);
+  }
+
   async verify(inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
     this.index = undefined;
     const checks: Check[] = [];
+    const tables = await this.describeTables();
     const index = await this.indexFor(inventory);
-    const tables = await this.describe();
     let done = 0;
     for (const table of tables) {
       const tableId = table.RouteTableId!;

@@ -2,10 +2,20 @@
  * A small Compute Engine v1 REST client: exactly the calls podroutes makes (routes list/get/insert/
  * delete, global operations wait, instances aggregated list, project quotas), over Node's fetch.
  * Every call is retried with exponential backoff and jitter (p-retry) on 429, 403 rateLimitExceeded,
- * 5xx, and network errors or timeouts; any other error is final. Authentication: a bearer token from
- * `--access-token-file` or Google's own library (Application Default Credentials), imported lazily.
+ * 5xx, and network errors or timeouts, a bounded number of times; errors that only mean "not yet" (400
+ * resourceNotReady: a network just created; 403 CONCURRENT_OPERATIONS_QUOTA_EXCEEDED: the project's
+ * operations in flight) are retried, with the same backoff, until the operation deadline instead, as
+ * Google's Terraform provider does. Any other error is final.
+ *
+ * Operations are awaited with `globalOperations.wait`, which the API holds for up to about 2 minutes
+ * and may answer early, still RUNNING: the wait loop gives each call more time than the API holds it,
+ * paces re-calls, and stops at a deadline of its own (an hour, as the Kubernetes route controller's).
+ * Authentication: a bearer token from `--access-token-file` or Google's own library (Application
+ * Default Credentials), imported lazily.
  */
 import { readFile } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
+import { performance } from "node:perf_hooks";
 import pRetry from "p-retry";
 import { UsageError } from "../../errors.js";
 import { httpUrl, readOption, type OptionSpec } from "../../options.js";
@@ -19,9 +29,13 @@ export interface ComputeSettings {
   accessTokenFile?: string;
   /** Per-request time limit; a timed-out call is retried. */
   requestTimeoutMs?: number;
+  /** Time limit of one `wait` call: longer than the API holds it (about 2 minutes). */
+  waitTimeoutMs?: number;
+  /** How long an operation (and a write waiting for room to start one) may take in all. */
+  operationTimeoutMs?: number;
   /** Retries per call after the first attempt. */
   retries?: number;
-  /** First backoff delay; doubles each retry, randomized (jitter). */
+  /** First backoff delay (and pause before re-calling an unfinished wait); doubles each retry, randomized (jitter). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
   env?: NodeJS.ProcessEnv;
@@ -63,16 +77,40 @@ interface Operation {
   httpErrorStatusCode?: number;
 }
 
-/** An error answered by the API (or a failed operation): HTTP status, first reason, message. */
+/** An error answered by the API (or a failed operation): HTTP status, first reason, message, ErrorInfo reasons. */
 export class ComputeError extends Error {
   constructor(
     readonly status: number,
     readonly reason: string,
     message: string,
+    /** `error.details[]` ErrorInfo reasons (`CONCURRENT_OPERATIONS_QUOTA_EXCEEDED`), the API's precise cause. */
+    readonly infoReasons: string[] = [],
   ) {
     super(message);
     this.name = "ComputeError";
   }
+}
+
+/** An API error body: `{"error": {"code", "message", "errors": [{"reason"}], "details": [{"@type", "reason"}]}}`. */
+export function computeErrorFrom(status: number, text: string): ComputeError {
+  try {
+    const parsed = JSON.parse(text) as { error?: { message?: string; errors?: { reason?: string }[]; details?: { "@type"?: string; reason?: string }[] } };
+    const infoReasons = (parsed.error?.details ?? []).filter((d) => d["@type"]?.endsWith("google.rpc.ErrorInfo") && d.reason).map((d) => d.reason!);
+    return new ComputeError(status, parsed.error?.errors?.[0]?.reason ?? "", parsed.error?.message ?? `HTTP ${status}`, infoReasons);
+  } catch {
+    return new ComputeError(status, "", `HTTP ${status}`); // not JSON (a proxy's page): keep the status
+  }
+}
+
+/**
+ * Errors that mean "not yet" rather than "too fast": a resource the call needs is still being created,
+ * or the project has as many operations in flight as its quota allows. Waiting is the remedy, for as
+ * long as it takes, so they are retried until the operation deadline rather than a number of times.
+ */
+export function waitsForCapacity(error: unknown): boolean {
+  if (!(error instanceof ComputeError)) return false;
+  if (error.status === 400 && error.reason === "resourceNotReady") return true;
+  return error.status === 403 && error.infoReasons.includes("CONCURRENT_OPERATIONS_QUOTA_EXCEEDED");
 }
 
 /** Whether the API pushed back on the rate of calls (429, 403 rateLimitExceeded): a signal to slow down. */
@@ -81,10 +119,13 @@ export function isThrottle(error: unknown): boolean {
   return error.status === 429 || (error.status === 403 && (error.reason === "rateLimitExceeded" || error.reason === "userRateLimitExceeded"));
 }
 
-/** Whether a failure is worth another attempt: throttling, server trouble, the network. */
+/** Whether a failure is worth another attempt: throttling, server trouble, the network, "not yet". */
 export function isRetryable(error: unknown): boolean {
-  if (error instanceof ComputeError) return isThrottle(error) || error.status >= 500;
-  return true; // fetch failed: reset, refused, timed out
+  if (error instanceof ComputeError) return isThrottle(error) || error.status >= 500 || waitsForCapacity(error);
+  if (!(error instanceof Error)) return false;
+  // A request that timed out, or fetch's network failure (a TypeError whose cause is the socket's error);
+  // never a bug of ours, which would fail the same way again.
+  return error.name === "TimeoutError" || (error instanceof TypeError && error.cause instanceof Error);
 }
 
 /** The API's own words for an error, for results and messages. */
@@ -176,42 +217,41 @@ class ComputeClient implements ComputeApi {
     return url.href;
   }
 
-  /** One call with retries. Token errors are final (AbortError-like: not retried). */
-  private async call<T>(method: string, url: string, body?: unknown, retry = true): Promise<T> {
+  /** One request, no retry; `timeoutMs` overrides the per-request time limit. */
+  private async attempt<T>(method: string, url: string, body?: unknown, timeoutMs = this.settings.requestTimeoutMs ?? 60_000): Promise<T> {
     const authorization = `Bearer ${await this.token()}`;
-    const attempt = async (): Promise<T> => {
-      this.calls.requests++;
-      const response = await fetch(url, {
-        method,
-        headers: { authorization, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.settings.requestTimeoutMs ?? 60_000),
-      });
-      const text = await response.text();
-      if (!response.ok) {
-        let reason = "";
-        let message = `HTTP ${response.status}`;
-        try {
-          const parsed = JSON.parse(text) as { error?: { message?: string; errors?: { reason?: string }[] } };
-          message = parsed.error?.message ?? message;
-          reason = parsed.error?.errors?.[0]?.reason ?? "";
-        } catch {
-          // Not JSON (a proxy's page): keep the status.
-        }
-        throw new ComputeError(response.status, reason, message);
-      }
-      return (text ? JSON.parse(text) : {}) as T;
-    };
-    if (!retry) return attempt();
-    return pRetry(attempt, {
-      retries: this.settings.retries ?? 8,
+    this.calls.requests++;
+    const response = await fetch(url, {
+      method,
+      headers: { authorization, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await response.text();
+    if (!response.ok) throw computeErrorFrom(response.status, text);
+    return (text ? JSON.parse(text) : {}) as T;
+  }
+
+  /**
+   * One call with retries: `retries` times for throttling, server and network errors; until the
+   * operation deadline for errors that wait for capacity. Token errors are final.
+   */
+  private async call<T>(method: string, url: string, body?: unknown): Promise<T> {
+    const retries = this.settings.retries ?? 8;
+    let counted = 0;
+    return pRetry(() => this.attempt<T>(method, url, body), {
+      retries: Infinity,
+      maxRetryTime: this.settings.operationTimeoutMs ?? 3_600_000,
       factor: 2,
       minTimeout: this.settings.minBackoffMs ?? 500,
       maxTimeout: this.settings.maxBackoffMs ?? 32_000,
       randomize: true,
-      shouldRetry: ({ error }) => isRetryable(error),
-      onFailedAttempt: ({ error, retriesLeft }) => {
-        if (retriesLeft > 0 && isRetryable(error)) this.calls.retries++;
+      shouldRetry: ({ error }) => {
+        const again = isRetryable(error) && (waitsForCapacity(error) || ++counted <= retries);
+        if (again) this.calls.retries++;
+        return again;
+      },
+      onFailedAttempt: ({ error }) => {
         if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
       },
     });
@@ -241,10 +281,35 @@ class ComputeClient implements ComputeApi {
     }
   }
 
-  /** Waits for a global operation with `wait` (which may return before DONE: loop), then checks its error. */
+  /**
+   * Waits for a global operation until DONE or the operation deadline, then checks its error. Each
+   * `wait` call may take longer than other requests (the API holds it up to about 2 minutes) and may
+   * come back early, still RUNNING; a failed call (timeout, 429, 5xx) is just another early return.
+   * The next call starts no sooner than a pause after the previous one started, the pause doubling
+   * (with jitter) up to the longest backoff: a server answering at once is not called in a tight loop.
+   */
   private async wait(operation: Operation): Promise<void> {
+    const deadline = performance.now() + (this.settings.operationTimeoutMs ?? 3_600_000);
+    const minPause = this.settings.minBackoffMs ?? 500;
+    const maxPause = this.settings.maxBackoffMs ?? 32_000;
     let op = operation;
-    while (op.status !== "DONE") op = await this.call<Operation>("POST", this.url(`/global/operations/${op.name}/wait`));
+    for (let pause = minPause; op.status !== "DONE"; pause = Math.min(pause * 2, maxPause)) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new ComputeError(408, "operationTimeout", `operation ${op.name} is still ${op.status} after ${Math.round((this.settings.operationTimeoutMs ?? 3_600_000) / 1000)} s; it may yet finish: re-run plan to see`);
+      }
+      const started = performance.now();
+      try {
+        op = await this.attempt<Operation>("POST", this.url(`/global/operations/${op.name}/wait`), undefined, Math.ceil(Math.min(this.settings.waitTimeoutMs ?? 150_000, left)));
+      } catch (error) {
+        if (!isRetryable(error)) throw error;
+        this.calls.retries++;
+        if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
+      }
+      if (op.status === "DONE") break;
+      const rest = pause * (1 + Math.random()) - (performance.now() - started);
+      if (rest > 0) await delay(Math.min(rest, deadline - performance.now()));
+    }
     const first = op.error?.errors?.[0];
     if (first) throw new ComputeError(op.httpErrorStatusCode ?? 400, first.code ?? "", first.message ?? "operation failed");
   }
@@ -301,6 +366,24 @@ export const accessTokenFileOption: OptionSpec<string> = {
   description: "gcp: file holding an OAuth access token (default: Application Default Credentials)",
   env: "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
 };
+
+/**
+ * The VPC network: where `--target gcp` writes routes (there it is required), and whose interface gives
+ * `--nodes gcp` a node's IP.
+ */
+export const networkOption: OptionSpec<string> = {
+  flags: "--network <name>",
+  description: "gcp: VPC network (the routes' network; the interface a node's IP is read from)",
+  parse: (text) => {
+    if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text)) throw new Error("not a network name");
+    return text;
+  },
+};
+
+/** A network interface of an instance on `network` (a name), if it has one. */
+export function interfaceOn(instance: ComputeInstance, network: string): { network?: string; networkIP?: string; ipv6Address?: string } | undefined {
+  return instance.networkInterfaces?.find((nic) => nic.network?.replace(/\/+$/, "").split("/").pop() === network);
+}
 
 /** Compute settings from resolved CLI options; a bad or missing flag is a UsageError naming it. */
 export function computeSettingsFrom(options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {

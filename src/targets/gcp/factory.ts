@@ -5,18 +5,11 @@
 import { readOption, readOptions, wholeNumber, type OptionSpec } from "../../options.js";
 import { maxInFlightOption } from "../each-change.js";
 import type { TargetFactory } from "../registry.js";
-import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, projectOption } from "./compute.js";
+import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, networkOption, projectOption } from "./compute.js";
 import { GcpTarget, type NextHopKind } from "./target.js";
 
-const networkOption: OptionSpec<string> = {
-  flags: "--network <name>",
-  description: "gcp: VPC network the routes belong to",
-  required: "the VPC network the routes belong to (e.g. kubernetes-the-hard-way)",
-  parse: (text) => {
-    if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text)) throw new Error("not a network name");
-    return text;
-  },
-};
+/** The target needs the network; `--nodes gcp` alone may go without (see compute.ts). */
+const routeNetworkOption: OptionSpec<string> = { ...networkOption, required: "the VPC network the routes belong to (e.g. kubernetes-the-hard-way)" };
 const nextHopOption: OptionSpec<NextHopKind> = {
   flags: "--next-hop <kind>",
   description: "gcp: route to the node's internal IP (ip) or its instance (instance)",
@@ -28,14 +21,14 @@ const priorityOption: OptionSpec<number> = { flags: "--priority <n>", descriptio
 export const gcpTarget: TargetFactory = {
   name: "gcp",
   description: "VPC routes of a GCP network through the Compute Engine API (as `gcloud compute routes create`)",
-  options: [projectOption, networkOption, computeEndpointOption, accessTokenFileOption, nextHopOption, priorityOption, maxInFlightOption],
+  options: [projectOption, routeNetworkOption, computeEndpointOption, accessTokenFileOption, nextHopOption, priorityOption, maxInFlightOption],
   defaultNodes: "gcp",
   marksSuffice: true,
   async create(options) {
     readOptions(gcpTarget.options, options); // every bad flag at once
     const settings = {
       cluster: options.cluster || "kubernetes",
-      network: readOption(networkOption, options)!,
+      network: readOption(routeNetworkOption, options)!,
       nextHop: readOption(nextHopOption, options)!,
       priority: readOption(priorityOption, options)!,
       maxInFlight: readOption(maxInFlightOption, options)!,

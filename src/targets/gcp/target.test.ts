@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { matchesFilter } from "../../../testkit/gce-server.js";
-import { isRetryable, ComputeError } from "./compute.js";
+import { computeErrorFrom, isRetryable, ComputeError, waitsForCapacity } from "./compute.js";
 import { alternateName, GcpTarget, markedCluster, nextHopLabel, ownershipMarker } from "./target.js";
 
 const compute = { project: "p", networkUrl: (n: string) => `https://x/compute/v1/projects/p/global/networks/${n}` } as never;
@@ -53,10 +53,37 @@ describe("gcp retries", () => {
     [new ComputeError(503, "backendError", "x"), true],
     [new ComputeError(409, "alreadyExists", "x"), false],
     [new ComputeError(404, "notFound", "x"), false],
-    [new TypeError("fetch failed"), true],
+    [new ComputeError(400, "resourceNotReady", "x"), true],
+    [new ComputeError(400, "invalid", "x"), false],
+    [new ComputeError(403, "rateLimitExceeded", "x", ["CONCURRENT_OPERATIONS_QUOTA_EXCEEDED"]), true],
+    [new ComputeError(403, "quotaExceeded", "x", ["CONCURRENT_OPERATIONS_QUOTA_EXCEEDED"]), true],
+    [new TypeError("fetch failed", { cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) }), true],
+    [new DOMException("The operation was aborted due to timeout", "TimeoutError"), true],
+    [new TypeError("Cannot read properties of undefined"), false],
   ] as const) {
     it(`${error.message} ${(error as ComputeError).status ?? ""} ${(error as ComputeError).reason ?? ""} → ${retry}`, () => assert.equal(isRetryable(error), retry));
   }
+});
+
+describe("gcp error bodies", () => {
+  it("reads the ErrorInfo reason of the documented concurrent operations quota error", () => {
+    // https://cloud.google.com/compute/operations-quota: 403, errors[].reason rateLimitExceeded, details[] ErrorInfo.
+    const body = {
+      error: {
+        code: 403,
+        message: "Rate Limit Exceeded",
+        errors: [{ message: "Rate Limit Exceeded", domain: "usageLimits", reason: "rateLimitExceeded" }],
+        details: [
+          { "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: "CONCURRENT_OPERATIONS_QUOTA_EXCEEDED", domain: "compute.googleapis.com", metadatas: { containerType: "PROJECT" } },
+          { "@type": "type.googleapis.com/google.rpc.Help", links: [] },
+        ],
+      },
+    };
+    const error = computeErrorFrom(403, JSON.stringify(body));
+    assert.deepEqual([error.status, error.reason, error.message, error.infoReasons], [403, "rateLimitExceeded", "Rate Limit Exceeded", ["CONCURRENT_OPERATIONS_QUOTA_EXCEEDED"]]);
+    assert.equal(waitsForCapacity(error), true);
+    assert.deepEqual([computeErrorFrom(502, "<html>bad gateway</html>").message, computeErrorFrom(502, "").reason], ["HTTP 502", ""]);
+  });
 });
 
 describe("test server filter (as gcloud sends it)", () => {
@@ -68,3 +95,4 @@ describe("test server filter (as gcloud sends it)", () => {
     assert.equal(matchesFilter('(name eq "r1") (network ne ".*other")', route), true);
   });
 });
+

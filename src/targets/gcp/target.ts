@@ -16,7 +16,7 @@ import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { createHash } from "node:crypto";
 import { parseCidr, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
-import { ComputeError, computeErrorText, type ComputeApi, type ComputeInstance, type ComputeRoute } from "./compute.js";
+import { ComputeError, computeErrorText, interfaceOn, type ComputeApi, type ComputeInstance, type ComputeRoute } from "./compute.js";
 import { TargetError, type Change, type ChangeResult, type Check, type ObservedRoute, type Progress, type Review, type TableRef, type Target, type WriteContext } from "../target.js";
 
 export type NextHopKind = "ip" | "instance";
@@ -62,18 +62,31 @@ export function nextHopLabel(route: ComputeRoute): string {
   return basename(route.nextHopVpnTunnel ?? route.nextHopPeering ?? route.nextHopIlb ?? "");
 }
 
-/** Instances by internal IP and by self link, looked up once per plan. */
+/**
+ * Instances by their internal IP on the target network and by self link, looked up once per plan. Only
+ * the interface on the target network counts: an instance may have several (nic0 on another network),
+ * and another network of the project may reuse the same addresses.
+ */
 export class InstanceIndex {
   readonly byIp = new Map<string, ComputeInstance>();
   readonly byLink = new Map<string, ComputeInstance>();
-  constructor(instances: ComputeInstance[]) {
+  constructor(
+    instances: ComputeInstance[],
+    readonly network: string,
+  ) {
     for (const instance of instances) {
       this.byLink.set(instance.selfLink.replace(/^.*\/projects\//, "projects/"), instance);
-      for (const nic of instance.networkInterfaces ?? []) if (nic.networkIP) this.byIp.set(nic.networkIP, instance);
+      const nic = interfaceOn(instance, network);
+      for (const ip of [nic?.networkIP, nic?.ipv6Address]) if (ip) this.byIp.set(ip, instance);
     }
   }
   byUrl(url: string): ComputeInstance | undefined {
     return this.byLink.get(url.replace(/^.*\/projects\//, "projects/"));
+  }
+  /** The IP a route on the target network reaches the instance at (of the destination's family). */
+  addressOf(instance: ComputeInstance, family: 4 | 6): string | undefined {
+    const nic = interfaceOn(instance, this.network);
+    return family === 6 ? nic?.ipv6Address : nic?.networkIP;
   }
 }
 
@@ -98,7 +111,7 @@ export class GcpTarget implements Target {
   /** Instances of the project (only needed for `--next-hop instance` and canIpForward checks). */
   private instanceIndex(): Promise<InstanceIndex> {
     this.instances ??= this.compute.listInstances().then(
-      (list) => new InstanceIndex(list),
+      (list) => new InstanceIndex(list, this.settings.network),
       (error: unknown) => {
         this.instances = undefined;
         throw this.fail("cannot list instances", error);
@@ -124,8 +137,9 @@ export class GcpTarget implements Target {
     let nextHop = route.nextHopIp;
     let healthy = true;
     if (route.nextHopInstance) {
+      // GCP delivers to the instance's interface on the route's network (the index's network: read filters on it).
       const instance = index?.byUrl(route.nextHopInstance);
-      nextHop = instance?.networkInterfaces?.[0]?.networkIP;
+      nextHop = instance ? index!.addressOf(instance, parsed.cidr.family) : undefined;
       if (index && !instance) healthy = false; // the instance is gone: the route carries nothing
     }
     return {

@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { InputError, validateInventory } from "../inventory.js";
+import { inventoryFromNodes, readKubeNode } from "./nodes.js";
+
+function kubeNode(name: string, addresses: [string, string][], podCIDRs?: string[], extra: { podCIDR?: string; created?: string; labels?: Record<string, string> } = {}) {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name, ...(extra.created ? { creationTimestamp: extra.created } : {}), ...(extra.labels ? { labels: extra.labels } : {}) },
+    spec: { ...(podCIDRs ? { podCIDRs } : {}), ...(extra.podCIDR ? { podCIDR: extra.podCIDR } : {}) },
+    status: { addresses: addresses.map(([type, address]) => ({ type, address })) },
+  };
+}
+
+describe("Node → inventory", () => {
+  it("maps a dual-stack node: one InternalIP per family, both pod CIDRs, labels, ExternalIP for SSH", () => {
+    const reading = readKubeNode(
+      kubeNode("worker-0", [["Hostname", "worker-0"], ["InternalIP", "10.240.0.20"], ["ExternalIP", "203.0.113.10"], ["InternalIP", "fd00::20"]], ["10.200.0.0/24", "fd00:10:200::/64"], { labels: { zone: "a" } }),
+    );
+    assert.deepEqual(reading.problems, []);
+    assert.deepEqual(reading.notes, []);
+    assert.deepEqual(reading.node, { name: "worker-0", internalIPs: ["10.240.0.20", "fd00::20"], podCIDRs: ["10.200.0.0/24", "fd00:10:200::/64"], sshAddress: "203.0.113.10", labels: { zone: "a" } });
+  });
+
+  it("falls back to spec.podCIDR when spec.podCIDRs is absent (clusters before 1.16)", () => {
+    assert.deepEqual(readKubeNode(kubeNode("a", [["InternalIP", "10.0.0.1"]], undefined, { podCIDR: "10.1.0.0/24" })).node?.podCIDRs, ["10.1.0.0/24"]);
+    assert.deepEqual(readKubeNode(kubeNode("a", [["InternalIP", "10.0.0.1"]], ["10.2.0.0/24"], { podCIDR: "10.1.0.0/24" })).node?.podCIDRs, ["10.2.0.0/24"]);
+  });
+
+  it("keeps a node without a pod CIDR yet, with a note: it still gets routes to the others", () => {
+    const reading = readKubeNode(kubeNode("new", [["InternalIP", "10.0.0.9"]]));
+    assert.deepEqual(reading.node?.podCIDRs, []);
+    assert.match(reading.notes.join(), /no pod CIDR yet/);
+    const inventory = validateInventory({ nodes: [reading.node!, readKubeNode(kubeNode("old", [["InternalIP", "10.0.0.1"]], ["10.1.0.0/24"])).node!], source: "t" });
+    assert.deepEqual(inventory.nodes.map((n) => [n.name, n.podCIDRs]), [["new", []], ["old", ["10.1.0.0/24"]]]);
+  });
+
+  it("takes the first of several InternalIPs of one family and says so", () => {
+    const reading = readKubeNode(kubeNode("a", [["InternalIP", "10.0.0.1"], ["InternalIP", "10.0.0.2"], ["InternalIP", "fd00::1"]], ["10.1.0.0/24"]));
+    assert.deepEqual(reading.node?.internalIPs, ["10.0.0.1", "fd00::1"]);
+    assert.deepEqual(reading.notes, ["has 2 IPv4 InternalIPs (10.0.0.1, 10.0.0.2): routing to the first, 10.0.0.1"]);
+  });
+
+  it("names the path of every malformed field and never throws", () => {
+    const problems = (object: unknown) => readKubeNode(object).problems.map((p) => p.message);
+    assert.deepEqual(problems(null), ["a Node must be a mapping"]);
+    assert.deepEqual(problems({ metadata: { name: 5 } }), ["metadata.name must be a string"]);
+    assert.deepEqual(problems({ kind: "Pod", metadata: { name: "p" } }), ['kind is "Pod", not Node']);
+    assert.deepEqual(problems({ metadata: { name: "a", labels: { x: 1 } } }), ["metadata.labels.x must be a string"]);
+    assert.deepEqual(problems({ metadata: { name: "a" }, spec: { podCIDRs: [1] } }), ["spec.podCIDRs must be a list of strings"]);
+    assert.deepEqual(problems({ metadata: { name: "a" }, spec: { podCIDR: {} } }), ["spec.podCIDR must be a string"]);
+    assert.deepEqual(problems({ metadata: { name: "a" }, status: { addresses: {} } }), ["status.addresses must be a list"]);
+    assert.deepEqual(problems({ metadata: { name: "a" }, status: { addresses: [null, { type: 1, address: "x" }, { type: "InternalIP" }] } }), [
+      "status.addresses[0] must be a mapping with type and address",
+      "status.addresses[1].type must be a string",
+      "status.addresses[2].address must be a string",
+    ]);
+    assert.equal(readKubeNode({ metadata: { name: "a" }, status: "x" }).name, "a", "the name survives other problems, so they can name the node");
+  });
+
+  it("the CLI way: the inventory's validation names the node of a bad value", () => {
+    const raw = { nodes: [readKubeNode(kubeNode("a", [["InternalIP", "10.0.0.300"]], ["10.1.0.0/24"])).node!], source: "kubernetes" };
+    assert.throws(() => validateInventory(raw), (e: unknown) => e instanceof InputError && /node a: "10\.0\.0\.300": internal IP is not a valid IP address/.test(e.message));
+  });
+
+  it("the agent's way: quarantines each bad Node with its reasons and serves every other one", () => {
+    const result = inventoryFromNodes(
+      [
+        kubeNode("late", [["InternalIP", "10.0.0.3"]], ["10.1.0.0/24"], { created: "2026-01-03T00:00:00Z" }),
+        kubeNode("first", [["InternalIP", "10.0.0.1"]], ["10.1.0.0/24"], { created: "2026-01-01T00:00:00Z" }),
+        kubeNode("bad-cidr", [["InternalIP", "10.0.0.4"]], ["10.9.0.1/24"]),
+        kubeNode("no-v6-ip", [["InternalIP", "10.0.0.5"]], ["fd00:1::/64"]),
+        { metadata: { name: "broken" }, status: { addresses: "x" } },
+        { metadata: {} },
+        kubeNode("fine", [["InternalIP", "10.0.0.2"]], ["10.1.1.0/24"], { created: "2026-01-02T00:00:00Z" }),
+      ],
+      { source: "kubernetes" },
+    );
+    assert.deepEqual(result.inventory.nodes.map((n) => n.name), ["first", "fine"]);
+    assert.deepEqual([...result.quarantined.keys()].sort(), ["bad-cidr", "broken", "items[5]", "late", "no-v6-ip"]);
+    assert.match(result.quarantined.get("late")![0]!.message, /overlaps 10\.1\.0\.0\/24 of node first/);
+    assert.match(result.quarantined.get("bad-cidr")![0]!.message, /host bits/);
+    assert.match(result.quarantined.get("no-v6-ip")![0]!.message, /no IPv6 internal IP/);
+    assert.match(result.quarantined.get("broken")![0]!.message, /status\.addresses must be a list/);
+    assert.deepEqual(result.general, []);
+  });
+
+  it("an empty list is a general problem, not a quarantine", () => {
+    const result = inventoryFromNodes([], { source: "kubernetes" });
+    assert.equal(result.inventory.nodes.length, 0);
+    assert.equal(result.general.length, 1);
+  });
+});

@@ -1,0 +1,323 @@
+/**
+ * List-then-watch of one resource, kept in a local store: our own reflector, following client-go's
+ * (tools/cache/reflector.go), because the client library's informer stops for good on errors (issue 9).
+ *
+ * - LIST with `limit=500` paging (`continue`); when a later page's token has expired (410), one full
+ *   list without paging, as client-go's pager does;
+ * - WATCH from the list's resourceVersion with `allowWatchBookmarks=true` and a random `timeoutSeconds`
+ *   of 5–10 minutes; after a clean close, watch again from the last version seen (bookmarks advance it);
+ * - 410 Expired, as the watch's HTTP answer or as an ERROR event in the stream → list again (at once
+ *   when the watch had been serving; after the backoff when the watch was refused at its start);
+ * - any other failure → try again after a backoff of 0.8 s doubling to 30 s, plus up to the same again
+ *   as jitter (client-go's 800ms/30s/2m/2.0/1.0), reset after 2 minutes without failure; a watch that
+ *   closes within a second having delivered nothing counts as a failure, so a server that closes at once
+ *   is not hammered;
+ * - no bytes for longer than the watch timeout plus a slack → the watch is abandoned and opened again
+ *   (Node's HTTP/1.1 has no pings to find a dead connection);
+ * - an AbortSignal stops it.
+ *
+ * A consumer can always tell "a complete, successful list" (the `synced` event, `hasSynced`) from a
+ * failure (`error` events): an API error never empties the store, so it never reads as "no nodes".
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { errorFromStatus, KubeApiError, type ApiFailure, type KubeClient, type WatchEvent } from "./client.js";
+
+/** The part of every Kubernetes object the reflector reads. */
+export interface KubeObject {
+  metadata: { name: string; namespace?: string; resourceVersion?: string };
+}
+
+export type ReflectorEvent<T> =
+  | { type: "added"; object: T }
+  | { type: "modified"; object: T; previous: T }
+  | { type: "deleted"; object: T }
+  /** A complete list was read and the store replaced by it (after the first list and every relist). */
+  | { type: "synced"; resourceVersion: string; objects: number }
+  /** Something failed; the store is unchanged, and the reflector tries again after `retryInMs`. */
+  | { type: "error"; error: KubeApiError; phase: "list" | "watch"; retryInMs: number };
+
+/** Counters a metrics module reads. */
+export interface ReflectorCounters {
+  /** Complete lists, the first one included. */
+  lists: number;
+  /** Lists after the first (410 Expired, or a failure before a watch could resume). */
+  relists: number;
+  /** Full unpaged lists after a continue token expired. */
+  continueExpired: number;
+  watches: number;
+  /** Watches opened again after one ended (cleanly or not). */
+  watchRestarts: number;
+  events: number;
+  bookmarks: number;
+  errors: Partial<Record<ApiFailure, number>>;
+}
+
+export interface BackoffSettings {
+  initialMs: number;
+  maxMs: number;
+  /** Added jitter, as a share of the delay (1.0: up to the delay again). */
+  jitter: number;
+  /** A failure this long after the previous one starts again from `initialMs`. */
+  resetAfterMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffSettings = { initialMs: 800, maxMs: 30_000, jitter: 1.0, resetAfterMs: 120_000 };
+
+/** client-go's exponential backoff manager: the delay before the next try. Pure, clock and random injected. */
+export class Backoff {
+  private attempt = 0;
+  private lastFailureAt: number | undefined;
+  constructor(
+    private readonly settings: BackoffSettings = DEFAULT_BACKOFF,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** The delay after a failure at `now`. */
+  next(now: number): number {
+    if (this.lastFailureAt !== undefined && now - this.lastFailureAt >= this.settings.resetAfterMs) this.attempt = 0;
+    this.lastFailureAt = now;
+    const base = Math.min(this.settings.maxMs, this.settings.initialMs * 2 ** this.attempt);
+    if (base < this.settings.maxMs) this.attempt++;
+    return Math.round(base + this.random() * this.settings.jitter * base);
+  }
+}
+
+export interface ListOptions {
+  labelSelector?: string;
+  fieldSelector?: string;
+  /** Page size (`limit`); 0 lists everything at once. */
+  pageSize?: number;
+  signal?: AbortSignal;
+}
+
+export interface ListResult<T> {
+  items: T[];
+  resourceVersion: string;
+  pages: number;
+  /** True when a continue token expired and the list was read again whole. */
+  continueExpired: boolean;
+}
+
+interface ListBody<T> {
+  items?: T[];
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
+/** Lists every object, page by page; throws KubeApiError on any failure (never a partial list). */
+export async function listAll<T>(client: KubeClient, path: string, options: ListOptions = {}): Promise<ListResult<T>> {
+  const base = { labelSelector: options.labelSelector || undefined, fieldSelector: options.fieldSelector || undefined };
+  const limit = options.pageSize ?? 500;
+  const items: T[] = [];
+  let resourceVersion: string | undefined;
+  let token: string | undefined;
+  for (let pages = 1; ; pages++) {
+    let page: ListBody<T>;
+    try {
+      page = await client.request<ListBody<T>>("GET", path, { query: { ...base, ...(limit ? { limit } : {}), continue: token }, ...(options.signal ? { signal: options.signal } : {}) });
+    } catch (error) {
+      if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
+        const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, ...(options.signal ? { signal: options.signal } : {}) }), path);
+        return { items: whole.items, resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
+      }
+      throw error;
+    }
+    const checked = checkList(page, path);
+    items.push(...checked.items);
+    // Every page is read at the first page's version; the watch starts from it.
+    resourceVersion ??= checked.resourceVersion;
+    token = page.metadata?.continue || undefined;
+    if (!token) return { items, resourceVersion, pages, continueExpired: false };
+  }
+}
+
+function checkList<T>(page: ListBody<T>, path: string): { items: T[]; resourceVersion: string } {
+  const items = page.items ?? [];
+  const resourceVersion = page.metadata?.resourceVersion;
+  if (!Array.isArray(items) || typeof resourceVersion !== "string" || resourceVersion === "") {
+    throw new KubeApiError(`GET ${path}: the answer is not a list with a resourceVersion`, 200, "Decode", undefined, { failure: "decode" });
+  }
+  return { items, resourceVersion };
+}
+
+export interface ReflectorOptions {
+  client: KubeClient;
+  /** The collection, `/api/v1/nodes`. */
+  path: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+  pageSize?: number;
+  /** Each watch asks the server to close after a random time in this range (seconds). */
+  watchTimeoutSeconds?: { min: number; max: number };
+  /** How much longer than the watch timeout a silent stream is tolerated. */
+  idleSlackMs?: number;
+  backoff?: BackoffSettings;
+  random?: () => number;
+  now?: () => number;
+}
+
+/** A watch shorter than this that delivered nothing counts as a failure (client-go's "very short watch"). */
+const SHORT_WATCH_MS = 1000;
+
+export class Reflector<T extends KubeObject> {
+  /** name (namespace/name for namespaced objects) → the latest object seen. */
+  readonly store = new Map<string, T>();
+  readonly counters: ReflectorCounters = { lists: 0, relists: 0, continueExpired: 0, watches: 0, watchRestarts: 0, events: 0, bookmarks: 0, errors: {} };
+  /** The version the next watch starts from: the last list's, or the last event's or bookmark's. */
+  resourceVersion: string | undefined;
+  private listeners = new Set<(event: ReflectorEvent<T>) => void>();
+  private readonly options: Required<Omit<ReflectorOptions, "labelSelector" | "fieldSelector">> & Pick<ReflectorOptions, "labelSelector" | "fieldSelector">;
+  private readonly backoff: Backoff;
+
+  constructor(options: ReflectorOptions) {
+    this.options = {
+      pageSize: 500,
+      watchTimeoutSeconds: { min: 300, max: 600 },
+      idleSlackMs: 30_000,
+      backoff: DEFAULT_BACKOFF,
+      random: Math.random,
+      now: Date.now,
+      ...options,
+    };
+    this.backoff = new Backoff(this.options.backoff, this.options.random);
+  }
+
+  /** True once a complete list has been read. */
+  get hasSynced(): boolean {
+    return this.counters.lists > 0;
+  }
+
+  /** Calls `listener` for every event from now on; returns the unsubscribe function. */
+  subscribe(listener: (event: ReflectorEvent<T>) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Lists, then watches, until `signal` is aborted; resolves then. Never rejects for API failures. */
+  async run(signal: AbortSignal): Promise<void> {
+    let needList = true;
+    let watched = false;
+    while (!signal.aborted) {
+      let phase: "list" | "watch" = needList ? "list" : "watch";
+      try {
+        if (needList) {
+          await this.list(signal);
+          needList = false;
+        }
+        phase = "watch";
+        if (watched) this.counters.watchRestarts++;
+        watched = true;
+        const outcome = await this.watch(signal);
+        if (outcome === "expired") needList = true;
+        if (outcome !== "short") continue;
+        throw new KubeApiError(`WATCH ${this.options.path}: the watch closed at once with no event`, 200, "ShortWatch", undefined, { failure: "network" });
+      } catch (error) {
+        if (signal.aborted) break;
+        const failure = error instanceof KubeApiError ? error : new KubeApiError(`${phase} ${this.options.path}: ${(error as Error).message}`, undefined, "Unexpected", undefined, { cause: error, failure: "decode" });
+        if (failure.failure === "expired") needList = true;
+        this.counters.errors[failure.failure] = (this.counters.errors[failure.failure] ?? 0) + 1;
+        const retryInMs = this.backoff.next(this.options.now());
+        this.emit({ type: "error", error: failure, phase, retryInMs });
+        await sleep(retryInMs, undefined, { signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  private async list(signal: AbortSignal): Promise<void> {
+    const result = await listAll<T>(this.options.client, this.options.path, {
+      ...(this.options.labelSelector ? { labelSelector: this.options.labelSelector } : {}),
+      ...(this.options.fieldSelector ? { fieldSelector: this.options.fieldSelector } : {}),
+      pageSize: this.options.pageSize,
+      signal,
+    });
+    if (result.continueExpired) this.counters.continueExpired++;
+    const fresh = new Map<string, T>();
+    for (const object of result.items) {
+      const key = keyOf(object);
+      if (key !== undefined) fresh.set(key, object);
+    }
+    // Replace the store as client-go's DeltaFIFO.Replace does: one event per difference, then `synced`.
+    for (const [key, old] of this.store) {
+      if (!fresh.has(key)) {
+        this.store.delete(key);
+        this.emit({ type: "deleted", object: old });
+      }
+    }
+    for (const [key, object] of fresh) {
+      const previous = this.store.get(key);
+      this.store.set(key, object);
+      if (!previous) this.emit({ type: "added", object });
+      else if (previous.metadata.resourceVersion !== object.metadata.resourceVersion) this.emit({ type: "modified", object, previous });
+    }
+    this.resourceVersion = result.resourceVersion;
+    if (this.counters.lists > 0) this.counters.relists++;
+    this.counters.lists++;
+    this.emit({ type: "synced", resourceVersion: result.resourceVersion, objects: this.store.size });
+  }
+
+  /** One watch, from `resourceVersion`; how it ended decides what comes next. */
+  private async watch(signal: AbortSignal): Promise<"closed" | "expired" | "short"> {
+    const { min, max } = this.options.watchTimeoutSeconds;
+    const timeoutSeconds = Math.floor(min + this.options.random() * (max - min + 1));
+    const started = this.options.now();
+    let received = 0;
+    this.counters.watches++;
+    const events = this.options.client.watch<T>(this.options.path, {
+      query: {
+        resourceVersion: this.resourceVersion,
+        allowWatchBookmarks: true,
+        timeoutSeconds,
+        labelSelector: this.options.labelSelector || undefined,
+        fieldSelector: this.options.fieldSelector || undefined,
+      },
+      signal,
+      idleTimeoutMs: timeoutSeconds * 1000 + this.options.idleSlackMs,
+    });
+    for await (const event of events) {
+      received++;
+      if (event.type === "ERROR") {
+        const error = errorFromStatus(event.object, undefined, `WATCH ${this.options.path}`);
+        // A watch that had been serving relists at once; one refused at its start (its version was
+        // already too old) goes through the backoff, so a server that expires everything is not hammered.
+        if (error.failure === "expired" && (received > 1 || this.options.now() - started >= SHORT_WATCH_MS)) return "expired";
+        throw error;
+      }
+      this.apply(event);
+    }
+    if (!signal.aborted && received === 0 && this.options.now() - started < SHORT_WATCH_MS) return "short";
+    return "closed";
+  }
+
+  private apply(event: WatchEvent<T>): void {
+    const object = event.object;
+    const version = object.metadata?.resourceVersion;
+    if (event.type === "BOOKMARK") {
+      this.counters.bookmarks++;
+      if (version) this.resourceVersion = version;
+      return;
+    }
+    const key = keyOf(object);
+    if (key === undefined || !version) {
+      throw new KubeApiError(`WATCH ${this.options.path}: a ${event.type} event's object has no name or resourceVersion`, 200, "Decode", undefined, { failure: "decode" });
+    }
+    this.counters.events++;
+    this.resourceVersion = version;
+    const previous = this.store.get(key);
+    if (event.type === "DELETED") {
+      this.store.delete(key);
+      this.emit({ type: "deleted", object });
+    } else if (event.type === "ADDED" || event.type === "MODIFIED") {
+      this.store.set(key, object);
+      this.emit(previous ? { type: "modified", object, previous } : { type: "added", object });
+    }
+  }
+
+  private emit(event: ReflectorEvent<T>): void {
+    for (const listener of this.listeners) listener(event);
+  }
+}
+
+function keyOf(object: KubeObject): string | undefined {
+  const name = object?.metadata?.name;
+  if (typeof name !== "string" || name === "") return undefined;
+  return object.metadata.namespace ? `${object.metadata.namespace}/${name}` : name;
+}
