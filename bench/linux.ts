@@ -22,6 +22,7 @@ import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
 import { BIN } from "../testkit/cli.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
+import { flatNamespace } from "../testkit/flat-namespace.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
@@ -47,12 +48,7 @@ async function must(command: string, args: string[], stdin?: string): Promise<st
 
 /** A fresh namespace with one link holding every next hop on-link. */
 async function freshNamespace(): Promise<void> {
-  await run("ip", ["netns", "del", NS]);
-  await must("ip", ["netns", "add", NS]);
-  await must("ip", ["-n", NS, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
-  await must("ip", ["-n", NS, "addr", "add", `${SELF}/16`, "dev", "eth0"]);
-  await must("ip", ["-n", NS, "link", "set", "eth0", "up"]);
-  await must("ip", ["-n", NS, "link", "set", "peer0", "up"]);
+  await flatNamespace(NS, `${SELF}/16`);
 }
 
 /** The nodes: this host (`self`, whose table is written) and `count` others, in the seeds' table format. */

@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   aws: async () => (await import("./aws.js")).run(),
   gcp: async () => (await import("./gcp.js")).run(),
   ssh: async () => (await import("./ssh.js")).run(),
+  agent: async () => (await import("./agent.js")).run(),
 
 };
 

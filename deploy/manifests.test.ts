@@ -14,6 +14,8 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { parseAllDocuments } from "yaml";
+import { parseAgentArgv } from "../src/cli/agent-command.js";
+import { commanderOption } from "../src/cli/main.js";
 
 const DEPLOY = join(dirname(fileURLToPath(import.meta.url)), "../../deploy");
 
@@ -104,6 +106,24 @@ describe("deploy/ manifests", () => {
     assert.equal(container.livenessProbe.httpGet.path, "/livez");
     assert.equal(container.readinessProbe.httpGet.path, "/readyz");
     assert.equal(String(container.readinessProbe.httpGet.port), listen);
+  });
+
+  it("every flag in the DaemonSet's args is one `podroutes agent` accepts, with a valid value", async () => {
+    const [container] = find("DaemonSet", "podroutes-agent").spec.template.spec.containers;
+    const env = { NODE_NAME: "worker-0" };
+    const args = await parseAgentArgv(container.args, env, (spec) => commanderOption(spec));
+    assert.deepEqual(args, {
+      node: "worker-0",
+      resyncMs: 300_000,
+      listen: { host: "0.0.0.0", port: 9465 },
+      proto: 150,
+      setNodeCondition: true,
+      cleanupOnExit: false,
+      logFormat: "json",
+    });
+    // And the parse is strict: a flag the agent does not have, or a bad value, is refused.
+    await assert.rejects(parseAgentArgv([...container.args, "--resync-period=5m"], env, (spec) => commanderOption(spec)), /unknown option '--resync-period=5m'/);
+    await assert.rejects(parseAgentArgv(["agent", "--listen=9465"], env, (spec) => commanderOption(spec)), /--listen "9465": must be HOST:PORT/);
   });
 
   it("the agent's ClusterRole is exactly nodes get/list/watch, nodes/status patch, events create", () => {

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, scanArgv, type RouteCommand } from "../src/cli/args.js";
+import { agentOptions } from "../src/cli/agent-command.js";
 import { longFlag } from "../src/options.js";
 import { targetFactory } from "../src/targets/registry.js";
 
@@ -24,7 +25,7 @@ describe("README", () => {
     assert.match(README, /as root \(or with sudo\)/);
   });
 
-  const commands = shellLines.filter((line) => line.startsWith("podroutes "));
+  const commands = shellLines.filter((line) => line.startsWith("podroutes ") && !line.startsWith("podroutes agent "));
   for (const line of commands) {
     it(`${line}: every flag is one the command offers`, () => {
       const argv = line.split(/\s+/).slice(1);
@@ -38,4 +39,14 @@ describe("README", () => {
       assert.deepEqual(used.filter((flag) => !offered.has(flag)), []);
     });
   }
+
+  it("shows `podroutes agent`, and its commands use only the agent's flags", () => {
+    const agentLines = shellLines.filter((line) => line.startsWith("podroutes agent "));
+    assert.ok(agentLines.length > 0);
+    const offered = new Set(agentOptions.map(longFlag));
+    for (const line of agentLines) {
+      const used = line.split(/\s+/).filter((arg) => arg.startsWith("--")).map((arg) => arg.split("=")[0]!);
+      assert.deepEqual(used.filter((flag) => !offered.has(flag)), [], line);
+    }
+  });
 });

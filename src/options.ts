@@ -139,6 +139,23 @@ export function wholeNumber(min: number, max: number): (text: string) => number 
   };
 }
 
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A duration as Kubernetes and Go spell it (`30s`, `5m`, `1h30m`, `500ms`), in milliseconds, within
+ * bounds: `--resync`.
+ */
+export function duration(minMs: number, maxMs: number): (text: string) => number {
+  const spell = (ms: number) => (ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+  return (text) => {
+    if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) throw new Error("must be a duration such as 30s, 10m or 1h30m");
+    let total = 0;
+    for (const [, amount, , unit] of text.matchAll(/(\d+(\.\d+)?)(ms|s|m|h)/g)) total += Number(amount) * DURATION_UNITS[unit!]!;
+    if (total < minMs || total > maxMs) throw new Error(`must be from ${spell(minMs)} to ${spell(maxMs)}`);
+    return Math.round(total);
+  };
+}
+
 /** An http(s) URL: API endpoints. */
 export function httpUrl(text: string): string {
   let url: URL | undefined;

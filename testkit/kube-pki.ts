@@ -3,6 +3,7 @@
  * a CA, a server certificate whose subjectAltName holds every address the server listens on (kubectl and
  * Node check the IP), and client certificates on demand (CN = user, O = group, as kube-apiserver reads them).
  */
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "../src/targets/linux/runner.js";
@@ -25,6 +26,8 @@ const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-n
 /** Makes the CA and the server certificate in `dir`. */
 export async function makePki(dir: string, addresses: { ips: string[]; dns: string[] }): Promise<Pki> {
   const pki: Pki = { dir, caFile: join(dir, "ca.crt"), caKeyFile: join(dir, "ca.key"), certFile: join(dir, "server.crt"), keyFile: join(dir, "server.key") };
+  // A server restarted over the same state directory keeps its CA and certificate: clients keep trusting it.
+  if ([pki.caFile, pki.caKeyFile, pki.certFile, pki.keyFile].every((file) => existsSync(file))) return pki;
   await openssl(["req", "-x509", ...EC_KEY, "-keyout", pki.caKeyFile, "-out", pki.caFile, "-days", "7", "-subj", "/CN=podroutes-test-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
   const san = [...new Set(addresses.ips)].map((ip) => `IP:${ip}`).concat([...new Set(addresses.dns)].map((name) => `DNS:${name}`)).join(",");
   await sign(pki, "server", "/CN=kube-apiserver", [`subjectAltName=${san}`, "extendedKeyUsage=serverAuth"]);

@@ -3,13 +3,14 @@
  *
  *   node dist/testkit/kube-server-main.js --listen 10.240.0.10:6443 --state-dir DIR \
  *     [--token TOKEN[=RULES]]... [--nodes NODES.json] [--history-window N] [--bookmark-interval-ms MS] \
- *     [--expired-watch-as event|http] [--admin-socket PATH]
+ *     [--expired-watch-as event|http] [--admin-socket PATH] [--first-revision N]
  *
  * RULES is `verbs:resources` groups separated by `;` (`get,list,watch:nodes;patch:nodes/status;create:events`);
  * a token without rules may do everything. NODES.json is a list of Node objects. The CA and certificates go
  * to DIR; once listening, the process writes DIR/server.json and prints the same line on stdout:
  * `{"url","caFile","adminSocket","pid"}`. The admin interface (kube-server-admin.ts) listens on a unix
- * socket, DIR/admin.sock by default. SIGTERM or SIGINT stops it.
+ * socket, DIR/admin.sock by default. SIGTERM or SIGINT stops it. Started again with the same DIR it keeps its
+ * CA and certificate; `--first-revision` above the last one's revision (GET /state) makes it a restart.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -36,6 +37,7 @@ async function main(): Promise<void> {
       "bookmark-interval-ms": { type: "string" },
       "expired-watch-as": { type: "string" },
       "admin-socket": { type: "string" },
+      "first-revision": { type: "string" },
     },
   });
   const stateDir = values["state-dir"];
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
     ...(values["history-window"] ? { historyWindow: Number(values["history-window"]) } : {}),
     ...(values["bookmark-interval-ms"] ? { bookmarkIntervalMs: Number(values["bookmark-interval-ms"]) } : {}),
     ...(values["expired-watch-as"] === "http" ? { expiredWatchAs: "http" as const } : {}),
+    ...(values["first-revision"] ? { firstRevision: Number(values["first-revision"]) } : {}),
   });
   const adminSocket = values["admin-socket"] ?? join(stateDir, "admin.sock");
   const admin = await serveAdmin(server, adminSocket);

@@ -114,6 +114,12 @@ export interface KubeServerOptions {
   sendInitialEvents?: "implement" | "refuse";
   /** Used for timestamps (tests may pin it). */
   now?: () => Date;
+  /**
+   * The revision the server starts at (default 1), for a server restarted over the state of an earlier
+   * one: as kube-apiserver keeps etcd's revision across a restart, versions never go back, and a watch
+   * from before the restart is Expired (410), so clients list again.
+   */
+  firstRevision?: number;
 }
 
 interface Change {
@@ -170,6 +176,7 @@ export class KubeApiServer {
   private ownStateDir = false;
 
   constructor(private readonly options: KubeServerOptions = {}) {
+    this.revision = this.compactedRevision = options.firstRevision ?? 1;
     this.tokens = new Map(Object.entries(options.tokens ?? { [DEFAULT_ADMIN_TOKEN]: { user: "admin", rules: "*" } }));
     this.certificateUsers = new Map(Object.entries(options.certificateUsers ?? {}));
   }

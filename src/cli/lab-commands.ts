@@ -89,7 +89,7 @@ export function addLabCommands(program: Command, out: Output, setCode: (code: nu
     out.result({ ...state, up: state.status === "up" && missing.length === 0, missingNamespaces: missing }, () =>
       [
         `lab ${state.name}: ${state.status === "up" && !missing.length ? "up" : `broken (missing ${missing.join(", ") || "nothing"}, status ${state.status})`}, topology ${state.topology}, cluster ${state.cluster} ${state.clusterCIDR}`,
-        `jumpbox ${state.jumpboxIP} (netns ${state.jumpboxNetns})`,
+        `jumpbox ${state.jumpboxIP} (netns ${state.jumpboxNetns})${state.controllerNetns ? `, controller ${state.controllerIP} (netns ${state.controllerNetns})` : ""}`,
         renderColumns(
           ["NODE", "INTERNAL_IP", "POD_CIDR", "POD_IP", "NETNS"],
           state.workers.map((w) => [w.name, w.internalIP, w.podCIDR, w.podIP ?? "", w.netns]),

@@ -12,6 +12,7 @@ import { longFlag, type OptionSpec } from "../options.js";
 import { nodeSources } from "../sources/registry.js";
 import { targetFactory, targets } from "../targets/registry.js";
 import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, routeArgs, scanArgv, type ArgvScan, type RouteCommand } from "./args.js";
+import { agentCommand, runAgent } from "./agent-command.js";
 import { changedNothing, EXIT, exitCodeOf } from "./exit-codes.js";
 import { catalogue } from "./help.js";
 import { addLabCommands } from "./lab-commands.js";
@@ -22,7 +23,7 @@ import { applyCommand, listCommand, planCommand, verifyCommand } from "./route-c
  * A declared option as commander shows and parses it. Commander only collects the text: choices,
  * defaults, environment and parsing are readOptions' (so every bad flag is reported at once, alike).
  */
-function commanderOption(spec: OptionSpec, group?: string): Option {
+export function commanderOption(spec: OptionSpec, group?: string): Option {
   const notes = [
     ...(spec.choices ? [`one of: ${spec.choices.join(", ")}`] : []),
     ...(spec.default !== undefined ? [`default: ${([] as unknown[]).concat(spec.default).join(" ")}`] : []),
@@ -111,6 +112,7 @@ function buildProgram(out: Output, scan: ArgvScan, setCode: (code: number) => vo
       command.action(async (_flags: unknown, self: Command) => setCode(await verifyCommand(args(name, self), out)));
     }
   }
+  agentCommand(program, (spec) => commanderOption(spec), process.env, async (args) => setCode(await runAgent(args)));
   addLabCommands(program, out, setCode, (spec) => commanderOption(spec), run);
   return program;
 }

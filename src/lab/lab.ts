@@ -31,6 +31,8 @@ export interface LabState extends Omit<LabTopology, "workers"> {
   name: string;
   vpcNetns: string;
   jumpboxNetns: string;
+  /** The controller's namespace (absent in state files of labs built before it existed). */
+  controllerNetns?: string;
   stateDir: string;
   workers: LabWorker[];
   /** `creating` until `lab up` finished. */
@@ -103,8 +105,10 @@ export async function existingNamespaces(): Promise<Set<string>> {
   return new Set(out.split("\n").map((line) => line.split(" ")[0]!).filter(Boolean));
 }
 
+const ip = (args: string[], what: string) => sh("ip", args, what);
+
 export function labNamespaces(state: LabState): string[] {
-  return [state.vpcNetns, state.jumpboxNetns, ...state.workers.flatMap((w) => [w.netns, w.podNetns])];
+  return [state.vpcNetns, state.jumpboxNetns, ...(state.controllerNetns ? [state.controllerNetns] : []), ...state.workers.flatMap((w) => [w.netns, w.podNetns])];
 }
 
 export interface LabUpOptions {
@@ -137,6 +141,7 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
     name,
     vpcNetns: `${name}-vpc`,
     jumpboxNetns: `${name}-jumpbox`,
+    controllerNetns: `${name}-controller`,
     stateDir,
     status: "creating",
     workers: topology.workers.map((w) => ({ ...w, netns: `${name}-${w.name}`, podNetns: `${name}-${w.name}-pod` })),
@@ -147,38 +152,82 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
   await mkdir(stateDir, { recursive: true });
   await saveLab(state);
 
-  const ip = (args: string[], what: string) => sh("ip", args, what);
   const vpc = state.vpcNetns;
   await ip(["netns", "add", vpc], "creating the vpc namespace");
   await ip(["-n", vpc, "link", "set", "lo", "up"], "vpc loopback");
   await ip(["-n", vpc, "link", "add", "br0", "type", "bridge"], "the vpc bridge");
   await ip(["-n", vpc, "link", "set", "br0", "up"], "the vpc bridge");
 
-  const join_ = async (netns: string, port: string, address: string) => {
-    await ip(["netns", "add", netns], `creating ${netns}`);
-    await ip(["-n", netns, "link", "set", "lo", "up"], `${netns} loopback`);
-    await ip(["-n", vpc, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns], `${netns} veth`);
-    await ip(["-n", vpc, "link", "set", port, "master", "br0", "up"], `${netns} bridge port`);
-    await ip(["-n", netns, "addr", "add", `${address}/${state.vpcPrefixLength}`, "dev", "eth0"], `${netns} address`);
-    await ip(["-n", netns, "link", "set", "eth0", "up"], `${netns} eth0`);
-  };
-
-  await join_(state.jumpboxNetns, "vjump", state.jumpboxIP);
+  await joinVpc(state, state.jumpboxNetns, "vjump", state.jumpboxIP);
   log(`jumpbox ${state.jumpboxIP} (netns ${state.jumpboxNetns})`);
+  await joinVpc(state, state.controllerNetns!, "vctl", state.controllerIP);
+  log(`controller ${state.controllerIP} (netns ${state.controllerNetns})`);
   for (const [index, worker] of state.workers.entries()) {
-    await join_(worker.netns, `vw${index}`, worker.internalIP);
-    // Forward pods' packets; answer every traceroute probe (the kernel rate-limits ICMP errors to one a
-    // second per peer, which would blank the hops verify reads when it traces several pods at once).
-    await sh("ip", ["netns", "exec", worker.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"], `${worker.name} sysctls`);
-    await ip(["netns", "add", worker.podNetns], `creating ${worker.podNetns}`);
-    await ip(["-n", worker.podNetns, "link", "set", "lo", "up"], `${worker.podNetns} loopback`);
-    worker.podIP = await cniAdd(state, worker);
+    await buildWorker(state, worker, index);
     log(`${worker.name} ${worker.internalIP} pods ${worker.podCIDR} (pod ${worker.podIP}, netns ${worker.netns})`);
-    await saveLab(state);
   }
   state.status = "up";
   await saveLab(state);
   return { state, created: true };
+}
+
+/** A namespace on the VPC bridge: its own veth pair, made inside the vpc namespace, at `address`. */
+async function joinVpc(state: LabState, netns: string, port: string, address: string): Promise<void> {
+  const vpc = state.vpcNetns;
+  await ip(["netns", "add", netns], `creating ${netns}`);
+  await ip(["-n", netns, "link", "set", "lo", "up"], `${netns} loopback`);
+  await ip(["-n", vpc, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns], `${netns} veth`);
+  await ip(["-n", vpc, "link", "set", port, "master", "br0", "up"], `${netns} bridge port`);
+  await ip(["-n", netns, "addr", "add", `${address}/${state.vpcPrefixLength}`, "dev", "eth0"], `${netns} address`);
+  await ip(["-n", netns, "link", "set", "eth0", "up"], `${netns} eth0`);
+}
+
+/** One worker: its namespace on the VPC, forwarding, and its pod from the real CNI plugin. */
+async function buildWorker(state: LabState, worker: LabWorker, index: number): Promise<void> {
+  await joinVpc(state, worker.netns, `vw${index}`, worker.internalIP);
+  // Forward pods' packets; answer every traceroute probe (the kernel rate-limits ICMP errors to one a
+  // second per peer, which would blank the hops verify reads when it traces several pods at once).
+  await sh("ip", ["netns", "exec", worker.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"], `${worker.name} sysctls`);
+  await ip(["netns", "add", worker.podNetns], `creating ${worker.podNetns}`);
+  await ip(["-n", worker.podNetns, "link", "set", "lo", "up"], `${worker.podNetns} loopback`);
+  worker.podIP = await cniAdd(state, worker);
+  await saveLab(state);
+}
+
+/**
+ * Adds the next worker to a lab that is up (a node joining the cluster): `worker-N` with the
+ * topology's next address and pod CIDR. It is in the state file before anything is created, so
+ * `lab down` removes it whatever happens.
+ */
+export async function addLabWorker(name = DEFAULT_LAB): Promise<{ state: LabState; worker: LabWorker }> {
+  const state = await requireLab(name);
+  const index = state.workers.length;
+  const spec = labTopology(state.topology, index + 1).workers[index]!;
+  const worker: LabWorker = { ...spec, netns: `${name}-${spec.name}`, podNetns: `${name}-${spec.name}-pod` };
+  const taken = await existingNamespaces();
+  if (taken.has(worker.netns) || taken.has(worker.podNetns)) throw new Error(`lab: namespaces of ${worker.name} already exist; nothing was changed`);
+  state.workers.push(worker);
+  await saveLab(state);
+  await buildWorker(state, worker, index);
+  return { state, worker };
+}
+
+/**
+ * Records a process started for the lab (an API server on the controller, an agent on a worker), so
+ * `lab down` ends it even if its starter could not; whoever stops it removes it again, so `lab down`
+ * never signals a PID that has since gone to another process.
+ */
+export async function addLabProcess(name: string, entry: { netns: string; pid: number; what: string }): Promise<void> {
+  const state = await requireLab(name);
+  state.processes = [...(state.processes ?? []), entry];
+  await saveLab(state);
+}
+
+export async function removeLabProcess(name: string, pid: number): Promise<void> {
+  const state = await loadLab(name);
+  if (!state?.processes?.some((p) => p.pid === pid)) return;
+  state.processes = state.processes.filter((p) => p.pid !== pid);
+  await saveLab(state);
 }
 
 function cniEnv(state: LabState, worker: LabWorker, command: "ADD" | "DEL"): NodeJS.ProcessEnv {

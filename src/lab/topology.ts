@@ -20,6 +20,8 @@ export interface LabTopology {
   /** The VPC subnet every worker and the jumpbox sit on. */
   vpcPrefixLength: number;
   jumpboxIP: string;
+  /** The control plane's address (the seed's controller-0), where tests run an API server. */
+  controllerIP: string;
   workers: LabWorkerSpec[];
 }
 
@@ -48,6 +50,8 @@ export function labTopology(topology: string, workers?: number): LabTopology {
     clusterCIDR: "10.200.0.0/16",
     vpcPrefixLength: 24,
     jumpboxIP: "10.240.0.2",
+    // Seed 000's controller-0; the Vultr seed's workers start at .6, its controllers below them.
+    controllerIP: topology === "vultr-seed" ? "10.240.0.3" : "10.240.0.10",
     workers: Array.from({ length: count }, (_, i) => ({
       name: `worker-${i}`,
       internalIP: `10.240.0.${firstHost + i}`,

@@ -15,8 +15,9 @@ import { parseSelector } from "../kube/selector.js";
 import { readOption, type OptionSpec } from "../options.js";
 import type { NodeSourceFactory } from "./registry.js";
 
-const kubeconfigOption: OptionSpec<string> = { flags: "--kubeconfig <file>", description: "kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, else the in-cluster service account)" };
-const contextOption: OptionSpec<string> = { flags: "--context <name>", description: "kubernetes: kubeconfig context (default: its current-context)" };
+/** Shared with `podroutes agent`, which finds the API the same way. */
+export const kubeconfigOption: OptionSpec<string> = { flags: "--kubeconfig <file>", description: "kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, else the in-cluster service account)" };
+export const contextOption: OptionSpec<string> = { flags: "--context <name>", description: "kubernetes: kubeconfig context (default: its current-context)" };
 const selectorOption: OptionSpec<string> = {
   flags: "--selector <labels>",
   description: "kubernetes nodes: label selector, e.g. 'node-role.kubernetes.io/worker,zone in (a,b)'",
