@@ -141,6 +141,20 @@ describe("compact form against ipaddr.js (fast-check)", () => {
     );
   });
 
+  it("reads addresses as ipaddr.js does: the same canonical text and value; no octal, hex or shorthand", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }), fc.uint8Array({ minLength: 16, maxLength: 16 })), (bytes) => {
+        const reference = ipaddr.fromByteArray([...bytes]);
+        if (reference.kind() === "ipv6" && (reference as ipaddr.IPv6).isIPv4MappedAddress()) return;
+        const address = parseAddress(reference.toString())!;
+        assert.equal(address.text, reference.toString());
+        assert.equal(BigInt(address.value), reference.toByteArray().reduce((sum, byte) => (sum << 8n) | BigInt(byte), 0n));
+      }),
+      { numRuns: 2000 },
+    );
+    for (const text of ["010.1.1.1", "0x0a.1.1.1", "10.1", "10.1.1.256", "1.2.3.4.5", " 10.1.1.1"]) assert.equal(parseAddress(text), undefined, text);
+  });
+
   it("sorts in the same order as before (family, address, prefix)", () => {
     fc.assert(
       fc.property(fc.array(randomCidr.map((c) => c.network), { maxLength: 60 }), (texts) => {

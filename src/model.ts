@@ -112,17 +112,21 @@ const FOUR_PART_DECIMAL = /^(0|[1-9]\d*)(\.(0|[1-9]\d*)){3}$/;
 export function parseAddress(text: string): Address | undefined {
   const known = parsedAddresses.get(text);
   if (known) return known;
-  const parsed = parseIp(text);
-  return parsed && remember(parsedAddresses, text, compact(parsed));
+  const address = compactAddress(text);
+  return address && remember(parsedAddresses, text, address);
 }
 
-function compact(address: ipaddr.IPv4 | ipaddr.IPv6): Address {
-  if (address.kind() === "ipv4") {
-    const [a, b, c, d] = (address as ipaddr.IPv4).octets as [number, number, number, number];
-    return { family: 4, value: a * 0x1000000 + ((b << 16) | (c << 8) | d), text: address.toString() };
+/** parseIp, then the compact form; not remembered (a CIDR's address part is remembered as the CIDR). */
+function compactAddress(text: string): Address | undefined {
+  const parsed = parseIp(text);
+  if (!parsed) return undefined;
+  if (parsed.kind() === "ipv4") {
+    const [a, b, c, d] = (parsed as ipaddr.IPv4).octets as [number, number, number, number];
+    // The strict four-part decimal spelling parseIp accepts is already ipaddr.js' canonical text.
+    return { family: 4, value: a * 0x1000000 + ((b << 16) | (c << 8) | d), text };
   }
-  const value = (address as ipaddr.IPv6).parts.reduce((sum, part) => (sum << 16n) | BigInt(part), 0n);
-  return { family: 6, value, text: address.toString() };
+  const value = (parsed as ipaddr.IPv6).parts.reduce((sum, part) => (sum << 16n) | BigInt(part), 0n);
+  return { family: 6, value, text: parsed.toString() };
 }
 
 /** The first `prefixLength` bits of an address value, the rest zero: its network at that prefix. */
@@ -170,7 +174,7 @@ export function parseCidr(text: string): CidrParse {
   if (known) return { ok: true, cidr: known };
   const slash = text.indexOf("/");
   if (slash < 0) return { ok: false, reason: "not a CIDR (expected ADDRESS/PREFIX)" };
-  const address = parseAddress(text.slice(0, slash));
+  const address = compactAddress(text.slice(0, slash));
   const prefixText = text.slice(slash + 1);
   if (!address) return { ok: false, reason: "not a valid IP address before the /" };
   const max = address.family === 4 ? 32 : 128;
