@@ -45,6 +45,32 @@ describe("desiredRoutes", () => {
   });
 });
 
+describe("desiredRoutes: made once per inventory", () => {
+  const inventory = () =>
+    validateInventory({ source: "x", nodes: [0, 1, 2].map((i) => ({ name: `w${i}`, internalIPs: [`10.240.0.2${i}`], podCIDRs: [`10.200.${i}.0/24`] })) });
+  const destinations = (inv: Inventory, table: TableRef) => desiredRoutes(inv, table).map((r) => `${r.node} ${r.destination} ${r.nextHop}`);
+
+  it("shares frozen routes between tables, so no table's plan can change another's", () => {
+    const inv = inventory();
+    const [a, b] = [desiredRoutes(inv, host("w0")), desiredRoutes(inv, host("w2"))];
+    assert.equal(a.find((r) => r.node === "w1"), b.find((r) => r.node === "w1"));
+    assert.ok(a.every((route) => Object.isFrozen(route)));
+  });
+
+  it("makes them again when a node, its lists or the node list were replaced since", () => {
+    const inv = inventory();
+    assert.deepEqual(destinations(inv, shared), ["w0 10.200.0.0/24 10.240.0.20", "w1 10.200.1.0/24 10.240.0.21", "w2 10.200.2.0/24 10.240.0.22"]);
+    inv.nodes[1] = { ...inv.nodes[1]!, podCIDRs: ["10.200.9.0/24"] };
+    assert.deepEqual(destinations(inv, shared), ["w0 10.200.0.0/24 10.240.0.20", "w2 10.200.2.0/24 10.240.0.22", "w1 10.200.9.0/24 10.240.0.21"]);
+    inv.nodes[0]!.internalIPs = ["10.240.0.30"];
+    assert.deepEqual(destinations(inv, host("w2")), ["w0 10.200.0.0/24 10.240.0.30", "w1 10.200.9.0/24 10.240.0.21"]);
+    inv.nodes.push({ name: "w3", internalIPs: ["10.240.0.23"], podCIDRs: ["10.200.3.0/24"] });
+    assert.deepEqual(destinations(inv, host("w0")), ["w2 10.200.2.0/24 10.240.0.22", "w3 10.200.3.0/24 10.240.0.23", "w1 10.200.9.0/24 10.240.0.21"]);
+    inv.nodes = inv.nodes.slice(1);
+    assert.deepEqual(destinations(inv, shared).map((d) => d.split(" ")[0]), ["w2", "w3", "w1"]);
+  });
+});
+
 describe("diffTable: one action per destination", () => {
   const desired = desiredRoutes(seed, host("worker-0"));
   const rows: { name: string; observed: ObservedRoute[]; expect: string[]; conflicts?: string[]; clusterCIDR?: string }[] = [

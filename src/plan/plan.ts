@@ -6,7 +6,7 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { familyOfAddress, sortByCidr, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
+import { cidr, compareRanges, internalIpOf, routeName, sortByCidr, type Inventory, type Node, type Route } from "../model.js";
 import type { Change, ChangeResult, ObservedRoute, Review, TableRef } from "../targets/target.js";
 import { isResponsibleForRoute } from "./ownership.js";
 
@@ -43,18 +43,51 @@ export interface Plan {
 
 /** The routes a table should hold: every pod CIDR of every node, except its own node's on a host table. */
 export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
-  const routes: Route[] = [];
+  const routes = inventoryRoutes(inventory);
+  return table.scope === "host" ? routes.filter((route) => route.node !== table.node) : [...routes];
+}
+
+/**
+ * Every node's routes in address order, made once per inventory and shared (frozen) by every table's
+ * plan: a host table's routes are these minus its own node's, so N tables cost no N parses and sorts.
+ * Remembered with what they were made from, so that an inventory whose nodes were replaced since (a
+ * long-running process may swap a node or its lists) gets its routes made again.
+ */
+interface InventoryRoutes {
+  nodes: Inventory["nodes"];
+  /** Per node, what its routes were made from: the node itself, its name, and its two lists. */
+  made: [Node, string, string[], string[]][];
+  routes: readonly Route[];
+}
+const routesOfInventory = new WeakMap<Inventory, InventoryRoutes>();
+
+function inventoryRoutes(inventory: Inventory): readonly Route[] {
+  const remembered = routesOfInventory.get(inventory);
+  if (remembered && madeFromTheseNodes(remembered, inventory.nodes)) return remembered.routes;
+  const ranged = [];
   for (const node of inventory.nodes) {
-    if (table.scope === "host" && node.name === table.node) continue;
     for (const destination of node.podCIDRs) {
-      const family = familyOfAddress(parseIp(destination.split("/")[0]!)!);
-      const nextHop = internalIpOf(node, family);
+      const range = cidr(destination);
+      const nextHop = internalIpOf(node, range.family);
       // Validation guarantees a next hop of the pod CIDR's family; keep the planner total anyway.
       if (!nextHop) continue;
-      routes.push({ name: routeName(destination), destination, nextHop, node: node.name, family });
+      const route: Route = Object.freeze({ name: routeName(range), destination, nextHop, node: node.name, family: range.family });
+      ranged.push({ route, range });
     }
   }
-  return sortByCidr(routes, (route) => route.destination);
+  const routes = ranged.sort((a, b) => compareRanges(a.range, b.range)).map(({ route }) => route);
+  const made = inventory.nodes.map((node): InventoryRoutes["made"][number] => [node, node.name, node.internalIPs, node.podCIDRs]);
+  routesOfInventory.set(inventory, { nodes: inventory.nodes, made, routes });
+  return routes;
+}
+
+/** Identity checks only (no text is read), so checking costs far less than making the routes again. */
+function madeFromTheseNodes(remembered: InventoryRoutes, nodes: Inventory["nodes"]): boolean {
+  return (
+    remembered.nodes === nodes &&
+    remembered.made.length === nodes.length &&
+    remembered.made.every(([node, name, internalIPs, podCIDRs], i) => nodes[i] === node && node.name === name && node.internalIPs === internalIPs && node.podCIDRs === podCIDRs)
+  );
 }
 
 export function defaultSameRoute(desired: Route, observed: ObservedRoute): boolean {

@@ -7,9 +7,10 @@
  *   kube/nodes.ts, the one mapping of Node objects).
  * Pure: text in, RawInventory out, with a line number on every node for error messages.
  */
-import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
+import type { Document, Node as YamlNode } from "yaml";
 import { InputError, type Problem, type RawInventory, type RawNode } from "../inventory.js";
 import { readKubeNode, type FieldPath } from "../kube/nodes.js";
+import { yaml } from "../yaml.js";
 
 export type FileFormat = "routing-table" | "machines.txt" | "yaml" | "json" | "kubernetes-nodelist";
 
@@ -80,6 +81,7 @@ function parseColumns(text: string, file: string, format: "routing-table" | "mac
 }
 
 function parseStructured(text: string, file: string, format: FileFormat): RawInventory {
+  const { isMap, isSeq, LineCounter, parseDocument } = yaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length) {
@@ -151,7 +153,7 @@ const TOP_LEVEL_KEYS: Record<string, "string" | "list"> = { cluster: "string", c
 function checkTopLevel(contents: YamlNode | null, root: Record<string, unknown>, file: string, lineOf: (node: YamlNode | null | undefined) => number): void {
   const problems: Problem[] = [];
   const keyLine = (key: string) => {
-    const pair = isMap(contents) ? contents.items.find((item) => (item.key as { value?: unknown } | null)?.value === key) : undefined;
+    const pair = contents && yaml().isMap(contents) ? contents.items.find((item) => (item.key as { value?: unknown } | null)?.value === key) : undefined;
     return lineOf(pair?.key as YamlNode | undefined);
   };
   for (const [key, value] of Object.entries(root)) {
@@ -202,6 +204,7 @@ function fromPlainNode(item: Record<string, unknown>): RawNode | string {
 
 /** The YAML node at `path`, or the deepest one that exists on the way (for the line of a bad field). */
 function deepestNode(doc: Document, path: FieldPath): YamlNode | undefined {
+  const { isNode } = yaml();
   for (let length = path.length; length > 0; length--) {
     const found = doc.getIn(path.slice(0, length), true) as YamlNode | undefined;
     if (found && isNode(found)) return found;

@@ -3,7 +3,7 @@
  * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
  * HostRoutesTarget with another transport.
  */
-import { hostname } from "node:os";
+import { hostname, networkInterfaces } from "node:os";
 import { UsageError } from "../../errors.js";
 import { labOption, requireLab } from "../../lab/lab.js";
 import { checkPodPaths } from "../../lab/paths.js";
@@ -64,7 +64,7 @@ export const localTarget: TargetFactory = {
       name: "local",
       ...hostRouteSettings(options),
       connect: async () => runner,
-      async tables(inventory, target) {
+      async tables(inventory) {
         let node = options.node as string | undefined;
         // `list` and `delete` without --nodes: this host's table, whose routes the protocol number tells.
         if (inventory.nodes.length === 0) return [{ id: node ?? hostname(), scope: "host" }];
@@ -72,13 +72,14 @@ export const localTarget: TargetFactory = {
           throw new UsageError(`--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`, { flag: "--node" });
         }
         if (node === undefined) {
-          const probe = { id: "this host", scope: "host" as const };
-          const state = await target.state(probe, inventory);
-          node = nodeOfAddresses(inventory, state.addresses);
+          // The addresses of the network namespace this process runs in, which is where `ip` writes: no
+          // `ip` process, and not the whole table, which the plan reads anyway.
+          const addresses = Object.values(networkInterfaces()).flatMap((nics) => (nics ?? []).map((nic) => nic.address));
+          node = nodeOfAddresses(inventory, addresses);
           if (!node) {
             throw new TargetError(
               "local",
-              `none of this host's addresses (${state.addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
+              `none of this host's addresses (${addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
             );
           }
         }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Route } from "../../model.js";
 import type { Change } from "../target.js";
-import { BATCH_END, batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState, resultsFromState, unusedNexthops, type HostState } from "./iproute.js";
+import { BATCH_END, batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState, resultsFromState, ROUTES_BATCH, unusedNexthops, type HostState } from "./iproute.js";
 
 // What `ip -N -json -force -batch -` printed for READ_BATCH in a lab worker (trimmed).
 const routes = [
@@ -37,6 +37,12 @@ describe("reading a host", () => {
     const old = parseHostState([routes, addresses].map((a) => JSON.stringify(a)).join("\n"), 'Object "nexthop" is unknown\nCommand failed -:2\n');
     assert.equal(old.nexthopObjects, false);
     assert.deepEqual(old.addresses, ["10.240.0.20", "fd00::20"]);
+  });
+  it("reads the routes alone for a plan (ROUTES_BATCH), the same routes as a full read", () => {
+    const plan = parseHostState(`${JSON.stringify(routes)}\n`, "", ROUTES_BATCH);
+    assert.deepEqual(plan.routes, state.routes);
+    assert.deepEqual([plan.nexthops, plan.nexthopObjects, plan.addresses], [[], false, []]);
+    assert.deepEqual(observedRoutes(plan, 150), observedRoutes(state, 150));
   });
   it("finds the device a gateway is on-link through, and none for an off-link one", () => {
     const networks = connectedNetworks(state);

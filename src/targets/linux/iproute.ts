@@ -7,7 +7,7 @@
  * (`route add proto 150 DST nhid N`), so no prefix of a line is a valid command without the mark; deletes
  * name the exact route (table, metric, type) as well as the mark.
  */
-import { cidr, cidrsOverlap, ipInCidr, parseCidr, parseIp, type Cidr, type Family } from "../../model.js";
+import { addressInCidr, cidr, cidrsOverlap, parseAddress, parseCidr, parseIp, type Cidr, type Family } from "../../model.js";
 import type { Change, ChangeResult, ObservedRoute } from "../target.js";
 
 /**
@@ -44,7 +44,9 @@ export interface KernelNexthop {
 /** What one read of a host gives: its routes in every table, nexthop objects, and whether it has them. */
 export interface HostState {
   routes: KernelRoute[];
+  /** Empty when the read did not ask for them (ROUTES_BATCH). */
   nexthops: KernelNexthop[];
+  /** False when the kernel has none, or when the read did not ask for them. */
   nexthopObjects: boolean;
   /** The host's own addresses, to find which node it is. */
   addresses: string[];
@@ -52,6 +54,11 @@ export interface HostState {
 
 /** The batch that reads a host in one `ip` process (and one SSH round trip). */
 export const READ_BATCH = "route show table all\nnexthop show\naddress show\n";
+/**
+ * What a plan reads of a host: its routes alone. Nexthop objects matter only to a write, which reads
+ * the host again with READ_BATCH; thousands of them would cost a plan's read about as much again.
+ */
+export const ROUTES_BATCH = "route show table all\n";
 export const READ_ARGS = ["-N", "-json", "-force", "-batch", "-"];
 
 /**
@@ -61,21 +68,40 @@ export const READ_ARGS = ["-N", "-json", "-force", "-batch", "-"];
 export const BATCH_END = "# podroutes: end of batch";
 
 /**
- * Parses the output of READ_BATCH. Each command prints one JSON array per line; a kernel without
- * nexthop objects fails the second command, which `-force` turns into a missing line and an error.
+ * Parses the output of a read batch (READ_BATCH unless said). Each command prints one JSON array per
+ * line, in order; one that fails (`nexthop show` on a kernel without nexthop objects) prints none, and
+ * `-force` goes on to the next, saying `Command failed -:LINE` on stderr.
  */
-export function parseHostState(stdout: string, stderr: string): HostState {
+export function parseHostState(stdout: string, stderr: string, batch = READ_BATCH): HostState {
   const arrays = stdout
     .split("\n")
     .map((line) => line.trim())
     .filter((line) => line.startsWith("["))
     .map((line) => JSON.parse(line) as unknown[]);
-  const nexthopFailed = /Command failed -:2\b/.test(stderr);
-  const routes = (arrays[0] ?? []) as KernelRoute[];
-  const nexthops = (nexthopFailed ? [] : (arrays[1] ?? [])) as KernelNexthop[];
-  const links = (arrays[nexthopFailed ? 1 : 2] ?? []) as { addr_info?: { local?: string }[] }[];
-  const addresses = links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
-  return { routes, nexthops, nexthopObjects: !nexthopFailed, addresses };
+  const failed = new Set([...stderr.matchAll(/Command failed -:(\d+)/g)].map((match) => Number(match[1])));
+  const printed = new Map<string, unknown[]>();
+  let next = 0;
+  batch
+    .trim()
+    .split("\n")
+    .forEach((command, index) => {
+      if (!failed.has(index + 1)) printed.set(command.split(" ")[0]!, arrays[next++] ?? []);
+    });
+  const routes = (printed.get("route") ?? []) as KernelRoute[];
+  return {
+    routes,
+    nexthops: (printed.get("nexthop") ?? []) as KernelNexthop[],
+    nexthopObjects: printed.has("nexthop"),
+    addresses: hostAddresses((printed.get("address") ?? []) as IpLink[]),
+  };
+}
+
+/** A link of `ip -json address show`, as far as podroutes reads it. */
+type IpLink = { addr_info?: { local?: string }[] };
+
+/** The host's own addresses in `ip -json address show` output (parsed JSON). */
+function hostAddresses(links: IpLink[]): string[] {
+  return links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
 }
 
 /** `default`, host routes without a prefix, and IPv6 spellings, all as canonical CIDR text. */
@@ -154,7 +180,7 @@ export function observedRoutes(state: HostState, proto: number): ObservedRoute[]
     const owned = route.protocol === String(proto);
     const slot = slotOf(route, family);
     if (!owned && slot.table !== "main") continue;
-    const gateway = route.gateway ? parseIp(route.gateway)?.toString() : undefined;
+    const gateway = route.gateway ? parseAddress(route.gateway)?.text : undefined;
     routes.push({
       destination,
       nextHop: route.nexthops ? undefined : gateway,
@@ -172,8 +198,10 @@ export function observedRoutes(state: HostState, proto: number): ObservedRoute[]
 }
 
 /** iproute2's names for the kernel's own protocol numbers; others stay numbers. */
+const PROTOCOL_NAMES: Record<string, string> = { "2": "kernel", "3": "boot", "4": "static", "16": "dhcp", "186": "bgp", "188": "ospf" };
+
 function protocolName(protocol: string | undefined): string {
-  return ({ "2": "kernel", "3": "boot", "4": "static", "16": "dhcp", "186": "bgp", "188": "ospf" } as Record<string, string>)[protocol ?? "3"] ?? protocol!;
+  return PROTOCOL_NAMES[protocol ?? "3"] ?? protocol!;
 }
 
 /** The host's connected networks: main-table link-scope routes without a gateway, and the device of each. */
@@ -196,7 +224,8 @@ export function connectedNetworks(state: HostState): { dev: string; range: Cidr 
 
 /** The device that reaches `gateway` directly: the most specific connected network holding it. */
 export function onLinkDevice(networks: { dev: string; range: Cidr }[], gateway: string): string | undefined {
-  return networks.find(({ range }) => ipInCidr(gateway, range))?.dev;
+  const address = parseAddress(gateway);
+  return address && networks.find(({ range }) => addressInCidr(address, range))?.dev;
 }
 
 /** One line of the batch and the changes that fail with it. */
@@ -234,7 +263,7 @@ export function refusalOf(
   if (hijacked) {
     return `pod CIDR ${route.destination} of node ${route.node} overlaps ${hijacked.range.text}, a network this host is connected to on ${hijacked.dev}: routing it to another node would cut the host off from part of its own network`;
   }
-  const own = host.addresses.find((address) => ipInCidr(address, destination));
+  const own = host.addresses.find((address) => addressInCidr(parseAddress(address)!, destination));
   if (own) {
     return `pod CIDR ${route.destination} of node ${route.node} holds ${own}, an address of this host`;
   }
