@@ -229,7 +229,9 @@ export class GcpTarget implements Target {
       }
     }
     // GCP drops forwarded packets of instances without canIpForward; it can only be set at creation.
-    const hops = new Set(plan.tables.flatMap((d) => [...d.unchanged, ...d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))]).map((r) => r.nextHop));
+    // Checked for the routes this plan writes (`verify` checks every node): a controller's plan with
+    // nothing to write then lists no instances.
+    const hops = new Set(plan.tables.flatMap((d) => d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))).map((r) => r.nextHop));
     if (hops.size) {
       try {
         const index = await this.instanceIndex();
