@@ -78,6 +78,8 @@ export interface Rule {
   verbs: string[];
   resources: string[];
   namespaces?: string[];
+  /** Only these objects (a rule's resourceNames); a create or a list is never by name, so never allowed by it. */
+  names?: string[];
 }
 
 export interface Grant {
@@ -405,7 +407,7 @@ export class KubeApiServer {
       const resourcePath = route.subresource ? `${resource}/${route.subresource}` : resource;
       recorded.verb = verb;
       recorded.resource = resourcePath;
-      if (!allowed(who.rules, verb, resourcePath, route.namespace)) {
+      if (!allowed(who.rules, verb, resourcePath, route.namespace, route.name)) {
         const info = RESOURCES[resource];
         const subject = route.name ? `${resourcePath.split("/")[0]} ${JSON.stringify(route.name)}` : resource;
         const scope = route.namespace ? `in the namespace ${JSON.stringify(route.namespace)}` : "at the cluster scope";
@@ -746,13 +748,14 @@ function withoutVersion(object: KubeObject): KubeObject {
   return { ...object, metadata: { ...object.metadata, resourceVersion: "" } };
 }
 
-function allowed(rules: Rule[] | "*", verb: string, resource: string, namespace: string | undefined): boolean {
+function allowed(rules: Rule[] | "*", verb: string, resource: string, namespace: string | undefined, name: string | undefined): boolean {
   if (rules === "*") return true;
   return rules.some(
     (rule) =>
       (rule.verbs.includes("*") || rule.verbs.includes(verb)) &&
       (rule.resources.includes("*") || rule.resources.includes(resource)) &&
-      (rule.namespaces === undefined || (namespace !== undefined && rule.namespaces.includes(namespace))),
+      (rule.namespaces === undefined || (namespace !== undefined && rule.namespaces.includes(namespace))) &&
+      (rule.names === undefined || (name !== undefined && rule.names.includes(name))),
   );
 }
 
