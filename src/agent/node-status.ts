@@ -21,14 +21,18 @@ export interface NetworkCondition {
 
 /**
  * The strategic-merge patch of `nodes/NAME/status` that sets NetworkUnavailable as `wanted` says, or
- * undefined when the Node already shows that status and reason (nothing to write; a changed message
- * alone is not worth a write). `conditions` merge by `type`, so the kubelet's own conditions are left
- * alone. The transition time moves only when the status does, as the API's conventions ask.
+ * undefined when the Node already shows that status and reason (nothing to write) and, with
+ * `compareMessage`, that message too: a reporter whose messages name why (the controller's: which route
+ * limit, which foreign route) and are built without timestamps or counters, so an unchanged situation
+ * never differs while a condition someone else wrote (the kubelet's initial `NoRouteCreated`) is taken
+ * over. `conditions` merge by `type`, so the kubelet's own conditions are left alone. The transition time
+ * moves only when the status does, as the API's conventions ask.
  */
-export function networkConditionPatch(node: KubeNode, wanted: NetworkCondition, now: Date): object | undefined {
+export function networkConditionPatch(node: KubeNode, wanted: NetworkCondition, now: Date, options: { compareMessage?: boolean } = {}): object | undefined {
   const conditions = Array.isArray(node.status?.conditions) ? node.status!.conditions! : [];
   const current = conditions.find((condition) => condition?.type === NETWORK_CONDITION);
-  if (current?.status === wanted.status && current.reason === wanted.reason) return undefined;
+  const sameMessage = !options.compareMessage || current?.message === wanted.message.slice(0, 1024);
+  if (current?.status === wanted.status && current.reason === wanted.reason && sameMessage) return undefined;
   const time = now.toISOString().replace(/\.\d{3}Z$/, "Z");
   return {
     status: {

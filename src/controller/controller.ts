@@ -50,6 +50,8 @@ export interface ControllerOptions {
   electionClock?: Clock;
   /** Schedules resyncs (tests pass a fake clock to reach the next resync without waiting for it). */
   resyncClock?: Pick<Clock, "after">;
+  /** Repeats of an Event within this are counted and written with the next one after it (default 1 minute). */
+  eventRepeatIntervalMs?: number;
 }
 
 export interface RunningController {
@@ -79,7 +81,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   // Build the target once before campaigning: unreadable credentials or keys fail now, not at takeover.
   await (await options.target.create(options.targetOptions)).close?.();
 
-  const events = new EventRecorder(client, { component: CONTROLLER_COMPONENT, instance: election.identity });
+  const events = new EventRecorder(client, { component: CONTROLLER_COMPONENT, instance: election.identity }, options.eventRepeatIntervalMs !== undefined ? { repeatIntervalMs: options.eventRepeatIntervalMs } : {});
   const resyncClock = options.resyncClock ?? realClock;
   const targetCalls = countCalls(metrics, "target");
   let term: Term | undefined;

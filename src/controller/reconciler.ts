@@ -173,9 +173,9 @@ export class RouteReconciler {
       const node = nodes.get(name);
       if (!node) continue;
       const wanted = conditionFor(problems);
-      const key = `${wanted.status}/${wanted.reason}`;
+      const key = `${wanted.status}/${wanted.reason}/${wanted.message}`;
       const last = this.patched.get(name);
-      const patch = last && last.version === node.metadata.resourceVersion && last.key === key ? undefined : networkConditionPatch(node, wanted, new Date());
+      const patch = last && last.version === node.metadata.resourceVersion && last.key === key ? undefined : networkConditionPatch(node, wanted, new Date(), { compareMessage: true });
       if (patch) {
         writes.push(
           limit(async () => {
