@@ -15,6 +15,8 @@ import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { parseAllDocuments } from "yaml";
 import { parseAgentArgv } from "../src/cli/agent-command.js";
+import { parseControllerArgv } from "../src/cli/controller-command.js";
+import { scanArgv } from "../src/cli/args.js";
 import { commanderOption } from "../src/cli/main.js";
 
 const DEPLOY = join(dirname(fileURLToPath(import.meta.url)), "../../deploy");
@@ -27,9 +29,15 @@ interface Manifest {
   [field: string]: any;
 }
 
+/** Every manifest: deploy/*.yaml and the controller's, deploy/controller/*.yaml (one Deployment per target). */
 function manifests(): Manifest[] {
-  return readdirSync(DEPLOY)
-    .filter((file) => file.endsWith(".yaml"))
+  const files = [
+    ...readdirSync(DEPLOY).filter((file) => file.endsWith(".yaml")),
+    ...readdirSync(join(DEPLOY, "controller"))
+      .filter((file) => file.endsWith(".yaml"))
+      .map((file) => `controller/${file}`),
+  ];
+  return files
     .sort()
     .flatMap((file) =>
       parseAllDocuments(readFileSync(join(DEPLOY, file), "utf8")).map((doc) => {
@@ -50,15 +58,28 @@ function withoutFile(manifest: Manifest): Record<string, unknown> {
 }
 
 const all = manifests();
-const find = (kind: string, name: string) => {
-  const found = all.find((m) => m.kind === kind && m.metadata.name === name);
-  assert.ok(found, `deploy/ has no ${kind} ${name}`);
+const find = (kind: string, name: string, file?: string) => {
+  const found = all.find((m) => m.kind === kind && m.metadata.name === name && (file === undefined || m.file === file));
+  assert.ok(found, `deploy/ has no ${kind} ${name}${file ? ` in ${file}` : ""}`);
   return found;
 };
 
+/** `core/nodes:get`, `coordination.k8s.io/leases[podroutes-controller]:update`: a role's grants, one per verb. */
+function grantsOf(role: Manifest): string[] {
+  return role.rules
+    .flatMap((rule: any) =>
+      rule.apiGroups.flatMap((group: string) =>
+        rule.resources.flatMap((resource: string) => rule.verbs.map((verb: string) => `${group || "core"}/${resource}${rule.resourceNames ? `[${rule.resourceNames.join(",")}]` : ""}:${verb}`)),
+      ),
+    )
+    .sort();
+}
+
+const CONTROLLER_DEPLOYMENTS = ["controller/deployment-aws.yaml", "controller/deployment-gcp.yaml", "controller/deployment-ssh.yaml"];
+
 describe("deploy/ manifests", () => {
   it("every document validates against Kubernetes' OpenAPI schema for its kind", async () => {
-    assert.ok(all.length >= 5, `expected the namespace, RBAC and the agent, found ${all.length} documents`);
+    assert.ok(all.length >= 15, `expected the namespace, the agent's and the controller's RBAC and workloads, found ${all.length} documents`);
     for (const manifest of all) {
       const module = (await import(modelPath(manifest))) as Record<string, new (data: unknown) => { validate(): void }>;
       const Model = module[manifest.kind];
@@ -124,6 +145,69 @@ describe("deploy/ manifests", () => {
     // And the parse is strict: a flag the agent does not have, or a bad value, is refused.
     await assert.rejects(parseAgentArgv([...container.args, "--resync-period=5m"], env, (spec) => commanderOption(spec)), /unknown option '--resync-period=5m'/);
     await assert.rejects(parseAgentArgv(["agent", "--listen=9465"], env, (spec) => commanderOption(spec)), /--listen "9465": must be HOST:PORT/);
+  });
+
+  it("the controller: two replicas on different nodes, host network, probes on --listen, identity from the downward API, no capabilities, not root", () => {
+    for (const file of CONTROLLER_DEPLOYMENTS) {
+      const deployment = find("Deployment", "podroutes-controller", file);
+      assert.equal(deployment.metadata.namespace, "podroutes");
+      assert.equal(deployment.spec.replicas, 2, file);
+      const pod = deployment.spec.template.spec;
+      assert.equal(pod.serviceAccountName, "podroutes-controller");
+      const anti = pod.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm;
+      assert.equal(anti.topologyKey, "kubernetes.io/hostname");
+      assert.deepEqual(anti.labelSelector.matchLabels, deployment.spec.selector.matchLabels, `${file}: anti-affinity against its own replicas`);
+      assert.equal(pod.hostNetwork, true, `${file}: it sets up pod networking, so it cannot depend on it`);
+      assert.equal(pod.dnsPolicy, "Default", `${file}: the node's DNS, not the cluster's (whose pods need routes)`);
+      assert.ok(pod.tolerations.some((t: any) => t.key === "node.kubernetes.io/network-unavailable"), `${file}: schedulable on nodes still without routes`);
+      assert.equal(pod.securityContext.runAsNonRoot, true);
+      const [container] = pod.containers;
+      assert.deepEqual(container.securityContext.capabilities, { drop: ["ALL"] });
+      assert.equal(container.securityContext.allowPrivilegeEscalation, false);
+      for (const [name, fieldPath] of [["POD_NAME", "metadata.name"], ["POD_NAMESPACE", "metadata.namespace"]]) {
+        assert.deepEqual(container.env.find((e: any) => e.name === name)?.valueFrom, { fieldRef: { fieldPath } }, `${file}: ${name} from the downward API`);
+      }
+      const listen = container.args.find((a: string) => a.startsWith("--listen="))?.split(":").at(-1);
+      assert.deepEqual([container.livenessProbe.httpGet.path, String(container.livenessProbe.httpGet.port)], ["/healthz", listen], `${file}: liveness on /healthz, the --listen port`);
+      assert.deepEqual([container.readinessProbe.httpGet.path, String(container.readinessProbe.httpGet.port)], ["/readyz", listen]);
+    }
+    const ssh = find("Deployment", "podroutes-controller", "controller/deployment-ssh.yaml").spec.template.spec;
+    assert.deepEqual(ssh.volumes, [{ name: "ssh", secret: { secretName: "podroutes-ssh", defaultMode: 0o440 } }], "the SSH key and known_hosts from a Secret");
+  });
+
+  it("every flag in the controller Deployments' args is one `podroutes controller --target T` accepts, with a valid value", async () => {
+    const env = { POD_NAME: "podroutes-controller-7d9f-abcde", POD_NAMESPACE: "podroutes" };
+    const parse = (args: string[]) => parseControllerArgv(args, env, scanArgv(args), (spec, group) => commanderOption(spec, group));
+    const parsed = new Map<string, Awaited<ReturnType<typeof parse>>>();
+    for (const file of CONTROLLER_DEPLOYMENTS) parsed.set(file, await parse(find("Deployment", "podroutes-controller", file).spec.template.spec.containers[0].args));
+    for (const [file, args] of parsed) {
+      assert.equal(args.target.name, /deployment-(\w+)/.exec(file)![1]);
+      assert.deepEqual(args.election, { namespace: "podroutes", name: "podroutes-controller", identity: env.POD_NAME, leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 }, `${file}: client-go's election defaults, identity from POD_NAME`);
+      assert.deepEqual([args.resyncMs, args.listen, args.logFormat, args.cluster, args.clusterCIDR], [300_000, { host: "0.0.0.0", port: 9466 }, "json", "kubernetes", "10.200.0.0/16"]);
+    }
+    assert.deepEqual([parsed.get("controller/deployment-gcp.yaml")!.values.project, parsed.get("controller/deployment-gcp.yaml")!.values.network], ["my-project", "kubernetes-the-hard-way"]);
+    assert.equal(parsed.get("controller/deployment-aws.yaml")!.values.region, "eu-west-1");
+    assert.deepEqual([parsed.get("controller/deployment-ssh.yaml")!.values.sshKey, parsed.get("controller/deployment-ssh.yaml")!.values.knownHosts], ["/etc/podroutes/ssh/id_ed25519", "/etc/podroutes/ssh/known_hosts"]);
+    // And the parse is strict: another target's flag, or election timings client-go would refuse.
+    const gcp = find("Deployment", "podroutes-controller", "controller/deployment-gcp.yaml").spec.template.spec.containers[0].args;
+    await assert.rejects(parse([...gcp, "--region=eu-west-1"]), /unknown option '--region=eu-west-1'/);
+    await assert.rejects(parse([...gcp, "--renew-deadline=20s"]), /--renew-deadline 20s must be shorter than --lease-duration 15s/);
+    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, ssh/);
+  });
+
+  it("the controller's RBAC is exactly nodes get/list/watch, nodes/status patch, its Lease, and Events on Nodes", () => {
+    assert.deepEqual(grantsOf(find("ClusterRole", "podroutes-controller")), ["core/nodes/status:patch", "core/nodes:get", "core/nodes:list", "core/nodes:watch"]);
+    const lease = find("Role", "podroutes-controller-lease");
+    assert.equal(lease.metadata.namespace, "podroutes", "leases in its own namespace only");
+    assert.deepEqual(grantsOf(lease), ["coordination.k8s.io/leases:create", "coordination.k8s.io/leases[podroutes-controller]:get", "coordination.k8s.io/leases[podroutes-controller]:update"]);
+    const events = find("Role", "podroutes-controller-events");
+    assert.equal(events.metadata.namespace, "default", "Events of Nodes live in default");
+    assert.deepEqual(grantsOf(events), ["core/events:create", "core/events:patch"]);
+    for (const [kind, name, namespace] of [["ClusterRoleBinding", "podroutes-controller", undefined], ["RoleBinding", "podroutes-controller-lease", "podroutes"], ["RoleBinding", "podroutes-controller-events", "default"]] as const) {
+      const binding = find(kind, name);
+      assert.equal(binding.metadata.namespace, namespace);
+      assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "podroutes-controller", namespace: "podroutes" }]);
+    }
   });
 
   it("the agent's ClusterRole is exactly nodes get/list/watch, nodes/status patch, events create", () => {

@@ -37,6 +37,21 @@ export interface CommonOptions {
   warn: (message: string) => void;
   /** True when progress may be drawn (a TTY, not -o json). */
   interactive: boolean;
+  /**
+   * Cancels every call of the target built with these options: a long-running controller builds one
+   * target per leadership term, and losing the lease aborts whatever that target still has in flight.
+   */
+  signal?: AbortSignal;
+  /** Told of each API call the target makes, for metrics (calls by method and result, in flight, throttled). */
+  calls?: CallObserver;
+}
+
+/** What a target reports of its API calls: `started` returns the function that records the call's result. */
+export interface CallObserver {
+  /** `method` names the call as its API does (`routes.insert`, `CreateRoute`, `ip-batch`). */
+  started(method: string): (result: string) => void;
+  /** The API answered a call with a throttling error (it is retried). */
+  throttled(): void;
 }
 
 export type ResolvedOptions = CommonOptions & Record<string, unknown>;

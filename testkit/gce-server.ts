@@ -119,6 +119,18 @@ export interface GceStats {
 
 type Answer = { status: number; body: unknown };
 
+/** One API call as the server saw it: who made it (the bearer token), when, and what it answered. */
+export interface GceRequest {
+  method: string;
+  path: string;
+  token: string;
+  /** Milliseconds since the epoch when it arrived. */
+  at: number;
+  /** The HTTP status answered; 0 when the connection was dropped (an injected timeout). */
+  status: number;
+  fault?: FaultKind;
+}
+
 class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -192,6 +204,8 @@ export class GceServer {
   private nextId = 1000;
   port = 0;
   stats: GceStats = GceServer.emptyStats();
+  /** Every call, in arrival order (tests count a client's writes by its token). */
+  readonly requestLog: GceRequest[] = [];
 
   constructor(options: GceServerOptions = {}) {
     this.project = options.project ?? "podroutes-test";
@@ -267,6 +281,7 @@ export class GceServer {
     this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
     this.stats = GceServer.emptyStats();
+    this.requestLog.length = 0;
   }
 
   /** A network created now, ready for routes `readyInMs` later (until then inserts get resourceNotReady). */
@@ -303,14 +318,18 @@ export class GceServer {
     const body = Buffer.concat(chunks).toString("utf8");
     this.stats.requests++;
     const url = new URL(req.url ?? "/", this.origin);
+    const logged: GceRequest = { method: req.method ?? "GET", path: url.pathname, token: (req.headers.authorization ?? "").replace(/^Bearer /, ""), at: Date.now(), status: 0 };
+    this.requestLog.push(logged);
 
     const fault = this.faultRate > 0 && this.random() < this.faultRate ? this.faultKinds[Math.floor(this.random() * this.faultKinds.length)] : undefined;
+    if (fault) logged.fault = fault;
     if (fault === "429" || fault === "503") {
       this.stats.faults[fault]++;
       const answer =
         fault === "429"
           ? { status: 429, body: errorBody(429, "rateLimitExceeded", "Rate Limit Exceeded") }
           : { status: 503, body: errorBody(503, "backendError", "Backend Error") };
+      logged.status = answer.status;
       return this.send(res, answer);
     }
 
@@ -331,6 +350,7 @@ export class GceServer {
       this.timers.add(timer);
       return;
     }
+    logged.status = answer.status;
     this.send(res, answer);
   }
 

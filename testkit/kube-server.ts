@@ -70,10 +70,16 @@ const RESOURCES: Record<ResourceName, ResourceInfo> = {
   leases: { kind: "Lease", listKind: "LeaseList", apiVersion: "coordination.k8s.io/v1", group: "coordination.k8s.io", namespaced: true, mergeKeys: {}, hasStatus: false, verbs: ["create", "delete", "get", "list", "patch", "update", "watch"] },
 };
 
-/** What a token or a client certificate's user may do: `verbs` on `resources` (`nodes`, `nodes/status`, `*`). */
+/**
+ * What a token or a client certificate's user may do: `verbs` on `resources` (`nodes`, `nodes/status`,
+ * `*`), in `namespaces` only when given (a Role's rules, bound in those namespaces).
+ */
 export interface Rule {
   verbs: string[];
   resources: string[];
+  namespaces?: string[];
+  /** Only these objects (a rule's resourceNames); a create or a list is never by name, so never allowed by it. */
+  names?: string[];
 }
 
 export interface Grant {
@@ -137,6 +143,8 @@ interface Watcher {
   fieldName?: string;
   bookmarks: boolean;
   response: ServerResponse;
+  /** The bearer token that opened it. */
+  token?: string;
   /** Events held while the server is stalled. */
   held: string[];
   timers: NodeJS.Timeout[];
@@ -174,6 +182,7 @@ export class KubeApiServer {
   private stalled = false;
   private heldRequests: (() => void)[] = [];
   private ownStateDir = false;
+  private readonly partitioned = new Set<string>();
 
   constructor(private readonly options: KubeServerOptions = {}) {
     this.revision = this.compactedRevision = options.firstRevision ?? 1;
@@ -290,6 +299,19 @@ export class KubeApiServer {
     for (const watcher of this.watchers) for (const line of watcher.held.splice(0)) watcher.response.write(line);
   }
 
+  /**
+   * Cuts the client holding `token` off, as a network partition would: its requests get their connection
+   * reset, its watches are cut; every other client is served as before. `on = false` heals it.
+   */
+  partition(token: string, on = true): void {
+    if (!on) {
+      this.partitioned.delete(token);
+      return;
+    }
+    this.partitioned.add(token);
+    for (const watcher of [...this.watchers]) if (watcher.token === token) this.endWatch(watcher, "destroy");
+  }
+
   /** Resets every watch connection, as a restarting API server or a broken network does. */
   dropWatches(): number {
     const count = this.watchers.size;
@@ -353,6 +375,12 @@ export class KubeApiServer {
     const recorded: RecordedRequest = { method: request.method ?? "GET", path: url.pathname, query, code: 0 };
     this.requests.push(recorded);
     this.onRequest?.(recorded);
+    const bearer = request.headers.authorization?.startsWith("Bearer ") ? request.headers.authorization.slice(7).trim() : undefined;
+    if (bearer && this.partitioned.has(bearer)) {
+      recorded.token = bearer;
+      request.socket.destroy();
+      return;
+    }
     const answer = (code: number, body: unknown) => {
       recorded.code = code;
       const text = JSON.stringify(body);
@@ -379,7 +407,7 @@ export class KubeApiServer {
       const resourcePath = route.subresource ? `${resource}/${route.subresource}` : resource;
       recorded.verb = verb;
       recorded.resource = resourcePath;
-      if (!allowed(who.rules, verb, resourcePath)) {
+      if (!allowed(who.rules, verb, resourcePath, route.namespace, route.name)) {
         const info = RESOURCES[resource];
         const subject = route.name ? `${resourcePath.split("/")[0]} ${JSON.stringify(route.name)}` : resource;
         const scope = route.namespace ? `in the namespace ${JSON.stringify(route.namespace)}` : "at the cluster scope";
@@ -579,7 +607,7 @@ export class KubeApiServer {
     recorded.code = 200;
     response.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked", "Cache-Control": "no-cache, private" });
     response.flushHeaders();
-    const watcher: Watcher = { resource, ...(scope.namespace ? { namespace: scope.namespace } : {}), selector: scope.selector, ...(scope.fieldName ? { fieldName: scope.fieldName } : {}), bookmarks, response, held: [], timers: [] };
+    const watcher: Watcher = { resource, ...(recorded.token ? { token: recorded.token } : {}), ...(scope.namespace ? { namespace: scope.namespace } : {}), selector: scope.selector, ...(scope.fieldName ? { fieldName: scope.fieldName } : {}), bookmarks, response, held: [], timers: [] };
     if (expired) {
       this.send(watcher, { type: "ERROR", object: expiredStatus });
       response.end();
@@ -720,9 +748,15 @@ function withoutVersion(object: KubeObject): KubeObject {
   return { ...object, metadata: { ...object.metadata, resourceVersion: "" } };
 }
 
-function allowed(rules: Rule[] | "*", verb: string, resource: string): boolean {
+function allowed(rules: Rule[] | "*", verb: string, resource: string, namespace: string | undefined, name: string | undefined): boolean {
   if (rules === "*") return true;
-  return rules.some((rule) => (rule.verbs.includes("*") || rule.verbs.includes(verb)) && (rule.resources.includes("*") || rule.resources.includes(resource)));
+  return rules.some(
+    (rule) =>
+      (rule.verbs.includes("*") || rule.verbs.includes(verb)) &&
+      (rule.resources.includes("*") || rule.resources.includes(resource)) &&
+      (rule.namespaces === undefined || (namespace !== undefined && rule.namespaces.includes(namespace))) &&
+      (rule.names === undefined || (name !== undefined && rule.names.includes(name))),
+  );
 }
 
 function verbOf(method: string, route: Route, query: Record<string, string>): string | undefined {

@@ -13,6 +13,7 @@ import { nodeSources } from "../sources/registry.js";
 import { targetFactory, targets } from "../targets/registry.js";
 import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, routeArgs, scanArgv, type ArgvScan, type RouteCommand } from "./args.js";
 import { agentCommand, runAgent } from "./agent-command.js";
+import { controllerCommand, runController } from "./controller-command.js";
 import { changedNothing, EXIT, exitCodeOf } from "./exit-codes.js";
 import { catalogue } from "./help.js";
 import { addLabCommands } from "./lab-commands.js";
@@ -114,6 +115,7 @@ function buildProgram(out: Output, scan: ArgvScan, setCode: (code: number) => vo
     }
   }
   agentCommand(program, (spec) => commanderOption(spec), process.env, async (args) => setCode(await runAgent(args)));
+  controllerCommand(program, scan, commanderOption, process.env, async (args) => setCode(await runController(args)));
   addLabCommands(program, out, setCode, (spec) => commanderOption(spec), run);
   return program;
 }

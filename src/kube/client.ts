@@ -11,6 +11,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { PodroutesError } from "../errors.js";
+import type { CallObserver } from "../options.js";
 import { credentialSource, type CredentialSource, type Credentials } from "./credentials.js";
 import type { Connection } from "./kubeconfig.js";
 
@@ -103,6 +104,8 @@ export interface KubeClientOptions {
   /** A plain request that takes longer fails with `timeout` (default 30 s). */
   requestTimeoutMs?: number;
   userAgent?: string;
+  /** Told of every request and watch (by verb and resource) and its result, for metrics. */
+  calls?: CallObserver;
 }
 
 const USER_AGENT = "podroutes/0.1.0";
@@ -112,6 +115,7 @@ export class KubeClient {
   private readonly credentials: CredentialSource;
   private readonly requestTimeoutMs: number;
   private readonly userAgent: string;
+  private readonly calls: CallObserver | undefined;
   /** One keep-alive agent per client certificate (an exec plugin may rotate it). */
   private agents = new Map<Buffer | undefined, HttpAgent>();
 
@@ -120,6 +124,7 @@ export class KubeClient {
     this.credentials = options.credentials ?? credentialSource(connection);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.userAgent = options.userAgent ?? USER_AGENT;
+    this.calls = options.calls;
   }
 
   /** Where the API is, for messages. */
@@ -129,6 +134,19 @@ export class KubeClient {
 
   /** A JSON request; resolves with the parsed answer of a 2xx, throws KubeApiError otherwise. */
   async request<T>(method: string, path: string, options: RequestOptionsArg = {}): Promise<T> {
+    const finished = this.calls?.started(kubeCallName(method, path));
+    try {
+      const answer = await this.requestOnce<T>(method, path, options);
+      finished?.("ok");
+      return answer;
+    } catch (error) {
+      finished?.(error instanceof KubeApiError ? error.failure : "error");
+      if (error instanceof KubeApiError && error.failure === "throttled") this.calls?.throttled();
+      throw error;
+    }
+  }
+
+  private async requestOnce<T>(method: string, path: string, options: RequestOptionsArg): Promise<T> {
     const what = `${method} ${path}`;
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
@@ -153,6 +171,7 @@ export class KubeClient {
     const what = `WATCH ${path}`;
     const local = new AbortController();
     const signal = options.signal ? AbortSignal.any([options.signal, local.signal]) : local.signal;
+    this.calls?.started(kubeCallName("WATCH", path))("opened");
     const response = await this.send("GET", path, { ...options.query, watch: true }, signal);
     const code = response.statusCode ?? 0;
     if (code !== 200) throw errorFromStatus(tryJson(await readBody(response, what, signal)), code, what);
@@ -260,6 +279,15 @@ export class KubeClient {
       request.end(body);
     });
   }
+}
+
+/** `PATCH nodes/status`, `PUT leases`, `WATCH nodes`: a request's verb and resource, for metrics. */
+export function kubeCallName(method: string, path: string): string {
+  const parts = path.split("?")[0]!.split("/").filter(Boolean);
+  let rest = parts[0] === "api" ? parts.slice(2) : parts[0] === "apis" ? parts.slice(3) : parts;
+  if (rest[0] === "namespaces" && rest.length > 2) rest = rest.slice(2);
+  const resource = rest[2] ? `${rest[0]}/${rest[2]}` : (rest[0] ?? path);
+  return `${method} ${resource}`;
 }
 
 /** Builds a client from a discovered connection. */

@@ -77,11 +77,24 @@ export interface ExtraAction {
   description: string;
 }
 
+/** A change that would pass a limit: which limit, and the operator's words for it. */
+export interface RefusedChange {
+  table: string;
+  change: Change;
+  limit: "route-limit" | "quota";
+  message: string;
+}
+
 /** What a target adds to a plan: warnings it shows, reasons apply must refuse, extra actions. */
 export interface Review {
   warnings: string[];
   /** Non-empty: `apply` refuses before any call (a quota or route limit would be exceeded). */
   refusals: string[];
+  /**
+   * The changes behind the refusals, one by one: those past the limit, when the others fit. `apply`
+   * refuses the whole plan; a long-running controller writes what fits and reports these.
+   */
+  refused?: RefusedChange[];
   actions: ExtraAction[];
 }
 

@@ -11,7 +11,7 @@
  * few for a burst of route writes) unless `AWS_MAX_ATTEMPTS` says otherwise.
  */
 import type { EC2Client, Filter, Instance, NetworkInterface, RouteTable } from "@aws-sdk/client-ec2";
-import { httpUrl, readOption, type OptionSpec } from "../../options.js";
+import { httpUrl, readOption, type CallObserver, type OptionSpec } from "../../options.js";
 
 /** Shared by `--target aws` and `--nodes aws`: one flag, as the CLI merges options by long flag. */
 export const regionOption: OptionSpec<string> = {
@@ -35,6 +35,9 @@ export interface Ec2Settings {
   /** Explicit credentials; otherwise the SDK's default chain (environment, profiles, SSO, metadata). */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   maxAttempts?: number;
+  /** Aborts every call in flight and refuses new ones (a controller's leadership ended). */
+  signal?: AbortSignal;
+  calls?: CallObserver;
 }
 
 /** What the target and the node source need from EC2; a fake implements it in unit tests. */
@@ -81,7 +84,7 @@ export async function createEc2(settings: Ec2Settings): Promise<Ec2Api> {
     ...(settings.credentials ? { credentials: settings.credentials } : {}),
     ...(settings.maxAttempts ? { maxAttempts: settings.maxAttempts } : {}),
   });
-  return new SdkEc2(sdk, client);
+  return new SdkEc2(sdk, client, settings);
 }
 
 type Sdk = typeof import("@aws-sdk/client-ec2");
@@ -103,18 +106,29 @@ function chunks<T>(items: T[], size: number): T[][] {
 
 class SdkEc2 implements Ec2Api {
   private readonly throttleListeners: (() => void)[] = [];
+  /** Extra arguments of every `send` (and paginator): the abort signal, when there is one. */
+  private readonly sendOptions: { abortSignal?: AbortSignal };
 
   constructor(
     private readonly sdk: Sdk,
     readonly client: EC2Client,
+    settings: Pick<Ec2Settings, "signal" | "calls"> = {},
   ) {
+    this.sendOptions = settings.signal ? { abortSignal: settings.signal } : {};
     // Inside the SDK's retry loop (which sits in the finalizeRequest step), so it sees every attempt.
     client.middlewareStack.add(
-      (next) => async (args) => {
+      (next, context) => async (args) => {
+        const finished = settings.calls?.started(String(context.commandName ?? "?").replace(/Command$/, ""));
         try {
-          return await next(args);
+          const output = await next(args);
+          finished?.("ok");
+          return output;
         } catch (error) {
-          if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
+          finished?.(awsErrorCode(error) ?? "error");
+          if (isThrottle(error)) {
+            settings.calls?.throttled();
+            for (const listener of this.throttleListeners) listener();
+          }
           throw error;
         }
       },
@@ -129,7 +143,7 @@ class SdkEc2 implements Ec2Api {
   async routeTables(selector: { ids: string[] } | { tagKey: string }): Promise<RouteTable[]> {
     const input = "ids" in selector ? { RouteTableIds: selector.ids } : { Filters: [{ Name: "tag-key", Values: [selector.tagKey] }] };
     const tables: RouteTable[] = [];
-    for await (const page of this.sdk.paginateDescribeRouteTables({ client: this.client }, input)) tables.push(...(page.RouteTables ?? []));
+    for await (const page of this.sdk.paginateDescribeRouteTables({ client: this.client }, input, this.sendOptions)) tables.push(...(page.RouteTables ?? []));
     return tables;
   }
 
@@ -152,7 +166,7 @@ class SdkEc2 implements Ec2Api {
 
   private async interfaces(filters: Filter[]): Promise<NetworkInterface[]> {
     const out: NetworkInterface[] = [];
-    for await (const page of this.sdk.paginateDescribeNetworkInterfaces({ client: this.client }, { Filters: filters })) {
+    for await (const page of this.sdk.paginateDescribeNetworkInterfaces({ client: this.client }, { Filters: filters }, this.sendOptions)) {
       out.push(...(page.NetworkInterfaces ?? []));
     }
     return out;
@@ -164,7 +178,7 @@ class SdkEc2 implements Ec2Api {
     const variants = big ? chunks(big.Values!, FILTER_VALUES).map((values) => filters.map((f) => (f === big ? { ...f, Values: values } : f))) : [filters];
     const out: Instance[] = [];
     for (const variant of variants) {
-      for await (const page of this.sdk.paginateDescribeInstances({ client: this.client }, { Filters: variant })) {
+      for await (const page of this.sdk.paginateDescribeInstances({ client: this.client }, { Filters: variant }, this.sendOptions)) {
         for (const reservation of page.Reservations ?? []) out.push(...(reservation.Instances ?? []));
       }
     }
@@ -172,22 +186,22 @@ class SdkEc2 implements Ec2Api {
   }
 
   async createRoute(tableId: string, destination: string, hop: NextHopRef): Promise<void> {
-    await this.client.send(new this.sdk.CreateRouteCommand({ RouteTableId: tableId, ...destinationField(destination), ...hopField(hop) }));
+    await this.client.send(new this.sdk.CreateRouteCommand({ RouteTableId: tableId, ...destinationField(destination), ...hopField(hop) }), this.sendOptions);
   }
 
   async replaceRoute(tableId: string, destination: string, hop: NextHopRef): Promise<void> {
-    await this.client.send(new this.sdk.ReplaceRouteCommand({ RouteTableId: tableId, ...destinationField(destination), ...hopField(hop) }));
+    await this.client.send(new this.sdk.ReplaceRouteCommand({ RouteTableId: tableId, ...destinationField(destination), ...hopField(hop) }), this.sendOptions);
   }
 
   async deleteRoute(tableId: string, destination: string): Promise<void> {
-    await this.client.send(new this.sdk.DeleteRouteCommand({ RouteTableId: tableId, ...destinationField(destination) }));
+    await this.client.send(new this.sdk.DeleteRouteCommand({ RouteTableId: tableId, ...destinationField(destination) }), this.sendOptions);
   }
 
   async disableSourceDestCheck(hop: NextHopRef): Promise<void> {
     if (hop.kind === "eni") {
-      await this.client.send(new this.sdk.ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: hop.id, SourceDestCheck: { Value: false } }));
+      await this.client.send(new this.sdk.ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: hop.id, SourceDestCheck: { Value: false } }), this.sendOptions);
     } else {
-      await this.client.send(new this.sdk.ModifyInstanceAttributeCommand({ InstanceId: hop.id, SourceDestCheck: { Value: false } }));
+      await this.client.send(new this.sdk.ModifyInstanceAttributeCommand({ InstanceId: hop.id, SourceDestCheck: { Value: false } }), this.sendOptions);
     }
   }
 
@@ -218,7 +232,7 @@ export function awsErrorText(error: unknown): string {
 }
 
 /** Settings from resolved CLI options: region (flag or AWS_REGION), endpoint, and credentials from `env`. */
-export function settingsFrom(options: { region?: unknown; endpoint?: unknown; env: NodeJS.ProcessEnv }): Ec2Settings {
+export function settingsFrom(options: { region?: unknown; endpoint?: unknown; env: NodeJS.ProcessEnv; signal?: AbortSignal; calls?: CallObserver }): Ec2Settings {
   const region = readOption(regionOption, options)!;
   const endpoint = readOption(endpointOption, options);
   const env = options.env;
@@ -233,5 +247,7 @@ export function settingsFrom(options: { region?: unknown; endpoint?: unknown; en
     ...(endpoint ? { endpoint } : {}),
     ...(credentials ? { credentials } : {}),
     maxAttempts: Number.isInteger(attempts) && attempts > 0 ? attempts : 10,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.calls ? { calls: options.calls } : {}),
   };
 }

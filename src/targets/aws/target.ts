@@ -26,6 +26,7 @@ import {
   type ExtraAction,
   type ObservedRoute,
   type Progress,
+  type RefusedChange,
   type Review,
   type TableRef,
   type Target,
@@ -127,6 +128,30 @@ export function quotaUseAfter(use: QuotaUse, changes: Change[]): QuotaUse {
     else if (change.action === "delete") after[familyOfText(change.current.destination)]--;
   }
   return after;
+}
+
+/**
+ * The creates that do not fit in a table, per family, once its deletes are made: the first ones (in the
+ * plan's destination order) fill the room left under the limit, the rest are refused.
+ */
+export function createsPastLimit(table: string, use: QuotaUse, changes: Change[], limit: number): RefusedChange[] {
+  const room = quotaUseAfter(use, changes.filter((change) => change.action === "delete"));
+  const refused: RefusedChange[] = [];
+  for (const change of changes) {
+    if (change.action !== "create") continue;
+    const family = change.route.family;
+    if (room[family] < limit) {
+      room[family]++;
+      continue;
+    }
+    refused.push({
+      table,
+      change,
+      limit: "route-limit",
+      message: `route table ${table} is at its route limit of ${limit} IPv${family} routes (AWS's routes-per-table quota, --route-limit): no room for ${change.route.destination}`,
+    });
+  }
+  return refused;
 }
 
 /** Why a table would pass the route limit, per family, or nothing when it stays within it. */
@@ -455,6 +480,7 @@ export class AwsTarget implements Target {
             `AWS allows ${DEFAULT_ROUTE_LIMIT} per family by default, up to ${MAX_ROUTE_LIMIT}: ask AWS for a higher routes-per-table quota and pass --route-limit, ` +
             `or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
         );
+        review.refused = [...(review.refused ?? []), ...createsPastLimit(diff.table.id, used, diff.changes, routeLimit)];
         continue;
       }
       for (const family of [4, 6] as const) {

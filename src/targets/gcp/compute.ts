@@ -18,7 +18,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { performance } from "node:perf_hooks";
 import pRetry from "p-retry";
 import { UsageError } from "../../errors.js";
-import { httpUrl, readOption, type OptionSpec } from "../../options.js";
+import { httpUrl, readOption, type CallObserver, type OptionSpec } from "../../options.js";
 
 export const DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com/compute/v1/";
 
@@ -39,6 +39,9 @@ export interface ComputeSettings {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** Aborts every call in flight and refuses new ones (a controller's leadership ended). */
+  signal?: AbortSignal;
+  calls?: CallObserver;
 }
 
 export interface ComputeRoute {
@@ -220,16 +223,30 @@ class ComputeClient implements ComputeApi {
   /** One request, no retry; `timeoutMs` overrides the per-request time limit. */
   private async attempt<T>(method: string, url: string, body?: unknown, timeoutMs = this.settings.requestTimeoutMs ?? 60_000): Promise<T> {
     const authorization = `Bearer ${await this.token()}`;
+    this.settings.signal?.throwIfAborted();
     this.calls.requests++;
-    const response = await fetch(url, {
-      method,
-      headers: { authorization, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await response.text();
-    if (!response.ok) throw computeErrorFrom(response.status, text);
-    return (text ? JSON.parse(text) : {}) as T;
+    const finished = this.settings.calls?.started(callName(method, url));
+    const timeout = AbortSignal.timeout(timeoutMs);
+    try {
+      const response = await fetch(url, {
+        method,
+        headers: { authorization, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: this.settings.signal ? AbortSignal.any([timeout, this.settings.signal]) : timeout,
+      });
+      const text = await response.text();
+      finished?.(response.ok ? "ok" : String(response.status));
+      if (!response.ok) throw computeErrorFrom(response.status, text);
+      return (text ? JSON.parse(text) : {}) as T;
+    } catch (error) {
+      if (!(error instanceof ComputeError)) finished?.(this.settings.signal?.aborted ? "cancelled" : timeout.aborted ? "timeout" : "network");
+      throw error;
+    }
+  }
+
+  private throttled(): void {
+    this.settings.calls?.throttled();
+    for (const listener of this.throttleListeners) listener();
   }
 
   /**
@@ -252,8 +269,9 @@ class ComputeClient implements ComputeApi {
         return again;
       },
       onFailedAttempt: ({ error }) => {
-        if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
+        if (isThrottle(error)) this.throttled();
       },
+      ...(this.settings.signal ? { signal: this.settings.signal } : {}),
     });
   }
 
@@ -302,13 +320,13 @@ class ComputeClient implements ComputeApi {
       try {
         op = await this.attempt<Operation>("POST", this.url(`/global/operations/${op.name}/wait`), undefined, Math.ceil(Math.min(this.settings.waitTimeoutMs ?? 150_000, left)));
       } catch (error) {
-        if (!isRetryable(error)) throw error;
+        if (!isRetryable(error) || this.settings.signal?.aborted) throw error;
         this.calls.retries++;
-        if (isThrottle(error)) for (const listener of this.throttleListeners) listener();
+        if (isThrottle(error)) this.throttled();
       }
       if (op.status === "DONE") break;
       const rest = pause * (1 + Math.random()) - (performance.now() - started);
-      if (rest > 0) await delay(Math.min(rest, deadline - performance.now()));
+      if (rest > 0) await delay(Math.min(rest, deadline - performance.now()), undefined, this.settings.signal ? { signal: this.settings.signal } : {});
     }
     const first = op.error?.errors?.[0];
     if (first) throw new ComputeError(op.httpErrorStatusCode ?? 400, first.code ?? "", first.message ?? "operation failed");
@@ -386,12 +404,25 @@ export function interfaceOn(instance: ComputeInstance, network: string): { netwo
 }
 
 /** Compute settings from resolved CLI options; a bad or missing flag is a UsageError naming it. */
-export function computeSettingsFrom(options: Record<string, unknown> & { env?: NodeJS.ProcessEnv }): ComputeSettings {
+export function computeSettingsFrom(options: Record<string, unknown> & { env?: NodeJS.ProcessEnv; signal?: AbortSignal; calls?: CallObserver }): ComputeSettings {
   const accessTokenFile = readOption(accessTokenFileOption, options);
   return {
     project: readOption(projectOption, options)!,
     endpoint: readOption(computeEndpointOption, options)!,
     ...(accessTokenFile ? { accessTokenFile } : {}),
     ...(options.env ? { env: options.env } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.calls ? { calls: options.calls } : {}),
   };
+}
+
+/** The API's name for a call (`routes.insert`, `globalOperations.wait`), for metrics. */
+export function callName(method: string, url: string): string {
+  const path = new URL(url).pathname.replace(/^.*\/projects\/[^/]+/, "");
+  if (path === "") return "projects.get";
+  if (path.startsWith("/global/operations/")) return "globalOperations.wait";
+  if (path === "/aggregated/instances") return "instances.aggregatedList";
+  if (path === "/global/routes") return method === "POST" ? "routes.insert" : "routes.list";
+  if (path.startsWith("/global/routes/")) return method === "DELETE" ? "routes.delete" : "routes.get";
+  return `${method} ${path}`;
 }

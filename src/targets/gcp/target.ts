@@ -17,7 +17,7 @@ import { createHash } from "node:crypto";
 import { parseCidr, type Inventory, type Route } from "../../model.js";
 import type { Plan } from "../../plan/plan.js";
 import { ComputeError, computeErrorText, interfaceOn, type ComputeApi, type ComputeInstance, type ComputeRoute } from "./compute.js";
-import { TargetError, type Change, type ChangeResult, type Check, type ObservedRoute, type Progress, type Review, type TableRef, type Target, type WriteContext } from "../target.js";
+import { TargetError, type Change, type ChangeResult, type Check, type ObservedRoute, type Progress, type RefusedChange, type Review, type TableRef, type Target, type WriteContext } from "../target.js";
 
 export type NextHopKind = "ip" | "instance";
 
@@ -215,13 +215,23 @@ export class GcpTarget implements Target {
             `gcp: the project's ROUTES quota is ${quota.limit} and ${quota.usage} are used; this plan needs up to ${peak} (${creates} to add, ${replaces} to replace). ` +
               `Ask for a higher ROUTES quota, or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
           );
+          let room = quota.limit - quota.usage - Math.min(replaces, this.settings.maxInFlight);
+          review.refused = plan.tables.flatMap((diff) =>
+            diff.changes.flatMap((change): RefusedChange[] => {
+              if (change.action !== "create" || room-- > 0) return [];
+              const message = `the project's ROUTES quota (${quota.limit}, ${quota.usage} used) has no room for ${change.route.destination}: ask for a higher ROUTES quota`;
+              return [{ table: diff.table.id, change, limit: "quota", message }];
+            }),
+          );
         } else if (after > quota.limit * QUOTA_WARNING_SHARE) {
           review.warnings.push(`gcp: the project will use ${after} of its ${quota.limit} ROUTES quota`);
         }
       }
     }
     // GCP drops forwarded packets of instances without canIpForward; it can only be set at creation.
-    const hops = new Set(plan.tables.flatMap((d) => [...d.unchanged, ...d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))]).map((r) => r.nextHop));
+    // Checked for the routes this plan writes (`verify` checks every node): a controller's plan with
+    // nothing to write then lists no instances.
+    const hops = new Set(plan.tables.flatMap((d) => d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))).map((r) => r.nextHop));
     if (hops.size) {
       try {
         const index = await this.instanceIndex();

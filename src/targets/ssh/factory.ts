@@ -9,12 +9,12 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Client } from "ssh2";
 import { UsageError } from "../../errors.js";
-import { readOption, wholeNumber, type FlagValues, type OptionSpec, type ResolvedOptions } from "../../options.js";
+import { readOption, wholeNumber, type CallObserver, type FlagValues, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
 import { hostRouteSettings, lockTimeoutOption, protoOption } from "../linux/factories.js";
-import { checkHost, checkUser, connectSsh, loadSsh2, parseEndpoint, sshRunner, type SshSettings } from "./connection.js";
+import { checkHost, checkUser, connectSsh, loadSsh2, parseEndpoint, SshError, sshRunner, type SshSettings } from "./connection.js";
 import { KnownHostsStore } from "./known-hosts.js";
-import { SshTarget } from "./target.js";
+import { SshTarget, type SshRunner } from "./target.js";
 
 /** Keys `ssh` tries when none is given, in its order. */
 const DEFAULT_KEYS = ["id_ed25519", "id_ecdsa", "id_rsa"];
@@ -117,7 +117,8 @@ export const sshTarget: TargetFactory = {
       jump.catch(() => (jump = undefined));
       return jump;
     };
-    return new SshTarget({
+    const { signal, calls } = options;
+    const target = new SshTarget({
       name: "ssh",
       ...hostRoutes,
       persist: options.persist === true,
@@ -131,15 +132,50 @@ export const sshTarget: TargetFactory = {
         return inventory.nodes.map((node) => ({ id: node.name, scope: "host" as const, node: node.name }));
       },
       async connect(table, inventory) {
+        signal?.throwIfAborted();
         const node = inventory.nodes.find((n) => n.name === table.node)!;
         const target = { node: node.name, host: checkHost(node.sshAddress ?? node.internalIPs[0]!, node.name), port: settings.port, user: settings.user };
         const via = viaJump();
-        const client = await connectSsh(target, settings, via ? await via : undefined);
-        return sshRunner(client, target, settings, () => {});
+        const finished = calls?.started("ssh.connect");
+        const client = await connectSsh(target, settings, via ? await via : undefined).then(
+          (connected) => (finished?.("ok"), connected),
+          (error: unknown) => {
+            finished?.(error instanceof SshError ? error.failure : "error");
+            throw error;
+          },
+        );
+        const runner = sshRunner(client, target, settings, () => {});
+        return calls ? observedRunner(runner, calls) : runner;
       },
       async release() {
         if (jump) (await jump.catch(() => undefined))?.end();
       },
     });
+    // A controller's leadership ended: close every connection, so no batch starts after it.
+    signal?.addEventListener("abort", () => void target.close(), { once: true });
+    return target;
   },
 };
+
+/** A runner that reports each remote command to `calls` (`ssh.ip`, `ssh.exec`) with its exit status. */
+function observedRunner(runner: SshRunner, calls: CallObserver): SshRunner {
+  const observe = async (method: string, run: () => Promise<{ code: number; stdout: string; stderr: string }>) => {
+    const finished = calls.started(method);
+    try {
+      const result = await run();
+      finished(result.code === 0 ? "ok" : `exit ${result.code}`);
+      return result;
+    } catch (error) {
+      finished(error instanceof SshError ? error.failure : "error");
+      throw error;
+    }
+  };
+  return {
+    where: runner.where,
+    ip: (args, stdin) => observe("ssh.ip", () => runner.ip(args, stdin)),
+    exec: (command, stdin) => observe("ssh.exec", () => runner.exec(command, stdin)),
+    // Batches written under the lock go through the locked host, which this does not count.
+    lock: (request) => runner.lock(request),
+    close: () => runner.close?.() ?? Promise.resolve(),
+  };
+}
