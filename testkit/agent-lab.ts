@@ -55,7 +55,7 @@ export class Started {
   }
 }
 
-function startLogged(argv: string[], logFile: string, what: string, env?: NodeJS.ProcessEnv): Started {
+export function startLogged(argv: string[], logFile: string, what: string, env?: NodeJS.ProcessEnv): Started {
   const fd = openSync(logFile, "a");
   try {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], env: env ?? process.env });

@@ -97,6 +97,8 @@ export interface RecordedRequest {
   verb?: string;
   resource?: string;
   code: number;
+  /** Milliseconds since the epoch when it arrived. */
+  at: number;
 }
 
 export interface KubeServerOptions {
@@ -178,6 +180,7 @@ export class KubeApiServer {
   private readonly tokens: Map<string, Grant>;
   private readonly certificateUsers: Map<string, Rule[] | "*">;
   private failures: { remaining: number; code: number } = { remaining: 0, code: 500 };
+  private randomFailures: { rate: number; random: () => number } = { rate: 0, random: Math.random };
   private delayMs = 0;
   private stalled = false;
   private heldRequests: (() => void)[] = [];
@@ -286,6 +289,15 @@ export class KubeApiServer {
     this.failures = { remaining: count, code };
   }
 
+  /**
+   * From now on a share `rate` (0..1) of API requests (discovery aside), whoever sends them, answer an
+   * error instead: half 500 InternalError, half 429 TooManyRequests (with Retry-After 1), as an overloaded
+   * API server does. 0 stops it.
+   */
+  failRandomly(rate: number, random: () => number = Math.random): void {
+    this.randomFailures = { rate, random };
+  }
+
   /** Every answer waits this long first (0: none). */
   slow(ms: number): void {
     this.delayMs = ms;
@@ -372,7 +384,7 @@ export class KubeApiServer {
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? "/", "https://server");
     const query = Object.fromEntries(url.searchParams);
-    const recorded: RecordedRequest = { method: request.method ?? "GET", path: url.pathname, query, code: 0 };
+    const recorded: RecordedRequest = { method: request.method ?? "GET", path: url.pathname, query, code: 0, at: Date.now() };
     this.requests.push(recorded);
     this.onRequest?.(recorded);
     const bearer = request.headers.authorization?.startsWith("Bearer ") ? request.headers.authorization.slice(7).trim() : undefined;
@@ -416,6 +428,11 @@ export class KubeApiServer {
       if (this.failures.remaining > 0) {
         this.failures.remaining--;
         return answer(this.failures.code, statusBody(this.failures.code, this.failures.code >= 500 ? "InternalError" : "BadRequest", `Internal error occurred: injected fault`));
+      }
+      if (this.randomFailures.rate > 0 && this.randomFailures.random() < this.randomFailures.rate) {
+        if (this.randomFailures.random() < 0.5) return answer(500, statusBody(500, "InternalError", "Internal error occurred: injected fault"));
+        response.setHeader("Retry-After", "1");
+        return answer(429, statusBody(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later", { retryAfterSeconds: 1 }));
       }
       if (route.subresource && (route.subresource !== "status" || !RESOURCES[resource].hasStatus)) return answer(404, statusBody(404, "NotFound", "the server could not find the requested resource"));
 

@@ -76,6 +76,7 @@ interface Term {
 export async function startController(options: ControllerOptions): Promise<RunningController> {
   const { log, election } = options;
   const metrics = controllerMetrics();
+  metrics.leader.set(0);
   const connection = await discoverConnection({ ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}), ...(options.context ? { context: options.context } : {}), env: options.env });
   const client = createKubeClient(connection, { userAgent: `${CONTROLLER_COMPONENT}/${election.identity}`, calls: countCalls(metrics, "kubernetes") });
   // Build the target once before campaigning: unreadable credentials or keys fail now, not at takeover.

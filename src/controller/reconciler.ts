@@ -91,9 +91,10 @@ export class RouteReconciler {
 
     const states = routeStates(planned, report, refused, inventory, mapped.quarantined);
     this.observe(planned, report, refused);
-    await this.report(states);
+    const reported = await this.report(states);
     const unreadable = planned.tables.filter((t) => t.error !== undefined);
-    const converged = unreadable.length === 0 && (report?.ok ?? true);
+    // A condition or Event that could not be written is tried again too: nothing else may come to retrigger it.
+    const converged = unreadable.length === 0 && (report?.ok ?? true) && reported;
     this.reconciled = true;
     const unavailable = [...states.values()].filter((p) => p.length).length;
     metrics.unavailable.set(unavailable);
@@ -161,14 +162,16 @@ export class RouteReconciler {
 
   /**
    * Patches each node's NetworkUnavailable where its status or reason differ, and records an Event for
-   * each problem. Only while leading; a failed write is logged and counted (the next reconcile tries
-   * again: it compares with the Node as the watch shows it).
+   * each problem. Only while leading; a failed write is logged and counted, and makes the reconcile
+   * count as failed so the loop tries again (it compares with the Node as the watch shows it). Returns
+   * whether every write went through.
    */
-  private async report(states: Map<string, RouteProblem[]>): Promise<void> {
+  private async report(states: Map<string, RouteProblem[]>): Promise<boolean> {
     const { client, events, signal, metrics, log, store } = this.options;
     const nodes = store.nodes();
     const limit = pLimit(STATUS_WRITES_IN_FLIGHT);
     const writes: Promise<void>[] = [];
+    let failed = 0;
     for (const [name, problems] of states) {
       const node = nodes.get(name);
       if (!node) continue;
@@ -187,8 +190,9 @@ export class RouteReconciler {
               log.info("node condition set", { node: name, condition: `NetworkUnavailable=${wanted.status}`, reason: wanted.reason, ...(problems.length ? { message: wanted.message } : {}) });
             } catch (error) {
               if (signal.aborted) throw error;
+              failed++;
               countError(metrics, kindOf(error));
-              log.warn("could not set the node condition; the next reconcile tries again", { node: name, error: messageOf(error) });
+              log.warn("could not set the node condition; trying again", { node: name, error: messageOf(error) });
             }
           }),
         );
@@ -204,8 +208,9 @@ export class RouteReconciler {
               metrics.events.inc({ reason, result: recorded });
             } catch (error) {
               if (signal.aborted) throw error;
+              failed++;
               countError(metrics, kindOf(error));
-              log.warn("could not record the Event", { node: name, reason, error: messageOf(error) });
+              log.warn("could not record the Event; trying again", { node: name, reason, error: messageOf(error) });
             }
           }),
         );
@@ -214,6 +219,7 @@ export class RouteReconciler {
     const settled = await Promise.allSettled(writes);
     signal.throwIfAborted();
     for (const result of settled) if (result.status === "rejected") throw result.reason;
+    return failed === 0;
   }
 }
 
