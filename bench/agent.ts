@@ -113,7 +113,9 @@ export async function run_(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 300)); // the poller's own start is not the agent's
     const spawnedAt = Date.now();
     agent = startAgentProcess(["ip", "netns", "exec", NS], ["--kubeconfig", kubeconfig, "--node", SELF, "--listen", "127.0.0.1:9465", "--resync", "10m", "--log-format", "json"], join(dir, "agent.log"));
-    const readyAt = await Promise.race([watcher.ready, new Promise<number>((_, reject) => setTimeout(() => reject(new Error(`agent not ready in 60 s:\n${agent!.log()}`)), 60_000))]);
+    const started = agent;
+    let timer: NodeJS.Timeout | undefined;
+    const readyAt = await Promise.race([watcher.ready, new Promise<number>((_, reject) => (timer = setTimeout(() => reject(new Error(`agent not ready in 60 s:\n${started.log()}`)), 60_000)))]).finally(() => clearTimeout(timer));
     watcher.stop();
     const initialMs = readyAt - spawnedAt;
     const routes = await ownedCount();
@@ -147,7 +149,7 @@ export async function run_(): Promise<void> {
 
     // --- no-op resync, in process: the agent's reconcile, same namespace, same 5,000 Nodes ---
     const current = await api.nodes();
-    const target: HostRoutesTarget = new HostRoutesTarget({ name: "local", proto: 150, connect: async () => localRunner(NS), tables: async () => [reconciler.table()] });
+    const target: HostRoutesTarget = new HostRoutesTarget({ name: "local", proto: 150, connect: async () => localRunner(NS), tables: async () => [reconciler.table()], warn: (message) => console.error(message) });
     const reconciler: Reconciler = new Reconciler({
       target,
       // As the agent keeps it: the Nodes did not change between resyncs.

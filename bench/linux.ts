@@ -1,20 +1,36 @@
 /**
  * Linux host routes: podroutes' full apply and no-op apply of 1,000 and 5,000 routes (each to its own
  * next hop, as in a cluster of that many nodes) against (a) the seeds' way, one `ip route add` process
- * per route, and (b) one `ip -batch` of `route replace` for everything, what a replace-everything resync
- * costs. Runs in a throwaway network namespace; prints medians of several runs and the ratios.
+ * per route, timed in full (its cost grows faster than linearly, so a sample would flatter it), and
+ * (b) one `ip -batch` of `route replace` for everything, what a replace-everything resync costs.
+ *
+ * Timed twice: in process (warm, the engine called directly) and as a user pays it, a whole cold process
+ * (`ip netns exec NS podroutes apply --yes --nodes FILE --target local`, a new `node` each run), the
+ * latter beside a bare Node process that only reads the table (`ip -N -json route show` + JSON.parse)
+ * and one `ip -batch` process. Runs in a throwaway network namespace; prints medians and the ratios
+ * against issue 11's goals. PODROUTES_BENCH_BIN times another built CLI (another checkout's
+ * bin/podroutes.js), to compare before and after a change.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { apply, plan } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
+import { BIN } from "../testkit/cli.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import { flatNamespace } from "../testkit/flat-namespace.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
+const CLI = process.env.PODROUTES_BENCH_BIN ?? BIN;
+
+/** What a bare Node process pays to read the table: the floor for a no-op apply as a whole process. */
+const READ_ONLY_SCRIPT = `import { execFileSync } from "node:child_process";
+JSON.parse(execFileSync("ip", ["-N", "-json", "route", "show"], { encoding: "utf8", maxBuffer: 1 << 30 }));`;
 
 function gateway(i: number): string {
   const n = i + 2;
@@ -24,15 +40,20 @@ function destination(i: number): string {
   return `10.${100 + (i >> 8)}.${i & 255}.0/24`;
 }
 
-async function must(args: string[], stdin?: string): Promise<string> {
-  const result = await run("ip", args, stdin);
-  if (result.code !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
+async function must(command: string, args: string[], stdin?: string): Promise<string> {
+  const result = await run(command, args, stdin);
+  if (result.code !== 0) throw new Error(`${command} ${args.join(" ")}: exit ${result.code}: ${result.stderr}`);
   return result.stdout;
 }
 
 /** A fresh namespace with one link holding every next hop on-link. */
 async function freshNamespace(): Promise<void> {
   await flatNamespace(NS, `${SELF}/16`);
+}
+
+/** The nodes: this host (`self`, whose table is written) and `count` others, in the seeds' table format. */
+function nodesText(count: number): string {
+  return [`${SELF} 10.99.0.0/24 self`, ...Array.from({ length: count }, (_, i) => `${gateway(i)} ${destination(i)} node-${i}`)].join("\n") + "\n";
 }
 
 function inventory(count: number): Inventory {
@@ -50,6 +71,7 @@ function target(): HostRoutesTarget {
   return new HostRoutesTarget({
     name: "bench",
     proto: 150,
+    warn: (message) => process.stderr.write(`${message}\n`),
     tables: async () => [{ id: "self", scope: "host", node: "self" }],
     connect: async () => runner,
   });
@@ -67,53 +89,101 @@ function median(values: number[]): number {
 }
 
 async function routeCount(): Promise<number> {
-  return JSON.parse(await must(["-n", NS, "-json", "route", "show", "table", "main"])).length - 1;
+  return JSON.parse(await must("ip", ["-n", NS, "-json", "route", "show", "table", "main"])).length - 1;
 }
 
 async function seedWay(count: number): Promise<void> {
-  for (let i = 0; i < count; i++) await must(["-n", NS, "route", "add", destination(i), "via", gateway(i)]);
+  for (let i = 0; i < count; i++) await must("ip", ["-n", NS, "route", "add", destination(i), "via", gateway(i)]);
 }
 
-async function replaceAll(count: number): Promise<void> {
-  const script = Array.from({ length: count }, (_, i) => `route replace ${destination(i)} via ${gateway(i)}\n`).join("");
-  await must(["-n", NS, "-batch", "-"], script);
+function replaceScript(count: number): string {
+  return Array.from({ length: count }, (_, i) => `route replace ${destination(i)} via ${gateway(i)}\n`).join("");
+}
+
+/** Runs a program inside the namespace, as a user on the node would: `ip netns exec NS ...`. */
+function inNamespace(args: string[], stdin?: string): Promise<string> {
+  return must("ip", ["netns", "exec", NS, ...args], stdin);
+}
+
+/** podroutes as a user runs it: a new `node` process, no flags to node, the built CLI. */
+function podroutes(nodesFile: string): Promise<string> {
+  return inNamespace([process.execPath, CLI, "apply", "--yes", "--nodes", nodesFile, "--target", "local"]);
+}
+
+/** Issue 11's goals are set for this many routes; other sizes print their ratios without a verdict. */
+const GOAL_SIZE = 5000;
+
+/** A ratio, and at GOAL_SIZE its goal, marked so a missed goal stands out. */
+function goal(count: number, value: number, text: string, met: boolean): string {
+  return `${value.toFixed(2)}×${count === GOAL_SIZE ? ` [goal at ${GOAL_SIZE.toLocaleString("en")} routes ${text}: ${met ? "met" : "MISSED"}]` : ""}`;
 }
 
 export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-linux-"));
   try {
     for (const count of sizes) {
       const nodes = inventory(count);
-      const seed: number[] = [];
-      const batch: number[] = [];
-      const full: number[] = [];
-      const noop: number[] = [];
+      const nodesFile = join(dir, `nodes-${count}.txt`);
+      await writeFile(nodesFile, nodesText(count));
+      const batchFile = join(dir, `replace-${count}.batch`);
+      await writeFile(batchFile, replaceScript(count));
+      const t = {
+        seed: [] as number[],
+        batch: [] as number[],
+        full: [] as number[],
+        noop: [] as number[],
+        batchProcess: [] as number[],
+        fullProcess: [] as number[],
+        noopProcess: [] as number[],
+        readOnlyProcess: [] as number[],
+      };
       let writes = -1;
+      // Each round times every way once, so a machine that gets busier or quieter affects all alike.
       for (let r = 0; r < repeats; r++) {
         await freshNamespace();
-        if (r === 0 || count <= 1000) seed.push(await time(() => seedWay(count)));
+        t.seed.push(await time(() => seedWay(count)));
         await freshNamespace();
-        batch.push(await time(() => replaceAll(count)));
+        t.batch.push(await time(() => must("ip", ["-n", NS, "-batch", "-"], replaceScript(count))));
         await freshNamespace();
-        const t = target();
-        full.push(
+        t.batchProcess.push(await time(() => inNamespace(["ip", "-batch", batchFile])));
+
+        await freshNamespace();
+        const inProcess = target();
+        t.full.push(
           await time(async () => {
-            const report = await apply(t, await plan(t, nodes, { parallel: 1 }), nodes, { parallel: 1 });
+            const report = await apply(inProcess, await plan(inProcess, nodes, { parallel: 1 }), nodes, { parallel: 1 });
             if (!report.ok) throw new Error(JSON.stringify(report.counts));
           }),
         );
         if ((await routeCount()) !== count) throw new Error(`expected ${count} routes after apply, found ${await routeCount()}`);
-        noop.push(await time(async () => apply(t, await plan(t, nodes, { parallel: 1 }), nodes, { parallel: 1 })));
-        if (r === 0) writes = (await watchKernelWrites([NS], async () => apply(t, await plan(t, nodes, { parallel: 1 }), nodes, { parallel: 1 }))).writes.length;
+        t.noop.push(await time(async () => apply(inProcess, await plan(inProcess, nodes, { parallel: 1 }), nodes, { parallel: 1 })));
+        if (r === 0) {
+          writes = (await watchKernelWrites([NS], async () => apply(inProcess, await plan(inProcess, nodes, { parallel: 1 }), nodes, { parallel: 1 }))).writes.length;
+        }
+
+        await freshNamespace();
+        t.fullProcess.push(await time(() => podroutes(nodesFile)));
+        if ((await routeCount()) !== count) throw new Error(`expected ${count} routes after the podroutes process, found ${await routeCount()}`);
+        t.noopProcess.push(await time(() => podroutes(nodesFile)));
+        t.readOnlyProcess.push(await time(() => inNamespace([process.execPath, "--input-type=module", "-e", READ_ONLY_SCRIPT])));
       }
-      const [a, b, f, n] = [median(seed), median(batch), median(full), median(noop)];
-      console.log(`${count} routes (median of ${repeats}; seeds' way: ${seed.length} run${seed.length === 1 ? "" : "s"})`);
-      console.log(`  (a) seeds' way, one 'ip route add' process per route: ${a.toFixed(0)} ms`);
-      console.log(`  (b) one 'ip -batch' of 'route replace' for all:        ${b.toFixed(1)} ms`);
-      console.log(`  podroutes full apply (read, plan, one batch):         ${f.toFixed(1)} ms  → (a)/podroutes = ${(a / f).toFixed(0)}×, (b)/podroutes = ${(b / f).toFixed(2)}×  [targets at 5,000: ≥50×, ≥1×]`);
-      console.log(`  podroutes no-op apply (read, plan, nothing written):  ${n.toFixed(1)} ms  → kernel writes seen by 'ip monitor': ${writes}  [target: 0]`);
+      const m = Object.fromEntries(Object.entries(t).map(([key, values]) => [key, median(values)])) as Record<keyof typeof t, number>;
+      const ms = (value: number) => `${value.toFixed(0).padStart(6)} ms`;
+      console.log(`${count} routes (median of ${repeats})`);
+      console.log(`  (a) seeds' way, one 'ip route add' process per route, in full: ${ms(m.seed)}`);
+      console.log(`  (b) one 'ip -batch' of 'route replace' for all, from Node:     ${ms(m.batch)}`);
+      console.log(`  in process (warm: the engine called directly)`);
+      console.log(`    podroutes full apply (read, plan, one batch):  ${ms(m.full)}  → (a)/podroutes = ${(m.seed / m.full).toFixed(0)}×, (b)/podroutes = ${(m.batch / m.full).toFixed(2)}×`);
+      console.log(`    podroutes no-op apply (read, plan, no write):  ${ms(m.noop)}  → kernel writes seen by 'ip monitor': ${writes} [goal: 0]`);
+      console.log(`  whole process, cold (ip netns exec NS podroutes apply --yes --nodes FILE --target local), as a user pays it`);
+      console.log(`    podroutes full apply:                          ${ms(m.fullProcess)}  → (a)/podroutes = ${goal(count, m.seed / m.fullProcess, "≥ 50×", m.seed / m.fullProcess >= 50)}`);
+      console.log(`    one 'ip -batch' replace of all, as a process:  ${ms(m.batchProcess)}  → podroutes/it = ${goal(count, m.fullProcess / m.batchProcess, "≤ 1×", m.fullProcess <= m.batchProcess)}`);
+      console.log(`    podroutes no-op apply:                         ${ms(m.noopProcess)}`);
+      console.log(`    bare node reading the table (ip -json + JSON.parse): ${ms(m.readOnlyProcess)}  → podroutes no-op/it = ${goal(count, m.noopProcess / m.readOnlyProcess, "≤ 3×", m.noopProcess <= 3 * m.readOnlyProcess)}`);
     }
   } finally {
     await run("ip", ["netns", "del", NS]);
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -122,11 +122,19 @@ describe("local lab end to end", { ...gate, timeout: 180_000 }, () => {
     // A third node's range that only this inventory knows; someone routed it by hand on worker-0.
     await writeFile(file, "10.240.0.20 10.200.0.0/24 worker-0\n10.240.0.21 10.200.1.0/24 worker-1\n10.240.0.22 10.200.7.0/24 worker-2\n");
     await run("ip", ["-n", ns(0), "route", "add", "10.200.7.0/24", "via", "10.240.0.21"]);
-    const args = ["--nodes", file, "--target", "lab", "--lab", LAB];
+    // The lab's cluster by name: the hosts' protocol-150 routes are recorded as that cluster's.
+    const args = ["--nodes", file, "--cluster", state.cluster, "--target", "lab", "--lab", LAB];
     const planned = await runCli(["plan", ...args]);
     assert.match(planned.stdout, /! 10\.200\.7\.0\/24: a route podroutes does not own is there \(via 10\.240\.0\.21, proto boot\)/);
     assert.match(planned.stdout, /1 conflict/);
-    assert.equal((await runCli(["apply", "--yes", ...args])).code, 0);
+    // The target does not end as planned: exit 1, unless the user accepts the conflict (issue 8 item 11).
+    const applied = await runCli(["apply", "--yes", ...args]);
+    assert.equal(applied.code, 1, applied.stdout);
+    assert.match(applied.stdout, /Apply INCOMPLETE: .*1 destination held by routes podroutes does not own \(left alone\)/);
+    assert.match(applied.stdout, /--allow-conflicts/);
+    const accepted = await runCli(["apply", "--yes", "--allow-conflicts", ...args]);
+    assert.equal(accepted.code, 0, accepted.stdout);
+    assert.match(accepted.stdout, /No changes\./);
     assert.ok((await routesOf(ns(0))).includes("10.200.7.0/24 via 10.240.0.21 proto 3"));
     const deleted = await runCli(["delete", "--yes", ...args]);
     assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
@@ -139,7 +147,8 @@ describe("local lab end to end", { ...gate, timeout: 180_000 }, () => {
     assert.equal((await runCli(["apply", "--yes", ...lab])).code, 0);
     const file = join(dir, "changed.yaml");
     await writeFile(file, "nodes:\n  - {name: worker-0, internalIP: 10.240.0.20, podCIDRs: [10.200.0.0/24]}\n  - {name: worker-1, internalIP: 10.240.0.21, podCIDRs: [10.200.11.0/24]}\n");
-    const args = ["--nodes", file, "--target", "lab", "--lab", LAB];
+    // The lab's cluster by name: the hosts' protocol-150 routes are recorded as that cluster's.
+    const args = ["--nodes", file, "--cluster", state.cluster, "--target", "lab", "--lab", LAB];
     const result = await runCli(["apply", "--yes", ...args, "-o", "json"]);
     assert.equal(result.code, 0, result.stderr);
     assert.deepEqual(await routesOf(ns(0)), ["10.200.0.0/24 dev cni0 proto 2", "10.200.11.0/24 via 10.240.0.21 proto 150", "10.240.0.0/24 dev eth0 proto 2"]);

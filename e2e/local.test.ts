@@ -7,18 +7,14 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { run } from "../src/targets/linux/runner.js";
 import { jsonOf, runCli } from "../testkit/cli.js";
+import { nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 
 const gate = needsRoot();
 const NS = `prlocal${process.pid % 100000}`;
-
-async function ip(args: string[]): Promise<string> {
-  const result = await run("ip", ["-n", NS, ...args]);
-  assert.equal(result.code, 0, `ip ${args.join(" ")}: ${result.stderr}`);
-  return result.stdout;
-}
+let node: NodeNamespace;
+const ip = (args: string[]) => node.ip(args);
 
 const nodes = `cluster: dual
 clusterCIDR: 10.200.0.0/16,fd00:10:200::/56
@@ -38,16 +34,11 @@ describe("local target inside a node's namespace (dual stack)", { ...gate, timeo
     dir = await mkdtemp(join(tmpdir(), "podroutes-local-"));
     file = join(dir, "nodes.yaml");
     await writeFile(file, nodes);
-    await run("ip", ["netns", "add", NS]);
-    await ip(["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
-    await ip(["addr", "add", "10.240.0.20/24", "dev", "eth0"]);
-    await ip(["addr", "add", "fd00::20/64", "dev", "eth0", "nodad"]);
-    await ip(["link", "set", "eth0", "up"]);
-    await ip(["link", "set", "peer0", "up"]);
+    node = await nodeNamespace(NS, "10.240.0.20/24", "fd00::20/64");
   });
 
   after(async () => {
-    await run("ip", ["netns", "del", NS]);
+    await node?.remove();
     await rm(dir, { recursive: true, force: true });
   });
 

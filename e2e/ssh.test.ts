@@ -15,10 +15,11 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { labDown, loadLab, type LabState } from "../src/lab/lab.js";
 import { labSsh, nodeEtcPath, startSshd, stopSshd, type LabSsh } from "../src/lab/sshd.js";
-import { run } from "../src/targets/linux/runner.js";
+import { lockPath, run } from "../src/targets/linux/runner.js";
 import { fingerprint } from "../src/targets/ssh/known-hosts.js";
 import { BATCH_FILE, execStartOf, UNIT_FILE, UNIT_LINK } from "../src/targets/ssh/persist.js";
-import { jsonOf, runCli, type CliResult } from "../testkit/cli.js";
+import { jsonOf, runCli, startCli, type CliResult } from "../testkit/cli.js";
+import { holdLock } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 import { vultrInstance } from "../testkit/vultr-server.js";
 
@@ -157,7 +158,7 @@ describe("ssh target on the vultr-seed lab", { ...gate, timeout: 120_000 }, () =
   it("names permission and auth failures clearly, and changes nothing", async () => {
     const user = await podroutes("apply --yes", ["--ssh-user", "podroutes"]);
     assert.equal(user.code, 1, output(user));
-    assert.match(user.stdout, /✗ worker-0: nothing changed: ssh worker-0: permission: podroutes may not change routes: RTNETLINK answers: Operation not permitted.*--sudo/);
+    assert.match(user.stdout, /✗ worker-0: nothing changed: ssh worker-0: permission: podroutes may not change routes: .*(Operation not permitted|Permission denied).*--sudo/);
     const sudo = await podroutes("apply --yes", ["--ssh-user", "podroutes", "--sudo"]);
     assert.equal(sudo.code, 1, output(sudo));
     assert.match(output(sudo), /ssh worker-\d: permission: sudo -n failed for podroutes/);
@@ -192,6 +193,35 @@ describe("ssh target on the vultr-seed lab", { ...gate, timeout: 120_000 }, () =
     const plan = await podroutes("plan --detailed-exitcode", ["--jump", `root@${state.jumpboxIP}`]);
     assert.equal(plan.code, 0, output(plan));
     assert.match(await readFile(jumpLog, "utf8"), /Accepted publickey for root from 10\.240\.0\.2/);
+  });
+
+  it("over SSH the node's own table lock is taken: a run waits for another holder, and --lock-timeout gives up on that node only (issue 8 item 1)", async () => {
+    // The lock file of worker-0's network namespace: the one `--target lab` and `--target local` there take too.
+    const holder = await holdLock(await lockPath(ns(0)), (pid) => `pid ${pid} since the test began\n`);
+    try {
+      for (const i of [0, 1]) {
+        assert.equal((await run("ip", ["-n", ns(i), "nexthop", "flush"])).code, 0);
+        await run("ip", ["-n", ns(i), "route", "flush", "proto", "150"]);
+      }
+      const impatient = await podroutes("apply --yes", ["--lock-timeout", "0"]);
+      assert.equal(impatient.code, 1, output(impatient));
+      assert.match(impatient.stdout, /✗ worker-0: nothing changed: ssh worker-0: another podroutes run holds the lock on root@10\.240\.0\.6/);
+      assert.match(impatient.stdout, /✓ worker-1: 2\/2 changes done/);
+      assert.deepEqual(await ownedRoutes(ns(0)), []);
+      assert.deepEqual(await ownedRoutes(ns(1)), expected(1));
+
+      const patient = startCli(
+        ["apply", "--yes", "--nodes", "lab", "--lab", LAB, "--target", "ssh", "--ssh-key", ssh.clientKey, "--known-hosts", ssh.knownHosts],
+        { netns: state.jumpboxNetns, env: { SSH_AUTH_SOCK: "" } },
+      );
+      await patient.stderrMatches(new RegExp(`ssh worker-0: waiting for another podroutes run to finish with root@10\\.240\\.0\\.6 \\(lock held by pid ${holder.pid} since the test began\\)`));
+      holder.release();
+      const done = await patient.result;
+      assert.equal(done.code, 0, output(done));
+      assert.deepEqual(await ownedRoutes(ns(0)), expected(0));
+    } finally {
+      holder.release();
+    }
   });
 
   it("takes nodes from the Vultr API (--nodes vultr): main_ip for SSH, internal_ip as next hop; a bad key fails clearly", async () => {

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v ip >/dev/null || need+=(iproute2)
+command -v flock >/dev/null || need+=(util-linux) # the host-route targets' lock (flock(1))
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v traceroute >/dev/null || need+=(traceroute)

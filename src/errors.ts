@@ -29,6 +29,18 @@ export class UsageError extends PodroutesError {
   readonly flag: string | undefined;
 }
 
+/**
+ * Another podroutes run holds the lock on a table (a network namespace) and did not let go within
+ * --lock-timeout. Nothing was changed on that table.
+ */
+export class BusyError extends PodroutesError {
+  readonly kind = "busy" as const;
+  constructor(message: string) {
+    super(message);
+    this.name = "BusyError";
+  }
+}
+
 /** The kind of any thrown value: ours say it; anything else is an unexpected failure of a target or of podroutes. */
 export function kindOf(error: unknown): ErrorKind | "unexpected" {
   return error instanceof PodroutesError ? error.kind : "unexpected";

@@ -68,4 +68,45 @@ describe("validateInventory", () => {
   it("refuses node names that could smuggle shell syntax", () => {
     assert.match(problems([node("w;rm -rf /", "10.240.0.20", [], 1)]).join("\n"), /node name must be/);
   });
+
+  // issue 8 item 3: ranges that would hijack a host's own traffic pass no longer.
+  it("refuses special-purpose pod CIDRs and node IPs, and zone ids, naming the range", () => {
+    const found = problems([
+      node("a", "10.240.0.20", ["169.254.169.254/32"], 1),
+      node("b", "10.240.0.21", ["127.0.0.0/8"], 2),
+      node("c", "10.240.0.22", ["224.0.0.0/4"], 3),
+      { name: "d", internalIPs: ["10.240.0.23", "fd00::23"], podCIDRs: ["fe80::/65"], origin: { file: "nodes.txt", line: 4 } },
+      node("e", "10.240.0.24", ["192.0.0.0/2"], 5),
+      node("f", "0.0.0.0", [], 6),
+      node("g", "255.255.255.255", [], 7),
+      node("h", "fe80::22%eth0", [], 8),
+      node("i", "127.0.0.9", [], 9),
+      node("j", "10.240.0.25", ["0.0.0.0/0"], 10),
+    ]).join("\n");
+    for (const pattern of [
+      /nodes\.txt:1: node a: "169\.254\.169\.254\/32": pod CIDR overlaps the special-purpose range linkLocal 169\.254\.0\.0\/16/,
+      /nodes\.txt:2: node b: "127\.0\.0\.0\/8": pod CIDR overlaps the special-purpose range loopback/,
+      /nodes\.txt:3: node c: "224\.0\.0\.0\/4": pod CIDR overlaps the special-purpose range multicast/,
+      /nodes\.txt:4: node d: "fe80::\/65": pod CIDR overlaps the special-purpose range linkLocal fe80::\/10/,
+      /nodes\.txt:5: node e: "192\.0\.0\.0\/2": pod CIDR overlaps the special-purpose range (broadcast|multicast)/,
+      /nodes\.txt:6: node f: "0\.0\.0\.0": internal IP lies in the special-purpose range unspecified/,
+      /nodes\.txt:7: node g: "255\.255\.255\.255": internal IP lies in the special-purpose range broadcast/,
+      /nodes\.txt:8: node h: "fe80::22%eth0": internal IP has a zone id/,
+      /nodes\.txt:9: node i: "127\.0\.0\.9": internal IP lies in the special-purpose range loopback/,
+      /nodes\.txt:10: node j: "0\.0\.0\.0\/0": pod CIDR overlaps the special-purpose range/,
+    ]) {
+      assert.match(found, pattern);
+    }
+  });
+
+  it("still accepts ordinary private, CGNAT and ULA ranges", () => {
+    const ok = validateInventory({
+      source: "x",
+      nodes: [
+        { name: "a", internalIPs: ["100.64.0.20", "fd00::20"], podCIDRs: ["100.96.0.0/24", "fd00:10:200::/64"] },
+        { name: "b", internalIPs: ["192.168.0.21"], podCIDRs: ["172.16.1.0/24"] },
+      ],
+    });
+    assert.equal(ok.nodes.length, 2);
+  });
 });

@@ -5,12 +5,14 @@
  */
 import {
   canonicalIp,
+  cidr,
   cidrContains,
-  familyOfAddress,
+  addressNetwork,
   findOverlaps,
-  networkOf,
+  parseAddress,
   parseCidr,
-  parseIp,
+  specialPurposeRange,
+  type Address,
   type Cidr,
   type Inventory,
   type Node,
@@ -63,6 +65,12 @@ const NODE_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
 export const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LABEL_KEY = /^([A-Za-z0-9.-]{1,253}\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
+/** A pod range and the node it belongs to, for messages about overlaps. */
+interface PodRange {
+  range: Cidr;
+  node: Pick<Node, "name" | "origin">;
+}
+
 /** Checks a raw inventory; returns it in canonical form or throws InputError listing every problem. */
 export function validateInventory(raw: RawInventory, options: { clusterCIDR?: string; cluster?: string } = {}): Inventory {
   const { inventory, problems } = checkInventory(raw, options);
@@ -96,9 +104,10 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
   if (raw.nodes.length === 0) problems.push({ message: `${raw.source}: the inventory has no nodes` });
 
   const nodes: Node[] = [];
-  const podRanges: { range: Cidr; node: Pick<Node, "name" | "origin"> }[] = [];
+  const podRanges: PodRange[] = [];
   const byName = new Map<string, Node>();
   const byIp = new Map<string, Node>();
+  const nodeAddresses: { node: Node; addresses: Address[] }[] = [];
 
   for (const rawNode of raw.nodes) {
     const where = rawNode.origin;
@@ -109,23 +118,28 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
     const earlierName = byName.get(name);
     if (earlierName) say(`duplicate node name (first at ${describe(earlierName)})`, name);
 
-    const internalIPs: string[] = [];
+    const addresses: Address[] = [];
     if (rawNode.internalIPs.length === 0) say("node has no internal IP");
     for (const text of rawNode.internalIPs) {
-      const address = parseIp(text);
+      const address = parseAddress(text);
       if (!address) {
-        say("internal IP is not a valid IP address", text);
+        say(text.includes("%") ? "internal IP has a zone id (%…): a next hop must be a plain address" : "internal IP is not a valid IP address", text);
         continue;
       }
-      const canonical = address.toString();
-      if (internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === familyOfAddress(address))) {
-        say(`more than one IPv${familyOfAddress(address)} internal IP`, text);
+      const special = specialPurposeRange(cidr(`${address.text}/${address.family === 4 ? 32 : 128}`));
+      if (special) {
+        say(`internal IP lies in the special-purpose range ${special}: no node can be reached there`, text);
         continue;
       }
-      const earlier = byIp.get(canonical);
+      if (addresses.some((earlier) => earlier.family === address.family)) {
+        say(`more than one IPv${address.family} internal IP`, text);
+        continue;
+      }
+      const earlier = byIp.get(address.text);
       if (earlier) say(`duplicate internal IP (also node ${earlier.name} at ${describe(earlier)})`, text);
-      internalIPs.push(canonical);
+      addresses.push(address);
     }
+    const internalIPs = addresses.map((address) => address.text);
 
     let sshAddress: string | undefined;
     if (rawNode.sshAddress !== undefined) {
@@ -141,7 +155,13 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
         continue;
       }
       const range = parsed.cidr;
-      if (!internalIPs.some((ip) => familyOfAddress(parseIp(ip)!) === range.family)) {
+      const special = specialPurposeRange(range);
+      if (special) {
+        // Routing such a range to a node would hijack the host's own traffic (127/8, 169.254.169.254, fe80::/10).
+        say(`pod CIDR overlaps the special-purpose range ${special}`, text);
+        continue;
+      }
+      if (!addresses.some((address) => address.family === range.family)) {
         say(`IPv${range.family} pod CIDR but no IPv${range.family} internal IP to route it to`, text);
       }
       if (clusterRanges.length && !clusterRanges.some((cluster) => cidrContains(cluster, range))) {
@@ -167,6 +187,7 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
     if (!earlierName && name) byName.set(name, node);
     for (const ip of internalIPs) if (!byIp.has(ip)) byIp.set(ip, node);
     nodes.push(node);
+    nodeAddresses.push({ node, addresses });
   }
 
   // Overlapping pod ranges: found in one sweep, reported at the later of the two.
@@ -182,20 +203,23 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
   }
 
   // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
-  const rangesByText = new Map(podRanges.map((r) => [r.range.text, r]));
-  const prefixLengths = new Set(podRanges.map((r) => `${r.range.family}/${r.range.prefixLength}`));
-  for (const node of nodes) {
-    for (const ip of node.internalIPs) {
-      const family = familyOfAddress(parseIp(ip)!);
-      for (const key of prefixLengths) {
-        const [rangeFamily, prefix] = key.split("/").map(Number);
-        if (rangeFamily !== family) continue;
-        const holder = rangesByText.get(`${networkText(ip, prefix!)}`);
+  // Looked up by the address's network at each prefix length the pod ranges use, not pairwise.
+  const byPrefix = { 4: new Map<number, Map<number | bigint, PodRange>>(), 6: new Map<number, Map<number | bigint, PodRange>>() };
+  for (const podRange of podRanges) {
+    const { family, prefixLength, network } = podRange.range;
+    const byNetwork = byPrefix[family].get(prefixLength) ?? new Map<number | bigint, PodRange>();
+    byNetwork.set(network, podRange);
+    byPrefix[family].set(prefixLength, byNetwork);
+  }
+  for (const { node, addresses } of nodeAddresses) {
+    for (const address of addresses) {
+      for (const [prefixLength, byNetwork] of byPrefix[address.family]) {
+        const holder = byNetwork.get(addressNetwork(address, prefixLength));
         if (!holder) continue;
         problems.push({
           where: node.origin,
           node: node.name,
-          value: ip,
+          value: address.text,
           message: `internal IP lies inside pod CIDR ${holder.range.text} of node ${holder.node.name}`,
         });
       }
@@ -209,10 +233,6 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
     source: raw.source,
   };
   return { inventory, problems };
-}
-
-function networkText(ip: string, prefixLength: number): string {
-  return `${networkOf(parseIp(ip)!, prefixLength).toString()}/${prefixLength}`;
 }
 
 function describe(node: Pick<Node, "origin">): string {

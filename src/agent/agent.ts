@@ -75,7 +75,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // Reconciles plan for this node's table (it reaches its own pods directly); cleanup needs no node.
   let cleaningUp = false;
   const table = () => (cleaningUp && reconciler!.node === undefined ? thisHost : reconciler!.table());
-  const target = new HostRoutesTarget({ name: "local", proto: options.proto, connect: async () => runner, tables: async () => [table()] });
+  const target = new HostRoutesTarget({
+    name: "local",
+    proto: options.proto,
+    connect: async () => runner,
+    tables: async () => [table()],
+    // Waiting for the lock (a `podroutes apply` run by hand) is worth a line in the log.
+    warn: (message) => log.warn(message),
+  });
   const empty = { cluster: "kubernetes", nodes: [], source: "kubernetes" };
   reconciler = new Reconciler({
     target,
@@ -109,8 +116,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         break;
       case "modified":
         if (routingChanged(event.previous, event.object)) nodesVersion++;
-        // Its own Node in any case: someone may have changed the condition the agent keeps.
-        else if (event.object.metadata.name !== reconciler!.node) break;
+        // Its own Node when it no longer shows the condition the agent keeps (someone changed it); the
+        // kubelet's status updates alone call for nothing.
+        else if (!(options.setNodeCondition && event.object.metadata.name === reconciler!.node && networkReadyPatch(event.object, new Date()))) break;
         loop.trigger(`node ${event.object.metadata.name} modified`);
         break;
       case "synced":

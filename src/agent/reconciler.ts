@@ -11,7 +11,7 @@ import { performance } from "node:perf_hooks";
 import { apply, messageOf, plan } from "../apply/engine.js";
 import { changeDestination } from "../plan/plan.js";
 import { kindOf } from "../errors.js";
-import { formatProblem } from "../inventory.js";
+import { formatProblem, type Problem } from "../inventory.js";
 import { inventoryFromNodes, readKubeNode, type KubeNode, type NodeInventory } from "../kube/nodes.js";
 import type { Logger } from "../observe/log.js";
 import type { Route } from "../model.js";
@@ -150,7 +150,7 @@ export class Reconciler {
       }
       metrics.ownedRoutes.set(owned);
       if (written && this.lastConverged && sameRoutes(this.lastConverged, this.desired.routes)) metrics.driftRepairs.inc({}, written);
-      const counts = countActions(diff.changes.length ? diff.changes : []);
+      const counts = countActions(diff.changes);
       if (failed === 0) {
         this.lastConverged = this.desired.routes;
         this.converged = true;
@@ -187,7 +187,7 @@ export class Reconciler {
   }
 
   /** Logs and counts Nodes entering and leaving quarantine; returns the ones newly quarantined. */
-  private trackQuarantine(objects: unknown[], quarantined: Map<string, import("../inventory.js").Problem[]>, notes: Map<string, string[]>): QuarantinedNode[] {
+  private trackQuarantine(objects: unknown[], quarantined: Map<string, Problem[]>, notes: Map<string, string[]>): QuarantinedNode[] {
     const { metrics, log } = this.options;
     const fresh: QuarantinedNode[] = [];
     const now = new Map<string, string>();

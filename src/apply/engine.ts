@@ -5,7 +5,7 @@
  */
 import pLimit from "p-limit";
 import type { Inventory } from "../model.js";
-import { desiredRoutes, diffTable, summarize, type Plan, type TableDiff } from "../plan/plan.js";
+import { desiredRoutes, diffTable, recheck, summarize, type Conflict, type Plan, type TableDiff } from "../plan/plan.js";
 import type { Change, ChangeResult, ExtraAction, ObservedRoute, Progress, TableRef, Target } from "../targets/target.js";
 
 export interface ObservedTable {
@@ -67,15 +67,59 @@ export async function plan(target: Target, inventory: Inventory, options: PlanOp
 export interface TableOutcome {
   table: TableRef;
   results: ChangeResult[];
-  /** Nothing could be attempted on this table: why (unreachable, auth, read failure). */
+  /** The table failed as a whole (unreachable, auth, read failure, busy): why. */
   error?: string;
+  /** With `error`: true when the failure came before any write, so nothing was changed on the table. */
+  changedNothing?: boolean;
+  /** Foreign routes that took a destination after the plan, where no change was planned. */
+  conflicts?: Conflict[];
 }
 
 export interface ApplyReport {
   tables: TableOutcome[];
   actions: { action: ExtraAction; ok: boolean; error?: string }[];
-  counts: { created: number; replaced: number; deleted: number; failed: number; failedTables: number };
+  counts: { created: number; replaced: number; deleted: number; failed: number; failedTables: number; conflicts: number };
+  /** Every change and action that was attempted succeeded (conflicts are counted apart: they were never attempted). */
   ok: boolean;
+}
+
+/**
+ * One table's write, as the plan approved it. Where the target can lock a table, the lock is held
+ * from a fresh read of the table to the end of the write, and only what the plan still says is
+ * written (`recheck`): concurrent runs serialize and never leave a mix of two plans.
+ */
+async function writeTable(target: Target, diff: TableDiff, inventory: Inventory, context: { progress: Progress; inventory: Inventory }): Promise<TableOutcome> {
+  let lock: { release(): Promise<void> } | undefined;
+  try {
+    lock = await target.lock?.(diff.table, inventory);
+  } catch (error) {
+    return { table: diff.table, results: [], error: messageOf(error), changedNothing: true };
+  }
+  try {
+    let write = diff.changes;
+    let settled: ChangeResult[] = [];
+    let conflicts: Conflict[] = [];
+    if (lock) {
+      let now: ObservedRoute[];
+      try {
+        now = await target.read(diff.table, inventory);
+      } catch (error) {
+        return { table: diff.table, results: [], error: messageOf(error), changedNothing: true };
+      }
+      const checked = recheck(diff, now, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
+      write = checked.write;
+      settled = checked.results;
+      conflicts = checked.conflicts;
+    }
+    try {
+      const written = write.length ? await target.write(diff.table, write, context) : [];
+      return { table: diff.table, results: completeResults(diff.changes, [...settled, ...written]), ...(conflicts.length ? { conflicts } : {}) };
+    } catch (error) {
+      return { table: diff.table, results: settled, error: messageOf(error), changedNothing: false, ...(conflicts.length ? { conflicts } : {}) };
+    }
+  } finally {
+    await lock?.release();
+  }
 }
 
 export async function apply(
@@ -93,27 +137,24 @@ export async function apply(
   const outcomes = await Promise.all(
     planned.tables.map((diff) =>
       limit(async (): Promise<TableOutcome> => {
-        if (diff.error !== undefined) return { table: diff.table, results: [], error: diff.error };
+        if (diff.error !== undefined) return { table: diff.table, results: [], error: diff.error, changedNothing: true };
         if (diff.changes.length === 0) return { table: diff.table, results: [] };
-        try {
-          const results = await target.write(diff.table, diff.changes, context);
-          return { table: diff.table, results: completeResults(diff.changes, results) };
-        } catch (error) {
-          return { table: diff.table, results: [], error: messageOf(error) };
-        }
+        return writeTable(target, diff, inventory, context);
       }),
     ),
   );
 
-  const counts = { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0 };
+  const counts = { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0, conflicts: planned.summary.conflicts };
   for (const outcome of outcomes) {
     const diff = planned.tables.find((t) => t.table.id === outcome.table.id)!;
+    counts.conflicts += outcome.conflicts?.length ?? 0;
     if (outcome.error !== undefined) {
       counts.failedTables++;
-      counts.failed += diff.changes.length;
+      counts.failed += diff.changes.length - outcome.results.length;
     }
     for (const result of outcome.results) {
-      if (!result.ok) counts.failed++;
+      if (result.conflict) counts.conflicts++;
+      else if (!result.ok) counts.failed++;
       else if (result.change.action === "create") counts.created++;
       else if (result.change.action === "replace") counts.replaced++;
       else counts.deleted++;

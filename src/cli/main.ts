@@ -105,8 +105,9 @@ function buildProgram(out: Output, scan: ArgvScan, setCode: (code: number) => vo
     } else if (name === "apply" || name === "delete") {
       command
         .option("-y, --yes", "do not ask for confirmation")
-        .option("--dry-run", name === "delete" ? "show what would be removed and change nothing" : "show the plan and change nothing")
-        .action(async (flags: { yes?: boolean; dryRun?: boolean }, self: Command) => setCode(await applyCommand(args(name, self), flags, out)));
+        .option("--dry-run", name === "delete" ? "show what would be removed and change nothing" : "show the plan and change nothing");
+      if (name === "apply") command.option("--allow-conflicts", "exit 0 even when routes podroutes does not own hold some of its destinations (they are still left alone and reported)");
+      command.action(async (flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, self: Command) => setCode(await applyCommand(args(name, self), flags, out)));
     } else if (name === "list") {
       command.action(async (_flags: unknown, self: Command) => setCode(await listCommand(args(name, self), out)));
     } else {

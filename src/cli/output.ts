@@ -3,7 +3,7 @@
  * stdout then, so `-o json` pipes cleanly); warnings and errors go to stderr; progress is drawn on
  * stderr only when it is a terminal and the output is for people.
  */
-import { stringify } from "yaml";
+import { yaml } from "../yaml.js";
 import type { Progress } from "../targets/target.js";
 
 export interface Output {
@@ -28,7 +28,7 @@ export function createOutput(format: "table" | "json" | "yaml"): Output {
     interactive,
     result(value, text) {
       if (format === "json") process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-      else if (format === "yaml") process.stdout.write(stringify(value));
+      else if (format === "yaml") process.stdout.write(yaml().stringify(value));
       else {
         const body = text();
         if (body) process.stdout.write(`${body}\n`);

@@ -102,16 +102,22 @@ export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: b
   });
 }
 
-/** Shared by apply and delete: plan, show, confirm, write, report. */
-export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean }, out: Output): Promise<number> {
+/**
+ * Shared by apply and delete: plan, show, confirm, write, report. Exits 0 only when the target ends as
+ * planned: every change done, every table reached, and no foreign route on a destination podroutes
+ * wants unless --allow-conflicts accepts them.
+ */
+export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, out: Output): Promise<number> {
   const mode = args.command === "delete" ? "delete" : "apply";
   return withTarget(args, out, async ({ inventory, target, options }) => {
     const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" });
     out.endProgress();
+    const conflictsFail = planned.summary.conflicts > 0 && flags.allowConflicts !== true;
     if (!hasChanges(planned) || flags.dryRun) {
       printPlan(out, planned, mode === "delete" ? "remove these routes" : undefined);
       if (flags.dryRun && hasChanges(planned)) out.human("\n--dry-run: nothing was changed.");
-      return planned.tables.some((t) => t.error !== undefined) ? EXIT.failed : EXIT.ok;
+      else if (conflictsFail) out.human("\nThe target does not end as planned: remove the routes in the way, or pass --allow-conflicts to accept them.");
+      return planned.tables.some((t) => t.error !== undefined) || (conflictsFail && !flags.dryRun) ? EXIT.failed : EXIT.ok;
     }
     if (planned.review.refusals.length) {
       printPlan(out, planned);
@@ -125,8 +131,8 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
     }
     const report: ApplyReport = await apply(target, planned, inventory, { parallel: options.parallel, progress: out.progress(mode) });
     out.endProgress();
-    out.result(reportJson(report), () => renderReport(report), { alwaysHuman: true });
-    return report.ok ? EXIT.ok : EXIT.failed;
+    out.result(reportJson(report), () => renderReport(report, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
+    return report.ok && (report.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
   });
 }
 

@@ -16,8 +16,8 @@
 import { readFile, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
-import { parse as parseYaml } from "yaml";
 import { UsageError } from "../errors.js";
+import { yaml } from "../yaml.js";
 
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 /** Tests point the in-cluster lookup at a directory of their own. */
@@ -92,7 +92,7 @@ export function mergeKubeconfigs(files: { path: string; text: string }[]): Merge
   for (const { path, text } of files) {
     let document: unknown;
     try {
-      document = parseYaml(text);
+      document = yaml().parse(text);
     } catch (error) {
       const line = (error as { linePos?: { line: number }[] }).linePos?.[0]?.line;
       throw new UsageError(`kubeconfig ${path}${line ? `:${line}` : ""}: not YAML: ${(error as Error).message.split("\n")[0]}`, { flag: KUBECONFIG_FLAG, cause: error });

@@ -13,7 +13,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { RawInventory } from "../inventory.js";
 import { readOption, type OptionSpec } from "../options.js";
-import { run } from "../targets/linux/runner.js";
+import { removeLockFiles, run } from "../targets/linux/runner.js";
 import { bridgeCniConfig, labTopology, type LabTopology, type LabWorkerSpec } from "./topology.js";
 
 export const DEFAULT_LAB = "podroutes";
@@ -281,6 +281,7 @@ export async function labDown(name = DEFAULT_LAB, log: (line: string) => void = 
   }
   for (const netns of labNamespaces(state).reverse()) {
     if (!present.has(netns)) continue;
+    await removeLockFiles(netns);
     await sh("ip", ["netns", "del", netns], `removing ${netns}`);
     log(`removed netns ${netns}`);
   }

@@ -6,7 +6,8 @@ import { validateInventory } from "../inventory.js";
 import type { Inventory } from "../model.js";
 import { MemoryTarget } from "../targets/memory/memory.js";
 import type { ObservedRoute, TableRef } from "../targets/target.js";
-import { desiredRoutes, diffTable } from "./plan.js";
+import { desiredRoutes, diffTable, recheck } from "./plan.js";
+import { renderPlan } from "./render.js";
 
 const seed = validateInventory({
   source: "seed",
@@ -41,6 +42,32 @@ describe("desiredRoutes", () => {
       ["10.200.0.0/24", "10.240.0.20", 4],
       ["fd00:10:200::/64", "fd00::20", 6],
     ]);
+  });
+});
+
+describe("desiredRoutes: made once per inventory", () => {
+  const inventory = () =>
+    validateInventory({ source: "x", nodes: [0, 1, 2].map((i) => ({ name: `w${i}`, internalIPs: [`10.240.0.2${i}`], podCIDRs: [`10.200.${i}.0/24`] })) });
+  const destinations = (inv: Inventory, table: TableRef) => desiredRoutes(inv, table).map((r) => `${r.node} ${r.destination} ${r.nextHop}`);
+
+  it("shares frozen routes between tables, so no table's plan can change another's", () => {
+    const inv = inventory();
+    const [a, b] = [desiredRoutes(inv, host("w0")), desiredRoutes(inv, host("w2"))];
+    assert.equal(a.find((r) => r.node === "w1"), b.find((r) => r.node === "w1"));
+    assert.ok(a.every((route) => Object.isFrozen(route)));
+  });
+
+  it("makes them again when a node, its lists or the node list were replaced since", () => {
+    const inv = inventory();
+    assert.deepEqual(destinations(inv, shared), ["w0 10.200.0.0/24 10.240.0.20", "w1 10.200.1.0/24 10.240.0.21", "w2 10.200.2.0/24 10.240.0.22"]);
+    inv.nodes[1] = { ...inv.nodes[1]!, podCIDRs: ["10.200.9.0/24"] };
+    assert.deepEqual(destinations(inv, shared), ["w0 10.200.0.0/24 10.240.0.20", "w2 10.200.2.0/24 10.240.0.22", "w1 10.200.9.0/24 10.240.0.21"]);
+    inv.nodes[0]!.internalIPs = ["10.240.0.30"];
+    assert.deepEqual(destinations(inv, host("w2")), ["w0 10.200.0.0/24 10.240.0.30", "w1 10.200.9.0/24 10.240.0.21"]);
+    inv.nodes.push({ name: "w3", internalIPs: ["10.240.0.23"], podCIDRs: ["10.200.3.0/24"] });
+    assert.deepEqual(destinations(inv, host("w0")), ["w2 10.200.2.0/24 10.240.0.22", "w3 10.200.3.0/24 10.240.0.23", "w1 10.200.9.0/24 10.240.0.21"]);
+    inv.nodes = inv.nodes.slice(1);
+    assert.deepEqual(destinations(inv, shared).map((d) => d.split(" ")[0]), ["w2", "w3", "w1"]);
   });
 });
 
@@ -135,7 +162,7 @@ describe("engine", () => {
     const writes = target.writes().length;
     const report = await apply(target, await plan(target, seed, { parallel: 3 }), seed, { parallel: 3 });
     assert.equal(target.writes().length, writes);
-    assert.deepEqual(report.counts, { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0 });
+    assert.deepEqual(report.counts, { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0, conflicts: 0 });
   });
 
   it("a partial failure says what failed, and a re-run finishes the job", async () => {
@@ -160,5 +187,54 @@ describe("engine", () => {
     assert.equal(report.ok, false);
     assert.equal(report.counts.created, 4);
     assert.equal(report.tables.find((t) => t.table.id === "worker-1")!.error, "connection refused");
+  });
+});
+
+describe("two writers (issue 8)", () => {
+  it("two applies racing on one table end with one plan or the other, never a mix (fast-check scheduler)", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.scheduler(), inventories, inventories, inventories, async (s, start, first, second) => {
+        const target = new MemoryTarget("shared");
+        await apply(target, await plan(target, start, { parallel: 1 }), start, { parallel: 1 });
+        // Every read and write of the target is a task the scheduler releases in a random order (the lock
+        // itself is not: a task blocked on it would stall the scheduler).
+        target.read = s.scheduleFunction(target.read.bind(target));
+        target.write = s.scheduleFunction(target.write.bind(target));
+        const writer = async (inventory: Inventory) => apply(target, await plan(target, inventory, { parallel: 1 }), inventory, { parallel: 1 });
+        const reports = await s.waitFor(Promise.all([writer(first), writer(second)]));
+        const table = [...target.table("vpc").values()].map((r) => `${r.destination} ${r.nextHop}`).sort();
+        const plans = [first, second].map((inventory) => desiredRoutes(inventory, { id: "vpc", scope: "shared" }).map((r) => `${r.destination} ${r.nextHop}`).sort());
+        assert.ok(plans.some((p) => JSON.stringify(p) === JSON.stringify(table)), `a mix:\n${table.join("\n")}\nplans:\n${plans.map((p) => p.join(" ")).join("\n")}\n${s.report().map((t) => t.label).join(" → ")}`);
+        assert.ok(reports.some((report) => report.ok), "one of them succeeded");
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("recheck: what the plan still says is written, a foreign take-over is a conflict, a table overtaken is stale", () => {
+    const table = host("worker-0");
+    const desired = desiredRoutes(seed, table);
+    const approved = diffTable(table, desired, [owned("10.200.1.0/24", "10.240.0.99")]);
+    assert.deepEqual(approved.changes.map((c) => c.action), ["replace", "create"]);
+    const same = recheck(approved, [owned("10.200.1.0/24", "10.240.0.99")]);
+    assert.deepEqual([same.write.length, same.results.length, same.stale], [2, 0, false]);
+    const taken = recheck(approved, [foreign("10.200.1.0/24", "10.240.7.7")]);
+    assert.deepEqual(taken.write.map((c) => c.action), ["create"]);
+    assert.deepEqual(taken.results.map((r) => [r.change.action, r.ok, r.conflict]), [["replace", false, true]]);
+    const done = recheck(approved, [owned("10.200.1.0/24", "10.240.0.21"), owned("10.200.2.0/24", "10.240.0.22")]);
+    assert.deepEqual([done.write.length, done.results.every((r) => r.ok)], [0, true]);
+    const overtaken = recheck(approved, [owned("10.200.1.0/24", "10.240.0.99"), owned("10.200.9.0/24", "10.240.0.29")]);
+    assert.equal(overtaken.stale, true);
+    assert.ok(overtaken.results.every((r) => !r.ok && /changed since the plan/.test(r.error!)));
+  });
+});
+
+describe("reports that do not mislead (issue 8 item 11)", () => {
+  it("a plan whose every table is unreadable says nothing could be planned, not 'No changes'", async () => {
+    const target = new MemoryTarget("host");
+    target.read = async () => Promise.reject(new Error("permission denied"));
+    const text = renderPlan(await plan(target, seed, { parallel: 3 }));
+    assert.doesNotMatch(text, /No changes|already match/);
+    assert.match(text, /Nothing could be planned: none of the 3 tables could be read/);
   });
 });

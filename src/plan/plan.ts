@@ -6,8 +6,8 @@
  * changed), delete (ours, no longer wanted), unchanged, or conflict (someone else's route sits on our
  * destination: reported, never overwritten).
  */
-import { familyOfAddress, sortByCidr, internalIpOf, parseIp, routeName, type Inventory, type Route } from "../model.js";
-import type { Change, ObservedRoute, Review, TableRef } from "../targets/target.js";
+import { cidr, compareRanges, internalIpOf, routeName, sortByCidr, type Inventory, type Node, type Route } from "../model.js";
+import type { Change, ChangeResult, ObservedRoute, Review, TableRef } from "../targets/target.js";
 import { isResponsibleForRoute } from "./ownership.js";
 
 /** Someone else's route on a destination podroutes wants. */
@@ -43,22 +43,60 @@ export interface Plan {
 
 /** The routes a table should hold: every pod CIDR of every node, except its own node's on a host table. */
 export function desiredRoutes(inventory: Inventory, table: TableRef): Route[] {
-  const routes: Route[] = [];
+  const routes = inventoryRoutes(inventory);
+  return table.scope === "host" ? routes.filter((route) => route.node !== table.node) : [...routes];
+}
+
+/**
+ * Every node's routes in address order, made once per inventory and shared (frozen) by every table's
+ * plan: a host table's routes are these minus its own node's, so N tables cost no N parses and sorts.
+ * Remembered with what they were made from, so that an inventory whose nodes were replaced since (a
+ * long-running process may swap a node or its lists) gets its routes made again.
+ */
+interface InventoryRoutes {
+  nodes: Inventory["nodes"];
+  /** Per node, what its routes were made from: the node itself, its name, and its two lists. */
+  made: [Node, string, string[], string[]][];
+  routes: readonly Route[];
+}
+const routesOfInventory = new WeakMap<Inventory, InventoryRoutes>();
+
+function inventoryRoutes(inventory: Inventory): readonly Route[] {
+  const remembered = routesOfInventory.get(inventory);
+  if (remembered && madeFromTheseNodes(remembered, inventory.nodes)) return remembered.routes;
+  const ranged = [];
   for (const node of inventory.nodes) {
-    if (table.scope === "host" && node.name === table.node) continue;
     for (const destination of node.podCIDRs) {
-      const family = familyOfAddress(parseIp(destination.split("/")[0]!)!);
-      const nextHop = internalIpOf(node, family);
+      const range = cidr(destination);
+      const nextHop = internalIpOf(node, range.family);
       // Validation guarantees a next hop of the pod CIDR's family; keep the planner total anyway.
       if (!nextHop) continue;
-      routes.push({ name: routeName(destination), destination, nextHop, node: node.name, family });
+      const route: Route = Object.freeze({ name: routeName(range), destination, nextHop, node: node.name, family: range.family });
+      ranged.push({ route, range });
     }
   }
-  return sortByCidr(routes, (route) => route.destination);
+  const routes = ranged.sort((a, b) => compareRanges(a.range, b.range)).map(({ route }) => route);
+  const made = inventory.nodes.map((node): InventoryRoutes["made"][number] => [node, node.name, node.internalIPs, node.podCIDRs]);
+  routesOfInventory.set(inventory, { nodes: inventory.nodes, made, routes });
+  return routes;
+}
+
+/** Identity checks only (no text is read), so checking costs far less than making the routes again. */
+function madeFromTheseNodes(remembered: InventoryRoutes, nodes: Inventory["nodes"]): boolean {
+  return (
+    remembered.nodes === nodes &&
+    remembered.made.length === nodes.length &&
+    remembered.made.every(([node, name, internalIPs, podCIDRs], i) => nodes[i] === node && node.name === name && node.internalIPs === internalIPs && node.podCIDRs === podCIDRs)
+  );
 }
 
 export function defaultSameRoute(desired: Route, observed: ObservedRoute): boolean {
   return observed.nextHop === desired.nextHop && observed.healthy !== false;
+}
+
+export interface DiffOptions {
+  clusterCIDR?: string;
+  sameRoute?: (desired: Route, observed: ObservedRoute) => boolean;
 }
 
 /**
@@ -66,12 +104,7 @@ export function defaultSameRoute(desired: Route, observed: ObservedRoute): boole
  * desired destination matter (conflicts). Deletes are limited to owned routes that podroutes is
  * responsible for (inside the cluster CIDR when one is set).
  */
-export function diffTable(
-  table: TableRef,
-  desired: Route[],
-  observed: ObservedRoute[],
-  options: { clusterCIDR?: string; sameRoute?: (desired: Route, observed: ObservedRoute) => boolean } = {},
-): TableDiff {
+export function diffTable(table: TableRef, desired: Route[], observed: ObservedRoute[], options: DiffOptions = {}): TableDiff {
   const same = options.sameRoute ?? defaultSameRoute;
   const byDestination = new Map<string, ObservedRoute[]>();
   for (const route of observed) {
@@ -107,6 +140,77 @@ export function diffTable(
   }
   diff.changes = sortByCidr(diff.changes, changeDestination);
   return diff;
+}
+
+/** What a write may still do, once the table has been read again under its lock. */
+export interface Recheck {
+  /** The approved changes to write now, unaltered. */
+  write: Change[];
+  /** The approved changes not written, each with why: done meanwhile (ok), a conflict, or a stale plan. */
+  results: ChangeResult[];
+  /** Destinations that a foreign route took since the plan though no change was planned there. */
+  conflicts: Conflict[];
+  /** The table changed since the plan in a way the plan did not foresee: nothing may be written. */
+  stale: boolean;
+}
+
+/** An observed route, exactly: two routes on one destination differ here if they differ anywhere. */
+function routeIdentity(route: ObservedRoute): string {
+  return JSON.stringify([route.destination, route.owned, route.nextHop ?? null, route.nextHopLabel ?? null, route.name ?? null, route.healthy ?? null, route.details ?? null]);
+}
+
+function changeIdentity(change: Change): string {
+  return JSON.stringify([change.action, changeDestination(change), change.action === "delete" ? null : change.route.nextHop, change.action === "create" ? null : routeIdentity(change.current)]);
+}
+
+/**
+ * Write-time ownership: the approved diff of a table checked against the table as it is now (read
+ * under the lock), so a write acts only on what is still podroutes' and still as planned. The diff is
+ * planned again against what the approved plan wanted; then
+ * - an approved change the fresh diff still makes is written as approved;
+ * - one whose destination a foreign route took meanwhile is not written: a conflict;
+ * - one the fresh diff no longer needs was done meanwhile (another run of the same inventory): ok;
+ * - a change the fresh diff needs that was never approved (another podroutes run wrote the table with
+ *   another inventory) makes the plan stale: nothing is written, so the table ends as one plan or the
+ *   other, never a mix, and a re-run plans from what is there.
+ * Pure.
+ */
+export function recheck(approved: TableDiff, now: ObservedRoute[], options: DiffOptions = {}): Recheck {
+  const desired: Route[] = [];
+  for (const route of approved.unchanged) desired.push(route);
+  for (const change of approved.changes) if (change.action !== "delete") desired.push(change.route);
+  for (const conflict of approved.conflicts) desired.push(conflict.route);
+  const fresh = diffTable(approved.table, desired, now, options);
+
+  const approvedChanges = new Set(approved.changes.map(changeIdentity));
+  const plannedConflicts = new Set(approved.conflicts.map((c) => c.route.destination));
+  const stale = fresh.changes.some((change) => !approvedChanges.has(changeIdentity(change)) && !plannedConflicts.has(changeDestination(change)));
+  if (stale) {
+    const error = "the table changed since the plan (another podroutes run wrote it?); nothing was written to it: run the same command again to plan from what is there";
+    return { write: [], results: approved.changes.map((change) => ({ change, ok: false, error })), conflicts: [], stale: true };
+  }
+  const freshChanges = new Set(fresh.changes.map(changeIdentity));
+  const freshConflicts = new Map(fresh.conflicts.map((c) => [c.route.destination, c]));
+  const result: Recheck = { write: [], results: [], conflicts: [], stale: false };
+  const touched = new Set<string>();
+  for (const change of approved.changes) {
+    const destination = changeDestination(change);
+    touched.add(destination);
+    const conflict = freshConflicts.get(destination);
+    if (freshChanges.has(changeIdentity(change))) result.write.push(change);
+    else if (conflict) {
+      result.results.push({
+        change,
+        ok: false,
+        conflict: true,
+        error: `a route podroutes does not own took ${destination} after the plan (via ${conflict.existing.nextHopLabel ?? conflict.existing.nextHop ?? "?"}${conflict.existing.protocol ? `, proto ${conflict.existing.protocol}` : ""}): left alone, not written`,
+      });
+    } else result.results.push({ change, ok: true });
+  }
+  for (const conflict of fresh.conflicts) {
+    if (!touched.has(conflict.route.destination) && !plannedConflicts.has(conflict.route.destination)) result.conflicts.push(conflict);
+  }
+  return result;
 }
 
 export function summarize(tables: TableDiff[]): PlanSummary {

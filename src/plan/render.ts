@@ -49,20 +49,24 @@ export function renderPlan(plan: Plan, options: { verb?: string } = {}): string 
   const out: string[] = [];
   const s = plan.summary;
   if (lines.length) {
-    out.push(`podroutes will ${options.verb ?? "make these changes"} on target ${plan.target} (cluster ${plan.cluster}):`, "", ...lines, "");
+    out.push(`podroutes will ${options.verb ?? "make these changes"} on target ${plan.target} (cluster ${plan.cluster}):`, "");
+    for (const line of lines) out.push(line);
+    out.push("");
   }
   for (const warning of plan.review.warnings) out.push(`Warning: ${warning}`);
   for (const refusal of plan.review.refusals) out.push(`Refused: ${refusal}`);
-  if (!hasChanges(plan)) {
-    out.push(`No changes. ${s.unchanged} route${s.unchanged === 1 ? "" : "s"} already match the inventory.`);
+  const unreadable = plan.tables.filter((t) => t.error !== undefined).length;
+  if (unreadable && unreadable === plan.tables.length) {
+    out.push(`Nothing could be planned: ${unreadable === 1 ? "the table" : `none of the ${unreadable} tables`} could be read.`);
+  } else if (!hasChanges(plan)) {
+    out.push(`No changes. ${s.unchanged} route${s.unchanged === 1 ? "" : "s"} already match the inventory${unreadable ? ` in the ${plan.tables.length - unreadable} tables that could be read` : ""}.`);
   } else {
     out.push(
       `Plan: ${s.create} to add, ${s.replace} to replace, ${s.delete} to destroy${plan.review.actions.length ? `, ${plan.review.actions.length} other actions` : ""}. ${s.unchanged} unchanged.`,
     );
   }
   if (s.conflicts) out.push(`${s.conflicts} conflict${s.conflicts === 1 ? "" : "s"}: routes podroutes does not own sit on its destinations (see "!" above).`);
-  const unreadable = plan.tables.filter((t) => t.error !== undefined).length;
-  if (unreadable) out.push(`${unreadable} table${unreadable === 1 ? "" : "s"} could not be read: nothing is planned for ${unreadable === 1 ? "it" : "them"}.`);
+  if (unreadable && unreadable < plan.tables.length) out.push(`${unreadable} table${unreadable === 1 ? "" : "s"} could not be read: nothing is planned for ${unreadable === 1 ? "it" : "them"}.`);
   return out.join("\n");
 }
 
@@ -100,28 +104,38 @@ export function planJson(plan: Plan) {
   };
 }
 
-/** What apply did, per table: done, failed with the target's words, or not attempted and why. */
-export function renderReport(report: ApplyReport): string {
+/** A foreign route on a destination podroutes wants, as the report shows it. */
+function conflictLine(conflict: { route: { destination: string; node: string }; existing: ObservedRoute }): string {
+  return `      ! ${conflict.route.destination}: a route podroutes does not own took it after the plan (via ${via(conflict.existing)}${conflict.existing.protocol ? `, proto ${conflict.existing.protocol}` : ""}); left alone, ${conflict.route.node}'s route is not there`;
+}
+
+/**
+ * What apply did, per table: done, failed with the target's words, not written because of a conflict,
+ * or not attempted and why. The last line says whether the target ends as planned; `allowConflicts`:
+ * the user accepts foreign routes on podroutes' destinations (--allow-conflicts).
+ */
+export function renderReport(report: ApplyReport, options: { allowConflicts?: boolean } = {}): string {
   const lines: string[] = [];
   for (const action of report.actions) {
     lines.push(`  ${action.ok ? "✓" : "✗"} ${action.action.table}: ${action.action.description}${action.error ? `: ${action.error}` : ""}`);
   }
   for (const outcome of report.tables) {
     if (outcome.error !== undefined) {
-      lines.push(`  ✗ ${outcome.table.id}: nothing changed: ${outcome.error}`);
-      continue;
+      lines.push(`  ✗ ${outcome.table.id}: ${outcome.changedNothing ? "nothing changed" : "failed while writing (what it changed is unknown until the table is read again)"}: ${outcome.error}`);
     }
+    for (const conflict of outcome.conflicts ?? []) lines.push(conflictLine(conflict));
     if (outcome.results.length === 0) continue;
     const failed = outcome.results.filter((r) => !r.ok);
-    lines.push(`  ${failed.length ? "✗" : "✓"} ${outcome.table.id}: ${outcome.results.length - failed.length}/${outcome.results.length} changes done`);
-    for (const result of failed) lines.push(`      failed ${result.change.action} ${describeChange(result.change)}: ${result.error}`);
+    if (outcome.error === undefined) lines.push(`  ${failed.length ? "✗" : "✓"} ${outcome.table.id}: ${outcome.results.length - failed.length}/${outcome.results.length} changes done`);
+    for (const result of failed) lines.push(`      ${result.conflict ? "conflict, not written:" : "failed"} ${result.change.action} ${describeChange(result.change)}: ${result.error}`);
   }
   const c = report.counts;
-  lines.push(
-    "",
-    `Apply ${report.ok ? "complete" : "INCOMPLETE"}: ${c.created} added, ${c.replaced} replaced, ${c.deleted} destroyed${c.failed ? `, ${c.failed} failed` : ""}${c.failedTables ? ` (${c.failedTables} table${c.failedTables === 1 ? "" : "s"} not reached)` : ""}.`,
-  );
-  if (!report.ok) lines.push("Nothing else was changed. Fix the cause and run the same command again: it finishes the job.");
+  const conflicts = c.conflicts ? `; ${c.conflicts} destination${c.conflicts === 1 ? "" : "s"} held by routes podroutes does not own (left alone)` : "";
+  const counts = `${c.created} added, ${c.replaced} replaced, ${c.deleted} destroyed${c.failed ? `, ${c.failed} failed` : ""}${c.failedTables ? ` (${c.failedTables} table${c.failedTables === 1 ? "" : "s"} not reached)` : ""}${conflicts}.`;
+  const complete = report.ok && (c.conflicts === 0 || options.allowConflicts === true);
+  lines.push("", `Apply ${complete ? "complete" : "INCOMPLETE"}: ${counts}`);
+  if (!report.ok) lines.push("Fix the cause and run the same command again: it reads the target again and finishes the job.");
+  else if (!complete) lines.push("The target does not end as planned: remove the routes in the way, or pass --allow-conflicts to accept them.");
   return lines.join("\n");
 }
 
@@ -133,15 +147,18 @@ export function reportJson(report: ApplyReport) {
     actions: report.actions,
     tables: report.tables.map((t) => ({
       table: t.table,
-      ...(t.error !== undefined ? { error: t.error } : {}),
-      results: t.results.map((r) => ({ ...changeJson(r.change), ok: r.ok, ...(r.error ? { error: r.error } : {}) })),
+      ...(t.error !== undefined ? { error: t.error, changed_nothing: t.changedNothing === true } : {}),
+      results: t.results.map((r) => ({ ...changeJson(r.change), ok: r.ok, ...(r.conflict ? { conflict: true } : {}), ...(r.error ? { error: r.error } : {}) })),
+      ...(t.conflicts?.length ? { conflicts: t.conflicts.map((c) => ({ destination: c.route.destination, wanted: c.route, existing: c.existing })) } : {}),
     })),
   };
 }
 
 /** A fixed-width table with a header row, like kubectl and gcloud print. */
 export function renderColumns(columns: string[], rows: string[][]): string {
-  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? "").length)));
+  // A loop, not Math.max(...rows): a listing of 150,000 routes must not be bounded by the call stack.
+  const widths = columns.map((c) => c.length);
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join("").trimEnd();
   return [line(columns), ...rows.map(line)].join("\n");
 }

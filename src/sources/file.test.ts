@@ -138,4 +138,21 @@ metadata:
     assert.throws(() => parseNodesFile("10.0.0.1 10.1.0.0/24\n10.0.0.2 host.example host\n", "t.txt"), /t\.txt:2: "10\.0\.0\.2 host\.example host": this line is in machines\.txt form/);
     assert.throws(() => parseNodesFile("nodes: [\n", "bad.yaml"), /cannot read bad\.yaml as YAML/);
   });
+
+  // issue 8 item 8: the cluster-CIDR guard must never be switched off in silence.
+  it("refuses unknown and ill-typed top-level keys with file:line", () => {
+    const list = "cluster: c\nclusterCIDR: [10.200.0.0/16]\nnodes:\n  - {name: a, internalIP: 10.0.0.1, podCIDRs: [10.201.0.0/24]}\n";
+    assert.throws(() => parseNodesFile(list, "l.yaml"), (e: unknown) => e instanceof InputError && /l\.yaml:2: "clusterCIDR": must be a string/.test(e.message));
+    const typo = "clustercidr: 10.200.0.0/16\nnodes:\n  - {name: a, internalIP: 10.0.0.1, podCIDRs: [10.201.0.0/24]}\n";
+    assert.throws(() => parseNodesFile(typo, "t.yaml"), (e: unknown) => e instanceof InputError && /t\.yaml:1: "clustercidr": unknown top-level field/.test(e.message));
+    const json = JSON.stringify({ clusterCIDR: "10.200.0.0/16", nodes: [], extra: 1 }, null, 2);
+    assert.throws(() => parseNodesFile(json, "j.json"), (e: unknown) => e instanceof InputError && /j\.json:4: "extra": unknown top-level field/.test(e.message));
+  });
+
+  // issue 8 item 12: an alias bomb is bad input (exit 3 with the file named), not a crash.
+  it("refuses a YAML alias bomb as bad input", () => {
+    const levels = ["a", "b", "c", "d", "e", "f"];
+    const bomb = levels.map((name, i) => `${name}: &${name} [${Array(9).fill(i ? `*${levels[i - 1]}` : '"x"').join(",")}]`).join("\n") + "\nnodes: [*f]\n";
+    assert.throws(() => parseNodesFile(bomb, "bomb.yaml"), (e: unknown) => e instanceof InputError && /bomb\.yaml:1: .*alias/i.test(e.message));
+  });
 });

@@ -7,9 +7,10 @@
  *   kube/nodes.ts, the one mapping of Node objects).
  * Pure: text in, RawInventory out, with a line number on every node for error messages.
  */
-import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
+import type { Document, Node as YamlNode } from "yaml";
 import { InputError, type Problem, type RawInventory, type RawNode } from "../inventory.js";
 import { readKubeNode, type FieldPath } from "../kube/nodes.js";
+import { yaml } from "../yaml.js";
 
 export type FileFormat = "routing-table" | "machines.txt" | "yaml" | "json" | "kubernetes-nodelist";
 
@@ -80,6 +81,7 @@ function parseColumns(text: string, file: string, format: "routing-table" | "mac
 }
 
 function parseStructured(text: string, file: string, format: FileFormat): RawInventory {
+  const { isMap, isSeq, LineCounter, parseDocument } = yaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length) {
@@ -92,10 +94,17 @@ function parseStructured(text: string, file: string, format: FileFormat): RawInv
     node?.range ? lineCounter.linePos(node.range[0]).line : fallback;
   const problems: Problem[] = [];
   const nodes: RawNode[] = [];
-  const root = doc.toJS() as Record<string, unknown> | null;
+  let root: Record<string, unknown> | null;
+  try {
+    root = doc.toJS({ maxAliasCount: MAX_ALIASES }) as Record<string, unknown> | null;
+  } catch (error) {
+    // yaml refuses to expand an alias bomb (a billion laughs): bad input, not a crash.
+    throw new InputError([{ where: { file, line: 1 }, message: (error as Error).message }], `cannot read ${file}`);
+  }
   if (!root || typeof root !== "object" || Array.isArray(root)) {
     throw new InputError([{ where: { file, line: 1 }, message: "expected a mapping with a `nodes` list" }], `cannot read ${file}`);
   }
+  if (format !== "kubernetes-nodelist") checkTopLevel(doc.contents, root, file, lineOf);
   const seqNode = doc.get(format === "kubernetes-nodelist" ? "items" : "nodes", true) as YamlNode | undefined;
   if (!isSeq(seqNode)) {
     throw new InputError([{ where: { file, line: lineOf(doc.contents) }, message: `expected a \`${format === "kubernetes-nodelist" ? "items" : "nodes"}\` list` }], `cannot read ${file}`);
@@ -131,6 +140,38 @@ function parseStructured(text: string, file: string, format: FileFormat): RawInv
   };
 }
 
+/** Aliases yaml expands before it calls the input an attack (its own default). */
+const MAX_ALIASES = 100;
+
+/** The top-level keys of a plain inventory and the type each must have. */
+const TOP_LEVEL_KEYS: Record<string, "string" | "list"> = { cluster: "string", clusterName: "string", clusterCIDR: "string", clusterCidr: "string", nodes: "list" };
+
+/**
+ * Unknown or ill-typed top-level keys are errors, as unknown node keys are: a typo (`clustercidr:`) or a
+ * list (`clusterCIDR: [10.200.0.0/16]`) would otherwise switch the cluster-CIDR guard off in silence.
+ */
+function checkTopLevel(contents: YamlNode | null, root: Record<string, unknown>, file: string, lineOf: (node: YamlNode | null | undefined) => number): void {
+  const problems: Problem[] = [];
+  const keyLine = (key: string) => {
+    const pair = contents && yaml().isMap(contents) ? contents.items.find((item) => (item.key as { value?: unknown } | null)?.value === key) : undefined;
+    return lineOf(pair?.key as YamlNode | undefined);
+  };
+  for (const [key, value] of Object.entries(root)) {
+    const type = TOP_LEVEL_KEYS[key];
+    const where = { file, line: keyLine(key) };
+    if (!type) {
+      problems.push({ where, value: key, message: `unknown top-level field (known: ${Object.keys(TOP_LEVEL_KEYS).join(", ")})` });
+    } else if (type === "string" && typeof value !== "string") {
+      problems.push({
+        where,
+        value: key,
+        message: `must be a string${key.startsWith("clusterC") ? " (dual stack: one range per family, comma-separated, `10.200.0.0/16,fd00:10:200::/56`)" : ""}`,
+      });
+    }
+  }
+  if (problems.length) throw new InputError(problems, `cannot read ${file}`);
+}
+
 const KNOWN_NODE_KEYS = new Set(["name", "internalIP", "internalIPs", "podCIDR", "podCIDRs", "sshAddress", "labels", "fqdn"]);
 
 function stringList(value: unknown, key: string): string[] | string {
@@ -163,6 +204,7 @@ function fromPlainNode(item: Record<string, unknown>): RawNode | string {
 
 /** The YAML node at `path`, or the deepest one that exists on the way (for the line of a bad field). */
 function deepestNode(doc: Document, path: FieldPath): YamlNode | undefined {
+  const { isNode } = yaml();
   for (let length = path.length; length > 0; length--) {
     const found = doc.getIn(path.slice(0, length), true) as YamlNode | undefined;
     if (found && isNode(found)) return found;

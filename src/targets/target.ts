@@ -54,6 +54,8 @@ export interface ChangeResult {
   change: Change;
   ok: boolean;
   error?: string;
+  /** Not written because a route podroutes does not own took the destination after the plan. */
+  conflict?: boolean;
 }
 
 /** Progress of a long write, shown on a TTY; targets call it as changes finish. */
@@ -115,6 +117,13 @@ export interface Target {
    * may want (so the plan can report conflicts). Throws when the table cannot be read at all.
    */
   read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]>;
+  /**
+   * Serializes the writers of one table (every podroutes run, on this machine or another): held from
+   * the read that re-checks a plan to the end of its write, and never left held by a crashed run. The
+   * engine reads the table again under it (`read`) and writes only what the plan still says.
+   * Throws a BusyError when another run does not let go in time, and then nothing was changed.
+   */
+  lock?(table: TableRef, inventory: Inventory): Promise<{ release(): Promise<void> }>;
   /**
    * Carries out one table's changes, batched as the target likes. Returns one result per change in
    * any order; a change that failed is a result with ok=false, not an exception. Throws only when

@@ -3,7 +3,7 @@
  * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
  * HostRoutesTarget with another transport.
  */
-import { hostname } from "node:os";
+import { hostname, networkInterfaces } from "node:os";
 import { UsageError } from "../../errors.js";
 import { labOption, requireLab } from "../../lab/lab.js";
 import { checkPodPaths } from "../../lab/paths.js";
@@ -27,18 +27,44 @@ export function protoOf(options: ResolvedOptions): number {
   return readOption(protoOption, options)!;
 }
 
+/**
+ * A duration as terraform's -lock-timeout takes it (Go's syntax: `30s`, `5m`, `1m30s`, `500ms`, `0`),
+ * in seconds. Hand-written: five lines, and no library spells durations this way.
+ */
+export function durationSeconds(text: string): number {
+  if (text === "0") return 0;
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) throw new Error("must be a duration such as 30s, 5m or 1m30s (0: do not wait)");
+  const unit = { ms: 0.001, s: 1, m: 60, h: 3600 } as Record<string, number>;
+  let total = 0;
+  for (const [, amount, , name] of text.matchAll(/(\d+(\.\d+)?)(ms|s|m|h)/g)) total += Number(amount) * unit[name!]!;
+  return total;
+}
+
+/** Shared by every host-route target: how long to wait for another podroutes run's lock on a table. */
+export const lockTimeoutOption: OptionSpec<number> = {
+  flags: "--lock-timeout <duration>",
+  description: "how long to wait for another podroutes run writing the same host (30s, 5m, 0: fail at once)",
+  default: "5m",
+  parse: durationSeconds,
+};
+
+/** What every host-route target takes from the flags: the mark, the lock's patience, where to say it waits. */
+export function hostRouteSettings(options: ResolvedOptions): { proto: number; lockTimeout: number; warn: (message: string) => void } {
+  return { proto: protoOf(options), lockTimeout: readOption(lockTimeoutOption, options)!, warn: options.warn };
+}
+
 export const localTarget: TargetFactory = {
   name: "local",
   description: "this host's routing table (inside a network namespace: that namespace)",
-  options: [protoOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
+  options: [protoOption, lockTimeoutOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
   marksSuffice: true,
   async create(options) {
     const runner = localRunner();
     return new HostRoutesTarget({
       name: "local",
-      proto: protoOf(options),
+      ...hostRouteSettings(options),
       connect: async () => runner,
-      async tables(inventory, target) {
+      async tables(inventory) {
         let node = options.node as string | undefined;
         // `list` and `delete` without --nodes: this host's table, whose routes the protocol number tells.
         if (inventory.nodes.length === 0) return [{ id: node ?? hostname(), scope: "host" }];
@@ -46,13 +72,14 @@ export const localTarget: TargetFactory = {
           throw new UsageError(`--node ${node} is not in the inventory (${inventory.nodes.map((n) => n.name).join(", ")})`, { flag: "--node" });
         }
         if (node === undefined) {
-          const probe = { id: "this host", scope: "host" as const };
-          const state = await target.state(probe, inventory);
-          node = nodeOfAddresses(inventory, state.addresses);
+          // The addresses of the network namespace this process runs in, which is where `ip` writes: no
+          // `ip` process, and not the whole table, which the plan reads anyway.
+          const addresses = Object.values(networkInterfaces()).flatMap((nics) => (nics ?? []).map((nic) => nic.address));
+          node = nodeOfAddresses(inventory, addresses);
           if (!node) {
             throw new TargetError(
               "local",
-              `none of this host's addresses (${state.addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
+              `none of this host's addresses (${addresses.join(", ") || "none"}) is a node's internal IP in ${inventory.source}; say which node this is with --node NAME`,
             );
           }
         }
@@ -65,14 +92,14 @@ export const localTarget: TargetFactory = {
 export const labTarget: TargetFactory = {
   name: "lab",
   description: "every worker of the local lab (`podroutes lab up`), verified with real packets",
-  options: [protoOption, labOption],
+  options: [protoOption, lockTimeoutOption, labOption],
   defaultNodes: "lab",
   async create(options) {
-    const proto = protoOf(options);
+    const settings = hostRouteSettings(options);
     const lab = await requireLab(readOption(labOption, options));
     return new HostRoutesTarget({
       name: "lab",
-      proto,
+      ...settings,
       async tables(inventory) {
         const missing = inventory.nodes.filter((node) => !lab.workers.some((w) => w.name === node.name));
         if (missing.length) {

@@ -2,8 +2,12 @@
  * The iproute2 dialect of a Linux host's routing table, with no I/O: parsing `ip -N -json` output into
  * observed routes, and turning a table's changes into one `ip -batch` script whose failing lines map
  * back to changes. Shared by every host-route target (local, lab, ssh): only how `ip` is run differs.
+ *
+ * Ownership is the route protocol number. Every line podroutes writes carries it right after the verb
+ * (`route add proto 150 DST nhid N`), so no prefix of a line is a valid command without the mark; deletes
+ * name the exact route (table, metric, type) as well as the mark.
  */
-import { cidr, ipInCidr, parseCidr, parseIp, type Cidr } from "../../model.js";
+import { addressInCidr, cidr, cidrsOverlap, parseAddress, parseCidr, parseIp, type Cidr, type Family } from "../../model.js";
 import type { Change, ChangeResult, ObservedRoute } from "../target.js";
 
 /**
@@ -34,13 +38,15 @@ export interface KernelNexthop {
   gateway?: string;
   dev?: string;
   protocol?: string;
-  group?: unknown[];
+  group?: { id: number }[];
 }
 
-/** What one read of a host gives: its main-table routes, nexthop objects, and whether it has them. */
+/** What one read of a host gives: its routes in every table, nexthop objects, and whether it has them. */
 export interface HostState {
   routes: KernelRoute[];
+  /** Empty when the read did not ask for them (ROUTES_BATCH). */
   nexthops: KernelNexthop[];
+  /** False when the kernel has none, or when the read did not ask for them. */
   nexthopObjects: boolean;
   /** The host's own addresses, to find which node it is. */
   addresses: string[];
@@ -48,33 +54,58 @@ export interface HostState {
 
 /** The batch that reads a host in one `ip` process (and one SSH round trip). */
 export const READ_BATCH = "route show table all\nnexthop show\naddress show\n";
+/**
+ * What a plan reads of a host: its routes alone. Nexthop objects matter only to a write, which reads
+ * the host again with READ_BATCH; thousands of them would cost a plan's read about as much again.
+ */
+export const ROUTES_BATCH = "route show table all\n";
 export const READ_ARGS = ["-N", "-json", "-force", "-batch", "-"];
 
 /**
- * Parses the output of READ_BATCH. Each command prints one JSON array per line; a kernel without
- * nexthop objects fails the second command, which `-force` turns into a missing line and an error.
+ * The last line of every write batch. `ip -batch` skips it (a comment); a transport that receives the
+ * batch over a stream (SSH) runs nothing unless this line arrived, so a cut connection runs no batch.
  */
-export function parseHostState(stdout: string, stderr: string): HostState {
+export const BATCH_END = "# podroutes: end of batch";
+
+/**
+ * Parses the output of a read batch (READ_BATCH unless said). Each command prints one JSON array per
+ * line, in order; one that fails (`nexthop show` on a kernel without nexthop objects) prints none, and
+ * `-force` goes on to the next, saying `Command failed -:LINE` on stderr.
+ */
+export function parseHostState(stdout: string, stderr: string, batch = READ_BATCH): HostState {
   const arrays = stdout
     .split("\n")
     .map((line) => line.trim())
     .filter((line) => line.startsWith("["))
     .map((line) => JSON.parse(line) as unknown[]);
-  const nexthopFailed = /Command failed -:2\b/.test(stderr);
-  const routes = (arrays[0] ?? []) as KernelRoute[];
-  const nexthops = (nexthopFailed ? [] : (arrays[1] ?? [])) as KernelNexthop[];
-  const links = (arrays[nexthopFailed ? 1 : 2] ?? []) as { addr_info?: { local?: string }[] }[];
-  const addresses = links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
+  const failed = new Set([...stderr.matchAll(/Command failed -:(\d+)/g)].map((match) => Number(match[1])));
+  const printed = new Map<string, unknown[]>();
+  let next = 0;
+  batch
+    .trim()
+    .split("\n")
+    .forEach((command, index) => {
+      if (!failed.has(index + 1)) printed.set(command.split(" ")[0]!, arrays[next++] ?? []);
+    });
+  const routes = (printed.get("route") ?? []) as KernelRoute[];
   return {
-    routes: routes.filter((route) => route.table === undefined || route.table === "254" || route.table === "main"),
-    nexthops,
-    nexthopObjects: !nexthopFailed,
-    addresses,
+    routes,
+    nexthops: (printed.get("nexthop") ?? []) as KernelNexthop[],
+    nexthopObjects: printed.has("nexthop"),
+    addresses: hostAddresses((printed.get("address") ?? []) as IpLink[]),
   };
 }
 
+/** A link of `ip -json address show`, as far as podroutes reads it. */
+type IpLink = { addr_info?: { local?: string }[] };
+
+/** The host's own addresses in `ip -json address show` output (parsed JSON). */
+function hostAddresses(links: IpLink[]): string[] {
+  return links.flatMap((link) => (link.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a));
+}
+
 /** `default`, host routes without a prefix, and IPv6 spellings, all as canonical CIDR text. */
-export function canonicalDestination(dst: string | undefined, family: 4 | 6): string | undefined {
+export function canonicalDestination(dst: string | undefined, family: Family): string | undefined {
   if (dst === undefined) return undefined;
   if (dst === "default") return family === 4 ? "0.0.0.0/0" : "::/0";
   const withPrefix = dst.includes("/") ? dst : `${dst}/${dst.includes(":") ? 128 : 32}`;
@@ -82,47 +113,106 @@ export function canonicalDestination(dst: string | undefined, family: 4 | 6): st
   return parsed.ok ? parsed.cidr.text : undefined;
 }
 
-/** Unicast main-table routes, as observed routes; `owned` is the protocol tag. */
+function familyOf(route: KernelRoute): Family {
+  return route.gateway?.includes(":") || route.dst?.includes(":") ? 6 : 4;
+}
+
+/**
+ * Where a route sits: the kernel tells routes on one destination apart by table and metric (and a
+ * route's type — unicast, blackhole, ... — is part of what a delete must name).
+ */
+export interface RouteSlot {
+  table: string;
+  metric: number;
+  type: string;
+}
+
+/** The metric `ip route add` gives when none is named: 0 for IPv4, 1024 for IPv6. */
+function defaultMetric(family: Family): number {
+  return family === 4 ? 0 : 1024;
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  "1": "unicast", "2": "local", "3": "broadcast", "4": "anycast", "5": "multicast",
+  "6": "blackhole", "7": "unreachable", "8": "prohibit", "9": "throw", "10": "nat",
+};
+
+function slotOf(route: KernelRoute, family: Family): RouteSlot {
+  const table = route.table === undefined || route.table === "254" ? "main" : route.table;
+  const type = route.type === undefined ? "unicast" : (TYPE_NAMES[route.type] ?? route.type);
+  return { table, metric: route.metric ?? defaultMetric(family), type };
+}
+
+/** The slot of an observed route, as observedRoutes recorded it. */
+function observedSlot(route: ObservedRoute): RouteSlot {
+  const details = route.details as Partial<RouteSlot> | undefined;
+  return { table: details?.table ?? "main", metric: details?.metric ?? defaultMetric(route.destination.includes(":") ? 6 : 4), type: details?.type ?? "unicast" };
+}
+
+/** Identifies one kernel route exactly: the same destination in another table or metric is another route. */
+function slotKey(destination: string, slot: RouteSlot): string {
+  return `${destination} table ${slot.table} metric ${slot.metric} type ${slot.type}`;
+}
+
+/** True when the route sits where podroutes writes its own: the main table, at the default metric. */
+export function inOurSlot(route: ObservedRoute): boolean {
+  const slot = observedSlot(route);
+  return slot.table === "main" && slot.metric === defaultMetric(route.destination.includes(":") ? 6 : 4);
+}
+
+/** True when an owned route already is the one podroutes writes: our slot, unicast, healthy, that next hop. */
+export function sameHostRoute(desired: { nextHop: string }, observed: ObservedRoute): boolean {
+  return observed.nextHop === desired.nextHop && observed.healthy !== false && inOurSlot(observed) && observedSlot(observed).type === "unicast";
+}
+
+/**
+ * The routes that matter to podroutes: every route carrying the mark, in any table, of any type (so
+ * duplicates, blackholes and strays are seen and can be removed), and every foreign route of the main
+ * table (it may hold a destination podroutes wants). Owned routes in podroutes' own slot come first on
+ * each destination, so the planner, which replaces the first owned route, replaces that one.
+ */
 export function observedRoutes(state: HostState, proto: number): ObservedRoute[] {
   const routes: ObservedRoute[] = [];
   for (const route of state.routes) {
-    if (route.type !== undefined && route.type !== "1" && route.type !== "unicast") {
-      // blackhole/unreachable/prohibit routes: foreign by nature, but they still sit on a destination.
-      if (route.protocol === String(proto)) continue;
-    }
-    const family = route.gateway?.includes(":") || route.dst?.includes(":") ? 6 : 4;
+    const family = familyOf(route);
     const destination = canonicalDestination(route.dst, family);
     if (!destination) continue;
-    const gateway = route.gateway ? parseIp(route.gateway)?.toString() : undefined;
+    const owned = route.protocol === String(proto);
+    const slot = slotOf(route, family);
+    if (!owned && slot.table !== "main") continue;
+    const gateway = route.gateway ? parseAddress(route.gateway)?.text : undefined;
     routes.push({
       destination,
       nextHop: route.nexthops ? undefined : gateway,
-      nextHopLabel: route.gateway ?? (route.nexthops ? "multipath" : route.type ? typeName(route.type) : "direct"),
-      owned: route.protocol === String(proto),
+      nextHopLabel: route.gateway ?? (route.nexthops ? "multipath" : slot.type !== "unicast" ? slot.type : "direct"),
+      owned,
       ...(route.dev ? { device: route.dev } : {}),
       protocol: protocolName(route.protocol),
-      details: { ...(route.nhid !== undefined ? { nhid: route.nhid } : {}), ...(route.metric !== undefined ? { metric: route.metric } : {}) },
+      // An owned blackhole (or unreachable, ...) route carries no traffic to a node: broken, to be replaced.
+      ...(owned && slot.type !== "unicast" ? { healthy: false } : {}),
+      details: { ...slot, ...(route.nhid !== undefined ? { nhid: route.nhid } : {}) },
     });
   }
-  return routes;
+  const rank = (route: ObservedRoute) => (route.owned && inOurSlot(route) ? 0 : 1);
+  return routes.map((route, index) => ({ route, index })).sort((a, b) => rank(a.route) - rank(b.route) || a.index - b.index).map(({ route }) => route);
 }
 
 /** iproute2's names for the kernel's own protocol numbers; others stay numbers. */
+const PROTOCOL_NAMES: Record<string, string> = { "2": "kernel", "3": "boot", "4": "static", "16": "dhcp", "186": "bgp", "188": "ospf" };
+
 function protocolName(protocol: string | undefined): string {
-  return ({ "2": "kernel", "3": "boot", "4": "static", "16": "dhcp", "186": "bgp", "188": "ospf" } as Record<string, string>)[protocol ?? "3"] ?? protocol!;
+  return PROTOCOL_NAMES[protocol ?? "3"] ?? protocol!;
 }
 
-function typeName(type: string): string {
-  return ({ "6": "blackhole", "7": "unreachable", "8": "prohibit" } as Record<string, string>)[type] ?? `type ${type}`;
-}
-
-/** The host's connected networks: link-scope routes without a gateway, and the device of each. */
+/** The host's connected networks: main-table link-scope routes without a gateway, and the device of each. */
 export function connectedNetworks(state: HostState): { dev: string; range: Cidr }[] {
   const networks: { dev: string; range: Cidr }[] = [];
   for (const route of state.routes) {
     if (route.gateway || !route.dev || route.nexthops || route.nhid !== undefined) continue;
-    if (route.type !== undefined && route.type !== "1" && route.type !== "unicast") continue;
-    const destination = canonicalDestination(route.dst, route.dst?.includes(":") ? 6 : 4);
+    const family = familyOf(route);
+    const slot = slotOf(route, family);
+    if (slot.table !== "main" || slot.type !== "unicast") continue;
+    const destination = canonicalDestination(route.dst, family);
     if (!destination || destination.endsWith("/0")) continue;
     const range = cidr(destination);
     // IPv4 connected routes have link scope (253); IPv6 ones print no scope, but have no gateway either.
@@ -134,7 +224,8 @@ export function connectedNetworks(state: HostState): { dev: string; range: Cidr 
 
 /** The device that reaches `gateway` directly: the most specific connected network holding it. */
 export function onLinkDevice(networks: { dev: string; range: Cidr }[], gateway: string): string | undefined {
-  return networks.find(({ range }) => ipInCidr(gateway, range))?.dev;
+  const address = parseAddress(gateway);
+  return address && networks.find(({ range }) => addressInCidr(address, range))?.dev;
 }
 
 /** One line of the batch and the changes that fail with it. */
@@ -144,26 +235,63 @@ interface BatchLine {
 }
 
 export interface WriteBatch {
-  /** The `ip -batch` script; empty when every change was refused before writing. */
+  /** The `ip -batch` script, ending with BATCH_END; empty when there is nothing to write. */
   script: string;
   lines: BatchLine[];
-  /** Changes refused before writing (next hop not on-link), with the reason. */
+  /** Changes refused before writing (next hop not on-link, a host network hijacked), with the reason. */
   refused: ChangeResult[];
+}
+
+/** What the batch builder needs to know besides the host's state. */
+export interface BatchOptions {
+  proto: number;
+  nodeOfNextHop: (nextHop: string) => string;
+}
+
+/**
+ * Why a route must not be written on this host, or undefined: its next hop is not on-link, or its
+ * destination overlaps a network the host is connected to (or one of its own addresses), which would
+ * send part of the host's own network to another node.
+ */
+export function refusalOf(
+  route: { destination: string; nextHop: string; node: string },
+  host: { connected: { dev: string; range: Cidr }[]; addresses: string[] },
+  nodeOfNextHop: (nextHop: string) => string,
+): string | undefined {
+  const destination = cidr(route.destination);
+  const hijacked = host.connected.find(({ range }) => cidrsOverlap(range, destination));
+  if (hijacked) {
+    return `pod CIDR ${route.destination} of node ${route.node} overlaps ${hijacked.range.text}, a network this host is connected to on ${hijacked.dev}: routing it to another node would cut the host off from part of its own network`;
+  }
+  const own = host.addresses.find((address) => addressInCidr(parseAddress(address)!, destination));
+  if (own) {
+    return `pod CIDR ${route.destination} of node ${route.node} holds ${own}, an address of this host`;
+  }
+  if (!onLinkDevice(host.connected, route.nextHop)) {
+    return `next hop ${route.nextHop} of node ${nodeOfNextHop(route.nextHop)} is not on-link here (no connected network holds it)`;
+  }
+  return undefined;
+}
+
+/** `route del` naming exactly one route: the mark, its type, destination, table and metric. */
+function deleteLine(route: ObservedRoute, proto: number): string {
+  const slot = observedSlot(route);
+  return `route del proto ${proto} ${slot.type === "unicast" ? "" : `${slot.type} `}${route.destination} table ${slot.table} metric ${slot.metric}`;
 }
 
 /**
  * Builds one table's whole diff as one batch. With nexthop objects (kernel ≥ 5.3), each next hop is one
  * object and routes point at it: the kernel then does not compare gateways route by route, which is
- * what makes thousands of distinct gateways slow. Owned nexthop objects no longer used are removed last,
- * and only when no route at all (ours or not) still uses them.
+ * what makes thousands of distinct gateways slow. New objects are created with `nexthop add` under ids
+ * nobody holds, which fails instead of taking over an id someone else created meanwhile; podroutes
+ * never rewrites a nexthop object. Owned objects no longer used are removed last, and only when
+ * nothing at all (a route in any table, a nexthop group, ours or not) still uses them.
+ *
+ * A replace writes podroutes' slot (main table, default metric): `route replace` when the replaced
+ * route sits there, else `route add` there and a delete of the old route after it (make before break).
  */
-export function buildWriteBatch(
-  state: HostState,
-  changes: Change[],
-  options: { proto: number; nodeOfNextHop: (nextHop: string) => string },
-): WriteBatch {
+export function buildWriteBatch(state: HostState, changes: Change[], options: BatchOptions): WriteBatch {
   const proto = options.proto;
-  const lines: BatchLine[] = [];
   const refused: ChangeResult[] = [];
   const useNexthops = state.nexthopObjects;
 
@@ -182,77 +310,96 @@ export function buildWriteBatch(
   const nexthopLines = new Map<string, BatchLine & { id: number }>();
   const routeLines: BatchLine[] = [];
   const deleteLines: BatchLine[] = [];
+  /** Exact keys of the owned routes this batch removes or rewrites: their nexthops lose a user. */
+  const released = new Set<string>();
 
-  const connected = connectedNetworks(state);
+  const host = { connected: connectedNetworks(state), addresses: state.addresses };
   for (const change of changes) {
     if (change.action === "delete") {
-      deleteLines.push({ text: `route del ${change.current.destination} proto ${proto}`, changes: [change] });
+      deleteLines.push({ text: deleteLine(change.current, proto), changes: [change] });
+      released.add(slotKey(change.current.destination, observedSlot(change.current)));
       continue;
     }
     const { route } = change;
-    const device = onLinkDevice(connected, route.nextHop);
-    if (!device) {
-      refused.push({
-        change,
-        ok: false,
-        error: `next hop ${route.nextHop} of node ${options.nodeOfNextHop(route.nextHop)} is not on-link here (no connected network holds it); nothing was written for ${route.destination}`,
-      });
+    const refusal = refusalOf(route, host, options.nodeOfNextHop);
+    if (refusal) {
+      refused.push({ change, ok: false, error: `${refusal}; nothing was written for ${route.destination}` });
       continue;
     }
-    const verb = change.action === "create" ? "add" : "replace";
+    const device = onLinkDevice(host.connected, route.nextHop)!;
+    const rewrite = change.action === "replace" && inOurSlot(change.current);
+    if (change.action === "replace") {
+      released.add(slotKey(change.current.destination, observedSlot(change.current)));
+      if (!rewrite) deleteLines.push({ text: deleteLine(change.current, proto), changes: [change] });
+    }
+    const verb = rewrite ? "replace" : "add";
     if (!useNexthops) {
-      routeLines.push({ text: `route ${verb} ${route.destination} via ${route.nextHop} dev ${device} proto ${proto}`, changes: [change] });
+      routeLines.push({ text: `route ${verb} proto ${proto} ${route.destination} via ${route.nextHop} dev ${device}`, changes: [change] });
       continue;
     }
     let nexthop = nexthopLines.get(route.nextHop);
     if (!nexthop) {
       const existing = ownedNexthops.get(route.nextHop);
-      const id = existing && existing.dev === device ? existing.id : allocate();
-      nexthop = { id, text: existing && existing.dev === device ? "" : `nexthop replace id ${id} via ${route.nextHop} dev ${device} proto ${proto}`, changes: [] };
+      const reuse = existing !== undefined && existing.dev === device;
+      const id = reuse ? existing.id : allocate();
+      nexthop = { id, text: reuse ? "" : `nexthop add id ${id} proto ${proto} via ${route.nextHop} dev ${device}`, changes: [] };
       nexthopLines.set(route.nextHop, nexthop);
     }
     nexthop.changes.push(change);
-    routeLines.push({ text: `route ${verb} ${route.destination} nhid ${nexthop.id} proto ${proto}`, changes: [change] });
+    routeLines.push({ text: `route ${verb} proto ${proto} ${route.destination} nhid ${nexthop.id}`, changes: [change] });
   }
 
-  // Owned nexthop objects that no route will use after this batch.
-  const cleanup: BatchLine[] = [];
-  if (useNexthops) {
-    const deleted = new Set(changes.filter((c) => c.action !== "create").map((c) => (c.action === "delete" ? c.current.destination : c.route.destination)));
-    const stillUsed = new Set<number>();
-    for (const route of state.routes) {
-      if (route.nhid === undefined) continue;
-      const destination = canonicalDestination(route.dst, route.dst?.includes(":") ? 6 : 4);
-      const isOursAndChanging = route.protocol === String(proto) && destination !== undefined && deleted.has(destination);
-      if (!isOursAndChanging) stillUsed.add(route.nhid);
-    }
-    for (const line of nexthopLines.values()) stillUsed.add(line.id);
-    for (const nh of ownedNexthops.values()) {
-      if (!stillUsed.has(nh.id)) cleanup.push({ text: `nexthop del id ${nh.id}`, changes: [] });
-    }
-  }
+  const cleanup = useNexthops ? unusedNexthopLines(state, proto, released, new Set([...nexthopLines.values()].map((line) => line.id))) : [];
 
-  lines.push(...[...nexthopLines.values()].filter((line) => line.text), ...routeLines, ...deleteLines, ...cleanup);
-  return { script: lines.map((line) => `${line.text}\n`).join(""), lines, refused };
+  // One loop, no spread into push: a table of 150,000 routes must not be bounded by the call stack.
+  const lines: BatchLine[] = [];
+  for (const group of [[...nexthopLines.values()], routeLines, deleteLines, cleanup]) {
+    for (const line of group) if (line.text) lines.push(line);
+  }
+  const script = lines.length ? `${lines.map((line) => `${line.text}\n`).join("")}${BATCH_END}\n` : "";
+  return { script, lines, refused };
+}
+
+/**
+ * `nexthop del` lines for podroutes' nexthop objects that nothing uses once the batch has run: not a
+ * route in any table (except the owned routes the batch removes or rewrites, `released`), not a nexthop
+ * group that stays, not a new route line (`kept`). Unused owned groups go first, then plain objects.
+ */
+function unusedNexthopLines(state: HostState, proto: number, released: Set<string>, kept: Set<number>): BatchLine[] {
+  const used = new Set(kept);
+  for (const route of state.routes) {
+    if (route.nhid === undefined) continue;
+    const family = familyOf(route);
+    const destination = canonicalDestination(route.dst, family);
+    const goes = route.protocol === String(proto) && destination !== undefined && released.has(slotKey(destination, slotOf(route, family)));
+    if (!goes) used.add(route.nhid);
+  }
+  const owned = (nh: KernelNexthop) => nh.protocol === String(proto);
+  const groups = state.nexthops.filter((nh) => nh.group);
+  const removedGroups = groups.filter((group) => owned(group) && !used.has(group.id));
+  for (const group of groups) {
+    if (!removedGroups.includes(group)) for (const member of group.group!) used.add(member.id);
+  }
+  const plain = state.nexthops.filter((nh) => !nh.group && owned(nh) && !used.has(nh.id));
+  return [...removedGroups, ...plain].map((nh) => ({ text: `nexthop del id ${nh.id}`, changes: [] }));
+}
+
+/** Podroutes' nexthop objects that nothing uses now (left by a crash or a foreign delete): ids. */
+export function unusedNexthops(state: HostState, proto: number): number[] {
+  return state.nexthopObjects ? unusedNexthopLines(state, proto, new Set(), new Set()).map((line) => Number(line.text.split(" ").pop())) : [];
+}
+
+/** True when the host holds anything carrying the mark: a route in any table, or a nexthop object. */
+export function holdsOwned(state: HostState, proto: number): boolean {
+  return state.routes.some((route) => route.protocol === String(proto)) || state.nexthops.some((nh) => nh.protocol === String(proto));
 }
 
 /**
  * Maps `ip -force -batch` errors back to changes. iproute2 prints the error, then
- * `Command failed -:LINE`; a failed nexthop line fails the routes that use it.
+ * `Command failed -:LINE` (or `Command failed FILE:LINE`); a failed nexthop line fails the routes that use it.
  */
 export function batchResults(batch: WriteBatch, changes: Change[], stderr: string): ChangeResult[] {
-  const failures = new Map<number, string>();
-  const errorLines = stderr.split("\n");
-  let pending: string[] = [];
-  for (const line of errorLines) {
-    const failed = /^Command failed -:(\d+)/.exec(line);
-    if (failed) {
-      failures.set(Number(failed[1]), pending.join(" ").trim() || "ip reported a failure");
-      pending = [];
-    } else if (line.trim()) {
-      pending.push(line.trim());
-    }
-  }
+  const failures = batchFailures(stderr);
   const errors = new Map<Change, string>();
   batch.lines.forEach((line, index) => {
     const error = failures.get(index + 1);
@@ -260,13 +407,45 @@ export function batchResults(batch: WriteBatch, changes: Change[], stderr: strin
     for (const change of line.changes) if (!errors.has(change)) errors.set(change, `${line.text}: ${error}`);
   });
   const refused = new Set(batch.refused.map((r) => r.change));
-  return [
-    ...batch.refused,
-    ...changes
-      .filter((change) => !refused.has(change))
-      .map((change): ChangeResult => {
-        const error = errors.get(change);
-        return error === undefined ? { change, ok: true } : { change, ok: false, error };
-      }),
-  ];
+  const results: ChangeResult[] = [...batch.refused];
+  for (const change of changes) {
+    if (refused.has(change)) continue;
+    const error = errors.get(change);
+    results.push(error === undefined ? { change, ok: true } : { change, ok: false, error });
+  }
+  return results;
+}
+
+/** Line number → error text, from `ip -force -batch` stderr. */
+export function batchFailures(stderr: string): Map<number, string> {
+  const failures = new Map<number, string>();
+  let pending: string[] = [];
+  for (const line of stderr.split("\n")) {
+    const failed = /^Command failed \S*:(\d+)/.exec(line);
+    if (failed) {
+      failures.set(Number(failed[1]), pending.join(" ").trim() || "ip reported a failure");
+      pending = [];
+    } else if (line.trim()) {
+      pending.push(line.trim());
+    }
+  }
+  return failures;
+}
+
+/**
+ * What became of each change, judged from the table itself: used when `ip` stopped partway (killed, or
+ * a line it could not parse), so no line numbers say which lines ran. A create or replace is done when
+ * an owned route in podroutes' slot sends the destination to the node; a delete when that exact route
+ * is gone.
+ */
+export function resultsFromState(state: HostState, proto: number, changes: Change[], why: string): ChangeResult[] {
+  const now = observedRoutes(state, proto).filter((route) => route.owned);
+  const present = new Set(now.map((route) => slotKey(route.destination, observedSlot(route))));
+  return changes.map((change): ChangeResult => {
+    const done =
+      change.action === "delete"
+        ? !present.has(slotKey(change.current.destination, observedSlot(change.current)))
+        : now.some((route) => route.destination === change.route.destination && sameHostRoute(change.route, route));
+    return done ? { change, ok: true } : { change, ok: false, error: `not done: ${why}` };
+  });
 }

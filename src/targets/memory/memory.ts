@@ -8,7 +8,7 @@ import { changeDestination } from "../../plan/plan.js";
 import type { Change, ChangeResult, ObservedRoute, TableRef, Target, WriteContext } from "../target.js";
 
 export interface MemoryCall {
-  method: "read" | "write";
+  method: "read" | "write" | "lock";
   table: string;
   changes?: Change[];
 }
@@ -21,7 +21,21 @@ export class MemoryTarget implements Target {
   /** Destinations whose writes fail, to exercise partial failure. */
   readonly failing = new Set<string>();
 
+  /** Each table's lock: the tail of the queue of its holders. */
+  private readonly locks = new Map<string, Promise<void>>();
+
   constructor(private readonly scope: "host" | "shared" = "host") {}
+
+  /** A lock per table, as a host's flock: holders queue and go one at a time. */
+  async lock(table: TableRef): Promise<{ release(): Promise<void> }> {
+    this.calls.push({ method: "lock", table: table.id });
+    const before = this.locks.get(table.id) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    this.locks.set(table.id, before.then(() => mine));
+    await before;
+    return { release: async () => release() };
+  }
 
   async tables(inventory: Inventory): Promise<TableRef[]> {
     return this.scope === "shared"

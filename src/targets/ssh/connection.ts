@@ -9,7 +9,9 @@
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import { UsageError } from "../../errors.js";
 import { TargetError } from "../target.js";
-import type { IpResult, IpRunner } from "../linux/runner.js";
+import { BusyError } from "../../errors.js";
+import { BATCH_END, READ_BATCH } from "../linux/iproute.js";
+import { LOCK_DIR, type IpResult, type IpRunner, type LockedHost, type LockRequest } from "../linux/runner.js";
 import { checkHostKey, fingerprint, hostKeyAlgorithms, hostToken, type KnownHostsStore } from "./known-hosts.js";
 
 export type SshFailureKind = "unreachable" | "auth" | "host key" | "permission" | "ip error" | "connection lost";
@@ -91,12 +93,16 @@ export function remoteCommand(program: string, args: string[], sudo: boolean): s
  * A fixed shell script (a constant of podroutes, never built from input) as a remote command. It is
  * single-quoted for the remote login shell, so it must hold no single quote.
  */
-export function remoteScript(script: string, sudo: boolean): string {
+export function remoteScript(script: string, sudo: boolean, args: string[] = []): string {
   if (script.includes("'")) throw new Error("ssh: a remote script must not contain single quotes");
-  return `${sudo ? "sudo -n " : ""}sh -c '${script}'`;
+  for (const word of args) {
+    if (!SAFE_WORD.test(word)) throw new Error(`ssh: refusing to send ${JSON.stringify(word)} in a remote command`);
+  }
+  return `${sudo ? "sudo -n " : ""}sh -c '${script}'${args.length ? ` podroutes ${args.join(" ")}` : ""}`;
 }
 
-async function loadSsh2(): Promise<typeof import("ssh2")> {
+/** ssh2, loaded when the SSH target is used (its native parts are not needed elsewhere). */
+export async function loadSsh2(): Promise<typeof import("ssh2")> {
   const module = (await import("ssh2")) as typeof import("ssh2") & { default?: typeof import("ssh2") };
   return module.default ?? module;
 }
@@ -263,11 +269,133 @@ export function checkPermission(result: IpResult, node: string, user: string, su
   }
 }
 
+const STATE_END = "podroutes-state-end";
+const READ_ERRORS = "podroutes-read-stderr";
+const WAITING = "podroutes-waiting";
+const LOCK_BUSY = 75;
+
+/**
+ * The lock of runner.ts, on the node: one remote shell takes flock(2) on the lock file of the network
+ * namespace its `ip` writes (`$1`: seconds to wait, or `none`), reads the table under it, then takes the
+ * batch from stdin into a file and runs it only if the batch arrived whole (its last line is
+ * BATCH_END): a dropped connection runs nothing, never a cut line. `ip` inherits the lock's descriptor
+ * and writes its errors to a file, so it finishes its batch, under the lock, even if the connection
+ * drops meanwhile; the shell's exit (connection gone or done) releases the lock. `$2` is the protocol,
+ * `$3` the cluster recorded as its owner (`-`: none). A constant: no input is ever part of it.
+ */
+export const LOCK_SESSION_SCRIPT = `set -u
+d=${LOCK_DIR}
+mkdir -p "$d" || exit 70
+lock="$d/net-$(stat -L -c %i /proc/self/ns/net)" || exit 70
+exec 9>>"$lock" || exit 70
+if ! flock -n 9; then
+  echo "${WAITING} $(head -c 300 "$lock" | tr "\\n" " ")" >&2
+  if [ "$1" = none ]; then flock 9; else flock -w "$1" -E ${LOCK_BUSY} 9; fi || exit ${LOCK_BUSY}
+fi
+echo "pid $$ on $(hostname) since $(date -u +%Y-%m-%dT%H:%M:%SZ), podroutes over ssh" > "$lock"
+owner="$lock.proto-$2"
+tmp=$(mktemp -d) || exit 70
+trap "rm -rf $tmp" EXIT
+printf "owner %s\\n" "$(cat "$owner" 2>/dev/null | tr -d "\\n")"
+printf "${READ_BATCH.replace(/\n/g, "\\n")}" | ip -N -json -force -batch - 2>"$tmp/read.err"
+echo ${READ_ERRORS}
+cat "$tmp/read.err"
+echo ${STATE_END}
+cat > "$tmp/batch"
+[ "$(tail -n 1 "$tmp/batch")" = "${BATCH_END}" ] || exit 0
+[ "$3" = - ] || printf "cluster=%s\\n" "$3" > "$owner"
+ip -force -batch "$tmp/batch" 2>"$tmp/write.err"
+rc=$?
+cat "$tmp/write.err" >&2
+exit $rc`;
+
+/**
+ * Takes a node's table lock over one SSH channel (LOCK_SESSION_SCRIPT) and reads the table under it.
+ * The lock lasts until `write` ran its batch or `release` closed the channel; a dropped connection
+ * ends the remote shell, and with it the lock.
+ */
+export function lockOverSsh(client: Client, target: ConnectTarget, settings: SshSettings, request: LockRequest): Promise<LockedHost> {
+  const command = remoteScript(LOCK_SESSION_SCRIPT, settings.sudo, [request.timeout === undefined ? "none" : String(request.timeout), String(request.proto), request.cluster ?? "-"]);
+  return new Promise((resolve, reject) => {
+    client.exec(command, (error, stream) => {
+      if (error) return reject(new SshError("connection lost", target.node, `cannot run a command: ${error.message}`, { cause: error }));
+      let stdout = "";
+      let stderr = "";
+      let exit: number | undefined;
+      let locked = false;
+      let warned = false;
+      let finish: ((result: IpResult) => void) | undefined;
+      let fail: ((error: Error) => void) | undefined;
+      const done = new Promise<IpResult>((res, rej) => {
+        finish = res;
+        fail = rej;
+      });
+      done.catch(() => {});
+      stream.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString("utf8");
+        const end = stdout.indexOf(`\n${STATE_END}\n`);
+        if (locked || end < 0) return;
+        locked = true;
+        const [head, ...rest] = stdout.slice(0, end).split("\n");
+        const body = rest.join("\n");
+        const split = body.lastIndexOf(READ_ERRORS);
+        const owner = /^owner cluster=(\S+)/.exec(head ?? "")?.[1];
+        resolve({
+          state: { code: 0, stdout: body.slice(0, split), stderr: body.slice(split + READ_ERRORS.length) },
+          owner,
+          write: (script) => {
+            stdout = "";
+            stderr = "";
+            stream.end(script);
+            return done;
+          },
+          release: async () => {
+            stream.end();
+            await done.catch(() => undefined);
+          },
+        });
+      });
+      stream.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString("utf8");
+        const line = new RegExp(`^${WAITING} (.*)$`, "m").exec(stderr);
+        if (line && !warned) {
+          warned = true;
+          request.waiting(line[1]!.trim() || undefined);
+        }
+      });
+      stream.on("exit", (code: number | null, signal?: string) => {
+        exit = code ?? (signal ? 128 : 1);
+      });
+      stream.on("close", () => {
+        const result = { code: exit ?? 255, stdout, stderr: stderr.replace(new RegExp(`^${WAITING} .*\n?`, "m"), "") };
+        if (locked) {
+          if (exit === undefined) fail!(new SshError("connection lost", target.node, "the connection closed while writing; what the batch did is unknown, a re-run reads the node again and finishes the job"));
+          else finish!(result);
+          return;
+        }
+        if (exit === LOCK_BUSY) {
+          reject(new BusyError(`ssh ${target.node}: another podroutes run holds the lock on ${target.user}@${target.host} and did not let go within --lock-timeout ${request.timeout}s; nothing was changed`));
+          return;
+        }
+        try {
+          checkPermission(result, target.node, target.user, settings.sudo);
+        } catch (problem) {
+          reject(problem as Error);
+          return;
+        }
+        reject(new SshError("permission", target.node, `cannot lock the routing table on ${target.user}@${target.host} (podroutes needs flock(1), util-linux, and /run/podroutes): ${result.stderr.trim() || `exit ${result.code}`}`));
+      });
+      stream.on("error", () => {});
+    });
+  });
+}
+
 /** `ip` on a node over an open connection. */
 export function sshRunner(client: Client, target: ConnectTarget, settings: SshSettings, onClose: () => void): IpRunner & { exec(command: string, stdin?: string): Promise<IpResult> } {
   const where = `${target.user}@${target.host}`;
   return {
     where,
+    lock: (request) => lockOverSsh(client, target, settings, request),
     exec: (command, stdin) => execRemote(client, command, stdin, target.node),
     async ip(args, stdin) {
       const result = await execRemote(client, remoteCommand("ip", args, settings.sudo), stdin, target.node);

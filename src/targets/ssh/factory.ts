@@ -11,8 +11,8 @@ import type { Client } from "ssh2";
 import { UsageError } from "../../errors.js";
 import { readOption, wholeNumber, type CallObserver, type FlagValues, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
-import { protoOf, protoOption } from "../linux/factories.js";
-import { checkHost, checkUser, connectSsh, parseEndpoint, SshError, sshRunner, type SshSettings } from "./connection.js";
+import { hostRouteSettings, lockTimeoutOption, protoOption } from "../linux/factories.js";
+import { checkHost, checkUser, connectSsh, loadSsh2, parseEndpoint, SshError, sshRunner, type SshSettings } from "./connection.js";
 import { KnownHostsStore } from "./known-hosts.js";
 import { SshTarget, type SshRunner } from "./target.js";
 
@@ -37,12 +37,17 @@ function checkHostKeyFlags(options: FlagValues): void {
   }
 }
 
+/** Reads and parses --ssh-key: a missing file or one that is no usable key is a usage error, before any connection. */
 async function readKey(path: string): Promise<Buffer> {
+  let key: Buffer;
   try {
-    return await readFile(path);
+    key = await readFile(path);
   } catch (error) {
     throw new UsageError(`--ssh-key ${path}: cannot read it: ${(error as Error).message}`, { flag: "--ssh-key", cause: error });
   }
+  const parsed = (await loadSsh2()).utils.parseKey(key);
+  if (parsed instanceof Error) throw new UsageError(`--ssh-key ${path}: not a private key podroutes can use: ${parsed.message}`, { flag: "--ssh-key", cause: parsed });
+  return key;
 }
 
 /** Reads and checks the flags into connection settings. */
@@ -88,6 +93,7 @@ export const sshTarget: TargetFactory = {
   description: "every node's own routing table, over SSH (one connection and one ip batch per node)",
   options: [
     protoOption,
+    lockTimeoutOption,
     userOption,
     { flags: "--ssh-key <file>", description: "ssh: private key (default: ssh-agent via SSH_AUTH_SOCK, else ~/.ssh/id_*)" },
     portOption,
@@ -100,7 +106,7 @@ export const sshTarget: TargetFactory = {
   ],
   check: checkHostKeyFlags,
   async create(options) {
-    const proto = protoOf(options);
+    const hostRoutes = hostRouteSettings(options);
     const settings = await sshSettings(options);
     let jump: Promise<Client> | undefined;
     const viaJump = () => {
@@ -114,7 +120,7 @@ export const sshTarget: TargetFactory = {
     const { signal, calls } = options;
     const target = new SshTarget({
       name: "ssh",
-      proto,
+      ...hostRoutes,
       persist: options.persist === true,
       sudo: settings.sudo,
       user: settings.user,
@@ -168,6 +174,8 @@ function observedRunner(runner: SshRunner, calls: CallObserver): SshRunner {
     where: runner.where,
     ip: (args, stdin) => observe("ssh.ip", () => runner.ip(args, stdin)),
     exec: (command, stdin) => observe("ssh.exec", () => runner.exec(command, stdin)),
+    // Batches written under the lock go through the locked host, which this does not count.
+    lock: (request) => runner.lock(request),
     close: () => runner.close?.() ?? Promise.resolve(),
   };
 }

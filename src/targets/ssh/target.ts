@@ -74,9 +74,10 @@ export class SshTarget extends HostRoutesTarget {
     this.persisted.set(table.id, content);
   }
 
-  async review(plan: Plan, _inventory: Inventory): Promise<Review> {
-    const actions: ExtraAction[] = [];
-    const warnings: string[] = [];
+  override async review(plan: Plan, inventory: Inventory): Promise<Review> {
+    const hostRoutes = await super.review(plan, inventory);
+    const actions: ExtraAction[] = [...hostRoutes.actions];
+    const warnings: string[] = [...hostRoutes.warnings];
     for (const diff of plan.tables) {
       if (diff.error !== undefined) continue;
       const current = this.persisted.get(diff.table.id) ?? "";
@@ -97,13 +98,15 @@ export class SshTarget extends HostRoutesTarget {
     if (!this.ssh.persist && plan.tables.some((t) => t.error === undefined && !this.persisted.get(t.table.id))) {
       warnings.push(`routes written over SSH vanish at reboot; pass --persist to install ${UNIT_NAME} on each node`);
     }
-    return { warnings, refusals: [], actions };
+    return { warnings, refusals: hostRoutes.refusals, actions };
   }
 
-  async runActions(actions: ExtraAction[], context: WriteContext) {
+  override async runActions(actions: ExtraAction[], context: WriteContext) {
     const limit = pLimit(Math.max(1, this.ssh.parallel));
-    return Promise.all(
-      actions.map((action) =>
+    const persist = actions.filter((action) => action.id === PERSIST_ACTION);
+    const others = await super.runActions(actions.filter((action) => action.id !== PERSIST_ACTION), context);
+    return [...others, ...(await Promise.all(
+      persist.map((action) =>
         limit(async () => {
           try {
             const table: TableRef = { id: action.table, scope: "host", node: action.table };
@@ -114,7 +117,7 @@ export class SshTarget extends HostRoutesTarget {
           }
         }),
       ),
-    );
+    ))];
   }
 
   override async close(): Promise<void> {
@@ -123,9 +126,7 @@ export class SshTarget extends HostRoutesTarget {
   }
 
   override async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
-    const results = (await super.write(table, changes, context)).map((result) =>
-      result.ok || !result.error || result.error.startsWith("next hop") ? result : { ...result, error: `ip error: ${result.error}` },
-    );
+    const results = await super.write(table, changes, context);
     const current = this.persisted.get(table.id) ?? "";
     if (current || this.ssh.persist) {
       // Persist what the node holds now, not what was planned: a failed line must not come back at boot.
