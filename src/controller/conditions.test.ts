@@ -29,7 +29,7 @@ function planOf(tables: TableDiff[]): Plan {
 }
 
 function reportOf(tables: { table: TableRef; results: ChangeResult[]; error?: string }[]): ApplyReport {
-  return { tables, actions: [], counts: { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0 }, ok: false };
+  return { tables, actions: [], counts: { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0, conflicts: 0 }, ok: false };
 }
 
 describe("routeStates: a node is routed only when its routes are in every table", () => {

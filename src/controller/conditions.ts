@@ -10,7 +10,7 @@
 import type { ApplyReport } from "../apply/engine.js";
 import { formatProblem, type Problem } from "../inventory.js";
 import type { Inventory } from "../model.js";
-import type { Plan } from "../plan/plan.js";
+import type { Conflict, Plan } from "../plan/plan.js";
 import type { Change, ChangeResult, RefusedChange } from "../targets/target.js";
 import type { NetworkCondition } from "../agent/node-status.js";
 
@@ -53,9 +53,15 @@ export function routeStates(
 
   const results = new Map<Change, ChangeResult>();
   const tableErrors = new Map<string, string>();
+  const foreign = (table: string, conflict: Conflict) => {
+    const holder = conflict.existing.nextHopLabel ?? conflict.existing.nextHop ?? "?";
+    add(conflict.route.node, { kind: "foreign-route", message: `a route podroutes does not own holds ${conflict.route.destination} in ${table} (via ${holder}${conflict.existing.name ? `, ${conflict.existing.name}` : ""}); it is never overwritten` });
+  };
   for (const outcome of report?.tables ?? []) {
     if (outcome.error !== undefined) tableErrors.set(outcome.table.id, outcome.error);
     for (const result of outcome.results) results.set(result.change, result);
+    // Foreign routes that took a destination between the plan and the write (found by the write's recheck).
+    for (const conflict of outcome.conflicts ?? []) foreign(outcome.table.id, conflict);
   }
   const refusedBy = new Map(refused.map((r) => [r.change, r]));
 
@@ -66,10 +72,7 @@ export function routeStates(
       for (const node of states.keys()) if (!(diff.table.scope === "host" && diff.table.node === node)) add(node, { kind: "api-error", message: `cannot read table ${table}: ${diff.error}` });
       continue;
     }
-    for (const conflict of diff.conflicts) {
-      const holder = conflict.existing.nextHopLabel ?? conflict.existing.nextHop ?? "?";
-      add(conflict.route.node, { kind: "foreign-route", message: `a route podroutes does not own holds ${conflict.route.destination} in ${table} (via ${holder}${conflict.existing.name ? `, ${conflict.existing.name}` : ""}); it is never overwritten` });
-    }
+    for (const conflict of diff.conflicts) foreign(table, conflict);
     for (const change of diff.changes) {
       if (change.action === "delete") continue;
       const node = change.route.node;
@@ -80,6 +83,10 @@ export function routeStates(
       }
       const result = results.get(change);
       if (result?.ok) continue;
+      if (result?.conflict) {
+        add(node, { kind: "foreign-route", message: `${table}: a route podroutes does not own took ${change.route.destination} before it could be written${result.error ? ` (${result.error})` : ""}; it is never overwritten` });
+        continue;
+      }
       const why = result?.error ?? tableErrors.get(table) ?? "not carried out";
       add(node, { kind: "api-error", message: `${table}: ${change.action} ${change.route.destination} via ${change.route.nextHop} failed: ${why}` });
     }

@@ -101,9 +101,9 @@ export class RouteReconciler {
     metrics.syncs.inc({ result: !converged ? "failed" : report && report.counts.created + report.counts.replaced + report.counts.deleted > 0 ? "changed" : "unchanged" });
     metrics.syncDuration.observe((performance.now() - started) / 1000);
     const fields = {
-      ...(report ? report.counts : { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0 }),
+      ...(report ? report.counts : { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0, conflicts: 0 }),
       refused: refused.length,
-      conflicts: planned.summary.conflicts,
+      conflicts: report?.counts.conflicts ?? planned.summary.conflicts,
       unchanged: planned.summary.unchanged,
       unreadableTables: unreadable.map((t) => `${t.table.id}: ${t.error}`),
       nodesUnavailable: unavailable,
