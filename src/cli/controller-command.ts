@@ -44,7 +44,7 @@ export const controllerOptions: OptionSpec[] = [
 ];
 
 /** The common flags that make sense here: the cluster's name and CIDR, tables at once. */
-const clusterOptions = commonOptions.filter((spec) => ["--cluster", "--cluster-cidr", "--parallel"].includes(longFlag(spec)));
+export const clusterOptions = commonOptions.filter((spec) => ["--cluster", "--cluster-cidr", "--parallel"].includes(longFlag(spec)));
 
 export interface ControllerArgs {
   target: TargetFactory;
@@ -62,7 +62,7 @@ export interface ControllerArgs {
 }
 
 /** The target's own flags (those the controller and the cluster flags do not already declare). */
-function targetOptions(target: TargetFactory): OptionSpec[] {
+export function targetOptions(target: TargetFactory): OptionSpec[] {
   const taken = new Set([...controllerOptions, ...clusterOptions].map(longFlag));
   return target.options.filter((spec) => !taken.has(longFlag(spec)));
 }
