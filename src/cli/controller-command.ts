@@ -14,7 +14,7 @@ import { createLogger, LOG_FORMATS, type LogFormat } from "../observe/log.js";
 import { duration, longFlag, readOptions, requireOption, type OptionSpec } from "../options.js";
 import { contextOption, kubeconfigOption } from "../sources/kubernetes.js";
 import { targetFactory, type TargetFactory } from "../targets/registry.js";
-import { commonOptions, type ArgvScan } from "./args.js";
+import { commonOptions, parseOnly, type ArgvScan } from "./args.js";
 import { EXIT } from "./exit-codes.js";
 
 /** The targets whose routes live outside the nodes' own processes: where a cluster-wide controller fits. */
@@ -121,15 +121,8 @@ export function controllerCommand(program: Command, scan: ArgvScan, toOption: (s
 }
 
 /** Parses `controller ...` argv with the CLI's own argument layer, running nothing (the manifests test uses it). */
-export async function parseControllerArgv(argv: string[], env: NodeJS.ProcessEnv, scan: ArgvScan, toOption: (spec: OptionSpec, group?: string) => Option): Promise<ControllerArgs> {
-  let parsed: ControllerArgs | undefined;
-  const program = new Command("podroutes").exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  controllerCommand(program, scan, toOption, env, async (args) => {
-    parsed = args;
-  });
-  await program.parseAsync(argv, { from: "user" });
-  if (!parsed) throw new Error(`not a controller command line: ${argv.join(" ")}`);
-  return parsed;
+export function parseControllerArgv(argv: string[], env: NodeJS.ProcessEnv, scan: ArgvScan, toOption: (spec: OptionSpec, group?: string) => Option): Promise<ControllerArgs> {
+  return parseOnly<ControllerArgs>(argv, (program, action) => controllerCommand(program, scan, toOption, env, action));
 }
 
 /** Runs the controller until SIGTERM or SIGINT (exit 0) or until it loses the Lease (exit 1: restart clean). */
