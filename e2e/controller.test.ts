@@ -111,6 +111,9 @@ describe("podroutes controller replicas (processes, gcp)", () => {
     kube.put("nodes", worker(3));
     await eventually("4 routes", routed(4));
     assert.equal(gce.requestLog.filter(by(standbyName)).length, 0, `the standby never called the Compute API${logOf(standby)()}`);
+    const standbyCalls = kube.requests.filter((r) => r.token === `token-${standbyName}`);
+    assert.deepEqual([...new Set(standbyCalls.map((r) => r.resource))], ["leases"], "the standby only polls the Lease: no Node watch, no condition, no Event");
+    assert.deepEqual(standbyCalls.filter((r) => r.method !== "GET" && r.method !== "POST").map((r) => `${r.method} ${r.code}`), [], "and never updates it while it is held");
     assert.ok(gce.requestLog.filter(by(leaderName)).filter(isWrite).length >= 4);
     assert.deepEqual(lease()!.leaseTransitions, 0);
     assert.match((await endpoint(leader, "/metrics")).body, /^podroutes_leader 1$/m);

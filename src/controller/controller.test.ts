@@ -14,6 +14,7 @@ import { nodeObject } from "../../testkit/agent-lab.js";
 import { controllerKubeconfig, eventually, networkCondition, startInProcessController, type InProcessController } from "../../testkit/controller.js";
 import { FakeClock } from "../../testkit/fake-clock.js";
 import { startGceServer, type GceServer } from "../../testkit/gce-server.js";
+import { gcloud, type Gcloud } from "../../testkit/gcloud.js";
 import { startKubeServer, type KubeApiServer, type KubeObject } from "../../testkit/kube-server.js";
 import { gcpTarget } from "../targets/gcp/factory.js";
 import { ownershipMarker } from "../targets/gcp/target.js";
@@ -30,6 +31,7 @@ describe("podroutes controller (gcp, in-process)", () => {
   let tokenFile: string;
   let kubeconfig: string;
   let running: InProcessController | undefined;
+  let cli: Gcloud;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "podroutes-controller-"));
@@ -38,8 +40,10 @@ describe("podroutes controller (gcp, in-process)", () => {
     tokenFile = join(dir, "gcp-token");
     await writeFile(tokenFile, "controller-a\n");
     kubeconfig = await controllerKubeconfig(kube, dir, "controller-a");
+    cli = gcloud(gce);
   });
   after(async () => {
+    cli?.dispose();
     await running?.stop();
     await kube.close();
     await gce.stop();
@@ -72,7 +76,8 @@ describe("podroutes controller (gcp, in-process)", () => {
       .map((r) => `${r.destRange} via ${r.nextHopIp}`)
       .sort();
   const writes = () => gce.requestLog.filter((r) => (r.method === "POST" && r.path.endsWith("/global/routes")) || r.method === "DELETE");
-  const reads = () => gce.requestLog.filter((r) => r.method === "GET" && r.path.endsWith("/global/routes")).length;
+  /** The controller's reads of the network (gcloud's own calls aside). */
+  const reads = () => gce.requestLog.filter((r) => r.token === "controller-a" && r.method === "GET" && r.path.endsWith("/global/routes")).length;
   const syncs = () => ["changed", "unchanged", "failed"].reduce((sum, result) => sum + running!.controller.metrics.syncs.get({ result }), 0);
   const settled = async () => {
     await eventually("the controller leads", () => running!.controller.elector.isLeader);
@@ -132,8 +137,9 @@ describe("podroutes controller (gcp, in-process)", () => {
     await start({ resyncClock: clock });
     await settled();
     const readsBefore = reads();
-    gce.routes.delete(routeName(0)); // as `gcloud compute routes delete` would
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const deleted = await cli.run(["compute", "routes", "delete", routeName(0), "--quiet"]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(reads(), readsBefore, "nothing reads the network between resyncs while nothing changes");
     assert.equal(gce.routes.has(routeName(0)), false);
 
