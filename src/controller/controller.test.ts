@@ -59,10 +59,10 @@ describe("podroutes controller (gcp, in-process)", () => {
     gce.addRoute({ name: "default-route-0", network: NETWORK, destRange: "0.0.0.0/0", nextHopGateway: "default-internet-gateway" });
   });
 
-  const start = async (options: { resyncClock?: FakeClock; eventRepeatIntervalMs?: number } = {}) => {
+  const start = async (options: { resyncClock?: FakeClock; eventRepeatIntervalMs?: number; maxInFlight?: number } = {}) => {
     running = await startInProcessController({
       target: gcpTarget,
-      values: { project: gce.project, network: NETWORK, computeEndpoint: gce.endpoint, accessTokenFile: tokenFile },
+      values: { project: gce.project, network: NETWORK, computeEndpoint: gce.endpoint, accessTokenFile: tokenFile, ...(options.maxInFlight ? { maxInFlight: String(options.maxInFlight) } : {}) },
       kubeconfig,
       identity: "controller-a",
       clusterCIDR: "10.200.0.0/16",
@@ -129,6 +129,20 @@ describe("podroutes controller (gcp, in-process)", () => {
     assert.equal(reads() - before.reads, batches, "one read of the network per reconcile");
     assert.equal(writes().length - before.writes, 100, "one insert per new route");
     for (let i = 1; i <= 100; i++) assert.equal(networkCondition(kube, `worker-${i}`)?.state, "False/RouteCreated");
+  });
+
+  it("a node's condition is set as soon as its route is in, while the rest of a large write goes on", async () => {
+    kube.put("nodes", worker(0));
+    await start({ maxInFlight: 1 });
+    await settled();
+    gce.latencyMs = 150;
+    for (let i = 1; i <= 6; i++) kube.put("nodes", worker(i));
+    // One operation at a time: when the first new node shows False, most of the others' routes are still to come.
+    await eventually("a new node's condition False", () => [1, 2, 3, 4, 5, 6].some((i) => networkCondition(kube, `worker-${i}`)?.state === "False/RouteCreated"));
+    assert.ok(ours().length < 7, `conditions wait for no other node's route: ${ours().length} of 7 routes in when the first was set`);
+    await eventually("all", () => [1, 2, 3, 4, 5, 6].every((i) => networkCondition(kube, `worker-${i}`)?.state === "False/RouteCreated"));
+    await running!.controller.term!.loop.settled();
+    assert.equal(kube.requests.filter((r) => r.method === "PATCH" && /worker-[1-6]\/status$/.test(r.path)).length, 6, "one patch per node, early or not");
   });
 
   it("with a 10-minute resync: a route deleted behind its back is repaired at the next resync, a Node change is handled without waiting for it", async () => {
