@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { nodeObject, startLogged, type Started } from "../testkit/agent-lab.js";
-import { BIN } from "../testkit/cli.js";
+import { BIN, runCli } from "../testkit/cli.js";
 import { controllerKubeconfig, eventually, FAST_ELECTION, LEASE, networkCondition } from "../testkit/controller.js";
 import { seededRandom, startGceServer, type GceRequest, type GceServer } from "../testkit/gce-server.js";
 import { startKubeServer, type KubeApiServer } from "../testkit/kube-server.js";
@@ -111,6 +111,9 @@ describe("podroutes controller replicas (processes, gcp)", () => {
     kube.put("nodes", worker(3));
     await eventually("4 routes", routed(4));
     assert.equal(gce.requestLog.filter(by(standbyName)).length, 0, `the standby never called the Compute API${logOf(standby)()}`);
+    const standbyCalls = kube.requests.filter((r) => r.token === `token-${standbyName}`);
+    assert.deepEqual([...new Set(standbyCalls.map((r) => r.resource))], ["leases"], "the standby only polls the Lease: no Node watch, no condition, no Event");
+    assert.deepEqual(standbyCalls.filter((r) => r.method !== "GET" && r.method !== "POST").map((r) => `${r.method} ${r.code}`), [], "and never updates it while it is held");
     assert.ok(gce.requestLog.filter(by(leaderName)).filter(isWrite).length >= 4);
     assert.deepEqual(lease()!.leaseTransitions, 0);
     assert.match((await endpoint(leader, "/metrics")).body, /^podroutes_leader 1$/m);
@@ -217,5 +220,23 @@ describe("podroutes controller replicas (processes, gcp)", () => {
     assert.ok(executed.length <= nodes * 1.1, `write calls the API executed: ${JSON.stringify(stats)}`);
     assert.ok(conflicts <= stats.lostAnswers, `a 409 only after a lost answer: ${JSON.stringify(stats)}`);
     assert.equal(new Set(executed.filter((r) => r.status === 200 || r.fault === "timeout").map((r) => r.path + r.at)).size > 0, true);
+  });
+});
+
+describe("podroutes controller: flags through the built CLI", () => {
+  it("a missing or bad flag exits 3 naming it, before anything starts; --help shows the chosen target's flags", async () => {
+    const missing = await runCli(["controller", "--target", "gcp", "--project", "my-project", "--kubeconfig", "/nonexistent"]);
+    assert.equal(missing.code, 3, missing.stderr);
+    assert.match(missing.stderr, /--network is required/);
+    const election = await runCli(["controller", "--target", "ssh", "--renew-deadline", "20s"]);
+    assert.equal(election.code, 3, election.stderr);
+    assert.match(election.stderr, /--renew-deadline 20s must be shorter than --lease-duration 15s/);
+    const other = await runCli(["controller", "--target", "gcp", "--region", "eu-west-1"]);
+    assert.equal(other.code, 3);
+    assert.match(other.stderr, /unknown option '--region'.*--target aws/s);
+    const help = await runCli(["controller", "--target", "aws", "--help"]);
+    assert.equal(help.code, 0);
+    for (const flag of ["--kubeconfig", "--lease-namespace", "--lease-name", "--identity", "--resync", "--listen", "--log-format", "--lease-duration", "--renew-deadline", "--retry-period", "--route-limit", "--region"]) assert.ok(help.stdout.includes(flag), `--help lists ${flag}`);
+    assert.ok(!help.stdout.includes("--project"), "and not another target's");
   });
 });

@@ -9,6 +9,7 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, scanArgv, type RouteCommand } from "../src/cli/args.js";
 import { agentOptions } from "../src/cli/agent-command.js";
+import { clusterOptions, controllerOptions, targetOptions } from "../src/cli/controller-command.js";
 import { longFlag } from "../src/options.js";
 import { targetFactory } from "../src/targets/registry.js";
 
@@ -25,7 +26,7 @@ describe("README", () => {
     assert.match(README, /as root \(or with sudo\)/);
   });
 
-  const commands = shellLines.filter((line) => line.startsWith("podroutes ") && !line.startsWith("podroutes agent "));
+  const commands = shellLines.filter((line) => line.startsWith("podroutes ") && !line.startsWith("podroutes agent ") && !line.startsWith("podroutes controller "));
   for (const line of commands) {
     it(`${line}: every flag is one the command offers`, () => {
       const argv = line.split(/\s+/).slice(1);
@@ -39,6 +40,19 @@ describe("README", () => {
       assert.deepEqual(used.filter((flag) => !offered.has(flag)), []);
     });
   }
+
+  it("shows `podroutes controller`, and its commands use only the controller's and the chosen target's flags", () => {
+    const lines = shellLines.filter((line) => line.startsWith("podroutes controller "));
+    assert.ok(lines.length > 0);
+    for (const line of lines) {
+      const argv = line.split(/\s+/).slice(1);
+      const target = targetFactory(scanArgv(argv).target ?? "")!;
+      assert.ok(target, `${line}: names a target`);
+      const offered = new Set([...controllerOptions, ...clusterOptions, ...targetOptions(target)].map(longFlag));
+      const used = argv.filter((arg) => arg.startsWith("--")).map((arg) => arg.split("=")[0]!);
+      assert.deepEqual(used.filter((flag) => !offered.has(flag)), [], line);
+    }
+  });
 
   it("shows `podroutes agent`, and its commands use only the agent's flags", () => {
     const agentLines = shellLines.filter((line) => line.startsWith("podroutes agent "));

@@ -6,7 +6,7 @@
 import pLimit from "p-limit";
 import type { Inventory } from "../model.js";
 import { desiredRoutes, diffTable, recheck, summarize, type Conflict, type Plan, type TableDiff } from "../plan/plan.js";
-import type { Change, ChangeResult, ExtraAction, ObservedRoute, Progress, TableRef, Target } from "../targets/target.js";
+import type { Change, ChangeResult, ExtraAction, ObservedRoute, Progress, TableRef, Target, WriteContext } from "../targets/target.js";
 
 export interface ObservedTable {
   table: TableRef;
@@ -88,7 +88,7 @@ export interface ApplyReport {
  * from a fresh read of the table to the end of the write, and only what the plan still says is
  * written (`recheck`): concurrent runs serialize and never leave a mix of two plans.
  */
-async function writeTable(target: Target, diff: TableDiff, inventory: Inventory, context: { progress: Progress; inventory: Inventory }): Promise<TableOutcome> {
+async function writeTable(target: Target, diff: TableDiff, inventory: Inventory, context: WriteContext): Promise<TableOutcome> {
   let lock: { release(): Promise<void> } | undefined;
   try {
     lock = await target.lock?.(diff.table, inventory);
@@ -110,6 +110,7 @@ async function writeTable(target: Target, diff: TableDiff, inventory: Inventory,
       write = checked.write;
       settled = checked.results;
       conflicts = checked.conflicts;
+      for (const result of settled) context.onResult?.(result);
     }
     try {
       const written = write.length ? await target.write(diff.table, write, context) : [];
@@ -126,10 +127,10 @@ export async function apply(
   target: Target,
   planned: Plan,
   inventory: Inventory,
-  options: { parallel: number; progress?: Progress },
+  options: { parallel: number; progress?: Progress; onResult?: (result: ChangeResult) => void },
 ): Promise<ApplyReport> {
   const progress: Progress = options.progress ?? (() => {});
-  const context = { progress, inventory };
+  const context = { progress, inventory, ...(options.onResult ? { onResult: options.onResult } : {}) };
   const actions =
     planned.review.actions.length && target.runActions ? await target.runActions(planned.review.actions, context) : [];
 

@@ -9,6 +9,7 @@ import { createLogger, LOG_FORMATS, type LogFormat } from "../observe/log.js";
 import { duration, readOptions, type OptionSpec } from "../options.js";
 import { contextOption, kubeconfigOption } from "../sources/kubernetes.js";
 import { protoOption } from "../targets/linux/factories.js";
+import { parseOnly } from "./args.js";
 import { EXIT } from "./exit-codes.js";
 
 export const agentOptions: OptionSpec[] = [
@@ -52,15 +53,8 @@ export function agentCommand(program: Command, toOption: (spec: OptionSpec) => O
 }
 
 /** Parses `agent ...` argv with the CLI's own argument layer, running nothing (the manifests test uses it). */
-export async function parseAgentArgv(argv: string[], env: NodeJS.ProcessEnv, toOption: (spec: OptionSpec) => Option): Promise<AgentArgs> {
-  let parsed: AgentArgs | undefined;
-  const program = new Command("podroutes").exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  agentCommand(program, toOption, env, async (args) => {
-    parsed = args;
-  });
-  await program.parseAsync(argv, { from: "user" });
-  if (!parsed) throw new Error(`not an agent command line: ${argv.join(" ")}`);
-  return parsed;
+export function parseAgentArgv(argv: string[], env: NodeJS.ProcessEnv, toOption: (spec: OptionSpec) => Option): Promise<AgentArgs> {
+  return parseOnly<AgentArgs>(argv, (program, action) => agentCommand(program, toOption, env, action));
 }
 
 /** Runs the agent until SIGTERM or SIGINT; routes stay unless --cleanup-on-exit. */

@@ -5,6 +5,7 @@
  * anything is read, built or called. Flags come from the targets' and sources' declarations, so a new
  * target or source needs no change here.
  */
+import { Command } from "commander";
 import { UsageError } from "../errors.js";
 import { CLUSTER_NAME } from "../inventory.js";
 import { parseCidr } from "../model.js";
@@ -149,4 +150,20 @@ export function scanArgv(argv: string[]): ArgvScan {
   const nodes = valueOf("--nodes");
   const output = valueOf("--output", "-o");
   return { ...(command ? { command } : {}), ...(target ? { target } : {}), ...(nodes ? { nodes } : {}), ...(output ? { output } : {}) };
+}
+
+/**
+ * Parses a subcommand's argv with the CLI's own argument layer, running nothing: `register` adds the
+ * subcommand to a program with the action it is given, which here only keeps the checked arguments (the
+ * manifests test parses the Deployments' and the DaemonSet's args with it).
+ */
+export async function parseOnly<T>(argv: string[], register: (program: Command, action: (args: T) => Promise<void>) => void): Promise<T> {
+  let parsed: T | undefined;
+  const program = new Command("podroutes").exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  register(program, async (args) => {
+    parsed = args;
+  });
+  await program.parseAsync(argv, { from: "user" });
+  if (parsed === undefined) throw new Error(`not a command line of this subcommand: ${argv.join(" ")}`);
+  return parsed;
 }

@@ -14,7 +14,7 @@ import { createLogger, LOG_FORMATS, type LogFormat } from "../observe/log.js";
 import { duration, longFlag, readOptions, requireOption, type OptionSpec } from "../options.js";
 import { contextOption, kubeconfigOption } from "../sources/kubernetes.js";
 import { targetFactory, type TargetFactory } from "../targets/registry.js";
-import { commonOptions, type ArgvScan } from "./args.js";
+import { commonOptions, parseOnly, type ArgvScan } from "./args.js";
 import { EXIT } from "./exit-codes.js";
 
 /** The targets whose routes live outside the nodes' own processes: where a cluster-wide controller fits. */
@@ -44,7 +44,7 @@ export const controllerOptions: OptionSpec[] = [
 ];
 
 /** The common flags that make sense here: the cluster's name and CIDR, tables at once. */
-const clusterOptions = commonOptions.filter((spec) => ["--cluster", "--cluster-cidr", "--parallel"].includes(longFlag(spec)));
+export const clusterOptions = commonOptions.filter((spec) => ["--cluster", "--cluster-cidr", "--parallel"].includes(longFlag(spec)));
 
 export interface ControllerArgs {
   target: TargetFactory;
@@ -62,7 +62,7 @@ export interface ControllerArgs {
 }
 
 /** The target's own flags (those the controller and the cluster flags do not already declare). */
-function targetOptions(target: TargetFactory): OptionSpec[] {
+export function targetOptions(target: TargetFactory): OptionSpec[] {
   const taken = new Set([...controllerOptions, ...clusterOptions].map(longFlag));
   return target.options.filter((spec) => !taken.has(longFlag(spec)));
 }
@@ -121,15 +121,8 @@ export function controllerCommand(program: Command, scan: ArgvScan, toOption: (s
 }
 
 /** Parses `controller ...` argv with the CLI's own argument layer, running nothing (the manifests test uses it). */
-export async function parseControllerArgv(argv: string[], env: NodeJS.ProcessEnv, scan: ArgvScan, toOption: (spec: OptionSpec, group?: string) => Option): Promise<ControllerArgs> {
-  let parsed: ControllerArgs | undefined;
-  const program = new Command("podroutes").exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  controllerCommand(program, scan, toOption, env, async (args) => {
-    parsed = args;
-  });
-  await program.parseAsync(argv, { from: "user" });
-  if (!parsed) throw new Error(`not a controller command line: ${argv.join(" ")}`);
-  return parsed;
+export function parseControllerArgv(argv: string[], env: NodeJS.ProcessEnv, scan: ArgvScan, toOption: (spec: OptionSpec, group?: string) => Option): Promise<ControllerArgs> {
+  return parseOnly<ControllerArgs>(argv, (program, action) => controllerCommand(program, scan, toOption, env, action));
 }
 
 /** Runs the controller until SIGTERM or SIGINT (exit 0) or until it loses the Lease (exit 1: restart clean). */

@@ -14,6 +14,7 @@ import { nodeObject } from "../../testkit/agent-lab.js";
 import { controllerKubeconfig, eventually, networkCondition, startInProcessController, type InProcessController } from "../../testkit/controller.js";
 import { FakeClock } from "../../testkit/fake-clock.js";
 import { startGceServer, type GceServer } from "../../testkit/gce-server.js";
+import { gcloud, type Gcloud } from "../../testkit/gcloud.js";
 import { startKubeServer, type KubeApiServer, type KubeObject } from "../../testkit/kube-server.js";
 import { gcpTarget } from "../targets/gcp/factory.js";
 import { ownershipMarker } from "../targets/gcp/target.js";
@@ -30,6 +31,7 @@ describe("podroutes controller (gcp, in-process)", () => {
   let tokenFile: string;
   let kubeconfig: string;
   let running: InProcessController | undefined;
+  let cli: Gcloud;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "podroutes-controller-"));
@@ -38,8 +40,10 @@ describe("podroutes controller (gcp, in-process)", () => {
     tokenFile = join(dir, "gcp-token");
     await writeFile(tokenFile, "controller-a\n");
     kubeconfig = await controllerKubeconfig(kube, dir, "controller-a");
+    cli = gcloud(gce);
   });
   after(async () => {
+    cli?.dispose();
     await running?.stop();
     await kube.close();
     await gce.stop();
@@ -55,10 +59,10 @@ describe("podroutes controller (gcp, in-process)", () => {
     gce.addRoute({ name: "default-route-0", network: NETWORK, destRange: "0.0.0.0/0", nextHopGateway: "default-internet-gateway" });
   });
 
-  const start = async (options: { resyncClock?: FakeClock; eventRepeatIntervalMs?: number } = {}) => {
+  const start = async (options: { resyncClock?: FakeClock; eventRepeatIntervalMs?: number; maxInFlight?: number } = {}) => {
     running = await startInProcessController({
       target: gcpTarget,
-      values: { project: gce.project, network: NETWORK, computeEndpoint: gce.endpoint, accessTokenFile: tokenFile },
+      values: { project: gce.project, network: NETWORK, computeEndpoint: gce.endpoint, accessTokenFile: tokenFile, ...(options.maxInFlight ? { maxInFlight: String(options.maxInFlight) } : {}) },
       kubeconfig,
       identity: "controller-a",
       clusterCIDR: "10.200.0.0/16",
@@ -72,7 +76,8 @@ describe("podroutes controller (gcp, in-process)", () => {
       .map((r) => `${r.destRange} via ${r.nextHopIp}`)
       .sort();
   const writes = () => gce.requestLog.filter((r) => (r.method === "POST" && r.path.endsWith("/global/routes")) || r.method === "DELETE");
-  const reads = () => gce.requestLog.filter((r) => r.method === "GET" && r.path.endsWith("/global/routes")).length;
+  /** The controller's reads of the network (gcloud's own calls aside). */
+  const reads = () => gce.requestLog.filter((r) => r.token === "controller-a" && r.method === "GET" && r.path.endsWith("/global/routes")).length;
   const syncs = () => ["changed", "unchanged", "failed"].reduce((sum, result) => sum + running!.controller.metrics.syncs.get({ result }), 0);
   const settled = async () => {
     await eventually("the controller leads", () => running!.controller.elector.isLeader);
@@ -126,14 +131,29 @@ describe("podroutes controller (gcp, in-process)", () => {
     for (let i = 1; i <= 100; i++) assert.equal(networkCondition(kube, `worker-${i}`)?.state, "False/RouteCreated");
   });
 
+  it("a node's condition is set as soon as its route is in, while the rest of a large write goes on", async () => {
+    kube.put("nodes", worker(0));
+    await start({ maxInFlight: 1 });
+    await settled();
+    gce.latencyMs = 150;
+    for (let i = 1; i <= 6; i++) kube.put("nodes", worker(i));
+    // One operation at a time: when the first new node shows False, most of the others' routes are still to come.
+    await eventually("a new node's condition False", () => [1, 2, 3, 4, 5, 6].some((i) => networkCondition(kube, `worker-${i}`)?.state === "False/RouteCreated"));
+    assert.ok(ours().length < 7, `conditions wait for no other node's route: ${ours().length} of 7 routes in when the first was set`);
+    await eventually("all", () => [1, 2, 3, 4, 5, 6].every((i) => networkCondition(kube, `worker-${i}`)?.state === "False/RouteCreated"));
+    await running!.controller.term!.loop.settled();
+    assert.equal(kube.requests.filter((r) => r.method === "PATCH" && /worker-[1-6]\/status$/.test(r.path)).length, 6, "one patch per node, early or not");
+  });
+
   it("with a 10-minute resync: a route deleted behind its back is repaired at the next resync, a Node change is handled without waiting for it", async () => {
     const clock = new FakeClock();
     for (const i of [0, 1]) kube.put("nodes", worker(i));
     await start({ resyncClock: clock });
     await settled();
     const readsBefore = reads();
-    gce.routes.delete(routeName(0)); // as `gcloud compute routes delete` would
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const deleted = await cli.run(["compute", "routes", "delete", routeName(0), "--quiet"]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(reads(), readsBefore, "nothing reads the network between resyncs while nothing changes");
     assert.equal(gce.routes.has(routeName(0)), false);
 

@@ -34,6 +34,12 @@ import { controllerMetrics, countCalls, countError, type ControllerMetrics } fro
 import { RouteReconciler } from "./reconciler.js";
 
 export const CONTROLLER_COMPONENT = "podroutes-controller";
+/**
+ * A Node event waits this long for the rest of its burst (Nodes join, and a watch delivers, many at
+ * once): one reconcile for the burst instead of one for its first events and another for the rest,
+ * which would wait for the first one's writes.
+ */
+export const NODE_EVENT_DELAY_MS = 100;
 
 export interface ControllerOptions {
   target: TargetFactory;
@@ -131,13 +137,13 @@ export async function startController(options: ControllerOptions): Promise<Runni
         case "added":
         case "deleted":
           version++;
-          loop.trigger(`node ${event.object.metadata.name} ${event.type}`);
+          loop.trigger(`node ${event.object.metadata.name} ${event.type}`, NODE_EVENT_DELAY_MS);
           break;
         case "modified":
           // Status heartbeats and our own condition patches change nothing routing reads.
           if (!routingChanged(event.previous, event.object)) break;
           version++;
-          loop.trigger(`node ${event.object.metadata.name} modified`);
+          loop.trigger(`node ${event.object.metadata.name} modified`, NODE_EVENT_DELAY_MS);
           break;
         case "synced":
           version++;

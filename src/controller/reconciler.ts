@@ -23,7 +23,7 @@ import { inventoryFromNodes, type KubeNode, type NodeInventory } from "../kube/n
 import type { Logger } from "../observe/log.js";
 import { formatProblem } from "../inventory.js";
 import type { Plan } from "../plan/plan.js";
-import type { RefusedChange, Target } from "../targets/target.js";
+import type { ChangeResult, RefusedChange, Target } from "../targets/target.js";
 import { networkConditionPatch } from "../agent/node-status.js";
 import { conditionFor, EVENT_REASON, routeStates, type RouteProblem } from "./conditions.js";
 import { countError, type ControllerMetrics } from "./metrics.js";
@@ -86,12 +86,14 @@ export class RouteReconciler {
     const refused = refusedChanges(planned);
     const trimmed = withoutRefused(planned, refused);
     const hasWork = trimmed.tables.some((t) => t.changes.length) || trimmed.review.actions.length > 0;
-    const report = hasWork ? await apply(target, trimmed, inventory, { parallel: this.options.parallel }) : undefined;
+    const writes = new StatusWrites();
+    const early = hasWork ? this.earlyConditions(planned, refused, mapped, writes) : undefined;
+    const report = hasWork ? await apply(target, trimmed, inventory, { parallel: this.options.parallel, ...(early ? { onResult: early } : {}) }) : undefined;
     signal.throwIfAborted();
 
     const states = routeStates(planned, report, refused, inventory, mapped.quarantined);
     this.observe(planned, report, refused);
-    const reported = await this.report(states);
+    const reported = await this.report(states, writes);
     const unreadable = planned.tables.filter((t) => t.error !== undefined);
     // A condition or Event that could not be written is tried again too: nothing else may come to retrigger it.
     const converged = unreadable.length === 0 && (report?.ok ?? true) && reported;
@@ -101,9 +103,9 @@ export class RouteReconciler {
     metrics.syncs.inc({ result: !converged ? "failed" : report && report.counts.created + report.counts.replaced + report.counts.deleted > 0 ? "changed" : "unchanged" });
     metrics.syncDuration.observe((performance.now() - started) / 1000);
     const fields = {
-      ...(report ? report.counts : { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0 }),
+      ...(report ? report.counts : { created: 0, replaced: 0, deleted: 0, failed: 0, failedTables: 0, conflicts: 0 }),
       refused: refused.length,
-      conflicts: planned.summary.conflicts,
+      conflicts: report?.counts.conflicts ?? planned.summary.conflicts,
       unchanged: planned.summary.unchanged,
       unreadableTables: unreadable.map((t) => `${t.table.id}: ${t.error}`),
       nodesUnavailable: unavailable,
@@ -161,65 +163,112 @@ export class RouteReconciler {
   }
 
   /**
-   * Patches each node's NetworkUnavailable where its status or reason differ, and records an Event for
-   * each problem. Only while leading; a failed write is logged and counted, and makes the reconcile
-   * count as failed so the loop tries again (it compares with the Node as the watch shows it). Returns
-   * whether every write went through.
+   * Sets a node's condition to False as soon as the last of its planned route writes succeeded, while the
+   * rest of a large write goes on (pods on that node need not wait for a thousand others). Only for nodes
+   * nothing else holds back in this plan (a foreign route, a refusal, an unreadable table, a failed
+   * write): those wait for the full report. Returns the write observer for apply.
    */
-  private async report(states: Map<string, RouteProblem[]>): Promise<boolean> {
-    const { client, events, signal, metrics, log, store } = this.options;
+  private earlyConditions(planned: Plan, refused: RefusedChange[], mapped: NodeInventory, writes: StatusWrites): ((result: ChangeResult) => void) | undefined {
+    if (planned.tables.some((t) => t.error !== undefined)) return undefined;
+    const pending = new Map<string, number>();
+    const held = new Set<string>(mapped.quarantined.keys());
+    const refusedSet = new Set(refused.map((r) => r.change));
+    for (const diff of planned.tables) {
+      for (const conflict of diff.conflicts) held.add(conflict.route.node);
+      for (const change of diff.changes) {
+        if (change.action === "delete") continue;
+        if (refusedSet.has(change)) held.add(change.route.node);
+        else pending.set(change.route.node, (pending.get(change.route.node) ?? 0) + 1);
+      }
+    }
+    return (result) => {
+      if (result.change.action === "delete") return;
+      const node = result.change.route.node;
+      if (!result.ok) held.add(node);
+      const left = (pending.get(node) ?? 0) - (result.ok ? 1 : 0);
+      pending.set(node, left);
+      if (left === 0 && !held.has(node)) this.writeCondition(node, [], writes);
+    };
+  }
+
+  /**
+   * Patches each node's NetworkUnavailable where it differs, and records an Event for each problem. Only
+   * while leading; a failed write is logged and counted, and makes the reconcile count as failed so the
+   * loop tries again (it compares with the Node as the watch shows it). Returns whether every write went
+   * through, the early ones included.
+   */
+  private async report(states: Map<string, RouteProblem[]>, writes: StatusWrites): Promise<boolean> {
+    const { events, signal, metrics, log, store } = this.options;
     const nodes = store.nodes();
-    const limit = pLimit(STATUS_WRITES_IN_FLIGHT);
-    const writes: Promise<void>[] = [];
-    let failed = 0;
     for (const [name, problems] of states) {
       const node = nodes.get(name);
       if (!node) continue;
-      const wanted = conditionFor(problems);
-      const key = `${wanted.status}/${wanted.reason}/${wanted.message}`;
-      const last = this.patched.get(name);
-      const patch = last && last.version === node.metadata.resourceVersion && last.key === key ? undefined : networkConditionPatch(node, wanted, new Date(), { compareMessage: true });
-      if (patch) {
-        writes.push(
-          limit(async () => {
-            signal.throwIfAborted();
-            try {
-              await client.request("PATCH", `/api/v1/nodes/${encodeURIComponent(name)}/status`, { body: patch, contentType: "application/strategic-merge-patch+json", signal });
-              this.patched.set(name, { version: node.metadata.resourceVersion, key });
-              metrics.conditionPatches.inc({ status: wanted.status });
-              log.info("node condition set", { node: name, condition: `NetworkUnavailable=${wanted.status}`, reason: wanted.reason, ...(problems.length ? { message: wanted.message } : {}) });
-            } catch (error) {
-              if (signal.aborted) throw error;
-              failed++;
-              countError(metrics, kindOf(error));
-              log.warn("could not set the node condition; trying again", { node: name, error: messageOf(error) });
-            }
-          }),
-        );
-      }
+      this.writeCondition(name, problems, writes);
       for (const kind of new Set(problems.map((p) => p.kind))) {
         const reason = EVENT_REASON[kind];
         const message = problems.filter((p) => p.kind === kind).map((p) => p.message).join("; ");
-        writes.push(
-          limit(async () => {
-            signal.throwIfAborted();
-            try {
-              const recorded = await events.record({ name, ...(node.metadata.uid ? { uid: node.metadata.uid } : {}) }, reason, message, { signal });
-              metrics.events.inc({ reason, result: recorded });
-            } catch (error) {
-              if (signal.aborted) throw error;
-              failed++;
-              countError(metrics, kindOf(error));
-              log.warn("could not record the Event; trying again", { node: name, reason, error: messageOf(error) });
-            }
-          }),
-        );
+        writes.add(async () => {
+          signal.throwIfAborted();
+          try {
+            const recorded = await events.record({ name, ...(node.metadata.uid ? { uid: node.metadata.uid } : {}) }, reason, message, { signal });
+            metrics.events.inc({ reason, result: recorded });
+          } catch (error) {
+            if (signal.aborted) throw error;
+            writes.failed++;
+            countError(metrics, kindOf(error));
+            log.warn("could not record the Event; trying again", { node: name, reason, error: messageOf(error) });
+          }
+        });
       }
     }
-    const settled = await Promise.allSettled(writes);
+    return writes.settle(signal);
+  }
+
+  /** Queues the patch of a node's condition when the Node (as last written or watched) shows otherwise. */
+  private writeCondition(name: string, problems: RouteProblem[], writes: StatusWrites): void {
+    const { client, signal, metrics, log } = this.options;
+    const node = this.options.store.nodes().get(name);
+    if (!node) return;
+    const wanted = conditionFor(problems);
+    const key = `${wanted.status}/${wanted.reason}/${wanted.message}`;
+    const last = this.patched.get(name);
+    if (last && last.version === node.metadata.resourceVersion && last.key === key) return;
+    const patch = networkConditionPatch(node, wanted, new Date(), { compareMessage: true });
+    if (!patch) return;
+    this.patched.set(name, { version: node.metadata.resourceVersion, key });
+    writes.add(async () => {
+      signal.throwIfAborted();
+      try {
+        await client.request("PATCH", `/api/v1/nodes/${encodeURIComponent(name)}/status`, { body: patch, contentType: "application/strategic-merge-patch+json", signal });
+        metrics.conditionPatches.inc({ status: wanted.status });
+        log.info("node condition set", { node: name, condition: `NetworkUnavailable=${wanted.status}`, reason: wanted.reason, ...(problems.length ? { message: wanted.message } : {}) });
+      } catch (error) {
+        this.patched.delete(name);
+        if (signal.aborted) throw error;
+        writes.failed++;
+        countError(metrics, kindOf(error));
+        log.warn("could not set the node condition; trying again", { node: name, error: messageOf(error) });
+      }
+    });
+  }
+}
+
+/** The condition patches and Event writes of one reconcile, a bounded number in flight. */
+class StatusWrites {
+  private readonly limit = pLimit(STATUS_WRITES_IN_FLIGHT);
+  private readonly running: Promise<void>[] = [];
+  failed = 0;
+
+  add(write: () => Promise<void>): void {
+    this.running.push(this.limit(write));
+  }
+
+  /** Waits for every write; true when all went through. Throws when the leadership ended meanwhile. */
+  async settle(signal: AbortSignal): Promise<boolean> {
+    const settled = await Promise.allSettled(this.running);
     signal.throwIfAborted();
     for (const result of settled) if (result.status === "rejected") throw result.reason;
-    return failed === 0;
+    return this.failed === 0;
   }
 }
 

@@ -98,24 +98,28 @@ export class AdaptiveConcurrency {
 
 export async function writeEachChange(
   changes: Change[],
-  options: { table: string; concurrency: AdaptiveConcurrency; progress: Progress; errorText: (error: unknown) => string },
+  options: { table: string; concurrency: AdaptiveConcurrency; progress: Progress; errorText: (error: unknown) => string; onResult?: (result: ChangeResult) => void },
   /** Carries out one change; returns why it was not attempted, or throws the API's error. */
   writeOne: (change: Change) => Promise<string | undefined>,
 ): Promise<ChangeResult[]> {
   let done = 0;
+  const attempt = async (change: Change): Promise<ChangeResult> => {
+    try {
+      const error = await writeOne(change);
+      if (error !== undefined) return { change, ok: false, error };
+      options.concurrency.succeeded();
+      return { change, ok: true };
+    } catch (error) {
+      return { change, ok: false, error: options.errorText(error) };
+    }
+  };
   return Promise.all(
     changes.map((change) =>
       options.concurrency.run(async (): Promise<ChangeResult> => {
-        try {
-          const error = await writeOne(change);
-          if (error !== undefined) return { change, ok: false, error };
-          options.concurrency.succeeded();
-          return { change, ok: true };
-        } catch (error) {
-          return { change, ok: false, error: options.errorText(error) };
-        } finally {
-          options.progress({ table: options.table, done: ++done, total: changes.length });
-        }
+        const result = await attempt(change);
+        options.onResult?.(result);
+        options.progress({ table: options.table, done: ++done, total: changes.length });
+        return result;
       }),
     ),
   );

@@ -65,6 +65,12 @@ export interface WriteContext {
   progress: Progress;
   /** The inventory being applied, for targets that translate next hops (IP → ENI, instance). */
   inventory: Inventory;
+  /**
+   * Told of each change's result as soon as it is known, before the whole write returns (targets that
+   * write change by change call it; the others need not): a controller sets a node's condition as soon
+   * as its routes are in, while the rest of a large write goes on.
+   */
+  onResult?: (result: ChangeResult) => void;
 }
 
 /**

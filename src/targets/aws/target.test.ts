@@ -12,7 +12,8 @@ import { clusterRanges } from "../../model.js";
 import { plan } from "../../apply/engine.js";
 import type { Ec2Api, NextHopRef } from "./ec2.js";
 import { awsTarget } from "./factory.js";
-import { AwsTarget, HopIndex, observeRoute } from "./target.js";
+import { AwsTarget, createsPastLimit, HopIndex, observeRoute } from "./target.js";
+import type { Change } from "../target.js";
 
 const VPC = "vpc-1";
 const CLUSTER_CIDR = "10.200.0.0/16,fd00:10:200::/56";
@@ -215,6 +216,18 @@ describe("aws review and write", () => {
     const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
     assert.ok(results.every((r) => !r.ok && /refused before any call/.test(r.error!)));
     assert.deepEqual(fake.calls, []);
+  });
+
+  it("lists the creates past the limit one by one, per family, after the table's deletes: the first ones fit", () => {
+    const route = (destination: string) => ({ name: destination, destination, nextHop: destination.includes(":") ? "fd00::20" : "10.240.0.20", node: "n", family: (destination.includes(":") ? 6 : 4) as 4 | 6 });
+    const changes: Change[] = [
+      { action: "delete", current: { destination: "10.200.9.0/24", owned: true } },
+      ...["10.200.1.0/24", "10.200.2.0/24", "10.200.3.0/24", "10.200.4.0/24", "fd00:10:200:1::/64"].map((d): Change => ({ action: "create", route: route(d) })),
+    ];
+    const refused = createsPastLimit("rtb-1", { 4: 48, 6: 0 }, changes, 50);
+    assert.deepEqual(refused.map((r) => [r.limit, r.change.action === "create" && r.change.route.destination]), [["route-limit", "10.200.4.0/24"]], "48 - 1 deleted + 3 created = 50; the fourth IPv4 create and no IPv6 one is past the limit");
+    assert.match(refused[0]!.message, /route table rtb-1 is at its route limit of 50 IPv4 routes .*--route-limit.*no room for 10\.200\.4\.0\/24/);
+    assert.deepEqual(createsPastLimit("rtb-1", { 4: 10, 6: 0 }, changes, 50), []);
   });
 
   it("a RouteAlreadyExists or InvalidRoute.NotFound counts as done only when the table read back says so, never blindly", async () => {

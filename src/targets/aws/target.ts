@@ -553,7 +553,7 @@ export class AwsTarget implements Target {
 
     return writeEachChange(
       changes,
-      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: awsErrorText },
+      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: awsErrorText, ...(context.onResult ? { onResult: context.onResult } : {}) },
       (change) => this.writeOne(table.id, fresh.VpcId, change, byDestination, index),
     );
   }

@@ -298,7 +298,7 @@ export class GcpTarget implements Target {
     const index = this.settings.nextHop === "instance" ? await this.instanceIndex() : undefined;
     return writeEachChange(
       changes,
-      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: computeErrorText },
+      { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: computeErrorText, ...(context.onResult ? { onResult: context.onResult } : {}) },
       (change) => this.writeOne(change, index),
     );
   }

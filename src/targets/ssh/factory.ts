@@ -157,25 +157,38 @@ export const sshTarget: TargetFactory = {
   },
 };
 
-/** A runner that reports each remote command to `calls` (`ssh.ip`, `ssh.exec`) with its exit status. */
+/** A runner that reports each remote command to `calls` (`ssh.ip`, `ssh.exec`, `ssh.lock`, `ssh.write`) with its outcome. */
 function observedRunner(runner: SshRunner, calls: CallObserver): SshRunner {
-  const observe = async (method: string, run: () => Promise<{ code: number; stdout: string; stderr: string }>) => {
+  const observe = async <T>(method: string, run: () => Promise<T>, outcome: (value: T) => string) => {
     const finished = calls.started(method);
     try {
-      const result = await run();
-      finished(result.code === 0 ? "ok" : `exit ${result.code}`);
-      return result;
+      const value = await run();
+      finished(outcome(value));
+      return value;
     } catch (error) {
       finished(error instanceof SshError ? error.failure : "error");
       throw error;
     }
   };
+  const exit = (result: { code: number }) => (result.code === 0 ? "ok" : `exit ${result.code}`);
   return {
     where: runner.where,
-    ip: (args, stdin) => observe("ssh.ip", () => runner.ip(args, stdin)),
-    exec: (command, stdin) => observe("ssh.exec", () => runner.exec(command, stdin)),
-    // Batches written under the lock go through the locked host, which this does not count.
-    lock: (request) => runner.lock(request),
+    ip: (args, stdin) => observe("ssh.ip", () => runner.ip(args, stdin), exit),
+    exec: (command, stdin) => observe("ssh.exec", () => runner.exec(command, stdin), exit),
+    // The lock's read and the batches written under it are remote commands too.
+    lock: async (request) => {
+      const locked = await observe("ssh.lock", () => runner.lock(request), () => "ok");
+      return {
+        get state() {
+          return locked.state;
+        },
+        get owner() {
+          return locked.owner;
+        },
+        write: (script) => observe("ssh.write", () => locked.write(script), exit),
+        release: () => locked.release(),
+      };
+    },
     close: () => runner.close?.() ?? Promise.resolve(),
   };
 }
