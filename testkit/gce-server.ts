@@ -195,6 +195,8 @@ export class GceServer {
   waitHoldMs: number;
   waitEarlyReturnRate: number;
   throttleAbove: number | undefined;
+  /** Answer a filtered `globalOperations.list` with 400, as an API that does not take the filter would. */
+  refuseOperationsFilter = false;
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
@@ -289,6 +291,9 @@ export class GceServer {
     this.waitHoldMs = 120_000;
     this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
+    this.refuseOperationsFilter = false;
+    this.faultKinds = ["429", "503", "timeout"];
+    this.timeoutHoldMs = 1500;
     this.stats = GceServer.emptyStats();
     this.requestLog.length = 0;
   }
@@ -389,6 +394,9 @@ export class GceServer {
         if (earlier) return { status: 200, body: { ...this.operations.get(earlier)!.op } };
       }
       if (rest === "/global/routes" && method === "POST") return this.insertRoute(body, url.searchParams.get("requestId") ?? undefined);
+      if (rest === "/global/operations" && method === "GET" && this.refuseOperationsFilter && url.searchParams.has("filter")) {
+        throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${url.searchParams.get("filter")}'. Invalid list filter expression.`);
+      }
       if (rest === "/global/operations" && method === "GET") return { status: 200, body: this.list("compute#operationList", [...this.operations.values()].map((entry) => entry.op), url, "global/operations") };
       if ((m = rest.match(/^\/global\/routes\/([^/]+)$/))) {
         const route = this.routes.get(m[1]!);
