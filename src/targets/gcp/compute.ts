@@ -220,6 +220,9 @@ class ComputeClient implements ComputeApi {
   private wave = newWave();
   /** The API refused the operations filter: each operation gets its own waits. */
   private filterRefused = false;
+  /** Insert and delete calls awaiting their answer (not those waiting to be retried). */
+  private writesOnWire = 0;
+  private readonly wireQuiet: (() => void)[] = [];
 
   constructor(
     private readonly settings: ComputeSettings,
@@ -250,6 +253,8 @@ class ComputeClient implements ComputeApi {
     this.calls.requests++;
     const finished = this.settings.calls?.started(callName(method, url));
     const timeout = AbortSignal.timeout(timeoutMs);
+    const write = method !== "GET" && !url.includes("/global/operations/");
+    if (write) this.writesOnWire++;
     try {
       const response = await fetch(url, {
         method,
@@ -264,7 +269,17 @@ class ComputeClient implements ComputeApi {
     } catch (error) {
       if (!(error instanceof ComputeError)) finished?.(this.settings.signal?.aborted ? "cancelled" : timeout.aborted ? "timeout" : "network");
       throw error;
+    } finally {
+      if (write && --this.writesOnWire === 0) for (const resolve of this.wireQuiet.splice(0)) resolve();
     }
+  }
+
+  /** Resolves when no write call is on the wire, or after `limitMs`: a burst's operations are all known then. */
+  private async writesAnswered(limitMs: number): Promise<void> {
+    if (this.writesOnWire === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((resolve) => this.wireQuiet.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+    clearTimeout(timer);
   }
 
   private throttled(): void {
@@ -430,6 +445,8 @@ class ComputeClient implements ComputeApi {
         this.pending.clear();
         break;
       }
+      // The newest of a burst finishes last: wait on it once every write of the burst has its operation.
+      await this.writesAnswered(this.minPause);
       const newest = [...this.pending.values()].at(-1);
       if (!newest) break;
       const started = performance.now();
