@@ -122,7 +122,7 @@ export interface GceStats {
   peakRunning: number;
 }
 
-type Answer = { status: number; body: unknown };
+type Answer = { status: number; body: unknown; replayed?: true };
 
 /** One API call as the server saw it: who made it (the bearer token), when, and what it answered. */
 export interface GceRequest {
@@ -133,6 +133,10 @@ export interface GceRequest {
   at: number;
   /** The HTTP status answered; 0 when the connection was dropped (an injected timeout). */
   status: number;
+  /** The status the API's work came to, even when its answer was then lost (a timeout); unset for injected 429/503. */
+  outcome?: number;
+  /** A write repeating the requestId of one already received: answered with that one's operation, nothing done. */
+  replayed?: true;
   fault?: FaultKind;
 }
 
@@ -354,6 +358,8 @@ export class GceServer {
     } else {
       answer = await this.dispatch(req.method ?? "GET", url, body);
     }
+    logged.outcome = answer.status;
+    if (answer.replayed) logged.replayed = true;
     if (fault === "timeout") {
       // The call may have taken effect; its answer is lost, as when a connection times out.
       this.stats.faults.timeout++;
@@ -391,7 +397,7 @@ export class GceServer {
         const requestId = url.searchParams.get("requestId")!;
         if (!UUID.test(requestId) || /^[0-]+$/.test(requestId)) throw new ApiError(400, "invalid", `Invalid value for field 'requestId': '${requestId}'. The request ID must be a valid UUID with the exception that zero UUID is not supported (00000000-0000-0000-0000-000000000000).`);
         const earlier = this.byRequestId.get(requestId);
-        if (earlier) return { status: 200, body: { ...this.operations.get(earlier)!.op } };
+        if (earlier) return { status: 200, body: { ...this.operations.get(earlier)!.op }, replayed: true };
       }
       if (rest === "/global/routes" && method === "POST") return this.insertRoute(body, url.searchParams.get("requestId") ?? undefined);
       if (rest === "/global/operations" && method === "GET" && this.refuseOperationsFilter && url.searchParams.has("filter")) {
