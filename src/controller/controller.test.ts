@@ -141,6 +141,15 @@ describe("podroutes controller (gcp, in-process)", () => {
     for (let i = 1; i <= 100; i++) assert.equal(networkCondition(kube, `worker-${i}`)?.state, "False/RouteCreated");
   });
 
+  it("a join starts as many operations as --max-in-flight allows at once (the route controller's way), not apply's slow start from 10", async () => {
+    gce.latencyMs = 300;
+    for (let i = 0; i < 40; i++) kube.put("nodes", worker(i, `10.240.1.${i}`));
+    await start({ maxInFlight: 30 });
+    await settled();
+    assert.equal(ours().length, 40);
+    assert.equal(gce.stats.peakRunning, 30, "the first round is 30 operations, and never more");
+  });
+
   it("a node's condition is set as soon as its route is in, while the rest of a large write goes on", async () => {
     kube.put("nodes", worker(0));
     await start({ maxInFlight: 1 });
