@@ -10,17 +10,21 @@
  *    controller's way simulated on the same server (a full list every 10 s, then one create and its wait
  *    per missing route, 200 at once, and the node's condition), nodes joining halfway between two of its
  *    lists (its expected wait); API calls made, every one counted (operation waits and lists are calls
- *    against the project's quota too; goal ≤ 1.05 × the routes created). Medians of 3 runs, and one run
- *    at 1 s per operation, where the per-call CPU of client and servers weighs less against the bound.
+ *    against the project's quota too; goal ≤ 1.05 × the routes created). Medians of 3 runs; the floor
+ *    under them (bench/compute-floor.ts: the same inserts by the Compute client alone, its own process);
+ *    and one run at 1 s per operation, where the per-call work of client and servers weighs less.
  * 2. Steady state: 1,000 nodes, nothing changing, one hour of simulated time (the resync timer on a fake
  *    clock): Compute API calls made, against a 10-second poll of the routes.
  * 3. A burst of 100 node changes (each node's address: a make-before-break replace): reconciles, reads
  *    of the network and write calls.
  */
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import pLimit from "p-limit";
 import { DEFAULT_MAX_IN_FLIGHT } from "../src/targets/each-change.js";
 import { createCompute, type ComputeApi } from "../src/targets/gcp/compute.js";
@@ -77,6 +81,7 @@ function tally(calls: GceRequest[]): { total: number; lists: number; inserts: nu
   return out;
 }
 
+const execFileAsync = promisify(execFile);
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 
 function clearCluster(kube: KubeApiServer, gce: GceServer, latencyMs = LATENCY_MS): void {
@@ -88,6 +93,16 @@ function clearCluster(kube: KubeApiServer, gce: GceServer, latencyMs = LATENCY_M
 }
 
 let joinRuns = 0;
+
+/** bench/compute-floor.ts as its own process on a fresh network: its time and calls. */
+async function computeFloor(gce: GceServer, tokenFile: string): Promise<{ ms: number; calls: number }> {
+  gce.reset();
+  gce.latencyMs = LATENCY_MS;
+  gce.routesQuota = 100_000;
+  const script = fileURLToPath(new URL("./compute-floor.js", import.meta.url));
+  const { stdout } = await execFileAsync(process.execPath, [script, gce.endpoint, gce.project, tokenFile, NETWORK, String(NODES), String(DEFAULT_MAX_IN_FLIGHT)], { env: { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" } });
+  return JSON.parse(stdout) as { ms: number; calls: number };
+}
 
 interface Join {
   routesMs: number;
@@ -209,12 +224,16 @@ export async function run(): Promise<void> {
 
     // 1. 1,000 Nodes join at once, the controller a process of its own with default flags: three times at
     // 200 ms per operation (medians), once at 1 s (the bound 5 s: how much of the gap is per-call CPU).
+    const floors: { ms: number; calls: number }[] = [];
+    for (let run = 0; run < 3; run++) floors.push(await computeFloor(gce, tokenFile));
+    const floor = median(floors, (f) => f.ms);
     const slow = await joinAsProcess(kube, gce, kubeconfig, tokenFile, dir, SLOW_LATENCY_MS);
     const joins: Join[] = [];
     for (let run = 0; run < 3; run++) joins.push(await joinAsProcess(kube, gce, kubeconfig, tokenFile, dir, LATENCY_MS));
     const join_ = median(joins, (j) => j.joinMs);
     const boundMs = Math.ceil(NODES / DEFAULT_MAX_IN_FLIGHT) * LATENCY_MS;
     const slowBoundMs = Math.ceil(NODES / DEFAULT_MAX_IN_FLIGHT) * SLOW_LATENCY_MS;
+
     let logStart: number;
     let start: number;
 
@@ -280,6 +299,7 @@ export async function run(): Promise<void> {
     console.log(`  podroutes controller (median of 3; runs: ${joins.map((j) => (j.joinMs / 1000).toFixed(2)).join(", ")} s): every route in ${(join_.routesMs / 1000).toFixed(2)} s, every condition False in ${(join_.joinMs / 1000).toFixed(2)} s, ${join_.batches} reconcile(s) with changes, at most ${join_.peak} operations running at once`);
     console.log(`    vs the bound ceil(${NODES}/${DEFAULT_MAX_IN_FLIGHT}) × ${LATENCY_MS} ms = ${(boundMs / 1000).toFixed(2)} s: ${ratio(join_.joinMs, boundMs)} (goal ≤ 1.3×)`);
     console.log(`    Compute API calls, every one counted: ${join_.calls.total} (${join_.calls.inserts} inserts, ${join_.calls.waits} operation waits, ${join_.calls.operationLists} operation-list pages, ${join_.calls.lists} route-list pages, ${join_.calls.other} other: quota, instances) for ${NODES} routes: ${ratio(join_.calls.total, NODES)} (goal ≤ 1.05×); writes alone ${ratio(join_.calls.inserts + join_.calls.deletes, NODES)}`);
+    console.log(`  the floor: the same ${NODES} inserts by the Compute client alone in a process of its own (no Kubernetes, no controller), ${DEFAULT_MAX_IN_FLIGHT} in flight: ${(floor.ms / 1000).toFixed(2)} s (median of 3; ${ratio(floor.ms, boundMs)} the bound), ${floor.calls} calls; the controller's join beyond it: ${((join_.joinMs - floor.ms) / 1000).toFixed(2)} s`);
     console.log(`  at ${SLOW_LATENCY_MS} ms per operation: every condition False in ${(slow.joinMs / 1000).toFixed(2)} s vs the bound ${(slowBoundMs / 1000).toFixed(2)} s: ${ratio(slow.joinMs, slowBoundMs)}; ${slow.calls.total} Compute calls (${ratio(slow.calls.total, NODES)})`);
     console.log(`  the cloud route controller's way (a list every ${POLL_MS / 1000} s, one create and its wait per route, ${ROUTE_CONTROLLER_IN_FLIGHT} at once), nodes joining halfway to its next list: ${(theirs.ms / 1000).toFixed(2)} s, Compute API calls ${theirs.calls.total} (${theirs.calls.inserts} inserts, ${theirs.calls.waits} waits, ${theirs.calls.lists} list pages)`);
     console.log(`    podroutes: ${ratio(theirs.ms, join_.joinMs)} faster, ${ratio(theirs.calls.total, join_.calls.total)} fewer Compute calls`);
