@@ -246,15 +246,22 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.ok(compute.calls.requests <= 100 * 1.05 + 3, `${compute.calls.requests} Compute calls for 100 routes`);
   });
 
-  it("an API that refuses the operations filter (400): each operation is waited for on its own, and every write still lands", async () => {
-    server.latencyMs = 50;
-    server.refuseOperationsFilter = true;
-    const { target: t } = await target({ maxInFlight: 20, initialInFlight: 20 });
-    const { report } = await converge(t, inventory(nodes(20)));
-    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok))));
-    assert.equal(server.requestLog.filter((r) => r.method === "GET" && r.path.endsWith("/global/operations")).length, 1, "asked once, then never again");
-    assert.equal([...server.routes.keys()].filter((name) => name.startsWith("kubernetes-route-")).length, 20);
-  });
+  for (const mode of ["refuse", "ignore"] as const) {
+    it(`an API that ${mode === "refuse" ? "refuses the operations filter (400)" : "ignores the operations filter (lists every operation)"}: each operation is waited for on its own, and every write still lands`, async () => {
+      server.latencyMs = 50;
+      server.operationsFilter = mode;
+      const { target: t } = await target({ maxInFlight: 20, initialInFlight: 20 });
+      const lists = () => server.requestLog.filter((r) => r.method === "GET" && r.path.endsWith("/global/operations")).length;
+      const first = await converge(t, inventory(nodes(10)));
+      const listsBefore = lists();
+      const { report } = await converge(t, inventory(nodes(70))); // 60 more, 20 at a time: 3 rounds
+      for (const r of [first.report, report]) assert.equal(r.ok, true, JSON.stringify(r.tables.flatMap((x) => x.results.filter((c) => !c.ok))));
+      // Refused: the first answer says so. Ignored: the first answer holding an operation of another wave (or one not DONE) does.
+      if (mode === "refuse") assert.equal(lists(), 1, "asked once, then never again");
+      else assert.ok(lists() - listsBefore <= 1, `${lists() - listsBefore} lists once the answer showed the filter ignored`);
+      assert.equal([...server.routes.keys()].filter((name) => name.startsWith("kubernetes-route-")).length, 70);
+    });
+  }
 
   it("a write whose answer was lost is retried with the same requestId: the first operation comes back, no 409, inserted once", async () => {
     server.latencyMs = 20;

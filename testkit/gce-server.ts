@@ -199,8 +199,8 @@ export class GceServer {
   waitHoldMs: number;
   waitEarlyReturnRate: number;
   throttleAbove: number | undefined;
-  /** Answer a filtered `globalOperations.list` with 400, as an API that does not take the filter would. */
-  refuseOperationsFilter = false;
+  /** How `globalOperations.list` treats a filter: as the API documents it, refused (400), or ignored (every operation). */
+  operationsFilter: "honour" | "refuse" | "ignore" = "honour";
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
@@ -295,7 +295,7 @@ export class GceServer {
     this.waitHoldMs = 120_000;
     this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
-    this.refuseOperationsFilter = false;
+    this.operationsFilter = "honour";
     this.faultKinds = ["429", "503", "timeout"];
     this.timeoutHoldMs = 1500;
     this.stats = GceServer.emptyStats();
@@ -400,8 +400,9 @@ export class GceServer {
         if (earlier) return { status: 200, body: { ...this.operations.get(earlier)!.op }, replayed: true };
       }
       if (rest === "/global/routes" && method === "POST") return this.insertRoute(body, url.searchParams.get("requestId") ?? undefined);
-      if (rest === "/global/operations" && method === "GET" && this.refuseOperationsFilter && url.searchParams.has("filter")) {
-        throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${url.searchParams.get("filter")}'. Invalid list filter expression.`);
+      if (rest === "/global/operations" && method === "GET" && this.operationsFilter !== "honour" && url.searchParams.has("filter")) {
+        if (this.operationsFilter === "refuse") throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${url.searchParams.get("filter")}'. Invalid list filter expression.`);
+        url.searchParams.delete("filter");
       }
       if (rest === "/global/operations" && method === "GET") return { status: 200, body: this.list("compute#operationList", [...this.operations.values()].map((entry) => entry.op), url, "global/operations") };
       if ((m = rest.match(/^\/global\/routes\/([^/]+)$/))) {

@@ -80,6 +80,8 @@ export interface ComputeInstance {
 interface Operation {
   name: string;
   status: string;
+  /** The write's requestId, when it carried one. */
+  clientOperationId?: string;
   error?: { errors?: { code?: string; message?: string }[] };
   httpErrorStatusCode?: number;
 }
@@ -482,6 +484,8 @@ class ComputeClient implements ComputeApi {
       if (error instanceof ComputeError && error.status === 400) this.filterRefused = true;
       return;
     }
+    // An API that ignored the filter would answer every operation of the project: never ask it again.
+    if (listed.some((op) => op.status !== "DONE" || !waves.some((wave) => op.clientOperationId?.startsWith(wave)))) this.filterRefused = true;
     for (const op of listed) {
       const entry = this.pending.get(op.name);
       if (!entry || op.status !== "DONE") continue;
