@@ -23,7 +23,7 @@ import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
 import { admin, getIn, nodeObject, startAgentProcess, startKubeServerProcess, writeKubeconfig } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
-import { flatNamespace } from "../testkit/flat-namespace.js";
+import { flatNamespace } from "../testkit/netns.js";
 
 const NS = `prbenchagent${process.pid % 100000}`;
 const NODES = 5000;

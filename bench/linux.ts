@@ -22,7 +22,7 @@ import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, run } from "../src/targets/linux/runner.js";
 import { BIN } from "../testkit/cli.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
-import { flatNamespace } from "../testkit/flat-namespace.js";
+import { flatNamespace } from "../testkit/netns.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";

@@ -3,7 +3,9 @@
  * route rules moto skips, the routes-per-table quota among them) and the Kubernetes API test server with
  * exactly deploy/controller/rbac.yaml's permissions: routes in every cluster-tagged table, an address
  * change as ReplaceRoute, a table at its route limit (the node's condition names the limit, an Event, no
- * write past it), and a terminated node's blackhole removed by the first reconcile of a new leader.
+ * write past it), a terminated node's blackhole removed by the first reconcile of a new leader, and a
+ * route deleted with the real aws CLI repaired at the next 10-minute resync (a fake clock reaches it)
+ * while a Node change is handled at once.
  * Dummy credentials, instance metadata off, 127.0.0.1 only.
  */
 import assert from "node:assert/strict";
@@ -16,7 +18,8 @@ import { awsTarget } from "../src/targets/aws/factory.js";
 import { nodeObject } from "../testkit/agent-lab.js";
 import { controllerKubeconfig, eventually, networkCondition, startInProcessController, type InProcessController } from "../testkit/controller.js";
 import { startKubeServer, type KubeApiServer } from "../testkit/kube-server.js";
-import { buildCluster, launchInstance, offlineAwsEnv, REGION, SEED_CLUSTER_CIDR, SEED_NODES, startEc2Proxy, startMoto, type CloudFixture, type Ec2Proxy, type Moto } from "../testkit/moto.js";
+import { FakeClock } from "../testkit/fake-clock.js";
+import { awsCli, buildCluster, launchInstance, offlineAwsEnv, REGION, SEED_CLUSTER_CIDR, SEED_NODES, startEc2Proxy, startMoto, type CloudFixture, type Ec2Proxy, type Moto } from "../testkit/moto.js";
 
 describe("podroutes controller (aws, in-process, moto)", () => {
   let moto: Moto;
@@ -53,7 +56,7 @@ describe("podroutes controller (aws, in-process, moto)", () => {
     cloud = await buildCluster(client, { tables: 2 });
   });
 
-  const start = async (routeLimit = 50) => {
+  const start = async (routeLimit = 50, resyncClock?: FakeClock) => {
     proxy = await startEc2Proxy(moto.endpoint, { routeRules: { routeLimit } });
     running = await startInProcessController({
       target: awsTarget,
@@ -62,6 +65,7 @@ describe("podroutes controller (aws, in-process, moto)", () => {
       identity: "controller-aws",
       clusterCIDR: SEED_CLUSTER_CIDR,
       env: offlineAwsEnv(proxy.endpoint),
+      ...(resyncClock ? { resyncMs: 600_000, resyncClock } : {}),
     });
     await eventually("it leads and has reconciled", () => running!.controller.term?.reconciler.reconciled === true);
     await running.controller.term!.loop.settled();
@@ -141,5 +145,33 @@ describe("podroutes controller (aws, in-process, moto)", () => {
     assert.deepEqual(proxy!.calls("DeleteRoute").map((p) => [p.get("RouteTableId"), p.get("DestinationCidrBlock")]).sort(), cloud.tableIds.map((id) => [id, "10.200.2.0/24"]).sort());
     const tables = (await client.send(new DescribeRouteTablesCommand({ RouteTableIds: cloud.tableIds }))).RouteTables ?? [];
     for (const table of tables) assert.ok(table.Routes?.some((r) => r.DestinationCidrBlock === "0.0.0.0/0"), "the gateway route is not podroutes' and stays");
+  });
+
+  it("with a 10-minute resync: a route deleted with the aws CLI is repaired at the next resync, a Node change is handled without waiting for it", async () => {
+    const clock = new FakeClock();
+    for (const i of [0, 1]) kube.put("nodes", seedNode(i));
+    await start(50, clock);
+    assert.deepEqual(await routes(), expected(["worker-0", "worker-1"]));
+    const [table] = cloud.tableIds;
+    // Behind the controller's back: straight to moto, not through the proxy that counts the controller's calls.
+    await awsCli(moto.endpoint, ["ec2", "delete-route", "--route-table-id", table!, "--destination-cidr-block", "10.200.0.0/24"]);
+    const reads = () => proxy!.calls("DescribeRouteTables").length;
+    const readsBefore = reads();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(reads(), readsBefore, "nothing reads the tables between resyncs while nothing changes");
+    assert.ok(!(await routes())[table!]!.some((r) => r.startsWith("10.200.0.0/24")));
+
+    await clock.advance(599_999);
+    await running!.controller.term!.loop.settled();
+    assert.ok(!(await routes())[table!]!.some((r) => r.startsWith("10.200.0.0/24")), "not before the resync");
+    await clock.advance(1);
+    await eventually("repaired at the resync", async () => (await routes())[table!]!.includes(`10.200.0.0/24 via ${eniOf("worker-0")} active`));
+    await running!.controller.term!.loop.settled();
+    assert.deepEqual(await routes(), expected(["worker-0", "worker-1"]));
+    assert.deepEqual(proxy!.calls("CreateRoute").slice(-1).map((p) => [p.get("RouteTableId"), p.get("DestinationCidrBlock")]), [[table, "10.200.0.0/24"]], "only the missing route is written");
+
+    kube.put("nodes", seedNode(2));
+    await eventually("a new Node's routes without waiting for the next resync", async () => JSON.stringify(await routes()) === JSON.stringify(expected(["worker-0", "worker-1", "worker-2"])));
+    await eventually("its condition", () => networkCondition(kube, "worker-2")?.state === "False/RouteCreated");
   });
 });

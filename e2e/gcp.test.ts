@@ -235,6 +235,50 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.equal([...server.routes.values()].filter((r) => r.name.startsWith("kubernetes-route-")).length, 3);
   });
 
+  it("confirms operations pending together together: 100 inserts in flight cost a few waits and operation lists, not a wait each", async () => {
+    server.latencyMs = 100;
+    const { target: t, compute } = await target({ maxInFlight: 100, initialInFlight: 100 });
+    const { report } = await converge(t, inventory(nodes(100)));
+    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok))));
+    assert.equal([...server.routes.keys()].filter((name) => name.startsWith("kubernetes-route-")).length, 100);
+    const confirmations = server.requestLog.filter((r) => r.path.endsWith("/wait") || (r.method === "GET" && r.path.endsWith("/global/operations")));
+    assert.ok(confirmations.length <= 10, `${confirmations.length} calls confirmed 100 operations`);
+    assert.ok(compute.calls.requests <= 100 * 1.05 + 3, `${compute.calls.requests} Compute calls for 100 routes`);
+  });
+
+  for (const mode of ["refuse", "ignore"] as const) {
+    it(`an API that ${mode === "refuse" ? "refuses the operations filter (400)" : "ignores the operations filter (lists every operation)"}: each operation is waited for on its own, and every write still lands`, async () => {
+      server.latencyMs = 50;
+      server.operationsFilter = mode;
+      const { target: t } = await target({ maxInFlight: 20, initialInFlight: 20 });
+      const lists = () => server.requestLog.filter((r) => r.method === "GET" && r.path.endsWith("/global/operations")).length;
+      const first = await converge(t, inventory(nodes(10)));
+      const listsBefore = lists();
+      const { report } = await converge(t, inventory(nodes(70))); // 60 more, 20 at a time: 3 rounds
+      for (const r of [first.report, report]) assert.equal(r.ok, true, JSON.stringify(r.tables.flatMap((x) => x.results.filter((c) => !c.ok))));
+      // Refused: the first answer says so. Ignored: the first answer holding an operation of another wave (or one not DONE) does.
+      if (mode === "refuse") assert.equal(lists(), 1, "asked once, then never again");
+      else assert.ok(lists() - listsBefore <= 1, `${lists() - listsBefore} lists once the answer showed the filter ignored`);
+      assert.equal([...server.routes.keys()].filter((name) => name.startsWith("kubernetes-route-")).length, 70);
+    });
+  }
+
+  it("a write whose answer was lost is retried with the same requestId: the first operation comes back, no 409, inserted once", async () => {
+    server.latencyMs = 20;
+    server.faultKinds = ["timeout"];
+    server.timeoutHoldMs = 600; // longer than the client's 400 ms request limit: the client gives up first
+    server.faultRate = 1;
+    const { compute } = await target();
+    const inserted = compute.insertRoute({ name: "kubernetes-route-10-200-0-0-24", network: compute.networkUrl(NETWORK), destRange: "10.200.0.0/24", nextHopIp: "10.240.0.20", priority: 1000, description: ownershipMarker("kubernetes") });
+    while (!server.requestLog.some((r) => r.method === "POST")) await new Promise((resolve) => setTimeout(resolve, 5));
+    server.faultRate = 0;
+    await inserted;
+    const posts = server.requestLog.filter((r) => r.method === "POST" && r.path.endsWith("/global/routes"));
+    assert.deepEqual(posts.map((r) => r.status), [0, 200], "the lost answer, then the first operation again");
+    assert.equal(server.stats.inserts, 1, "carried out once");
+    assert.ok(server.routes.has("kubernetes-route-10-200-0-0-24"));
+  });
+
   it("re-calls a wait that came back early only after a pause, not at once", async () => {
     // A server that answers every wait at once (the API allows it) for an operation of 1 s. The pause
     // before each re-call doubles from 0.5 ms to at most 32 ms (randomized upwards only), so in 1 s there

@@ -15,6 +15,9 @@
  *   instance must have one on the route's network;
  * - `filter` expressions `FIELD eq "REGEX"` / `FIELD ne "REGEX"` (RE2-like, full match), several in
  *   parentheses ANDed, as gcloud sends `network eq ".*\bN\b.*"`; `maxResults` and `pageToken` paging;
+ * - writes' `requestId` (a UUID): a write repeated with one already received answers the first one's
+ *   operation and does nothing again; the operation carries it as `clientOperationId`, which
+ *   `globalOperations.list` filters on like any other string field;
  * - error bodies `{"error":{"code","message","errors":[{"reason","message","domain"}]}}` for
  *   400/403/404/409/429/5xx; the multipart batch endpoint gcloud uses for multi-delete;
  * - injected faults on any call: 429 rateLimitExceeded, 503 backendError, or a timeout (the connection
@@ -65,6 +68,8 @@ interface Operation {
   targetId?: string;
   status: "PENDING" | "RUNNING" | "DONE";
   user: string;
+  /** The write's requestId, when it carried one. */
+  clientOperationId?: string;
   progress: number;
   insertTime: string;
   startTime: string;
@@ -117,7 +122,7 @@ export interface GceStats {
   peakRunning: number;
 }
 
-type Answer = { status: number; body: unknown };
+type Answer = { status: number; body: unknown; replayed?: true };
 
 /** One API call as the server saw it: who made it (the bearer token), when, and what it answered. */
 export interface GceRequest {
@@ -128,6 +133,10 @@ export interface GceRequest {
   at: number;
   /** The HTTP status answered; 0 when the connection was dropped (an injected timeout). */
   status: number;
+  /** The status the API's work came to, even when its answer was then lost (a timeout); unset for injected 429/503. */
+  outcome?: number;
+  /** A write repeating the requestId of one already received: answered with that one's operation, nothing done. */
+  replayed?: true;
   fault?: FaultKind;
 }
 
@@ -159,6 +168,7 @@ export function seededRandom(seed: number): () => number {
 }
 
 const NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Evaluates a Compute list filter on one resource: `FIELD eq "REGEX"` or `FIELD ne "REGEX"`, alone or
@@ -189,6 +199,8 @@ export class GceServer {
   waitHoldMs: number;
   waitEarlyReturnRate: number;
   throttleAbove: number | undefined;
+  /** How `globalOperations.list` treats a filter: as the API documents it, refused (400), or ignored (every operation). */
+  operationsFilter: "honour" | "refuse" | "ignore" = "honour";
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
@@ -199,6 +211,8 @@ export class GceServer {
   private readonly pendingInserts = new Set<string>();
   readonly instances: GceInstance[] = [];
   private readonly operations = new Map<string, { op: Operation; done: Promise<void> }>();
+  /** requestId → the operation it started: a write repeated with the same requestId is not redone. */
+  private readonly byRequestId = new Map<string, string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private server: Server | undefined;
   private nextId = 1000;
@@ -275,11 +289,15 @@ export class GceServer {
     this.networks.clear();
     this.instances.length = 0;
     this.operations.clear();
+    this.byRequestId.clear();
     this.faultRate = 0;
     this.latencyMs = 0;
     this.waitHoldMs = 120_000;
     this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
+    this.operationsFilter = "honour";
+    this.faultKinds = ["429", "503", "timeout"];
+    this.timeoutHoldMs = 1500;
     this.stats = GceServer.emptyStats();
     this.requestLog.length = 0;
   }
@@ -340,6 +358,8 @@ export class GceServer {
     } else {
       answer = await this.dispatch(req.method ?? "GET", url, body);
     }
+    logged.outcome = answer.status;
+    if (answer.replayed) logged.replayed = true;
     if (fault === "timeout") {
       // The call may have taken effect; its answer is lost, as when a connection times out.
       this.stats.faults.timeout++;
@@ -372,14 +392,26 @@ export class GceServer {
       let m: RegExpMatchArray | null;
       if (rest === "" && method === "GET") return { status: 200, body: this.projectResource() };
       if (rest === "/global/routes" && method === "GET") return { status: 200, body: this.list("compute#routeList", [...this.routes.values()], url, `global/routes`) };
-      if (rest === "/global/routes" && method === "POST") return this.insertRoute(body);
+      if (method !== "GET" && url.searchParams.has("requestId")) {
+        // A retried write with the requestId of one already received: the first one's operation, nothing redone.
+        const requestId = url.searchParams.get("requestId")!;
+        if (!UUID.test(requestId) || /^[0-]+$/.test(requestId)) throw new ApiError(400, "invalid", `Invalid value for field 'requestId': '${requestId}'. The request ID must be a valid UUID with the exception that zero UUID is not supported (00000000-0000-0000-0000-000000000000).`);
+        const earlier = this.byRequestId.get(requestId);
+        if (earlier) return { status: 200, body: { ...this.operations.get(earlier)!.op }, replayed: true };
+      }
+      if (rest === "/global/routes" && method === "POST") return this.insertRoute(body, url.searchParams.get("requestId") ?? undefined);
+      if (rest === "/global/operations" && method === "GET" && this.operationsFilter !== "honour" && url.searchParams.has("filter")) {
+        if (this.operationsFilter === "refuse") throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${url.searchParams.get("filter")}'. Invalid list filter expression.`);
+        url.searchParams.delete("filter");
+      }
+      if (rest === "/global/operations" && method === "GET") return { status: 200, body: this.list("compute#operationList", [...this.operations.values()].map((entry) => entry.op), url, "global/operations") };
       if ((m = rest.match(/^\/global\/routes\/([^/]+)$/))) {
         const route = this.routes.get(m[1]!);
         if (method === "GET") {
           if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${m[1]}' was not found`);
           return { status: 200, body: route };
         }
-        if (method === "DELETE") return this.deleteRoute(m[1]!);
+        if (method === "DELETE") return this.deleteRoute(m[1]!, url.searchParams.get("requestId") ?? undefined);
       }
       if ((m = rest.match(/^\/global\/operations\/([^/]+)(\/wait)?$/))) {
         const entry = this.operations.get(m[1]!);
@@ -514,7 +546,7 @@ export class GceServer {
   }
 
   /** Starts an operation; `effect` runs when it turns DONE (after latencyMs). */
-  private operation(type: string, targetLink: string, effect: () => void): Operation {
+  private operation(type: string, targetLink: string, requestId: string | undefined, effect: () => void): Operation {
     this.running++;
     this.stats.peakRunning = Math.max(this.stats.peakRunning, this.running);
     const name = `operation-${Date.now()}-${randomBytes(6).toString("hex")}`;
@@ -527,6 +559,7 @@ export class GceServer {
       targetLink,
       status: "RUNNING",
       user: "test@podroutes.invalid",
+      ...(requestId ? { clientOperationId: requestId } : {}),
       progress: 0,
       insertTime: now,
       startTime: now,
@@ -553,10 +586,11 @@ export class GceServer {
     this.operations.set(name, { op: { ...op } as Operation, done });
     // Keep one object: later reads see the status change.
     this.operations.set(name, { op, done });
+    if (requestId) this.byRequestId.set(requestId, name);
     return { ...op };
   }
 
-  private insertRoute(body: string): Answer {
+  private insertRoute(body: string, requestId: string | undefined): Answer {
     this.admitWrite("insert");
     const input = JSON.parse(body || "{}") as Partial<GceRoute>;
     for (const field of ["name", "network", "destRange"] as const) {
@@ -589,7 +623,7 @@ export class GceServer {
     const name = input.name!;
     this.pendingInserts.add(name);
     const selfLink = `${this.endpoint}projects/${this.project}/global/routes/${name}`;
-    const op = this.operation("insert", selfLink, () => {
+    const op = this.operation("insert", selfLink, requestId, () => {
       this.pendingInserts.delete(name);
       this.addRoute({
         name,
@@ -606,12 +640,12 @@ export class GceServer {
     return { status: 200, body: op };
   }
 
-  private deleteRoute(name: string): Answer {
+  private deleteRoute(name: string, requestId: string | undefined): Answer {
     this.admitWrite("delete");
     const route = this.routes.get(name);
     if (!route) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/routes/${name}' was not found`);
     this.stats.deletes++;
-    return { status: 200, body: this.operation("delete", route.selfLink, () => void this.routes.delete(name)) };
+    return { status: 200, body: this.operation("delete", route.selfLink, requestId, () => void this.routes.delete(name)) };
   }
 
   /** `POST /batch/compute/v1`: multipart/mixed, one `application/http` request per part. */

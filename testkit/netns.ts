@@ -1,8 +1,9 @@
 /**
- * A node of its own for a test: a network namespace with `eth0` (a veth; `dummy` links do not exist on
- * this kernel) holding the node's address, where podroutes runs with `--target local` as on a real node.
- * Nothing is created in or changed of the root namespace; `remove` deletes the namespace and its lock
- * files, and tests call it in `after`/`finally` even when they fail.
+ * A node of its own for a test or a benchmark: a network namespace with `eth0` (a veth; `dummy` links do
+ * not exist on this kernel) holding the node's address, where podroutes runs with `--target local` as on
+ * a real node; with a wide prefix (`10.240.0.1/16`) a whole range of next hops is on-link, a flat VPC.
+ * Made again from nothing if it exists. Nothing is created in or changed of the root namespace; `remove`
+ * deletes the namespace and its lock files, and tests call it in `after`/`finally` even when they fail.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -55,6 +56,11 @@ export async function nodeNamespace(name: string, address: string, address6?: st
     throw error;
   }
   return namespace;
+}
+
+/** The same namespace for benchmarks, which delete it by name themselves (`ip netns del`). */
+export async function flatNamespace(name: string, addressWithPrefix: string): Promise<void> {
+  await nodeNamespace(name, addressWithPrefix);
 }
 
 /** Another holder of a podroutes lock: its PID (written in the lock file as podroutes does) and how to let go. */

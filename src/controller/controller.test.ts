@@ -85,7 +85,7 @@ describe("podroutes controller (gcp, in-process)", () => {
     await running!.controller.term!.loop.settled();
   };
 
-  it("nodes join: routes created, conditions False/RouteCreated; a node deleted: its route deleted; an address change: replaced make-before-break", async () => {
+  it("nodes join: routes created, conditions False/RouteCreated; a node deleted: its route deleted; an address change: replaced make-before-break; a pod CIDR change: the route moves", async () => {
     for (const i of [0, 1, 2]) kube.put("nodes", worker(i));
     await start();
     await settled();
@@ -112,6 +112,16 @@ describe("podroutes controller (gcp, in-process)", () => {
     assert.ok(insert >= 0 && del > insert, `the new route is inserted before the old one is deleted: ${log.join(", ")}`);
     assert.ok(log.slice(insert, del).some((call) => call.endsWith("/wait")), "and the delete waits for the insert's operation to be DONE");
     assert.equal(networkCondition(kube, "worker-1")?.state, "False/RouteCreated");
+
+    // A new pod CIDR: a new destination (a new route name), and the old destination's route goes.
+    kube.update("nodes", "worker-0", (node) => {
+      (node.spec as { podCIDR: string; podCIDRs: string[] }).podCIDR = "10.200.10.0/24";
+      (node.spec as { podCIDR: string; podCIDRs: string[] }).podCIDRs = ["10.200.10.0/24"];
+    });
+    await eventually("worker-0's route follows its pod CIDR", () => JSON.stringify(ours()) === JSON.stringify(["10.200.1.0/24 via 10.240.0.31", "10.200.10.0/24 via 10.240.0.20"]));
+    assert.ok(gce.routes.has(routeName(10)) && !gce.routes.has(routeName(0)));
+    await running!.controller.term!.loop.settled();
+    assert.equal(networkCondition(kube, "worker-0")?.state, "False/RouteCreated");
     // The controller never needed more than deploy/controller/rbac.yaml grants.
     assert.deepEqual(kube.requests.filter((r) => r.code === 403).map((r) => `${r.verb} ${r.resource}`), []);
   });
@@ -129,6 +139,15 @@ describe("podroutes controller (gcp, in-process)", () => {
     assert.equal(reads() - before.reads, batches, "one read of the network per reconcile");
     assert.equal(writes().length - before.writes, 100, "one insert per new route");
     for (let i = 1; i <= 100; i++) assert.equal(networkCondition(kube, `worker-${i}`)?.state, "False/RouteCreated");
+  });
+
+  it("a join starts as many operations as --max-in-flight allows at once (the route controller's way), not apply's slow start from 10", async () => {
+    gce.latencyMs = 300;
+    for (let i = 0; i < 40; i++) kube.put("nodes", worker(i, `10.240.1.${i}`));
+    await start({ maxInFlight: 30 });
+    await settled();
+    assert.equal(ours().length, 40);
+    assert.equal(gce.stats.peakRunning, 30, "the first round is 30 operations, and never more");
   });
 
   it("a node's condition is set as soon as its route is in, while the rest of a large write goes on", async () => {

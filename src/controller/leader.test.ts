@@ -208,6 +208,27 @@ describe("two electors against the API test server (fake clock)", () => {
     assert.equal(await b.tryAcquireOrRenew(), true, "no wait for a released lease");
     assert.deepEqual([stored()!.holderIdentity, stored()!.leaseTransitions], ["b", 1]);
   });
+
+  it("release after a renewal that landed but whose answer was lost (cut short by the shutdown): the lease is read again and still released", async () => {
+    const clock = new FakeClock(WALL);
+    const a = await elector("a", clock);
+    const b = await elector("b", clock);
+    assert.equal(await a.tryAcquireOrRenew(), true);
+    // a's renewal reached the API (a new resourceVersion) but a never saw the answer.
+    server.update("leases", LEASE.name, (lease) => void ((lease.spec as Lease["spec"])!.renewTime = new Date(WALL.getTime() + 2_000).toISOString()), LEASE.namespace);
+    assert.equal(await a.release(), true);
+    assert.deepEqual([stored()!.holderIdentity, stored()!.leaseDurationSeconds], ["", 1]);
+    assert.equal(await b.tryAcquireOrRenew(), true, "the standby need not wait the lease out");
+  });
+
+  it("a release never takes a lease someone else holds by then", async () => {
+    const clock = new FakeClock(WALL);
+    const a = await elector("a", clock);
+    assert.equal(await a.tryAcquireOrRenew(), true);
+    server.update("leases", LEASE.name, (lease) => void ((lease.spec as Lease["spec"])!.holderIdentity = "c"), LEASE.namespace);
+    assert.equal(await a.release(), false);
+    assert.equal(stored()!.holderIdentity, "c");
+  });
 });
 
 describe("the run loop (real clock, short durations)", () => {

@@ -344,8 +344,20 @@ export class LeaderElector {
     this.fenceAt = -Infinity;
     leadership.abort(new LeadershipReleased());
     if (!stillLeader) return false;
+    const request = { timeoutMs: this.settings.renewDeadlineMs };
     try {
-      const released = await this.put(releasedSpec(this.lease.spec ?? {}, this.clock.wallNow()), { timeoutMs: this.settings.renewDeadlineMs });
+      let released: Lease;
+      try {
+        released = await this.put(releasedSpec(this.lease.spec ?? {}, this.clock.wallNow()), request);
+      } catch (error) {
+        // A renewal cut short by the shutdown may have landed unseen: a newer version. Read it, and
+        // release it only while it still names this replica (never a lease another one took).
+        if (!(error instanceof KubeApiError && error.failure === "conflict")) throw error;
+        const current = await this.client.request<Lease>("GET", leasePath(this.settings.namespace, this.settings.name), request);
+        if (current.spec?.holderIdentity !== this.settings.identity) throw error;
+        this.lease = current;
+        released = await this.put(releasedSpec(current.spec ?? {}, this.clock.wallNow()), request);
+      }
       this.lease = released;
       this.observed = { record: released.spec ?? {}, at: this.clock.now() };
       this.events.onStoppedLeading?.("released", "shutting down");

@@ -187,7 +187,9 @@ export class RouteReconciler {
       if (!result.ok) held.add(node);
       const left = (pending.get(node) ?? 0) - (result.ok ? 1 : 0);
       pending.set(node, left);
-      if (left === 0 && !held.has(node)) this.writeCondition(node, [], writes);
+      // After the writes this result let start (the route writes come first; the patch fills their wait).
+      // Once the report began it covers the node itself.
+      if (left === 0 && !held.has(node)) setImmediate(() => writes.closed || this.writeCondition(node, [], writes));
     };
   }
 
@@ -258,6 +260,8 @@ class StatusWrites {
   private readonly limit = pLimit(STATUS_WRITES_IN_FLIGHT);
   private readonly running: Promise<void>[] = [];
   failed = 0;
+  /** Set when settle begins: writes added later would not be waited for. */
+  closed = false;
 
   add(write: () => Promise<void>): void {
     this.running.push(this.limit(write));
@@ -265,6 +269,7 @@ class StatusWrites {
 
   /** Waits for every write; true when all went through. Throws when the leadership ended meanwhile. */
   async settle(signal: AbortSignal): Promise<boolean> {
+    this.closed = true;
     const settled = await Promise.allSettled(this.running);
     signal.throwIfAborted();
     for (const result of settled) if (result.status === "rejected") throw result.reason;

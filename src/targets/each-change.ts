@@ -30,7 +30,7 @@ export const DEFAULT_MAX_IN_FLIGHT = 200;
 /** `--max-in-flight`, shared by the API targets. */
 export const maxInFlightOption: OptionSpec<number> = {
   flags: "--max-in-flight <n>",
-  description: `API operations in flight at most: podroutes starts at ${INITIAL_IN_FLIGHT}, grows while the API accepts and halves when it throttles (1-1000)`,
+  description: `API operations in flight at most: apply starts at ${INITIAL_IN_FLIGHT}, the controller at this ceiling; grows while the API accepts and halves when it throttles (1-1000)`,
   default: String(DEFAULT_MAX_IN_FLIGHT),
   parse: wholeNumber(1, 1000),
 };

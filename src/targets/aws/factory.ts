@@ -51,6 +51,7 @@ export const awsTarget: TargetFactory = {
       nextHop: readOption(nextHopOption, options)!,
       routeLimit: readOption(routeLimitOption, options)!,
       parallel: readOption(maxInFlightOption, options)!,
+      ...(options.initialInFlight !== undefined ? { initialInFlight: options.initialInFlight } : {}),
     };
     return new AwsTarget(await createEc2(settings), target);
   },

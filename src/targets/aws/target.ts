@@ -51,6 +51,8 @@ export interface AwsTargetSettings {
   routeLimit: number;
   /** Ceiling of the API writes in flight at once, over all tables; the limit adapts below it. */
   parallel: number;
+  /** Where that limit starts (default: the slow start's INITIAL_IN_FLIGHT). */
+  initialInFlight?: number;
 }
 
 /** The share of the route limit past which `plan` warns that a table is filling up. */
@@ -359,7 +361,7 @@ export class AwsTarget implements Target {
     private readonly settings: AwsTargetSettings,
   ) {
     this.ranges = clusterRanges(settings.clusterCIDR);
-    this.concurrency = new AdaptiveConcurrency(settings.parallel);
+    this.concurrency = new AdaptiveConcurrency(settings.parallel, settings.initialInFlight);
     ec2.onThrottle?.(() => this.concurrency.throttled());
   }
 

@@ -10,9 +10,13 @@
  * Operations are awaited with `globalOperations.wait`, which the API holds for up to about 2 minutes
  * and may answer early, still RUNNING: the wait loop gives each call more time than the API holds it,
  * paces re-calls, and stops at a deadline of its own (an hour, as the Kubernetes route controller's).
+ * Operations pending together are confirmed together: one wait on the newest, then one list of the DONE
+ * operations their requestIds name (every call counts against the project's API quota). Each write
+ * carries a requestId, so a retried write whose answer was lost gets the first one's operation back.
  * Authentication: a bearer token from `--access-token-file` or Google's own library (Application
  * Default Credentials), imported lazily.
  */
+import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { performance } from "node:perf_hooks";
@@ -76,6 +80,8 @@ export interface ComputeInstance {
 interface Operation {
   name: string;
   status: string;
+  /** The write's requestId, when it carried one. */
+  clientOperationId?: string;
   error?: { errors?: { code?: string; message?: string }[] };
   httpErrorStatusCode?: number;
 }
@@ -192,11 +198,33 @@ export async function createCompute(settings: ComputeSettings): Promise<ComputeA
   return new ComputeClient(settings, token);
 }
 
+/** A write's operation awaiting confirmation, with the wave its requestId names. */
+interface PendingOperation {
+  op: Operation;
+  wave: string;
+  deadline: number;
+  resolve(op: Operation): void;
+  reject(error: unknown): void;
+}
+
+/** `xxxxxxxx-xxxx-`: the part of a requestId (a UUID) that names its wave (hex and dashes: a regex as it is). */
+const WAVE_PREFIX_LENGTH = 14;
+const newWave = () => randomUUID().slice(0, WAVE_PREFIX_LENGTH);
+
 class ComputeClient implements ComputeApi {
   readonly project: string;
   private readonly base: string;
   readonly calls = { requests: 0, retries: 0 };
   private readonly throttleListeners: (() => void)[] = [];
+  /** Operations awaited, in the order they started; confirmWaves runs while there are any. */
+  private readonly pending = new Map<string, PendingOperation>();
+  private confirming = false;
+  private wave = newWave();
+  /** The API refused the operations filter: each operation gets its own waits. */
+  private filterRefused = false;
+  /** Insert and delete calls awaiting their answer (not those waiting to be retried). */
+  private writesOnWire = 0;
+  private readonly wireQuiet: (() => void)[] = [];
 
   constructor(
     private readonly settings: ComputeSettings,
@@ -227,6 +255,8 @@ class ComputeClient implements ComputeApi {
     this.calls.requests++;
     const finished = this.settings.calls?.started(callName(method, url));
     const timeout = AbortSignal.timeout(timeoutMs);
+    const write = method !== "GET" && !url.includes("/global/operations/");
+    if (write) this.writesOnWire++;
     try {
       const response = await fetch(url, {
         method,
@@ -241,7 +271,17 @@ class ComputeClient implements ComputeApi {
     } catch (error) {
       if (!(error instanceof ComputeError)) finished?.(this.settings.signal?.aborted ? "cancelled" : timeout.aborted ? "timeout" : "network");
       throw error;
+    } finally {
+      if (write && --this.writesOnWire === 0) for (const resolve of this.wireQuiet.splice(0)) resolve();
     }
+  }
+
+  /** Resolves when no write call is on the wire, or after `limitMs`: a burst's operations are all known then. */
+  private async writesAnswered(limitMs: number): Promise<void> {
+    if (this.writesOnWire === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((resolve) => this.wireQuiet.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+    clearTimeout(timer);
   }
 
   private throttled(): void {
@@ -300,51 +340,181 @@ class ComputeClient implements ComputeApi {
   }
 
   /**
-   * Waits for a global operation until DONE or the operation deadline, then checks its error. Each
+   * Waits for one global operation until DONE or the operation deadline, and returns it DONE. Each
    * `wait` call may take longer than other requests (the API holds it up to about 2 minutes) and may
    * come back early, still RUNNING; a failed call (timeout, 429, 5xx) is just another early return.
    * The next call starts no sooner than a pause after the previous one started, the pause doubling
    * (with jitter) up to the longest backoff: a server answering at once is not called in a tight loop.
+   * Used for every operation once the API refused the operations filter (confirmWaves).
    */
-  private async wait(operation: Operation): Promise<void> {
-    const deadline = performance.now() + (this.settings.operationTimeoutMs ?? 3_600_000);
-    const minPause = this.settings.minBackoffMs ?? 500;
-    const maxPause = this.settings.maxBackoffMs ?? 32_000;
+  private async waitOne(operation: Operation): Promise<Operation> {
+    const deadline = performance.now() + this.operationTimeoutMs;
     let op = operation;
-    for (let pause = minPause; op.status !== "DONE"; pause = Math.min(pause * 2, maxPause)) {
-      const left = deadline - performance.now();
-      if (left <= 0) {
-        throw new ComputeError(408, "operationTimeout", `operation ${op.name} is still ${op.status} after ${Math.round((this.settings.operationTimeoutMs ?? 3_600_000) / 1000)} s; it may yet finish: re-run plan to see`);
-      }
+    for (let pause = this.minPause; op.status !== "DONE"; pause = Math.min(pause * 2, this.maxPause)) {
+      if (deadline - performance.now() <= 0) throw this.timedOut(op);
       const started = performance.now();
-      try {
-        op = await this.attempt<Operation>("POST", this.url(`/global/operations/${op.name}/wait`), undefined, Math.ceil(Math.min(this.settings.waitTimeoutMs ?? 150_000, left)));
-      } catch (error) {
-        if (!isRetryable(error) || this.settings.signal?.aborted) throw error;
-        this.calls.retries++;
-        if (isThrottle(error)) this.throttled();
-      }
+      op = (await this.waitCall(op, deadline)) ?? op;
       if (op.status === "DONE") break;
-      const rest = pause * (1 + Math.random()) - (performance.now() - started);
-      if (rest > 0) await delay(Math.min(rest, deadline - performance.now()), undefined, this.settings.signal ? { signal: this.settings.signal } : {});
+      await this.pauseAfter(started, pause, deadline);
     }
-    const first = op.error?.errors?.[0];
-    if (first) throw new ComputeError(op.httpErrorStatusCode ?? 400, first.code ?? "", first.message ?? "operation failed");
+    return op;
+  }
+
+  private get operationTimeoutMs(): number {
+    return this.settings.operationTimeoutMs ?? 3_600_000;
+  }
+  private get minPause(): number {
+    return this.settings.minBackoffMs ?? 500;
+  }
+  private get maxPause(): number {
+    return this.settings.maxBackoffMs ?? 32_000;
+  }
+
+  private timedOut(op: Operation): ComputeError {
+    return new ComputeError(408, "operationTimeout", `operation ${op.name} is still ${op.status} after ${Math.round(this.operationTimeoutMs / 1000)} s; it may yet finish: re-run plan to see`);
+  }
+
+  /** One `wait` call; undefined when it failed in a way worth another call (an early return, in effect). */
+  private async waitCall(op: Operation, deadline: number): Promise<Operation | undefined> {
+    try {
+      return await this.attempt<Operation>("POST", this.url(`/global/operations/${op.name}/wait`), undefined, Math.ceil(Math.min(this.settings.waitTimeoutMs ?? 150_000, deadline - performance.now())));
+    } catch (error) {
+      if (!isRetryable(error) || this.settings.signal?.aborted) throw error;
+      this.calls.retries++;
+      if (isThrottle(error)) this.throttled();
+      return undefined;
+    }
+  }
+
+  /** Sleeps what is left of `pause` (randomized upwards) since `started`, never past the deadline. */
+  private async pauseAfter(started: number, pause: number, deadline: number): Promise<void> {
+    const rest = pause * (1 + Math.random()) - (performance.now() - started);
+    if (rest > 0) await delay(Math.min(rest, Math.max(0, deadline - performance.now())), undefined, this.settings.signal ? { signal: this.settings.signal } : {});
+  }
+
+  /**
+   * A write's operation, DONE, its error thrown. Operations pending together are confirmed together
+   * (confirmWaves), not with one `wait` each: a join of 1,000 nodes then costs a few calls beyond its
+   * 1,000 inserts instead of 1,000 more, and every call counts against the project's API quota.
+   */
+  private async finish(op: Operation, requestId: string): Promise<void> {
+    let done = op;
+    if (op.status !== "DONE") {
+      done = this.filterRefused
+        ? await this.waitOne(op)
+        : await new Promise<Operation>((resolve, reject) => {
+            this.pending.set(op.name, { op, wave: requestId.slice(0, WAVE_PREFIX_LENGTH), deadline: performance.now() + this.operationTimeoutMs, resolve, reject });
+            if (!this.confirming) void this.confirmWaves();
+          });
+    }
+    const first = done.error?.errors?.[0];
+    if (first) throw new ComputeError(done.httpErrorStatusCode ?? 400, first.code ?? "", first.message ?? "operation failed");
+  }
+
+  /**
+   * Confirms every pending operation, a wave at a time: one `wait` on the newest pending operation (held
+   * by the API until it is DONE), then, when others are pending, one list of the DONE operations whose
+   * requestId carries the prefix of a pending wave (`clientOperationId`; the wave changes with each
+   * list, so a list covers only operations still awaited and the few of their wave). Operations started
+   * together finish together, so a wave of 200 inserts is confirmed by about two calls. Each cycle
+   * settles at least the operation it waited on; an early answer pauses as `waitOne` does. An API that
+   * refuses the filter (400) gets one `wait` per operation from then on.
+   */
+  private async confirmWaves(): Promise<void> {
+    this.confirming = true;
+    try {
+      await this.confirmEach();
+    } catch (error) {
+      for (const entry of this.pending.values()) entry.reject(error); // a bug of ours: fail the writes, never hang them
+      this.pending.clear();
+    } finally {
+      this.confirming = false; // in the same turn as the loop's last look at `pending`: nothing is missed
+    }
+  }
+
+  private async confirmEach(): Promise<void> {
+    let pause = this.minPause;
+    while (this.pending.size) {
+      const now = performance.now();
+      for (const [name, entry] of this.pending) {
+        if (this.settings.signal?.aborted) entry.reject(this.settings.signal.reason);
+        else if (entry.deadline <= now) entry.reject(this.timedOut(entry.op));
+        else continue;
+        this.pending.delete(name);
+      }
+      if (this.filterRefused) {
+        for (const entry of this.pending.values()) this.waitOne(entry.op).then(entry.resolve, entry.reject);
+        this.pending.clear();
+        break;
+      }
+      // The newest of a burst finishes last: wait on it once every write of the burst has its operation.
+      await this.writesAnswered(this.minPause);
+      const newest = [...this.pending.values()].at(-1);
+      if (!newest) break;
+      const started = performance.now();
+      let answer: Operation | undefined;
+      try {
+        answer = await this.waitCall(newest.op, newest.deadline);
+      } catch (error) {
+        this.pending.delete(newest.op.name);
+        newest.reject(error);
+        continue;
+      }
+      if (answer?.status === "DONE") {
+        this.pending.delete(newest.op.name);
+        newest.resolve(answer);
+        if (this.pending.size) await this.confirmListed();
+        pause = this.minPause;
+        continue;
+      }
+      await this.pauseAfter(started, pause, newest.deadline).catch(() => {});
+      pause = Math.min(pause * 2, this.maxPause);
+    }
+  }
+
+  /** Lists the DONE operations of the pending waves and settles those it finds; a new wave starts. */
+  private async confirmListed(): Promise<void> {
+    const waves = [...new Set([...this.pending.values()].map((entry) => entry.wave))];
+    this.wave = newWave();
+    let listed: Operation[];
+    try {
+      listed = await this.list("/global/operations", `(clientOperationId eq "(${waves.join("|")}).*") (status eq "DONE")`, (page) => (page.items ?? []) as Operation[]);
+    } catch (error) {
+      // A filter the API does not take: one wait per operation, as before. Anything else: the next cycle waits again.
+      if (error instanceof ComputeError && error.status === 400) this.filterRefused = true;
+      return;
+    }
+    // An API that ignored the filter would answer every operation of the project: never ask it again.
+    if (listed.some((op) => op.status !== "DONE" || !waves.some((wave) => op.clientOperationId?.startsWith(wave)))) this.filterRefused = true;
+    for (const op of listed) {
+      const entry = this.pending.get(op.name);
+      if (!entry || op.status !== "DONE") continue;
+      this.pending.delete(op.name);
+      entry.resolve(op);
+    }
+  }
+
+  /** A requestId for a write: a UUID whose first groups name the current wave. */
+  private requestId(): string {
+    return `${this.wave}${randomUUID().slice(WAVE_PREFIX_LENGTH)}`;
   }
 
   async insertRoute(route: ComputeRoute): Promise<void> {
-    await this.wait(await this.call<Operation>("POST", this.url("/global/routes"), route));
+    // The requestId makes a retried insert (its answer lost) return the first one's operation, not a 409.
+    const requestId = this.requestId();
+    await this.finish(await this.call<Operation>("POST", this.url("/global/routes", { requestId }), route), requestId);
   }
 
   async deleteRoute(name: string): Promise<boolean> {
+    const requestId = this.requestId();
     let op: Operation;
     try {
-      op = await this.call<Operation>("DELETE", this.url(`/global/routes/${name}`));
+      op = await this.call<Operation>("DELETE", this.url(`/global/routes/${name}`, { requestId }));
     } catch (error) {
       if (error instanceof ComputeError && error.status === 404) return false;
       throw error;
     }
-    await this.wait(op);
+    await this.finish(op, requestId);
     return true;
   }
 
@@ -420,6 +590,7 @@ export function computeSettingsFrom(options: Record<string, unknown> & { env?: N
 export function callName(method: string, url: string): string {
   const path = new URL(url).pathname.replace(/^.*\/projects\/[^/]+/, "");
   if (path === "") return "projects.get";
+  if (path === "/global/operations") return "globalOperations.list";
   if (path.startsWith("/global/operations/")) return "globalOperations.wait";
   if (path === "/aggregated/instances") return "instances.aggregatedList";
   if (path === "/global/routes") return method === "POST" ? "routes.insert" : "routes.list";

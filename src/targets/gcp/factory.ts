@@ -32,6 +32,7 @@ export const gcpTarget: TargetFactory = {
       nextHop: readOption(nextHopOption, options)!,
       priority: readOption(priorityOption, options)!,
       maxInFlight: readOption(maxInFlightOption, options)!,
+      ...(options.initialInFlight !== undefined ? { initialInFlight: options.initialInFlight } : {}),
       ...(options.clusterCIDR ? { clusterCIDR: options.clusterCIDR } : {}),
     };
     return new GcpTarget(await createCompute(computeSettingsFrom(options)), settings);

@@ -28,6 +28,8 @@ export interface GcpTargetSettings {
   priority: number;
   /** Ceiling of the operations (insert/delete and their waits) in flight at once; the limit adapts below it. */
   maxInFlight: number;
+  /** Where that limit starts (default: the slow start's INITIAL_IN_FLIGHT). */
+  initialInFlight?: number;
   clusterCIDR?: string;
 }
 
@@ -100,7 +102,7 @@ export class GcpTarget implements Target {
     private readonly compute: ComputeApi,
     private readonly settings: GcpTargetSettings,
   ) {
-    this.concurrency = new AdaptiveConcurrency(settings.maxInFlight);
+    this.concurrency = new AdaptiveConcurrency(settings.maxInFlight, settings.initialInFlight);
     compute.onThrottle?.(() => this.concurrency.throttled());
   }
 
