@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { BusyError } from "../errors.js";
 import { KubeApiError, type KubeClient } from "../kube/client.js";
 import type { KubeNode } from "../kube/nodes.js";
 import { Reflector } from "../kube/reflector.js";
@@ -191,5 +192,15 @@ describe("agent reconciler", () => {
     const readdressed = structuredClone(before);
     readdressed.status!.addresses = [{ type: "InternalIP", address: "10.240.0.99" }];
     assert.equal(routingChanged(before, readdressed), true);
+  });
+
+  it("counts a lock held by another run as a busy error, not a target one", async () => {
+    const { reconciler, target, metrics } = setup(listed(cluster()), { node: "node-0" });
+    target.lock = async () => {
+      throw new BusyError("another podroutes run holds the lock on this host and did not let go within --lock-timeout 1s; nothing was changed");
+    };
+    assert.equal((await reconciler.reconcile(["list"])).result, "failed");
+    assert.equal(metrics.errors.get({ kind: "busy" }), 1);
+    assert.equal(metrics.errors.get({ kind: "target" }), 0);
   });
 });

@@ -10,7 +10,7 @@
 import { performance } from "node:perf_hooks";
 import { apply, messageOf, plan } from "../apply/engine.js";
 import { changeDestination } from "../plan/plan.js";
-import { kindOf } from "../errors.js";
+import { BusyError, kindOf } from "../errors.js";
 import { formatProblem, type Problem } from "../inventory.js";
 import { inventoryFromNodes, readKubeNode, type KubeNode, type NodeInventory } from "../kube/nodes.js";
 import type { Logger } from "../observe/log.js";
@@ -131,7 +131,11 @@ export class Reconciler {
       if (diff.changes.length) {
         const report = await apply(this.options.target, planned, mapped.inventory, { parallel: 1 });
         const outcomeOfTable = report.tables[0];
-        if (outcomeOfTable?.error !== undefined) throw new TargetError("agent", `writing this host's routes failed: ${outcomeOfTable.error}`);
+        if (outcomeOfTable?.error !== undefined) {
+          const message = `writing this host's routes failed: ${outcomeOfTable.error}`;
+          // The kind of what failed, not the message, says which: a held lock is busy, not a broken target.
+          throw outcomeOfTable.errorKind === "busy" ? new BusyError(message) : new TargetError("agent", message);
+        }
         const failures: string[] = [];
         for (const result of outcomeOfTable?.results ?? []) {
           if (!result.ok) {

@@ -4,6 +4,7 @@
  * others go on, so a re-run finishes the job. Nothing here prints: progress goes to a callback.
  */
 import pLimit from "p-limit";
+import { kindOf, type ErrorKind } from "../errors.js";
 import type { Inventory } from "../model.js";
 import { desiredRoutes, diffTable, recheck, summarize, type Conflict, type Plan, type TableDiff } from "../plan/plan.js";
 import type { Change, ChangeResult, ExtraAction, ObservedRoute, Progress, TableRef, Target, WriteContext } from "../targets/target.js";
@@ -71,6 +72,8 @@ export interface TableOutcome {
   error?: string;
   /** With `error`: true when the failure came before any write, so nothing was changed on the table. */
   changedNothing?: boolean;
+  /** With `error`: its kind, when an error raised it (busy: another run held the lock), for metrics. */
+  errorKind?: ErrorKind | "unexpected";
   /** Foreign routes that took a destination after the plan, where no change was planned. */
   conflicts?: Conflict[];
 }
@@ -93,7 +96,7 @@ async function writeTable(target: Target, diff: TableDiff, inventory: Inventory,
   try {
     lock = await target.lock?.(diff.table, inventory);
   } catch (error) {
-    return { table: diff.table, results: [], error: messageOf(error), changedNothing: true };
+    return { table: diff.table, results: [], error: messageOf(error), errorKind: kindOf(error), changedNothing: true };
   }
   try {
     let write = diff.changes;
@@ -104,7 +107,7 @@ async function writeTable(target: Target, diff: TableDiff, inventory: Inventory,
       try {
         now = await target.read(diff.table, inventory);
       } catch (error) {
-        return { table: diff.table, results: [], error: messageOf(error), changedNothing: true };
+        return { table: diff.table, results: [], error: messageOf(error), errorKind: kindOf(error), changedNothing: true };
       }
       const checked = recheck(diff, now, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
       write = checked.write;
@@ -116,7 +119,7 @@ async function writeTable(target: Target, diff: TableDiff, inventory: Inventory,
       const written = write.length ? await target.write(diff.table, write, context) : [];
       return { table: diff.table, results: completeResults(diff.changes, [...settled, ...written]), ...(conflicts.length ? { conflicts } : {}) };
     } catch (error) {
-      return { table: diff.table, results: settled, error: messageOf(error), changedNothing: false, ...(conflicts.length ? { conflicts } : {}) };
+      return { table: diff.table, results: settled, error: messageOf(error), errorKind: kindOf(error), changedNothing: false, ...(conflicts.length ? { conflicts } : {}) };
     }
   } finally {
     await lock?.release();
