@@ -8,7 +8,6 @@ import {
   cidr,
   cidrContains,
   addressNetwork,
-  addressInCidr,
   parseAddress,
   parseCidr,
   specialPurposeRange,
@@ -230,6 +229,11 @@ export class ClaimIndex<K> {
   private readonly byIp = new Map<string, Set<Claimant<K>>>();
   /** Each address of `byIp`, parsed. */
   private readonly addressOf = new Map<string, Address>();
+  /**
+   * Family → each prefix length pod ranges use → network → the nodes with an internal IP in it: which
+   * nodes' IPs lie inside a range, found without looking at every node.
+   */
+  private readonly ipsByNetwork = { 4: new Map<number, Map<number | bigint, Set<Claimant<K>>>>(), 6: new Map<number, Map<number | bigint, Set<Claimant<K>>>>() };
   /** Family → prefix length → network → the ranges there and their nodes. */
   private readonly byRange = { 4: new Map<number, Map<number | bigint, RangeClaim<K>[]>>(), 6: new Map<number, Map<number | bigint, RangeClaim<K>[]>>() };
 
@@ -242,10 +246,22 @@ export class ClaimIndex<K> {
     for (const { address } of addresses) {
       setOf(this.byIp, address.text).add(claimant);
       this.addressOf.set(address.text, address);
+      for (const [prefixLength, byNetwork] of this.ipsByNetwork[address.family]) setOf(byNetwork, addressNetwork(address, prefixLength)).add(claimant);
     }
     for (const range of ranges) {
-      const byNetwork = this.byRange[range.family].get(range.prefixLength) ?? new Map<number | bigint, RangeClaim<K>[]>();
-      this.byRange[range.family].set(range.prefixLength, byNetwork);
+      let byNetwork = this.byRange[range.family].get(range.prefixLength);
+      if (!byNetwork) {
+        this.byRange[range.family].set(range.prefixLength, (byNetwork = new Map()));
+        // A prefix length no range used before: index every internal IP at it once.
+        const ips = new Map<number | bigint, Set<Claimant<K>>>();
+        for (const [text, holders] of this.byIp) {
+          const address = this.addressOf.get(text)!;
+          if (address.family !== range.family) continue;
+          const inside = setOf(ips, addressNetwork(address, range.prefixLength));
+          for (const holder of holders) inside.add(holder);
+        }
+        this.ipsByNetwork[range.family].set(range.prefixLength, ips);
+      }
       byNetwork.set(range.network, [...(byNetwork.get(range.network) ?? []), { range, claimant }]);
     }
   }
@@ -256,13 +272,17 @@ export class ClaimIndex<K> {
     for (const { address } of addresses) {
       dropFrom(this.byIp, address.text, claimant);
       if (!this.byIp.has(address.text)) this.addressOf.delete(address.text);
+      for (const [prefixLength, byNetwork] of this.ipsByNetwork[address.family]) dropFrom(byNetwork, addressNetwork(address, prefixLength), claimant);
     }
     for (const range of ranges) {
       const byNetwork = this.byRange[range.family].get(range.prefixLength);
       const left = (byNetwork?.get(range.network) ?? []).filter((claim) => claim.claimant !== claimant);
       if (left.length) byNetwork!.set(range.network, left);
       else byNetwork?.delete(range.network);
-      if (byNetwork && byNetwork.size === 0) this.byRange[range.family].delete(range.prefixLength);
+      if (byNetwork && byNetwork.size === 0) {
+        this.byRange[range.family].delete(range.prefixLength);
+        this.ipsByNetwork[range.family].delete(range.prefixLength);
+      }
     }
   }
 
@@ -308,11 +328,8 @@ export class ClaimIndex<K> {
     for (const { address } of addresses) for (const other of this.byIp.get(address.text) ?? []) found.add(other);
     for (const range of ranges) {
       for (const other of this.overlapping(range)) found.add(other.claimant);
-      // Nodes whose internal IP lies inside this range.
-      for (const [ip, holders] of this.byIp) {
-        if (!addressInCidr(this.addressOf.get(ip)!, range)) continue;
-        for (const other of holders) found.add(other);
-      }
+      // Nodes whose internal IP lies inside this range (its prefix length is indexed while it is in the index).
+      for (const other of this.ipsByNetwork[range.family].get(range.prefixLength)?.get(range.network) ?? []) found.add(other);
     }
     found.delete(claimant);
     return found;
@@ -340,13 +357,13 @@ interface RangeClaim<K> {
   claimant: Claimant<K>;
 }
 
-function setOf<T>(map: Map<string, Set<T>>, key: string): Set<T> {
+function setOf<M, T>(map: Map<M, Set<T>>, key: M): Set<T> {
   let set = map.get(key);
   if (!set) map.set(key, (set = new Set()));
   return set;
 }
 
-function dropFrom<T>(map: Map<string, Set<T>>, key: string, value: T): void {
+function dropFrom<M, T>(map: Map<M, Set<T>>, key: M, value: T): void {
   const set = map.get(key);
   set?.delete(value);
   if (set && set.size === 0) map.delete(key);
