@@ -42,6 +42,33 @@ export interface NodeCondition {
   lastTransitionTime?: string;
 }
 
+/**
+ * The part of a Node the agent keeps (its store holds 5,000 of them): what routing reads (name, labels,
+ * creation time, pod CIDRs, addresses), what node status and Events need (uid, resourceVersion, the
+ * NetworkUnavailable condition), and nothing of the rest (images, managedFields, the kubelet's other
+ * conditions, nodeInfo, capacity...). Fields are kept as they came, right type or not, so a malformed
+ * Node is still reported for exactly what is wrong with it.
+ */
+export function routingView(object: unknown): KubeNode {
+  if (!isMapping(object)) return object as KubeNode;
+  const view: Record<string, unknown> = {};
+  if (object.kind !== undefined) view.kind = object.kind;
+  const metadata = object.metadata;
+  if (isMapping(metadata)) {
+    const { name, uid, resourceVersion, creationTimestamp, labels } = metadata;
+    view.metadata = { name, uid, resourceVersion, creationTimestamp, ...(labels !== undefined ? { labels } : {}) };
+  } else view.metadata = metadata;
+  const spec = object.spec;
+  if (isMapping(spec)) view.spec = { ...(spec.podCIDR !== undefined ? { podCIDR: spec.podCIDR } : {}), ...(spec.podCIDRs !== undefined ? { podCIDRs: spec.podCIDRs } : {}) };
+  else if (spec !== undefined) view.spec = spec;
+  const status = object.status;
+  if (isMapping(status)) {
+    const conditions = Array.isArray(status.conditions) ? status.conditions.filter((condition: unknown) => isMapping(condition) && condition.type === "NetworkUnavailable") : status.conditions;
+    view.status = { ...(status.addresses !== undefined ? { addresses: status.addresses } : {}), ...(conditions !== undefined ? { conditions } : {}) };
+  } else if (status !== undefined) view.status = status;
+  return view as unknown as KubeNode;
+}
+
 /** Where in a Node object a problem is: `["status", "addresses", 0, "address"]`. */
 export type FieldPath = (string | number)[];
 
@@ -273,13 +300,18 @@ export class NodeIndex {
   inventory(): Inventory {
     if (this.inventoryCache) return this.inventoryCache;
     const served = [...this.entries.values()].filter((entry) => this.served.has(entry.key)).sort((a, b) => this.compare(a, b));
-    this.inventoryCache = {
+    this.inventoryCache = this.inventoryOf(served.map((entry) => this.served.get(entry.key)!));
+    return this.inventoryCache;
+  }
+
+  /** An inventory of these nodes with the index's settings (cluster, cluster CIDR). */
+  inventoryOf(nodes: Node[]): Inventory {
+    return {
       cluster: this.settings.cluster,
       ...(this.settings.clusterCIDR !== undefined ? { clusterCIDR: this.settings.clusterCIDR } : {}),
-      nodes: served.map((entry) => this.served.get(entry.key)!),
+      nodes,
       source: this.options.source,
     };
-    return this.inventoryCache;
   }
 
   /** Problems of no one node: a bad cluster name or CIDR, no readable Node at all. */

@@ -48,7 +48,7 @@ afterEach(async () => {
 
 async function harness(
   serverOptions: KubeServerOptions = {},
-  reflectorOptions: Partial<ReflectorOptions> = {},
+  reflectorOptions: Partial<ReflectorOptions<KubeNode>> = {},
   arm?: (server: KubeApiServer) => void,
   nodes = ["worker-0", "worker-1", "worker-2"],
 ): Promise<Harness> {

@@ -100,12 +100,17 @@ export class Backoff {
   }
 }
 
-export interface ListOptions {
+export interface ListOptions<T = unknown> {
   labelSelector?: string;
   fieldSelector?: string;
   /** Page size (`limit`); 0 lists everything at once. */
   pageSize?: number;
   signal?: AbortSignal;
+  /**
+   * What of each object to keep, applied page by page: a page's whole objects are garbage as soon as the
+   * next page is asked for, instead of all of them living until the list is complete.
+   */
+  transform?: (object: T) => T;
 }
 
 export interface ListResult<T> {
@@ -122,7 +127,8 @@ interface ListBody<T> {
 }
 
 /** Lists every object, page by page; throws KubeApiError on any failure (never a partial list). */
-export async function listAll<T>(client: KubeClient, path: string, options: ListOptions = {}): Promise<ListResult<T>> {
+export async function listAll<T>(client: KubeClient, path: string, options: ListOptions<T> = {}): Promise<ListResult<T>> {
+  const keep = options.transform ?? ((object: T) => object);
   const base = { labelSelector: options.labelSelector || undefined, fieldSelector: options.fieldSelector || undefined };
   const limit = options.pageSize ?? 500;
   const items: T[] = [];
@@ -135,12 +141,12 @@ export async function listAll<T>(client: KubeClient, path: string, options: List
     } catch (error) {
       if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
         const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, ...(options.signal ? { signal: options.signal } : {}) }), path);
-        return { items: whole.items, resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
+        return { items: whole.items.map(keep), resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
       }
       throw error;
     }
     const checked = checkList(page, path);
-    items.push(...checked.items);
+    for (const item of checked.items) items.push(keep(item));
     // Every page is read at the first page's version; the watch starts from it.
     resourceVersion ??= checked.resourceVersion;
     token = page.metadata?.continue || undefined;
@@ -157,7 +163,7 @@ function checkList<T>(page: ListBody<T>, path: string): { items: T[]; resourceVe
   return { items, resourceVersion };
 }
 
-export interface ReflectorOptions {
+export interface ReflectorOptions<T = unknown> {
   client: KubeClient;
   /** The collection, `/api/v1/nodes`. */
   path: string;
@@ -171,6 +177,12 @@ export interface ReflectorOptions {
   backoff?: BackoffSettings;
   random?: () => number;
   now?: () => number;
+  /**
+   * What of each object the store keeps (client-go's transform function): a process that holds
+   * thousands of objects keeps only the fields it reads. Applied to every listed object and every
+   * watch event's object; the identity when not given.
+   */
+  transform?: (object: T) => T;
 }
 
 /** A watch shorter than this that delivered nothing counts as a failure (client-go's "very short watch"). */
@@ -185,11 +197,12 @@ export class Reflector<T extends KubeObject> {
   private listeners = new Set<(event: ReflectorEvent<T>) => void>();
   /** A watch was refused as Expired at its start and no watch has served since: the next such refusal waits. */
   private expiredAtStart = false;
-  private readonly options: Required<Omit<ReflectorOptions, "labelSelector" | "fieldSelector">> & Pick<ReflectorOptions, "labelSelector" | "fieldSelector">;
+  private readonly options: Required<Omit<ReflectorOptions<T>, "labelSelector" | "fieldSelector">> & Pick<ReflectorOptions<T>, "labelSelector" | "fieldSelector">;
   private readonly backoff: Backoff;
 
-  constructor(options: ReflectorOptions) {
+  constructor(options: ReflectorOptions<T>) {
     this.options = {
+      transform: (object) => object,
       pageSize: 500,
       watchTimeoutSeconds: { min: 300, max: 600 },
       idleSlackMs: 30_000,
@@ -250,6 +263,7 @@ export class Reflector<T extends KubeObject> {
       ...(this.options.fieldSelector ? { fieldSelector: this.options.fieldSelector } : {}),
       pageSize: this.options.pageSize,
       signal,
+      transform: this.options.transform,
     });
     if (result.continueExpired) this.counters.continueExpired++;
     const fresh = new Map<string, T>();
@@ -310,7 +324,7 @@ export class Reflector<T extends KubeObject> {
   }
 
   private apply(event: WatchEvent<T>): void {
-    const object = event.object;
+    const object = event.type === "BOOKMARK" || event.type === "ERROR" ? event.object : this.options.transform(event.object);
     const version = object.metadata?.resourceVersion;
     if (event.type === "BOOKMARK") {
       this.counters.bookmarks++;

@@ -147,6 +147,11 @@ export class HostRoutesTarget implements Target {
     };
   }
 
+  /** The table's state as the last plan read it (the agent keeps what a per-change write needs of it). */
+  plannedState(table: TableRef): HostState | undefined {
+    return this.planned.get(table.id);
+  }
+
   async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
     const state = await this.state(table, inventory);
     if (!this.held.has(table.id)) this.planned.set(table.id, state);

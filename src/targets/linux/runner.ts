@@ -126,8 +126,12 @@ function seconds(timeout: number): string {
   return String(Math.round(timeout * 1000) / 1000);
 }
 
-/** Locks this host's (or a namespace's) routing table; see the module comment. */
-export async function lockLocal(netns: string | undefined, request: LockRequest): Promise<LockedHost> {
+/**
+ * Locks this host's (or a namespace's) routing table; see the module comment. `read` is the batch read
+ * once the lock is held (`state`): the whole table unless a caller that needs less (the agent's
+ * per-change write, a few destinations) says so.
+ */
+export async function lockLocal(netns: string | undefined, request: LockRequest, read: string = READ_BATCH): Promise<LockedHost> {
   const path = await lockPath(netns);
   await mkdir(LOCK_DIR, { recursive: true, mode: 0o755 });
   const handle = await open(path, "a+", 0o644);
@@ -148,7 +152,7 @@ export async function lockLocal(netns: string | undefined, request: LockRequest)
     const ownerFile = `${path}.proto-${request.proto}`;
     const owner = /^cluster=(\S+)/.exec(await readFile(ownerFile, "utf8").catch(() => ""))?.[1];
     const ns = netns ? ["-n", netns] : [];
-    const state = await run("ip", [...ns, ...READ_ARGS], READ_BATCH);
+    const state = await run("ip", [...ns, ...READ_ARGS], read);
     return {
       state,
       owner,
