@@ -34,6 +34,7 @@ import {
   ROUTES_BATCH,
   sameHostRoute,
   type HostState,
+  type KernelNexthop,
   type KernelRoute,
   type WriteBatch,
 } from "../targets/linux/iproute.js";
@@ -44,18 +45,43 @@ import { TargetError, type ChangeResult, type TableRef } from "../targets/target
 export interface HostFacts {
   /** Connected routes (main table, a device and no gateway): the on-link networks. */
   connected: KernelRoute[];
-  nexthops: HostState["nexthops"];
+  /** podroutes' own plain nexthop objects, by the gateway the kernel prints. */
+  ownedByGateway: Map<string, KernelNexthop>;
+  /** Every other nexthop object, by id alone: a new object's id must avoid them. */
+  others: { id: number }[];
   nexthopObjects: boolean;
   addresses: string[];
 }
 
-export function factsOf(state: HostState): HostFacts {
+export function factsOf(state: HostState, proto: number): HostFacts {
+  const ownedByGateway = new Map<string, KernelNexthop>();
+  const others: { id: number }[] = [];
+  for (const nexthop of state.nexthops) {
+    if (nexthop.protocol === String(proto) && nexthop.gateway && !nexthop.group) ownedByGateway.set(nexthop.gateway, nexthop);
+    else others.push({ id: nexthop.id });
+  }
   return {
     connected: state.routes.filter((route) => !route.gateway && route.dev && !route.nexthops && route.nhid === undefined),
-    nexthops: state.nexthops,
+    ownedByGateway,
+    others,
     nexthopObjects: state.nexthopObjects,
     addresses: state.addresses,
   };
+}
+
+/**
+ * The nexthop objects a batch for these routes needs to see: podroutes' objects to their next hops
+ * (reused), and every other object's id (taken); not 5,000 objects to parse per change.
+ */
+function nexthopsFor(facts: HostFacts, nextHops: Iterable<string>): KernelNexthop[] {
+  const relevant = new Set<KernelNexthop>();
+  for (const nextHop of nextHops) {
+    const owned = facts.ownedByGateway.get(nextHop);
+    if (owned) relevant.add(owned);
+  }
+  const ids: KernelNexthop[] = facts.others.map(({ id }) => ({ id }));
+  for (const nexthop of facts.ownedByGateway.values()) if (!relevant.has(nexthop)) ids.push({ id: nexthop.id });
+  return [...relevant, ...ids];
 }
 
 export interface HostWrite {
@@ -113,7 +139,7 @@ export class HostTable {
 
   /** Remembers what a full read of the table showed. */
   remember(state: HostState): void {
-    this.facts = factsOf(state);
+    this.facts = factsOf(state, this.options.proto);
   }
 
   /** Forgets the facts: the next write reads the whole table once first. */
@@ -148,7 +174,8 @@ export class HostTable {
       if (host.state.code !== 0) throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${host.state.stderr.trim() || `ip exited ${host.state.code}`}`);
       const routes: KernelRoute[] = [];
       for (const line of host.state.stdout.split("\n")) if (line.startsWith("[")) for (const route of JSON.parse(line) as KernelRoute[]) routes.push(route);
-      const state: HostState = { routes: [...facts.connected, ...routes], nexthops: facts.nexthops, nexthopObjects: facts.nexthopObjects, addresses: facts.addresses };
+      const nexthops = nexthopsFor(facts, desired.map((route) => route.nextHop));
+      const state: HostState = { routes: [...facts.connected, ...routes], nexthops, nexthopObjects: facts.nexthopObjects, addresses: facts.addresses };
       const observed = observedRoutes(state, proto).filter((route) => destinations.has(route.destination));
       const diff = diffTable(table, desired, observed, { ...(context.clusterCIDR !== undefined ? { clusterCIDR: context.clusterCIDR } : {}), sameRoute: sameHostRoute });
       if (!diff.changes.length) return { diff, results: [] };
@@ -172,7 +199,7 @@ export class HostTable {
   private async readFacts(): Promise<HostFacts> {
     const result = await this.runner.ip(READ_ARGS, READ_BATCH);
     if (!result.stdout.trim().startsWith("[")) throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${result.stderr.trim() || `ip exited ${result.code}`}`);
-    this.facts = factsOf(parseHostState(result.stdout, result.stderr));
+    this.facts = factsOf(parseHostState(result.stdout, result.stderr), this.options.proto);
     return this.facts;
   }
 }

@@ -29,7 +29,7 @@ import { nodeOfAddresses } from "../targets/linux/host-routes.js";
 import type { HostState } from "../targets/linux/iproute.js";
 import { TargetError, type ChangeResult, type TableRef, type Target } from "../targets/target.js";
 import type { HostTable } from "./host-table.js";
-import { desiredView, type DesiredView } from "./kernel-events.js";
+import { DesiredRoutes, type DesiredView } from "./kernel-events.js";
 import { countError, type AgentMetrics, type SyncResult } from "./metrics.js";
 
 /** Where the reconciler reads Nodes: the reflector's store. */
@@ -92,8 +92,13 @@ export class Reconciler {
   /** Names of Nodes said changed since the last reconcile; "all": compare every Node. */
   private changed: Set<string> | "all" = "all";
   /** The desired routes by destination, and by node. */
-  private wanted = new Map<string, Route>();
-  private routesOf = new Map<string, Route[]>();
+  private readonly wanted = new Map<string, Route>();
+  private readonly routesOf = new Map<string, Route[]>();
+  /** The desired routes, as kernel events are judged against them. */
+  private readonly desiredRoutes: DesiredRoutes;
+  /** Bumped whenever the desired routes change; what it was at the last converged reconcile. */
+  private desiredVersion = 0;
+  private convergedVersion: number | undefined;
   /**
    * What the table holds of podroutes', as far as the agent knows: every desired route, after a
    * reconcile with no failure and no conflict; undefined otherwise (the next reconcile is a full one).
@@ -102,15 +107,14 @@ export class Reconciler {
   private owned = 0;
   private fullDue = true;
   private checkDue = false;
-  /** The desired routes of the last converged reconcile: changes written against the same are drift repairs. */
-  private lastConverged: ReadonlyMap<string, string> | undefined;
 
   /** The node this host is: `--node`/NODE_NAME, or found from its addresses by the first reconcile. */
   node: string | undefined;
 
   constructor(private readonly options: ReconcilerOptions) {
     this.node = options.node;
-    this.desired = desiredView(options.proto, []);
+    this.desiredRoutes = new DesiredRoutes(options.proto);
+    this.desired = this.desiredRoutes;
   }
 
   /** The one table the agent writes: this host's. */
@@ -266,8 +270,9 @@ export class Reconciler {
       owned += counted.owned;
     }
     this.owned = owned;
-    if (written && this.lastConverged && sameRoutes(this.lastConverged, this.desired.routes)) metrics.driftRepairs.inc({}, written);
-    if (failed === 0) this.lastConverged = this.desired.routes;
+    // Written while the desired routes stayed those of the last converged reconcile: repairs of drift.
+    if (written && this.convergedVersion === this.desiredVersion) metrics.driftRepairs.inc({}, written);
+    if (failed === 0) this.convergedVersion = this.desiredVersion;
     // The agent's picture of the table: exact only when everything desired is there as written.
     this.expected = failed === 0 && diff.conflicts.length === 0 ? new Map([...this.wanted.values()].map((route) => [route.destination, route.nextHop])) : undefined;
     this.fullDue = false;
@@ -292,11 +297,11 @@ export class Reconciler {
     }
     const routes = desiredRoutes(this.index.inventoryOf(nodes), here);
     for (const route of routes) destinations.add(route.destination);
-    const wanted = new Map(this.wanted);
-    for (const name of touched) for (const route of this.routesOf.get(name) ?? []) wanted.delete(route.destination);
-    for (const route of routes) wanted.set(route.destination, route);
     // Before writing: the kernel's events for these writes must read as the agent's own, not as drift.
-    this.want([...wanted.values()]);
+    for (const name of touched) for (const route of this.routesOf.get(name) ?? []) this.unwant(route);
+    for (const route of routes) this.wantRoute(route);
+    this.desiredVersion++;
+    this.options.metrics.desiredRoutes.set(this.wanted.size);
     if (!destinations.size) return { written: 0, failed: 0, fields: { nodes: touched.size } };
     const inventory = this.index.inventoryOf([]);
     const done = await table.write(here, routes, destinations, {
@@ -313,7 +318,7 @@ export class Reconciler {
     if (counted.failed === 0 && done.diff.conflicts.length === 0 && this.expected) {
       for (const destination of destinations) this.expected.delete(destination);
       for (const route of routes) this.expected.set(route.destination, route.nextHop);
-      this.lastConverged = this.desired.routes;
+      this.convergedVersion = this.desiredVersion;
     } else {
       // A conflict is reported, and a failure retried, by the full path.
       this.expected = undefined;
@@ -322,17 +327,36 @@ export class Reconciler {
     return { written: counted.written, failed: counted.failed + done.diff.conflicts.length, fields: { nodes: touched.size, ...countActions(done.diff.changes), conflicts: done.diff.conflicts.length } };
   }
 
-  /** Sets the desired routes (and the view kernel events are judged against). */
+  /** Sets every desired route (and the view kernel events are judged against). */
   private want(routes: Route[]): void {
-    this.wanted = new Map(routes.map((route) => [route.destination, route]));
-    this.routesOf = new Map();
-    for (const route of routes) {
-      const list = this.routesOf.get(route.node);
-      if (list) list.push(route);
-      else this.routesOf.set(route.node, [route]);
-    }
-    this.desired = desiredView(this.options.proto, routes);
+    const same = routes.length === this.wanted.size && routes.every((route) => {
+      const earlier = this.wanted.get(route.destination);
+      return earlier?.nextHop === route.nextHop && earlier.node === route.node;
+    });
+    if (same) return;
+    for (const route of [...this.wanted.values()]) this.unwant(route);
+    for (const route of routes) this.wantRoute(route);
+    this.desiredVersion++;
     this.options.metrics.desiredRoutes.set(routes.length);
+  }
+
+  private wantRoute(route: Route): void {
+    const earlier = this.wanted.get(route.destination);
+    if (earlier) this.unwant(earlier);
+    this.wanted.set(route.destination, route);
+    const list = this.routesOf.get(route.node);
+    if (list) list.push(route);
+    else this.routesOf.set(route.node, [route]);
+    this.desiredRoutes.set(route.destination, route.nextHop);
+  }
+
+  private unwant(route: Route): void {
+    if (this.wanted.get(route.destination) !== route) return;
+    this.wanted.delete(route.destination);
+    const left = (this.routesOf.get(route.node) ?? []).filter((other) => other !== route);
+    if (left.length) this.routesOf.set(route.node, left);
+    else this.routesOf.delete(route.node);
+    this.desiredRoutes.delete(route.destination);
   }
 
   /** Counts a write's results in the metrics: written, failed, and the change in owned routes. */
@@ -426,12 +450,6 @@ export function routingChanged(previous: unknown, current: unknown): boolean {
     return JSON.stringify([reading.node ?? null, reading.problems, (object as KubeNode)?.metadata?.creationTimestamp ?? null]);
   };
   return fields(previous) !== fields(current);
-}
-
-function sameRoutes(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [destination, nextHop] of a) if (b.get(destination) !== nextHop) return false;
-  return true;
 }
 
 /** What a reconcile wrote, for its metrics and its log line. */
