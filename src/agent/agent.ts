@@ -6,7 +6,8 @@
  *   kernel     kernel-monitor.ts reports route, nexthop, link and address changes
  *   timer      a full resync every --resync, a backstop
  *        └──→ loop.ts: one reconcile at a time, triggers coalesced, none before the first complete list
- *               └──→ reconciler.ts: plan + apply of the shared engine on a HostRoutesTarget (`--target local`'s)
+ *               └──→ reconciler.ts: plan + apply of the shared engine on a HostRoutesTarget (`--target local`'s);
+ *                    a changed Node alone: its destinations through host-table.ts; a resync: one read, a compare
  *                      └──→ the Node's NetworkUnavailable condition, an Event on a quarantined Node
  *   observe/   /livez /healthz /readyz /metrics, JSON or text logs
  *
@@ -84,11 +85,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     warn: (message) => log.warn(message),
   });
   const empty = { cluster: "kubernetes", nodes: [], source: "kubernetes" };
+  const hostTable = new HostTable({ proto: options.proto, warn: (message) => log.warn(message) });
   reconciler = new Reconciler({
     target,
     store: { synced: () => reflector.hasSynced, nodes: () => reflector.store.values(), get: (name) => reflector.store.get(name) },
     proto: options.proto,
-    host: { table: new HostTable({ proto: options.proto, warn: (message) => log.warn(message) }), plannedState: (table) => target.plannedState(table) },
+    host: { table: hostTable, plannedState: (table) => target.plannedState(table) },
     ...(options.node ? { node: options.node } : {}),
     hostAddresses: async () => (await target.state(thisHost, empty)).addresses,
     metrics,
@@ -182,6 +184,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       if (options.cleanupOnExit) await cleanup(target, log);
       else log.info("stopped; routes left in place (pods keep working across agent restarts)");
       await target.close();
+      await hostTable.close();
       client.close();
       await health.close();
     },

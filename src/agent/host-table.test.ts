@@ -10,6 +10,7 @@ import { flatNamespace } from "../../testkit/flat-namespace.js";
 import type { Route } from "../model.js";
 import { lockLocal, removeLockFiles, run } from "../targets/linux/runner.js";
 import { HostTable, holdsExactly } from "./host-table.js";
+import { IpReader } from "./ip-reader.js";
 
 const NS = `prhosttable${process.pid % 100000}`;
 const table = { id: "node-0", scope: "host" as const, node: "node-0" };
@@ -53,8 +54,9 @@ describe("HostTable.write: one Node's destinations under the lock", needsRoot(),
     await run("ip", ["netns", "del", NS]);
   });
 
-  it("writes only the destinations given, replaces a moved route, never overwrites a foreign one", async () => {
+  it("writes only the destinations given, replaces a moved route, never overwrites a foreign one", async (t) => {
     const host = new HostTable({ proto: 150, netns: NS, warn: () => {} });
+    t.after(() => host.close());
     // A stale owned route elsewhere: not among the destinations, so left for the full path.
     await ip("route", "add", "10.200.7.0/24", "via", "10.240.0.7", "proto", "150");
     // A foreign route on a destination the change wants.
@@ -75,8 +77,9 @@ describe("HostTable.write: one Node's destinations under the lock", needsRoot(),
     assert.deepEqual(again?.diff.changes, []);
   });
 
-  it("waits for the namespace's lock (the one the CLI and SSH runs take) before it reads and writes", async () => {
+  it("waits for the namespace's lock (the one the CLI and SSH runs take) before it reads and writes", async (t) => {
     const host = new HostTable({ proto: 150, netns: NS, warn: () => {} });
+    t.after(() => host.close());
     const held = await lockLocal(NS, { proto: 150, waiting: () => {} });
     let done = false;
     const writing = host.write(table, [route("10.200.12.0/24", "10.240.0.12", "node-12")], new Set(["10.200.12.0/24"]), context).then((r) => ((done = true), r));
@@ -91,13 +94,31 @@ describe("HostTable.write: one Node's destinations under the lock", needsRoot(),
     assert.ok((await routes()).includes("10.200.12.0/24 via 10.240.0.98 proto 4"));
   });
 
-  it("refuses (nothing written) where another cluster owns the protocol number", async () => {
+  it("refuses (nothing written) where another cluster owns the protocol number", async (t) => {
     const host = new HostTable({ proto: 150, netns: NS, warn: () => {} });
+    t.after(() => host.close());
     const other = await lockLocal(NS, { proto: 150, cluster: "other", waiting: () => {} });
     await other.write("# podroutes: end of batch\n");
     await other.release();
     const before = await routes();
     assert.equal(await host.write(table, [route("10.200.13.0/24", "10.240.0.13", "node-13")], new Set(["10.200.13.0/24"]), context), undefined);
     assert.deepEqual(await routes(), before);
+  });
+
+  it("the long-lived ip reader answers each command with its line, and a reader that died is started again", async (t) => {
+    const reader = new IpReader(NS);
+    t.after(() => reader.close());
+    await ip("route", "replace", "10.200.20.0/24", "via", "10.240.0.20", "proto", "150");
+    const [one, none] = await reader.read(["route show table all exact 10.200.20.0/24", "route show table all exact 10.200.21.0/24"]);
+    assert.deepEqual(JSON.parse(one!).map((r: { gateway: string }) => r.gateway), ["10.240.0.20"]);
+    assert.deepEqual(JSON.parse(none!), []);
+    const first = reader.pid!;
+    process.kill(first, "SIGKILL");
+    while (reader.pid === first) await new Promise((resolve) => setTimeout(resolve, 5));
+    const [again] = await reader.read(["route show table all exact 10.200.20.0/24"]);
+    assert.equal(JSON.parse(again!).length, 1);
+    assert.notEqual(reader.pid, first);
+    assert.equal(reader.starts, 2);
+    await assert.rejects(reader.read(["nexthop flush"]), /route show/);
   });
 });

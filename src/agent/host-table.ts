@@ -31,7 +31,6 @@ import {
   parseHostState,
   READ_ARGS,
   READ_BATCH,
-  ROUTES_BATCH,
   sameHostRoute,
   type HostState,
   type KernelNexthop,
@@ -39,6 +38,7 @@ import {
   type WriteBatch,
 } from "../targets/linux/iproute.js";
 import { lockLocal, localRunner, type IpRunner } from "../targets/linux/runner.js";
+import { IpReader } from "./ip-reader.js";
 import { TargetError, type ChangeResult, type TableRef } from "../targets/target.js";
 
 /** What the per-change write takes from the last full read: everything but the routes to nodes. */
@@ -114,6 +114,9 @@ export function holdsExactly(routes: KernelRoute[], expected: ReadonlyMap<string
   return owned === expected.size;
 }
 
+/** Every table's routes. */
+const ROUTES_COMMAND = "route show table all";
+
 /** The batch without its `nexthop del` lines (no change of the batch depends on them). */
 function withoutCleanup(batch: WriteBatch): WriteBatch {
   const lines = batch.lines.filter((line) => line.changes.length > 0);
@@ -132,9 +135,11 @@ export class HostTable {
   /** The last full read's facts; undefined until one is given, or after a write that made them stale. */
   private facts: HostFacts | undefined;
   private readonly runner: IpRunner;
+  private readonly reader: IpReader;
 
   constructor(private readonly options: HostTableOptions) {
     this.runner = localRunner(options.netns);
+    this.reader = new IpReader(options.netns);
   }
 
   /** Remembers what a full read of the table showed. */
@@ -149,9 +154,25 @@ export class HostTable {
 
   /** One read of every table's routes, compared with `expected` (see holdsExactly). */
   async holds(expected: ReadonlyMap<string, string>): Promise<boolean> {
-    const result = await this.runner.ip(READ_ARGS, ROUTES_BATCH);
-    if (!result.stdout.trim().startsWith("[")) throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${result.stderr.trim() || `ip exited ${result.code}`}`);
-    return holdsExactly(parseHostState(result.stdout, result.stderr, ROUTES_BATCH).routes, expected, this.options.proto);
+    return holdsExactly(await this.readRoutes([ROUTES_COMMAND]), expected, this.options.proto);
+  }
+
+  /** Routes printed by `route show` commands, through the long-lived reader. */
+  private async readRoutes(commands: string[]): Promise<KernelRoute[]> {
+    let lines: string[];
+    try {
+      lines = await this.reader.read(commands);
+    } catch (error) {
+      throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${(error as Error).message}`, { cause: error });
+    }
+    const routes: KernelRoute[] = [];
+    for (const line of lines) for (const route of JSON.parse(line) as KernelRoute[]) routes.push(route);
+    return routes;
+  }
+
+  /** Ends the reader process. */
+  close(): Promise<void> {
+    return this.reader.close();
   }
 
   /**
@@ -163,17 +184,15 @@ export class HostTable {
   async write(table: TableRef, desired: Route[], destinations: ReadonlySet<string>, context: { cluster: string; clusterCIDR?: string; nodeOfNextHop(ip: string): string }): Promise<HostWrite | undefined> {
     const { proto, netns } = this.options;
     const facts = this.facts ?? (await this.readFacts());
-    const read = [...destinations].map((destination) => `route show table all exact ${destination}\n`).join("");
+    // The lock alone (no read of the whole table under it): the destinations are read just after.
     const host = await lockLocal(
       netns,
       { proto, cluster: context.cluster, waiting: (holder) => this.options.warn(`waiting for another podroutes run to finish with ${this.runner.where}${holder ? ` (lock held by ${holder})` : ""}`) },
-      read,
+      "",
     );
     try {
       if (host.owner !== undefined && host.owner !== context.cluster) return undefined;
-      if (host.state.code !== 0) throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${host.state.stderr.trim() || `ip exited ${host.state.code}`}`);
-      const routes: KernelRoute[] = [];
-      for (const line of host.state.stdout.split("\n")) if (line.startsWith("[")) for (const route of JSON.parse(line) as KernelRoute[]) routes.push(route);
+      const routes = await this.readRoutes([...destinations].map((destination) => `route show table all exact ${destination}`));
       const nexthops = nexthopsFor(facts, desired.map((route) => route.nextHop));
       const state: HostState = { routes: [...facts.connected, ...routes], nexthops, nexthopObjects: facts.nexthopObjects, addresses: facts.addresses };
       const observed = observedRoutes(state, proto).filter((route) => destinations.has(route.destination));

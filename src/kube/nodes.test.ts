@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import { InputError, validateInventory } from "../inventory.js";
 import { inventoryFromNodes, NodeIndex, readKubeNode } from "./nodes.js";
 
@@ -94,30 +95,25 @@ describe("Node → inventory", () => {
 });
 
 describe("NodeIndex: one Node at a time", () => {
-  /** A small deterministic generator (mulberry32), so a failing sequence can be replayed from its seed. */
-  const prng = (seed: number) => () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
   // Few values, so Nodes keep colliding: the same IP, nested and equal pod ranges, an IP inside a range,
-  // a bad CIDR, no address, dual stack, equal ages.
+  // a bad CIDR, no address, dual stack, equal ages, a field of the wrong type, a bad label key.
   const ips = [["10.240.0.1"], ["10.240.0.2"], ["10.240.0.3"], ["10.200.1.7"], [], ["10.240.0.2", "fd00::2"], ["not-an-ip"]];
   const cidrs = [["10.200.0.0/24"], ["10.200.1.0/24"], ["10.200.0.0/16"], ["10.200.0.128/25"], [], ["10.200.2.0/24", "fd00:200::/64"], ["10.200.300.0/24"], ["fd00::/64"]];
   const ages = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z"];
-
-  function randomNode(random: () => number, name: string): unknown {
-    const pick = <T>(list: T[]) => list[Math.floor(random() * list.length)]!;
-    if (random() < 0.05) return { kind: "Node", metadata: { name }, status: { addresses: "wrong type" } };
-    const podCIDRs = pick(cidrs);
-    return {
-      kind: "Node",
-      metadata: { name, creationTimestamp: pick(ages), ...(random() < 0.1 ? { labels: { "bad key!": "x" } } : {}) },
-      spec: podCIDRs.length ? { podCIDRs } : {},
-      status: { addresses: pick(ips).map((address) => ({ type: "InternalIP", address })) },
-    };
-  }
+  const nodeObject = fc.record({ ips: fc.constantFrom(...ips), podCIDRs: fc.constantFrom(...cidrs), age: fc.constantFrom(...ages), badLabel: fc.boolean(), malformed: fc.boolean() });
+  const operation = fc.oneof(
+    fc.record({ op: fc.constant("set" as const), name: fc.integer({ min: 0, max: 7 }), node: nodeObject }),
+    fc.record({ op: fc.constant("delete" as const), name: fc.integer({ min: 0, max: 7 }) }),
+  );
+  const kube = (name: string, node: { ips: string[]; podCIDRs: string[]; age: string; badLabel: boolean; malformed: boolean }): unknown =>
+    node.malformed && node.badLabel
+      ? { kind: "Node", metadata: { name }, status: { addresses: "wrong type" } }
+      : {
+          kind: "Node",
+          metadata: { name, creationTimestamp: node.age, ...(node.badLabel ? { labels: { "bad key!": "x" } } : {}) },
+          spec: node.podCIDRs.length ? { podCIDRs: node.podCIDRs } : {},
+          status: { addresses: node.ips.map((address) => ({ type: "InternalIP", address })) },
+        };
 
   const view = (result: { inventory: { nodes: { name: string; podCIDRs: string[]; internalIPs: string[] }[] }; quarantined: Map<string, { message: string }[]>; notes: Map<string, string[]> }) => ({
     served: result.inventory.nodes.map((n) => `${n.name} ${n.internalIPs.join(",")} ${n.podCIDRs.join(",")}`),
@@ -125,25 +121,26 @@ describe("NodeIndex: one Node at a time", () => {
     notes: [...result.notes].map(([name, lines]) => `${name}: ${lines.join(" | ")}`).sort(),
   });
 
-  it("random sets, updates and deletes give the served and quarantined Nodes of a full check of the final state", () => {
-    for (let seed = 1; seed <= 300; seed++) {
-      const random = prng(seed);
-      const index = new NodeIndex({ source: "kubernetes" });
-      const store = new Map<string, unknown>();
-      for (let step = 0; step < 40; step++) {
-        const name = `node-${Math.floor(random() * 8)}`;
-        if (store.has(name) && random() < 0.3) {
-          store.delete(name);
-          index.delete(name);
-        } else {
-          const object = randomNode(random, name);
-          store.set(name, object);
-          index.set(name, object);
+  it("random sets, updates and deletes give the served and quarantined Nodes of a full check of the final state (fast-check)", () => {
+    fc.assert(
+      fc.property(fc.array(operation, { maxLength: 40 }), (operations) => {
+        const index = new NodeIndex({ source: "kubernetes" });
+        const store = new Map<string, unknown>();
+        for (const operation of operations) {
+          const name = `node-${operation.name}`;
+          if (operation.op === "delete") {
+            store.delete(name);
+            index.delete(name);
+          } else {
+            const object = kube(name, operation.node);
+            store.set(name, object);
+            index.set(name, object);
+          }
+          assert.deepEqual(view(index.snapshot()), view(inventoryFromNodes([...store.values()], { source: "kubernetes" })));
         }
-        const full = inventoryFromNodes([...store.values()], { source: "kubernetes" });
-        assert.deepEqual(view(index.snapshot()), view(full), `seed ${seed}, step ${step}`);
-      }
-    }
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("says which Nodes it checked again: the one changed and those it collides with, not every Node", () => {

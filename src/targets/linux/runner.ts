@@ -128,8 +128,8 @@ function seconds(timeout: number): string {
 
 /**
  * Locks this host's (or a namespace's) routing table; see the module comment. `read` is the batch read
- * once the lock is held (`state`): the whole table unless a caller that needs less (the agent's
- * per-change write, a few destinations) says so.
+ * once the lock is held (`state`): the whole table unless a caller that needs less says so (the agent
+ * reads its few destinations itself, so "" reads nothing).
  */
 export async function lockLocal(netns: string | undefined, request: LockRequest, read: string = READ_BATCH): Promise<LockedHost> {
   const path = await lockPath(netns);
@@ -152,7 +152,7 @@ export async function lockLocal(netns: string | undefined, request: LockRequest,
     const ownerFile = `${path}.proto-${request.proto}`;
     const owner = /^cluster=(\S+)/.exec(await readFile(ownerFile, "utf8").catch(() => ""))?.[1];
     const ns = netns ? ["-n", netns] : [];
-    const state = await run("ip", [...ns, ...READ_ARGS], read);
+    const state = read ? await run("ip", [...ns, ...READ_ARGS], read) : { code: 0, stdout: "", stderr: "" };
     return {
       state,
       owner,
