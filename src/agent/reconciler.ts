@@ -166,7 +166,7 @@ export class Reconciler {
       if (host && !this.fullDue && this.expected) {
         outcome.path = touched.size ? "nodes" : this.checkDue ? "resync" : "none";
         done = touched.size ? await this.writeNodes(host.table, touched) : { written: 0, failed: 0, fields: {} };
-        if (this.checkDue && done.failed === 0 && this.expected) {
+        if (done && this.checkDue && done.failed === 0 && this.expected) {
           this.checkDue = false;
           // A difference: the full path finds it and says what it was.
           if (!(await host.table.holds(this.expected))) done = undefined;
@@ -215,7 +215,19 @@ export class Reconciler {
       touched.add(name);
       for (const key of this.index.delete(name)) touched.add(key);
     };
-    if (this.changed === "all" || !store.get) {
+    if (this.indexed.size === 0) {
+      // The first list: every Node in at once, each checked once.
+      const entries: [string, unknown][] = [];
+      let position = 0;
+      for (const object of store.nodes()) {
+        const name = (object as KubeNode)?.metadata?.name;
+        const key = typeof name === "string" && name && !this.indexed.has(name) ? name : `items[${position}]`;
+        position++;
+        this.indexed.set(key, object);
+        entries.push([key, object]);
+      }
+      for (const key of this.index.setMany(entries)) touched.add(key);
+    } else if (this.changed === "all" || !store.get) {
       const present = new Set<string>();
       let position = 0;
       for (const object of store.nodes()) {
@@ -283,10 +295,11 @@ export class Reconciler {
 
   /**
    * The Nodes checked again (`touched`) get their routes again, and only their destinations, old and
-   * new, are read and written, under the lock. Anything unforeseen (a conflict, a failure, a protocol
-   * number another cluster owns) leaves the next reconcile to the full path.
+   * new, are read and written, under the lock. A foreign route on one of them, or a protocol number
+   * another cluster owns here, is the full path's to report: undefined, and it runs now. A failed write
+   * is retried by the full path.
    */
-  private async writeNodes(table: HostTable, touched: Set<string>): Promise<Written> {
+  private async writeNodes(table: HostTable, touched: Set<string>): Promise<Written | undefined> {
     const here = this.table();
     const destinations = new Set<string>();
     const nodes: Node[] = [];
@@ -310,8 +323,8 @@ export class Reconciler {
       nodeOfNextHop: (ip) => nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?",
     });
     if (!done) {
-      this.fullDue = true;
-      return { written: 0, failed: 1, fields: { nodes: touched.size, why: "the protocol number belongs to another cluster here" } };
+      this.expected = undefined;
+      return undefined;
     }
     const counted = this.count(done.results);
     this.owned += counted.owned;
@@ -320,11 +333,11 @@ export class Reconciler {
       for (const route of routes) this.expected.set(route.destination, route.nextHop);
       this.convergedVersion = this.desiredVersion;
     } else {
-      // A conflict is reported, and a failure retried, by the full path.
       this.expected = undefined;
       this.fullDue = true;
+      if (counted.failed === 0) return undefined;
     }
-    return { written: counted.written, failed: counted.failed + done.diff.conflicts.length, fields: { nodes: touched.size, ...countActions(done.diff.changes), conflicts: done.diff.conflicts.length } };
+    return { written: counted.written, failed: counted.failed, fields: { nodes: touched.size, ...countActions(done.diff.changes) } };
   }
 
   /** Sets every desired route (and the view kernel events are judged against). */

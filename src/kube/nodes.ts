@@ -207,7 +207,7 @@ export interface NodeInventory {
  */
 export function inventoryFromNodes(objects: readonly unknown[], options: NodeIndexOptions): NodeInventory {
   const index = new NodeIndex(options);
-  objects.forEach((object, position) => index.set(`#${position}`, object, `items[${position}]`));
+  index.setMany(objects.map((object, position) => [`#${position}`, object, `items[${position}]`]));
   return index.snapshot();
 }
 
@@ -261,19 +261,38 @@ export class NodeIndex {
     const old = this.entries.get(key);
     const affected = new Set<IndexedNode>();
     if (old) this.drop(old, affected);
+    const entry = this.enter(key, object, fallbackName, old?.arrival);
+    if (entry.claimant) for (const other of this.claims.related(entry.claimant)) affected.add(other.key);
+    affected.add(entry);
+    return this.recheck(affected);
+  }
+
+  /**
+   * Sets many Nodes not in the index yet (a first list): every claim goes in first, then each Node is
+   * checked once, instead of each arrival checking again the ones it collides with.
+   */
+  setMany(objects: Iterable<[key: string, object: unknown, fallbackName?: string]>): string[] {
+    const entered = new Set<IndexedNode>();
+    for (const [key, object, fallbackName] of objects) {
+      if (this.entries.has(key)) throw new Error(`NodeIndex.setMany: ${key} is already in the index (use set)`);
+      entered.add(this.enter(key, object, fallbackName ?? key, undefined));
+    }
+    return this.recheck(entered);
+  }
+
+  /** Reads and checks one Node and puts its claims in the index (checking against the others is the caller's). */
+  private enter(key: string, object: unknown, fallbackName: string, arrival: number | undefined): IndexedNode {
     const reading = readKubeNode(object);
     const created = (object as KubeNode)?.metadata?.creationTimestamp;
-    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: old?.arrival ?? this.arrivals++, notes: reading.notes };
+    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: arrival ?? this.arrivals++, notes: reading.notes };
     if (reading.node) {
       entry.claimant = { key: entry, checked: checkNode(reading.node, this.settings.clusterRanges) };
       this.claims.add(entry.claimant);
-      for (const other of this.claims.related(entry.claimant)) affected.add(other.key);
     } else {
       entry.fieldProblems = reading.problems.map((p) => ({ node: entry.name, message: p.message }));
     }
     this.entries.set(key, entry);
-    affected.add(entry);
-    return this.recheck(affected);
+    return entry;
   }
 
   /** Deletes the Node under `key`; returns the keys of the Nodes checked again. */
