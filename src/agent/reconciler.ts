@@ -18,18 +18,17 @@
  */
 import { performance } from "node:perf_hooks";
 import { apply, messageOf, plan } from "../apply/engine.js";
-import { changeDestination } from "../plan/plan.js";
+import { changeDestination, desiredRoutes } from "../plan/plan.js";
 import { BusyError, kindOf } from "../errors.js";
 import { formatProblem } from "../inventory.js";
 import { NodeIndex, readKubeNode, type KubeNode } from "../kube/nodes.js";
 import type { Logger } from "../observe/log.js";
 import type { Node, Route } from "../model.js";
-import { desiredRoutes } from "../plan/plan.js";
 import { nodeOfAddresses } from "../targets/linux/host-routes.js";
 import type { HostState } from "../targets/linux/iproute.js";
 import { TargetError, type ChangeResult, type TableRef, type Target } from "../targets/target.js";
 import type { HostTable } from "./host-table.js";
-import { DesiredRoutes, type DesiredView } from "./kernel-events.js";
+import { DesiredRoutes } from "./kernel-events.js";
 import { countError, type AgentMetrics, type SyncResult } from "./metrics.js";
 
 /** Where the reconciler reads Nodes: the reflector's store. */
@@ -78,8 +77,8 @@ export interface SyncOutcome {
 }
 
 export class Reconciler {
-  /** What the last reconcile planned for this host; kernel events are judged against it. */
-  desired: DesiredView;
+  /** What this host should hold (kept route by route); kernel events are judged against it. */
+  readonly desired: DesiredRoutes;
   /** Whether a reconcile has converged once (readiness). */
   converged = false;
   private quarantined = new Map<string, string>();
@@ -94,8 +93,6 @@ export class Reconciler {
   /** The desired routes by destination, and by node. */
   private readonly wanted = new Map<string, Route>();
   private readonly routesOf = new Map<string, Route[]>();
-  /** The desired routes, as kernel events are judged against them. */
-  private readonly desiredRoutes: DesiredRoutes;
   /** Bumped whenever the desired routes change; what it was at the last converged reconcile. */
   private desiredVersion = 0;
   private convergedVersion: number | undefined;
@@ -113,8 +110,7 @@ export class Reconciler {
 
   constructor(private readonly options: ReconcilerOptions) {
     this.node = options.node;
-    this.desiredRoutes = new DesiredRoutes(options.proto);
-    this.desired = this.desiredRoutes;
+    this.desired = new DesiredRoutes(options.proto);
   }
 
   /** The one table the agent writes: this host's. */
@@ -360,7 +356,7 @@ export class Reconciler {
     const list = this.routesOf.get(route.node);
     if (list) list.push(route);
     else this.routesOf.set(route.node, [route]);
-    this.desiredRoutes.set(route.destination, route.nextHop);
+    this.desired.set(route.destination, route.nextHop);
   }
 
   private unwant(route: Route): void {
@@ -369,7 +365,7 @@ export class Reconciler {
     const left = (this.routesOf.get(route.node) ?? []).filter((other) => other !== route);
     if (left.length) this.routesOf.set(route.node, left);
     else this.routesOf.delete(route.node);
-    this.desiredRoutes.delete(route.destination);
+    this.desired.delete(route.destination);
   }
 
   /** Counts a write's results in the metrics: written, failed, and the change in owned routes. */
