@@ -3,7 +3,7 @@
  * engine from checked RouteArgs, hands values to the views and returns its exit code.
  */
 import { readFile } from "node:fs/promises";
-import { apply, observe, plan, type ApplyReport } from "../apply/engine.js";
+import { apply, converge, observe, plan } from "../apply/engine.js";
 import { DEFAULT_CLUSTER, InputError, validateInventory } from "../inventory.js";
 import type { Inventory } from "../model.js";
 import type { ResolvedOptions } from "../options.js";
@@ -110,10 +110,21 @@ export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: b
 export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, out: Output): Promise<number> {
   const mode = args.command === "delete" ? "delete" : "apply";
   return withTarget(args, out, async ({ inventory, target, options }) => {
-    const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" });
+    const planOptions = { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" };
+    // Nobody looks at the plan before it is written (--yes): each table is locked, read once, planned
+    // and written in one pass. Otherwise the plan is read unlocked, shown, and re-checked when written.
+    const unattended = flags.yes === true && flags.dryRun !== true;
+    let shown = false;
+    const show = (planned: Plan) => {
+      out.endProgress();
+      if (!out.json) out.human(renderPlan(planned, { verb: mode === "delete" ? "remove these routes" : undefined }));
+      shown = true;
+    };
+    const converged = unattended ? await converge(target, inventory, { ...planOptions, onPlanned: show }) : { plan: await plan(target, inventory, planOptions) };
+    const planned = converged.plan;
     out.endProgress();
     const conflictsFail = planned.summary.conflicts > 0 && flags.allowConflicts !== true;
-    if (!hasChanges(planned) || flags.dryRun) {
+    if (!converged.report && (!hasChanges(planned) || flags.dryRun)) {
       printPlan(out, planned, mode === "delete" ? "remove these routes" : undefined);
       if (flags.dryRun && hasChanges(planned)) out.human("\n--dry-run: nothing was changed.");
       else if (conflictsFail) out.human("\nThe target does not end as planned: remove the routes in the way, or pass --allow-conflicts to accept them.");
@@ -124,15 +135,19 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
       out.error(`${mode} refused before any change: ${planned.review.refusals.join("; ")}`);
       return EXIT.failed;
     }
-    if (!out.json) out.human(renderPlan(planned, { verb: mode === "delete" ? "remove these routes" : undefined }));
-    if (!flags.yes && !(await confirm(out, `Do you want to ${mode === "delete" ? "remove these routes" : "perform these actions"} on target ${planned.target}?`))) {
-      out.human(`${mode === "delete" ? "Delete" : "Apply"} cancelled: nothing was changed.`);
-      return EXIT.failed;
+    if (!shown) show(planned);
+    let report = converged.report;
+    if (!report) {
+      if (!flags.yes && !(await confirm(out, `Do you want to ${mode === "delete" ? "remove these routes" : "perform these actions"} on target ${planned.target}?`))) {
+        out.human(`${mode === "delete" ? "Delete" : "Apply"} cancelled: nothing was changed.`);
+        return EXIT.failed;
+      }
+      report = await apply(target, planned, inventory, { parallel: options.parallel, progress: out.progress(mode) });
     }
-    const report: ApplyReport = await apply(target, planned, inventory, { parallel: options.parallel, progress: out.progress(mode) });
     out.endProgress();
-    out.result(reportJson(report), () => renderReport(report, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
-    return report.ok && (report.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
+    const done = report;
+    out.result(reportJson(done), () => renderReport(done, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
+    return done.ok && (done.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
   });
 }
 
