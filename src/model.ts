@@ -122,6 +122,14 @@ export function parseAddress(text: string): Address | undefined {
 
 /** parseIp, then the compact form; not remembered (a CIDR's address part is remembered as the CIDR). */
 function compactAddress(text: string): Address | undefined {
+  if (FOUR_PART_DECIMAL.test(text)) {
+    // The strict four-part decimal spelling, read directly: ipaddr.js' parser tries several spellings
+    // with regular expressions, which cost a cold process (10,000 addresses per 5,000-node plan) ~10 ms.
+    const [a, b, c, d] = text.split(".").map(Number) as [number, number, number, number];
+    if (a > 255 || b > 255 || c > 255 || d > 255) return undefined;
+    // That spelling is already ipaddr.js' canonical text.
+    return { family: 4, value: a * 0x1000000 + ((b << 16) | (c << 8) | d), text };
+  }
   const parsed = parseIp(text);
   if (!parsed) return undefined;
   if (parsed.kind() === "ipv4") {

@@ -27,16 +27,15 @@ import {
   connectedNetworks,
   holdsOwned,
   observedRoutes,
-  parseHostState,
-  READ_ARGS,
-  READ_BATCH,
+  parseHostReads,
   refusalOf,
   resultsFromState,
   sameHostRoute,
   unusedNexthops,
+  type HostRead,
   type HostState,
 } from "./iproute.js";
-import type { IpResult, IpRunner, LockedHost } from "./runner.js";
+import type { IpRunner, LockedHost } from "./runner.js";
 
 export interface HostRoutesOptions {
   /** Target name, prefixing errors. */
@@ -85,17 +84,17 @@ export class HostRoutesTarget implements Target {
     return runner;
   }
 
-  private parse(result: IpResult, where: string, table: TableRef): HostState {
-    if (!result.stdout.trim().startsWith("[")) {
-      throw new TargetError(this.name, `cannot read routes on ${where}: ${result.stderr.trim() || `ip exited ${result.code}`}`, { table: table.id });
-    }
-    return parseHostState(result.stdout, result.stderr);
+  private parse(reads: HostRead[], where: string, table: TableRef): HostState {
+    // Every read batch starts with the routes, which any kernel prints: no array there, no read at all.
+    const failed = reads.find((read) => read.batch.startsWith("route ") && !read.stdout.trim().startsWith("["));
+    if (failed) throw new TargetError(this.name, `cannot read routes on ${where}: ${failed.stderr.trim() || "ip printed nothing"}`, { table: table.id });
+    return parseHostReads(reads);
   }
 
-  /** The host's routing state, read now in one `ip` process. */
+  /** The host's routing state, read now (`IpRunner.read`). */
   async state(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<HostState> {
     const runner = await this.runner(table, inventory);
-    return this.parse(await runner.ip(READ_ARGS, READ_BATCH, options), runner.where, table);
+    return this.parse(await runner.read(options), runner.where, table);
   }
 
   /** What `read` returns of a state: owned routes, and foreign ones on destinations this table should get. */

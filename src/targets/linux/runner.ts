@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BusyError } from "../../errors.js";
 import type { CallOptions } from "../target.js";
-import { READ_ARGS, READ_BATCH } from "./iproute.js";
+import { READ_ARGS, READ_PARTS, type HostRead } from "./iproute.js";
 
 export interface IpResult {
   code: number;
@@ -42,8 +42,8 @@ export interface LockRequest {
 
 /** A host's routing table, locked. Everything podroutes writes to the table happens through this. */
 export interface LockedHost {
-  /** What `ip` printed for READ_BATCH, read once the lock was held. */
-  readonly state: IpResult;
+  /** What `ip` printed for the read batches (READ_BATCH or READ_PARTS), read once the lock was held. */
+  readonly state: HostRead[];
   /** The cluster recorded as the writer of `proto` in this namespace (cluster=NAME), if any. */
   readonly owner: string | undefined;
   /**
@@ -60,6 +60,8 @@ export interface IpRunner {
   readonly where: string;
   /** Runs `ip ARGS` with `stdin`; resolves with the exit code and output, rejects only if `ip` could not run (or `signal` aborted it). */
   ip(args: string[], stdin?: string, options?: CallOptions): Promise<IpResult>;
+  /** Reads the host (routes of every table, nexthop objects, addresses): READ_BATCH, or READ_PARTS at once. */
+  read(options?: CallOptions): Promise<HostRead[]>;
   /** Takes the table's lock (waiting, or BusyError after `timeout`) and reads the table under it. */
   lock(request: LockRequest): Promise<LockedHost>;
   close?(): Promise<void>;
@@ -157,7 +159,7 @@ export async function lockLocal(netns: string | undefined, request: LockRequest)
     const ns = netns ? ["-n", netns] : [];
     const [owner, state] = await Promise.all([
       readFile(ownerFile, "utf8").then((text) => /^cluster=(\S+)/.exec(text)?.[1], () => undefined),
-      run("ip", [...ns, ...READ_ARGS], READ_BATCH, { signal }),
+      readLocal(netns, signal),
     ]);
     return {
       state,
@@ -185,11 +187,18 @@ export async function lockLocal(netns: string | undefined, request: LockRequest)
   }
 }
 
+/** Reads this host (or a namespace) with READ_PARTS, one `ip` process per part, at once. */
+function readLocal(netns: string | undefined, signal: AbortSignal | undefined): Promise<HostRead[]> {
+  const ns = netns ? ["-n", netns] : [];
+  return Promise.all(READ_PARTS.map(async (batch) => ({ batch, ...(await run("ip", [...ns, ...READ_ARGS], batch, { signal })) })));
+}
+
 /** `ip` on this host, or, with `netns`, inside that network namespace (`ip -n NS`, no shell, no root-ns writes). */
 export function localRunner(netns?: string): IpRunner {
   return {
     where: netns ? `netns ${netns}` : "this host",
     ip: (args, stdin, options) => run("ip", netns ? ["-n", netns, ...args] : args, stdin, { signal: options?.signal }),
+    read: (options) => readLocal(netns, options?.signal),
     lock: (request) => lockLocal(netns, request),
   };
 }

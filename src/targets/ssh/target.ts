@@ -20,7 +20,7 @@ import { INSTALL_SCRIPT, REMOVE_SCRIPT, renderBatch, STATUS_SCRIPT, UNIT_NAME } 
 
 /** An IpRunner that can also run podroutes' fixed scripts (the persistence unit). */
 export interface SshRunner extends IpRunner {
-  exec(command: string, stdin?: string): Promise<IpResult>;
+  exec(command: string, stdin?: string, options?: CallOptions): Promise<IpResult>;
 }
 
 export interface SshTargetOptions extends HostRoutesOptions {
@@ -49,16 +49,16 @@ export class SshTarget extends HostRoutesTarget {
     return (await this.runner(table, inventory)) as SshRunner;
   }
 
-  private async script(table: TableRef, inventory: Inventory, script: string, stdin?: string): Promise<IpResult> {
+  private async script(table: TableRef, inventory: Inventory, script: string, stdin?: string, options: CallOptions = {}): Promise<IpResult> {
     const runner = await this.sshRunner(table, inventory);
-    const result = await runner.exec(remoteScript(script, this.ssh.sudo), stdin);
+    const result = await runner.exec(remoteScript(script, this.ssh.sudo), stdin, options);
     checkPermission(result, table.id, this.ssh.user, this.ssh.sudo);
     if (result.code !== 0) throw new SshError("permission", table.id, `the persistence step failed on ${runner.where}: ${result.stderr.trim() || `exit ${result.code}`}`);
     return result;
   }
 
   override async read(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<ObservedRoute[]> {
-    const [routes, status] = await Promise.all([super.read(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT)]);
+    const [routes, status] = await Promise.all([super.read(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
     this.persisted.set(table.id, status.stdout);
     return routes;
   }
@@ -68,7 +68,7 @@ export class SshTarget extends HostRoutesTarget {
    * the persist action in review, and the file rebuilt after the write from what the node then holds.
    */
   override async lockTable(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<LockedTable> {
-    const [locked, status] = await Promise.allSettled([super.lockTable(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT)]);
+    const [locked, status] = await Promise.allSettled([super.lockTable(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
     if (locked.status === "rejected") throw locked.reason;
     if (status.status === "rejected") {
       await locked.value.release();
@@ -103,9 +103,9 @@ export class SshTarget extends HostRoutesTarget {
   }
 
   /** Installs, rewrites or removes the unit so that it holds `content`. */
-  private async syncPersist(table: TableRef, inventory: Inventory, content: string): Promise<void> {
-    if (content) await this.script(table, inventory, INSTALL_SCRIPT, content);
-    else await this.script(table, inventory, REMOVE_SCRIPT);
+  private async syncPersist(table: TableRef, inventory: Inventory, content: string, options: CallOptions = {}): Promise<void> {
+    if (content) await this.script(table, inventory, INSTALL_SCRIPT, content, options);
+    else await this.script(table, inventory, REMOVE_SCRIPT, undefined, options);
     this.persisted.set(table.id, content);
   }
 
@@ -149,7 +149,7 @@ export class SshTarget extends HostRoutesTarget {
         limit(async () => {
           try {
             const table: TableRef = { id: action.table, scope: "host", node: action.table };
-            await this.syncPersist(table, context.inventory, this.wanted.get(action.table) ?? "");
+            await this.syncPersist(table, context.inventory, this.wanted.get(action.table) ?? "", context);
             return { action, ok: true };
           } catch (error) {
             return { action, ok: false, error: (error as Error).message };
@@ -174,7 +174,7 @@ export class SshTarget extends HostRoutesTarget {
     const content = this.render(table, owned.map((r) => ({ destination: r.destination, nextHop: r.nextHop! })));
     if (content === current) return undefined;
     try {
-      await this.syncPersist(table, context.inventory, content);
+      await this.syncPersist(table, context.inventory, content, context);
       return undefined;
     } catch (error) {
       return `written, but ${UNIT_NAME} could not be updated, so it would not survive a reboot: ${(error as Error).message}`;
