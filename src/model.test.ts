@@ -152,7 +152,18 @@ describe("compact form against ipaddr.js (fast-check)", () => {
       }),
       { numRuns: 2000 },
     );
-    for (const text of ["010.1.1.1", "0x0a.1.1.1", "10.1", "10.1.1.256", "1.2.3.4.5", " 10.1.1.1"]) assert.equal(parseAddress(text), undefined, text);
+    for (const text of ["010.1.1.1", "0x0a.1.1.1", "10.1", "10.1.1.256", "1.2.3.4.5", " 10.1.1.1", "1..2.3", ".1.2.3", "1.2.3.", "00.1.2.3", "1.2.3.4a"]) assert.equal(parseAddress(text), undefined, text);
+  });
+
+  it("reads any string of digits and dots as the strict four-part spelling and ipaddr.js together do", () => {
+    const strict = /^(0|[1-9]\d*)(\.(0|[1-9]\d*)){3}$/;
+    fc.assert(
+      fc.property(fc.stringMatching(/^[0-9.]{1,16}$/), (text) => {
+        const expected = strict.test(text) && ipaddr.IPv4.isValid(text) ? ipaddr.IPv4.parse(text).toByteArray().reduce((sum, byte) => sum * 256 + byte, 0) : undefined;
+        assert.equal(parseAddress(text)?.value, expected, text);
+      }),
+      { numRuns: 5000 },
+    );
   });
 
   it("sorts in the same order as before (family, address, prefix)", () => {

@@ -120,16 +120,39 @@ export function parseAddress(text: string): Address | undefined {
   return address && remember(parsedAddresses, text, address);
 }
 
+/**
+ * The value of an IPv4 address in FOUR_PART_DECIMAL spelling with every part at most 255, read in one
+ * pass; undefined for anything else (parseIp then decides). ipaddr.js' parser tries several spellings
+ * with regular expressions: a cold process reading 5,000 nodes (10,000 addresses) paid ~10 ms for it.
+ */
+function fourPartDecimal(text: string): number | undefined {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 46 /* . */) {
+      if (digits === 0 || dots === 3) return undefined;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (code >= 48 && code <= 57) {
+      if (digits === 1 && part === 0) return undefined; // a leading zero (octal in some parsers)
+      part = part * 10 + (code - 48);
+      digits++;
+      if (part > 255) return undefined;
+    } else return undefined;
+  }
+  return dots === 3 && digits > 0 ? value * 256 + part : undefined;
+}
+
 /** parseIp, then the compact form; not remembered (a CIDR's address part is remembered as the CIDR). */
 function compactAddress(text: string): Address | undefined {
-  if (FOUR_PART_DECIMAL.test(text)) {
-    // The strict four-part decimal spelling, read directly: ipaddr.js' parser tries several spellings
-    // with regular expressions, which cost a cold process (10,000 addresses per 5,000-node plan) ~10 ms.
-    const [a, b, c, d] = text.split(".").map(Number) as [number, number, number, number];
-    if (a > 255 || b > 255 || c > 255 || d > 255) return undefined;
-    // That spelling is already ipaddr.js' canonical text.
-    return { family: 4, value: a * 0x1000000 + ((b << 16) | (c << 8) | d), text };
-  }
+  const ipv4 = fourPartDecimal(text);
+  // That spelling is already ipaddr.js' canonical text.
+  if (ipv4 !== undefined) return { family: 4, value: ipv4, text };
   const parsed = parseIp(text);
   if (!parsed) return undefined;
   if (parsed.kind() === "ipv4") {

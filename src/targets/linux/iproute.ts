@@ -213,8 +213,12 @@ export function observedRoutes(state: HostState, proto: number): ObservedRoute[]
       details: { ...slot, ...(route.nhid !== undefined ? { nhid: route.nhid } : {}) },
     });
   }
-  const rank = (route: ObservedRoute) => (route.owned && inOurSlot(route) ? 0 : 1);
-  return routes.map((route, index) => ({ route, index })).sort((a, b) => rank(a.route) - rank(b.route) || a.index - b.index).map(({ route }) => route);
+  // Owned routes in our slot first, then the rest, each in the kernel's order (a stable partition).
+  const first: ObservedRoute[] = [];
+  const rest: ObservedRoute[] = [];
+  for (const route of routes) (route.owned && inOurSlot(route) ? first : rest).push(route);
+  for (const route of rest) first.push(route);
+  return first;
 }
 
 /** iproute2's names for the kernel's own protocol numbers; others stay numbers. */
