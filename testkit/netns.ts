@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
-import { lockPath, removeLockFiles, run } from "../src/targets/linux/runner.js";
+import { lockPath, removeLockFiles } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 
 export interface NodeNamespace {
   name: string;

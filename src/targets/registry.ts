@@ -6,7 +6,8 @@
  */
 import type { FlagValues, OptionSpec, ResolvedOptions } from "../options.js";
 import type { Target } from "./target.js";
-import { labTarget, localTarget } from "./linux/factories.js";
+import { labTarget } from "./lab/factory.js";
+import { localTarget } from "./linux/factories.js";
 import { awsTarget } from "./aws/factory.js";
 import { sshTarget } from "./ssh/factory.js";
 import { gcpTarget } from "./gcp/factory.js";

@@ -1,12 +1,11 @@
 /**
- * The host-route targets that run `ip` on this machine: `local` (this host, or the namespace podroutes
- * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
- * HostRoutesTarget with another transport.
+ * The `local` target (this host's table, or that of the namespace podroutes runs in) and the flags every
+ * host-route target shares. The lab (targets/lab) and SSH (targets/ssh) targets are the same
+ * HostRoutesTarget with other transports; nothing here loads lab code, so the agent and `--target local`
+ * do not either.
  */
 import { hostname, networkInterfaces } from "node:os";
 import { UsageError } from "../../errors.js";
-import { labOption, requireLab } from "../../lab/lab.js";
-import { checkPodPaths } from "../../lab/paths.js";
 import { readOption, wholeNumber, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
 import { TargetError } from "../target.js";
@@ -85,30 +84,6 @@ export const localTarget: TargetFactory = {
         }
         return [{ id: node, scope: "host", node }];
       },
-    });
-  },
-};
-
-export const labTarget: TargetFactory = {
-  name: "lab",
-  description: "every worker of the local lab (`podroutes lab up`), verified with real packets",
-  options: [protoOption, lockTimeoutOption, labOption],
-  defaultNodes: "lab",
-  async create(options) {
-    const settings = hostRouteSettings(options);
-    const lab = await requireLab(readOption(labOption, options));
-    return new HostRoutesTarget({
-      name: "lab",
-      ...settings,
-      async tables(inventory) {
-        const missing = inventory.nodes.filter((node) => !lab.workers.some((w) => w.name === node.name));
-        if (missing.length) {
-          options.warn(`lab: ${missing.map((n) => n.name).join(", ")} not in lab ${lab.name}: their routes go to the other workers, but no table of theirs is written`);
-        }
-        return lab.workers.filter((w) => inventory.nodes.some((n) => n.name === w.name)).map((w) => ({ id: w.name, scope: "host" as const, node: w.name }));
-      },
-      connect: async (table) => localRunner(lab.workers.find((w) => w.name === table.node)!.netns),
-      verify: async (_inventory, context) => checkPodPaths(await requireLab(lab.name), { progress: context.progress }),
     });
   },
 };

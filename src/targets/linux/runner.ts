@@ -11,20 +11,17 @@
  * process, or the `ip` writing a batch, holds the descriptor, and the kernel drops it when both are
  * gone, even after `kill -9`. A crash cannot leave it held.
  */
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BusyError } from "../../errors.js";
+import { run, type ProcessResult } from "../../process.js";
 import type { CallOptions } from "../target.js";
 import { READ_ARGS, READ_PARTS, type HostRead } from "./iproute.js";
 
-export interface IpResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+/** What one `ip` run gave. */
+export type IpResult = ProcessResult;
 
 /** How a table is locked for a write. */
 export interface LockRequest {
@@ -65,34 +62,6 @@ export interface IpRunner {
   /** Takes the table's lock (waiting, or BusyError after `timeout`) and reads the table under it. */
   lock(request: LockRequest): Promise<LockedHost>;
   close?(): Promise<void>;
-}
-
-/**
- * Runs a program with an argument array (never a shell) and collects its output. `stdin` is text, or
- * an open file it reads from; `fds` are open descriptors the program gets as 3, 4, ...
- */
-export function run(command: string, args: string[], stdin?: string | { fd: number }, options: { fds?: number[]; signal?: AbortSignal | undefined } = {}): Promise<IpResult> {
-  return new Promise((resolve, reject) => {
-    const fromFile = typeof stdin === "object";
-    // An aborted signal ends the program (SIGTERM) and rejects with the AbortError.
-    const child = spawn(command, args, { stdio: [fromFile ? stdin.fd : "pipe", "pipe", "pipe", ...(options.fds ?? [])], ...(options.signal ? { signal: options.signal } : {}) });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout!.on("data", (chunk: Buffer) => stdout.push(chunk));
-    child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
-    child.on("error", reject);
-    child.on("close", (code, signal) =>
-      resolve({
-        code: code ?? (signal ? 128 : 1),
-        stdout: Buffer.concat(stdout).toString("utf8"),
-        stderr: Buffer.concat(stderr).toString("utf8"),
-      }),
-    );
-    if (!fromFile) {
-      child.stdin!.on("error", () => {}); // the program may exit before reading all of stdin
-      child.stdin!.end(stdin ?? "");
-    }
-  });
 }
 
 export const LOCK_DIR = "/run/podroutes/lock";
