@@ -16,7 +16,7 @@ import { run } from "../src/process.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, type IpRunner } from "../src/targets/linux/runner.js";
 import { runCli } from "../testkit/cli.js";
-import { nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
+import { holdLock, nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 
 const gate = needsRoot();
@@ -148,6 +148,59 @@ describe("one locked pass per table for runs nobody reviews", { ...gate, timeout
       } finally {
         await target.close();
       }
+    });
+  });
+
+  it("the lock taken ahead of the inventory never delays bad input: another run holds the lock, a bad file still exits 3 at once", async () => {
+    const file = join(dir, "bad.txt");
+    await writeFile(file, "10.240.0.20 10.199.0.1/24 self\n");
+    await withNode(async (ns) => {
+      const holder = await holdLock(ns.lockFile, (pid) => `pid ${pid} since the test began\n`);
+      try {
+        // No --lock-timeout: were the lock awaited before the inventory, this would wait until the holder
+        // lets go, which it does only after the assertions.
+        const result = await runCli(["apply", "--yes", "--nodes", file, "--target", "local"], { netns: ns.name });
+        assert.equal(result.code, 3, result.stdout + result.stderr);
+        assert.match(result.stderr, /host bits set/);
+        assert.doesNotMatch(result.stderr, /waiting for another podroutes run/);
+      } finally {
+        holder.release();
+      }
+    });
+  });
+
+  it("an AbortSignal ends a run waiting for the lock: nothing written, the table reported, the lock left to its holder", async () => {
+    await withNode(async (ns) => {
+      const holder = await holdLock(ns.lockFile, (pid) => `pid ${pid} since the test began\n`);
+      const target = new HostRoutesTarget({ name: "local", proto: 150, warn: () => {}, tables: async () => [{ id: "self", scope: "host", node: "self" }], connect: async () => localRunner(ns.name) });
+      const inventory = validateInventory({
+        source: "abort",
+        nodes: [
+          { name: "self", internalIPs: ["10.240.0.20"], podCIDRs: ["10.199.0.0/24"] },
+          { name: "n1", internalIPs: ["10.240.1.1"], podCIDRs: ["10.200.1.0/24"] },
+        ],
+      });
+      try {
+        const abort = new AbortController();
+        let waiting!: () => void;
+        const waited = new Promise<void>((resolve) => (waiting = resolve));
+        const waitingTarget = new HostRoutesTarget({ name: "local", proto: 150, warn: () => waiting(), tables: async () => [{ id: "self", scope: "host", node: "self" }], connect: async () => localRunner(ns.name) });
+        const running = converge(waitingTarget, inventory, { parallel: 1, signal: abort.signal });
+        await waited; // it waits for the holder (no timeout: it would wait as long as it takes)
+        abort.abort();
+        const { plan: planned, report } = await running;
+        assert.match(planned.tables[0]!.error ?? "", /abort/i);
+        assert.equal(report?.tables[0]?.changedNothing, true);
+        assert.deepEqual(await ns.ipJson(["route", "show", "proto", "150"]), []);
+        await waitingTarget.close();
+      } finally {
+        holder.release();
+        await target.close();
+      }
+      // The lock is free again once its holder let go: a run takes it and writes.
+      const after = await converge(target, inventory, { parallel: 1 });
+      assert.ok(after.report?.ok, JSON.stringify(after.report));
+      await target.close();
     });
   });
 });

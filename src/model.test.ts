@@ -177,7 +177,7 @@ describe("compact form against ipaddr.js (fast-check)", () => {
     );
   });
 
-  it("containment and address membership agree with ipaddr.js' match", () => {
+  it("containment, overlap and address membership agree with ipaddr.js' match", () => {
     // Nearby pairs too: a random pair of CIDRs almost never nests.
     const pair = fc.oneof(
       fc.tuple(randomCidr, randomCidr).map(([a, b]) => [a.network, b.network] as const),
@@ -192,6 +192,7 @@ describe("compact form against ipaddr.js (fast-check)", () => {
       fc.property(pair, fc.boolean(), ([x, y], swap) => {
         const [outer, inner] = swap ? [y, x] : [x, y];
         assert.equal(cidrContains(cidr(outer), cidr(inner)), ipaddrContains(outer, inner), `${outer} ⊇ ${inner}`);
+        assert.equal(cidrsOverlap(cidr(outer), cidr(inner)), ipaddrContains(outer, inner) || ipaddrContains(inner, outer), `${outer} ∩ ${inner}`);
         const innerAddress = inner.slice(0, inner.indexOf("/"));
         const [o, oPrefix] = ipaddr.parseCIDR(outer);
         const member = ipaddr.parse(innerAddress).kind() === o.kind() && ipaddr.parse(innerAddress).match(o, oPrefix);

@@ -50,8 +50,12 @@ async function readInventory(args: RouteArgs, options: ResolvedOptions): Promise
   return validateInventory(raw, { ...(args.clusterCIDR ? { clusterCIDR: args.clusterCIDR } : {}), ...(args.cluster ? { cluster: args.cluster } : {}) });
 }
 
-/** Reads the nodes and builds the target, then runs `body`; the target is always closed. */
-async function withTarget(args: RouteArgs, out: Output, body: (context: Context) => Promise<number>): Promise<number> {
+/**
+ * Reads the nodes and builds the target, then runs `body`; the target is always closed. `lockAhead`: the
+ * run will lock and write without showing its plan first, so a target that can lock its table before
+ * knowing the inventory does so, and reads it while the inventory is read.
+ */
+async function withTarget(args: RouteArgs, out: Output, body: (context: Context) => Promise<number>, settings: { lockAhead?: boolean } = {}): Promise<number> {
   const options: ResolvedOptions = {
     ...args.values,
     cluster: args.cluster ?? "",
@@ -61,14 +65,20 @@ async function withTarget(args: RouteArgs, out: Output, body: (context: Context)
     warn: (message) => out.warn(message),
     interactive: out.interactive,
   };
-  const inventory = await readInventory(args, options);
-  options.cluster = inventory.cluster;
-  if (inventory.clusterCIDR) options.clusterCIDR = inventory.clusterCIDR;
-  const target = await args.target.create(options);
+  const ahead = settings.lockAhead ? args.target.lockAhead?.(options) : undefined;
   try {
-    return await body({ inventory, target, options });
+    await ahead?.started;
+    const inventory = await readInventory(args, options);
+    options.cluster = inventory.cluster;
+    if (inventory.clusterCIDR) options.clusterCIDR = inventory.clusterCIDR;
+    const target = await args.target.create(ahead ? { ...options, lockedAhead: ahead } : options);
+    try {
+      return await body({ inventory, target, options });
+    } finally {
+      await target.close?.();
+    }
   } finally {
-    await target.close?.();
+    await ahead?.release();
   }
 }
 
@@ -109,11 +119,11 @@ export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: b
  */
 export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, out: Output): Promise<number> {
   const mode = args.command === "delete" ? "delete" : "apply";
+  // Nobody looks at the plan before it is written (--yes): each table is locked, read once, planned and
+  // written in one pass. Otherwise the plan is read unlocked, shown, and re-checked when written.
+  const unattended = flags.yes === true && flags.dryRun !== true;
   return withTarget(args, out, async ({ inventory, target, options }) => {
     const planOptions = { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" };
-    // Nobody looks at the plan before it is written (--yes): each table is locked, read once, planned
-    // and written in one pass. Otherwise the plan is read unlocked, shown, and re-checked when written.
-    const unattended = flags.yes === true && flags.dryRun !== true;
     let shown = false;
     const show = (planned: Plan) => {
       out.endProgress();
@@ -148,7 +158,7 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
     const done = report;
     out.result(reportJson(done), () => renderReport(done, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
     return done.ok && (done.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
-  });
+  }, { lockAhead: unattended });
 }
 
 export async function verifyCommand(args: RouteArgs, out: Output): Promise<number> {

@@ -187,6 +187,17 @@ export interface Target {
   close?(): Promise<void>;
 }
 
+/**
+ * A lock a target took before the run knew its inventory (TargetFactory.lockAhead), with the read of its
+ * table under way; the target built with it takes it over, and lets it go on `close`.
+ */
+export interface TakenAhead {
+  /** Settles once the lock is held and the read started, or the lock was found busy (then it is taken as usual). */
+  readonly started: Promise<unknown>;
+  /** Lets the lock go unless the target took it over. */
+  release(): Promise<void>;
+}
+
 /** A target failed as a whole (could not read a table, bad options). The message names the target. */
 export class TargetError extends PodroutesError {
   readonly kind: ErrorKind = "target";

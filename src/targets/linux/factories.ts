@@ -11,7 +11,7 @@ import type { TargetFactory } from "../registry.js";
 import { TargetError } from "../target.js";
 import { HostRoutesTarget, nodeOfAddresses } from "./host-routes.js";
 import { DEFAULT_PROTO } from "./iproute.js";
-import { localRunner } from "./runner.js";
+import { lockAhead, localRunner, type LockedAhead } from "./runner.js";
 
 /** Shared by every host-route target (local, lab, ssh). */
 export const protoOption: OptionSpec<number> = {
@@ -57,8 +57,10 @@ export const localTarget: TargetFactory = {
   description: "this host's routing table (inside a network namespace: that namespace)",
   options: [protoOption, lockTimeoutOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
   marksSuffice: true,
+  // This host's lock and table are the same whatever the inventory says.
+  lockAhead: (options) => lockAhead(undefined, options.signal),
   async create(options) {
-    const runner = localRunner();
+    const runner = localRunner(undefined, options.lockedAhead as LockedAhead | undefined);
     return new HostRoutesTarget({
       name: "local",
       ...hostRouteSettings(options),
