@@ -11,6 +11,7 @@ import {
   findOverlaps,
   parseAddress,
   parseCidr,
+  specialPurposeAddress,
   specialPurposeRange,
   type Address,
   type Cidr,
@@ -126,7 +127,7 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
         say(text.includes("%") ? "internal IP has a zone id (%…): a next hop must be a plain address" : "internal IP is not a valid IP address", text);
         continue;
       }
-      const special = specialPurposeRange(cidr(`${address.text}/${address.family === 4 ? 32 : 128}`));
+      const special = specialPurposeAddress(address);
       if (special) {
         say(`internal IP lies in the special-purpose range ${special}: no node can be reached there`, text);
         continue;

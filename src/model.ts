@@ -284,6 +284,13 @@ export function specialPurposeRange(range: Cidr): string | undefined {
   return hit ? `${hit.name} ${hit.range.text}` : undefined;
 }
 
+/** specialPurposeRange of one address (its /32 or /128), without making that range. */
+export function specialPurposeAddress(address: Address): string | undefined {
+  refused ??= refusedRanges();
+  const hit = refused.find((special) => addressInCidr(address, special.range));
+  return hit ? `${hit.name} ${hit.range.text}` : undefined;
+}
+
 /** Two CIDRs overlap exactly when one contains the other. */
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   if (a.family === 4 && b.family === 4) {

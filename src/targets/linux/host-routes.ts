@@ -16,7 +16,7 @@
  * cluster's inventory is refused while anything carrying that protocol is still there (use another
  * --proto for the second cluster). `list`/`delete` by the mark alone (no nodes) act for whoever owns it.
  */
-import type { Inventory } from "../../model.js";
+import type { Inventory, Route } from "../../model.js";
 import { changeDestination, desiredRoutes, type Plan, type TableDiff } from "../../plan/plan.js";
 import type { ActionResult, CallOptions, Change, ChangeResult, ExtraAction, LockedTable, ObservedRoute, Review, TableRef, Target, WriteContext } from "../target.js";
 import { TargetError } from "../target.js";
@@ -146,10 +146,12 @@ export class HostRoutesTarget implements Target {
       throw error;
     }
     const held = { host, where: runner.where };
+    // The review and the write judge the same read: the routes this host refuses are found once.
+    const refusals = new Map<Route, string | undefined>();
     return {
       routes: this.observe(state, table, inventory),
-      review: async (diff, reviewed) => this.reviewTable(diff, state, reviewed),
-      write: async (changes, actions, context) => this.writeLocked(table, held, state, changes, actions, context),
+      review: async (diff, reviewed) => this.reviewTable(diff, state, reviewed, refusals),
+      write: async (changes, actions, context) => this.writeLocked(table, held, state, changes, actions, context, refusals),
       release: () => host.release(),
     };
   }
@@ -182,9 +184,10 @@ export class HostRoutesTarget implements Target {
     changes: Change[],
     actions: ExtraAction[],
     context: WriteContext,
+    refusals?: Map<Route, string | undefined>,
   ): Promise<{ results: ChangeResult[]; actions: ActionResult[] }> {
     const nodeOfNextHop = (ip: string) => context.inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
-    const batch = buildWriteBatch(state, changes, { proto: this.options.proto, nodeOfNextHop });
+    const batch = buildWriteBatch(state, changes, { proto: this.options.proto, nodeOfNextHop, ...(refusals ? { refusals } : {}) });
     let results: ChangeResult[];
     let cleanupError: string | undefined;
     if (!batch.script) results = batchResults(batch, changes, "");
@@ -213,14 +216,16 @@ export class HostRoutesTarget implements Target {
   }
 
   /** Warnings (routes this host will refuse) and the unused-nexthops action, for one table's diff and state. */
-  private reviewTable(diff: TableDiff, state: HostState, inventory: Inventory): Review {
+  private reviewTable(diff: TableDiff, state: HostState, inventory: Inventory, refusals?: Map<Route, string | undefined>): Review {
     const actions: ExtraAction[] = [];
     const warnings: string[] = [];
     if (diff.error !== undefined) return { warnings, refusals: [], actions };
     const nodeOfNextHop = (ip: string) => inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
     const host = { connected: connectedNetworks(state), addresses: state.addresses };
     for (const change of diff.changes) {
-      const refusal = change.action === "delete" ? undefined : refusalOf(change.route, host, nodeOfNextHop);
+      if (change.action === "delete") continue;
+      const refusal = refusalOf(change.route, host, nodeOfNextHop);
+      refusals?.set(change.route, refusal);
       if (refusal) warnings.push(`${diff.table.id}: ${changeDestination(change)} will not be written: ${refusal}`);
     }
     const unused = unusedNexthops(state, this.options.proto);

@@ -7,7 +7,7 @@
  * (`route add proto 150 DST nhid N`), so no prefix of a line is a valid command without the mark; deletes
  * name the exact route (table, metric, type) as well as the mark.
  */
-import { addressInCidr, cidr, cidrsOverlap, parseAddress, parseCidr, parseIp, type Cidr, type Family } from "../../model.js";
+import { addressInCidr, cidr, cidrsOverlap, parseAddress, parseCidr, parseIp, type Cidr, type Family, type Route } from "../../model.js";
 import type { Change, ChangeResult, ObservedRoute } from "../target.js";
 
 /**
@@ -270,6 +270,8 @@ export interface WriteBatch {
 export interface BatchOptions {
   proto: number;
   nodeOfNextHop: (nextHop: string) => string;
+  /** Each route's refusalOf against the same state, where the caller has it already (a review of that state). */
+  refusals?: Map<Route, string | undefined>;
 }
 
 /**
@@ -345,7 +347,7 @@ export function buildWriteBatch(state: HostState, changes: Change[], options: Ba
       continue;
     }
     const { route } = change;
-    const refusal = refusalOf(route, host, options.nodeOfNextHop);
+    const refusal = options.refusals?.has(route) ? options.refusals.get(route) : refusalOf(route, host, options.nodeOfNextHop);
     if (refusal) {
       refused.push({ change, ok: false, error: `${refusal}; nothing was written for ${route.destination}` });
       continue;
