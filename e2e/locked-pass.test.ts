@@ -13,24 +13,14 @@ import { after, before, describe, it } from "node:test";
 import { converge } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import { run } from "../src/process.js";
-import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
 import { localRunner, type IpRunner } from "../src/targets/linux/runner.js";
 import { runCli } from "../testkit/cli.js";
-import { holdLock, nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
+import { selfTarget } from "../testkit/host-target.js";
+import { holdLock, withNodeNamespace, type NodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 
 const gate = needsRoot();
-const PID = process.pid % 100000;
-let namespaces = 0;
-
-async function withNode(body: (ns: NodeNamespace) => Promise<void>): Promise<void> {
-  const ns = await nodeNamespace(`prlock${PID}n${namespaces++}`, "10.240.0.20/16");
-  try {
-    await body(ns);
-  } finally {
-    await ns.remove();
-  }
-}
+const withNode = (body: (ns: NodeNamespace) => Promise<void>) => withNodeNamespace("prlock", "10.240.0.20/16", body);
 
 let dir: string;
 before(async () => {
@@ -123,7 +113,7 @@ describe("one locked pass per table for runs nobody reviews", { ...gate, timeout
           };
         },
       };
-      const target = new HostRoutesTarget({ name: "local", proto: 150, warn: () => {}, tables: async () => [{ id: "self", scope: "host", node: "self" }], connect: async () => racing });
+      const target = selfTarget(racing);
       try {
         const { report } = await converge(target, inventory, { parallel: 1 });
         assert.ok(report);
@@ -172,7 +162,7 @@ describe("one locked pass per table for runs nobody reviews", { ...gate, timeout
   it("an AbortSignal ends a run waiting for the lock: nothing written, the table reported, the lock left to its holder", async () => {
     await withNode(async (ns) => {
       const holder = await holdLock(ns.lockFile, (pid) => `pid ${pid} since the test began\n`);
-      const target = new HostRoutesTarget({ name: "local", proto: 150, warn: () => {}, tables: async () => [{ id: "self", scope: "host", node: "self" }], connect: async () => localRunner(ns.name) });
+      const target = selfTarget(localRunner(ns.name));
       const inventory = validateInventory({
         source: "abort",
         nodes: [
@@ -184,7 +174,7 @@ describe("one locked pass per table for runs nobody reviews", { ...gate, timeout
         const abort = new AbortController();
         let waiting!: () => void;
         const waited = new Promise<void>((resolve) => (waiting = resolve));
-        const waitingTarget = new HostRoutesTarget({ name: "local", proto: 150, warn: () => waiting(), tables: async () => [{ id: "self", scope: "host", node: "self" }], connect: async () => localRunner(ns.name) });
+        const waitingTarget = selfTarget(localRunner(ns.name), { warn: () => waiting() });
         const running = converge(waitingTarget, inventory, { parallel: 1, signal: abort.signal });
         await waited; // it waits for the holder (no timeout: it would wait as long as it takes)
         abort.abort();

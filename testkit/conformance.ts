@@ -39,6 +39,14 @@ export function editInventory(inventory: Inventory, edit: (nodes: RawNode[]) => 
 
 const options = { parallel: 4 };
 
+/** A foreign route on the third node's pod CIDR, in a table that should route it to that node. */
+async function foreignRouteOnAVictim({ target, inventory, addForeignRoute, spareNextHop }: ConformanceFixture) {
+  const victim = inventory.nodes[2]!;
+  const table = (await target.tables(inventory)).find((t) => t.node !== victim.name)!;
+  await addForeignRoute(table.id, victim.podCIDRs[0]!, spareNextHop);
+  return { table, victim };
+}
+
 export function runConformance(harness: ConformanceHarness): void {
   describe(`target conformance: ${harness.name}`, harness.options ?? {}, () => {
     const withFixture = async (body: (f: ConformanceFixture) => Promise<void>) => {
@@ -67,10 +75,7 @@ export function runConformance(harness: ConformanceHarness): void {
     it("converges in one pass (converge: nobody reviews the plan), keeps a foreign route, then finds nothing to do", () =>
       withFixture(async (fixture) => {
         const { target, inventory } = fixture;
-        const tables = await target.tables(inventory);
-        const victim = inventory.nodes[2]!;
-        const table = tables.find((t) => t.node !== victim.name)!;
-        await fixture.addForeignRoute(table.id, victim.podCIDRs[0]!, fixture.spareNextHop);
+        const { table, victim } = await foreignRouteOnAVictim(fixture);
         const first = await converge(target, inventory, options);
         assert.ok(first.report, "a fresh target is written");
         assert.ok(first.report.ok, JSON.stringify(first.report.tables));
@@ -114,10 +119,7 @@ export function runConformance(harness: ConformanceHarness): void {
     it("reports a foreign route on its destination as a conflict and never touches it, even on delete", () =>
       withFixture(async (fixture) => {
         const { target, inventory } = fixture;
-        const tables = await target.tables(inventory);
-        const victim = inventory.nodes[2]!;
-        const table = tables.find((t) => t.node !== victim.name)!;
-        await fixture.addForeignRoute(table.id, victim.podCIDRs[0]!, fixture.spareNextHop);
+        const { table, victim } = await foreignRouteOnAVictim(fixture);
         const planned = await plan(target, inventory, options);
         const conflicts = planned.tables.find((t) => t.table.id === table.id)!.conflicts;
         assert.deepEqual(conflicts.map((c) => c.route.destination), [victim.podCIDRs[0]]);

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { apply, converge, plan } from "../../apply/engine.js";
 import { validateInventory } from "../../inventory.js";
-import { HostRoutesTarget } from "./host-routes.js";
+import { selfTarget } from "../../../testkit/host-target.js";
 import { READ_BATCH, type HostRead } from "./iproute.js";
 import type { IpRunner, LockedHost } from "./runner.js";
 
@@ -67,16 +67,6 @@ function recordingHost(state: HostRead[]): { runner: IpRunner; recorded: Recorde
   return { runner, recorded };
 }
 
-function hostTarget(runner: IpRunner): HostRoutesTarget {
-  return new HostRoutesTarget({
-    name: "local",
-    proto: 150,
-    warn: () => {},
-    tables: async () => [{ id: "self", scope: "host", node: "self" }],
-    connect: async () => runner,
-  });
-}
-
 const inventory = validateInventory({
   source: "test",
   nodes: [
@@ -89,7 +79,7 @@ const inventory = validateInventory({
 describe("how often a run reads a Linux table", () => {
   it("a run nobody reviews (converge) locks, reads the table once under the lock, writes, releases: no other read", async () => {
     const { runner, recorded } = recordingHost(hostRead());
-    const target = hostTarget(runner);
+    const target = selfTarget(runner);
     const { plan: planned, report } = await converge(target, inventory, { parallel: 1 });
     assert.deepEqual(recorded.log, ["lock+read", "write", "release"]);
     assert.deepEqual([recorded.reads, recorded.ip, recorded.locks], [0, 0, 1]);
@@ -109,7 +99,7 @@ describe("how often a run reads a Linux table", () => {
       { id: 8, gateway: "10.240.0.22", dev: "eth0", protocol: "150" },
     ];
     const { runner, recorded } = recordingHost(hostRead(owned, nexthops));
-    const { plan: planned, report } = await converge(hostTarget(runner), inventory, { parallel: 1 });
+    const { plan: planned, report } = await converge(selfTarget(runner), inventory, { parallel: 1 });
     assert.deepEqual(recorded.log, ["lock+read", "release"]);
     assert.equal(report, undefined);
     assert.equal(planned.summary.unchanged, 2);
@@ -117,7 +107,7 @@ describe("how often a run reads a Linux table", () => {
 
   it("a reviewed plan (plan, then apply) is read unlocked, then read again under the lock and rechecked", async () => {
     const { runner, recorded } = recordingHost(hostRead());
-    const target = hostTarget(runner);
+    const target = selfTarget(runner);
     const planned = await plan(target, inventory, { parallel: 1 });
     const report = await apply(target, planned, inventory, { parallel: 1 });
     assert.deepEqual(recorded.log, ["read", "lock+read", "write", "release"]);
