@@ -1,8 +1,9 @@
 /**
  * Runs the pipeline against a target: read every table (concurrently, bounded), plan, and apply a
  * plan table by table (`plan`, then `apply`: a plan someone approves), or lock, read, plan and write
- * each table in one pass (`converge`: nobody looks first). Every change gets a result; a table that cannot be reached fails alone and the
- * others go on, so a re-run finishes the job. Nothing here prints: progress goes to a callback.
+ * each table in one pass (`converge`: nobody looks first). Every change gets a result; a table that
+ * cannot be reached fails alone and the others go on, so a re-run finishes the job. Nothing here
+ * prints: progress goes to a callback.
  */
 import pLimit from "p-limit";
 import type { Inventory } from "../model.js";
@@ -153,7 +154,8 @@ export async function apply(target: Target, planned: Plan, inventory: Inventory,
       limit(async (): Promise<TableOutcome> => {
         if (diff.error !== undefined) return { table: diff.table, results: [], error: diff.error, changedNothing: true };
         if (diff.changes.length === 0) return { table: diff.table, results: [] };
-        options.signal?.throwIfAborted();
+        // Cancelled: no further table is locked or written; those done keep their results.
+        if (options.signal?.aborted) return { table: diff.table, results: [], error: messageOf(options.signal.reason), changedNothing: true };
         return writeTable(target, diff, inventory, context);
       }),
     ),

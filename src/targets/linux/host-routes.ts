@@ -112,8 +112,8 @@ export class HostRoutesTarget implements Target {
   }
 
   /**
-   * Takes the table's lock and reads the table under it, in one `ip` process after the lock's one
-   * `flock`; the LockedTable writes from that read. Refuses (nothing changed) a host whose protocol
+   * Takes the table's lock and reads the table under it (the runner's one `flock`, then the read);
+   * the LockedTable writes from that read. Refuses (nothing changed) a host whose protocol
    * number another cluster's routes carry.
    */
   async lockTable(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<LockedTable> {
