@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { READ_ARGS, ROUTES_BATCH } from "../src/targets/linux/iproute.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import type { KubeObject } from "../testkit/kube-server.js";
 import { admin, getIn, nodeObject, startAgentProcess, startKubeServerProcess, writeKubeconfig } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";

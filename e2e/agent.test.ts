@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { addLabProcess, addLabWorker, labDown, labUp, nodeCommand, removeLabProcess, requireLab, type LabState, type LabWorker } from "../src/lab/lab.js";
 import { checkPodPaths } from "../src/lab/paths.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { admin, agentRbacRules, getIn, nodeObject, startAgentProcess, startKubeServerProcess, within, writeKubeconfig, type KubeServerProcess, type Started } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import type { KubeObject } from "../testkit/kube-server.js";

@@ -10,6 +10,7 @@ import {
   addressNetwork,
   parseAddress,
   parseCidr,
+  specialPurposeAddress,
   specialPurposeRange,
   type Address,
   type Cidr,
@@ -153,7 +154,7 @@ export function checkNode(rawNode: RawNode, clusterRanges: readonly Cidr[]): Che
       say(text.includes("%") ? "internal IP has a zone id (%…): a next hop must be a plain address" : "internal IP is not a valid IP address", text);
       continue;
     }
-    const special = specialPurposeRange(cidr(`${address.text}/${address.family === 4 ? 32 : 128}`));
+    const special = specialPurposeAddress(address);
     if (special) {
       say(`internal IP lies in the special-purpose range ${special}: no node can be reached there`, text);
       continue;

@@ -11,7 +11,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { BIN } from "./cli.js";
 import { adminCall } from "./kube-server-admin.js";
 import { kubeconfigYaml, type KubeObject } from "./kube-server.js";

@@ -2,7 +2,7 @@
  * A throwaway network namespace for benchmarks: one veth link whose address makes a whole range of next
  * hops on-link (`10.240.0.1/16`: a flat VPC), loopback up. Made again from nothing if it exists.
  */
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 
 async function ip(args: string[]): Promise<void> {
   const result = await run("ip", args);

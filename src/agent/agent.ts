@@ -90,7 +90,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     target,
     store: { synced: () => reflector.hasSynced, nodes: () => reflector.store.values(), get: (name) => reflector.store.get(name) },
     proto: options.proto,
-    host: { table: hostTable, plannedState: (table) => target.plannedState(table) },
+    host: { table: hostTable, lastState: (table) => target.lastState(table) },
     ...(options.node ? { node: options.node } : {}),
     hostAddresses: async () => (await target.state(thisHost, empty)).addresses,
     metrics,

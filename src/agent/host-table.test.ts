@@ -8,7 +8,8 @@ import { after, before, describe, it } from "node:test";
 import { needsRoot } from "../../testkit/root.js";
 import { flatNamespace } from "../../testkit/flat-namespace.js";
 import type { Route } from "../model.js";
-import { lockLocal, removeLockFiles, run } from "../targets/linux/runner.js";
+import { run } from "../process.js";
+import { lockLocal, removeLockFiles } from "../targets/linux/runner.js";
 import { HostTable, holdsExactly } from "./host-table.js";
 import { IpReader } from "./ip-reader.js";
 

@@ -28,9 +28,7 @@ import {
   batchResults,
   buildWriteBatch,
   observedRoutes,
-  parseHostState,
-  READ_ARGS,
-  READ_BATCH,
+  parseHostReads,
   sameHostRoute,
   type HostState,
   type KernelNexthop,
@@ -188,7 +186,7 @@ export class HostTable {
     const host = await lockLocal(
       netns,
       { proto, cluster: context.cluster, waiting: (holder) => this.options.warn(`waiting for another podroutes run to finish with ${this.runner.where}${holder ? ` (lock held by ${holder})` : ""}`) },
-      "",
+      "nothing",
     );
     try {
       if (host.owner !== undefined && host.owner !== context.cluster) return undefined;
@@ -216,9 +214,9 @@ export class HostTable {
   }
 
   private async readFacts(): Promise<HostFacts> {
-    const result = await this.runner.ip(READ_ARGS, READ_BATCH);
-    if (!result.stdout.trim().startsWith("[")) throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${result.stderr.trim() || `ip exited ${result.code}`}`);
-    this.facts = factsOf(parseHostState(result.stdout, result.stderr), this.options.proto);
+    const reads = await this.runner.read();
+    if (!reads.every((read) => read.stdout.trim().startsWith("["))) throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${reads.map((read) => read.stderr.trim()).join(" ") || "ip printed nothing"}`);
+    this.facts = factsOf(parseHostReads(reads), this.options.proto);
     return this.facts;
   }
 }

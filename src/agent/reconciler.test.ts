@@ -200,7 +200,7 @@ describe("agent reconciler", () => {
 
   it("counts a lock held by another run as a busy error, not a target one", async () => {
     const { reconciler, target, metrics } = setup(listed(cluster()), { node: "node-0" });
-    target.lock = async () => {
+    target.lockTable = async () => {
       throw new BusyError("another podroutes run holds the lock on this host and did not let go within --lock-timeout 1s; nothing was changed");
     };
     assert.equal((await reconciler.reconcile(["list"])).result, "failed");

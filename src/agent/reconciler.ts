@@ -17,7 +17,7 @@
  * Without a HostTable (another target, the unit tests) every reconcile is a full one.
  */
 import { performance } from "node:perf_hooks";
-import { apply, messageOf, plan } from "../apply/engine.js";
+import { converge, messageOf } from "../apply/engine.js";
 import { changeDestination, desiredRoutes } from "../plan/plan.js";
 import { BusyError, kindOf } from "../errors.js";
 import { formatProblem } from "../inventory.js";
@@ -53,7 +53,7 @@ export interface ReconcilerOptions {
   node?: string;
   hostAddresses(): Promise<string[]>;
   /** This host's table for the cheap paths, and where the full path's read is found; none: every reconcile is full. */
-  host?: { table: HostTable; plannedState(table: TableRef): HostState | undefined };
+  host?: { table: HostTable; lastState(table: TableRef): HostState | undefined };
   metrics: AgentMetrics;
   log: Logger;
 }
@@ -249,15 +249,21 @@ export class Reconciler {
   private async full(): Promise<Written> {
     const { metrics } = this.options;
     const inventory = this.index.inventory();
-    const planned = await plan(this.options.target, inventory, { parallel: 1 });
+    // Exactly the routes the planner will want (its unchanged, conflicting and written ones), known
+    // before the write: the kernel's events for the agent's own writes must not read as drift.
+    this.want(desiredRoutes(inventory, this.table()));
+    // Lock, read once under the lock, plan from that read, write, release: the engine's one pass.
+    const { plan: planned, report } = await converge(this.options.target, inventory, { parallel: 1 });
     const diff = planned.tables[0];
     if (!diff) throw new TargetError("agent", "the target planned no table for this host");
-    if (diff.error !== undefined) throw new TargetError("agent", `cannot read this host's routes: ${diff.error}`);
-    const read = this.options.host?.plannedState(diff.table);
-
-    const wanted: Route[] = [...diff.unchanged, ...diff.conflicts.map((c) => c.route)];
-    for (const change of diff.changes) if (change.action !== "delete") wanted.push(change.route);
-    this.want(wanted);
+    const outcomeOfTable = report?.tables[0];
+    const failure = outcomeOfTable?.error ?? diff.error;
+    if (failure !== undefined) {
+      const message = outcomeOfTable?.changedNothing === false ? `writing this host's routes failed: ${failure}` : `cannot lock or read this host's routes: ${failure}`;
+      // The kind of what failed, not the message, says which: a held lock is busy, not a broken target.
+      throw outcomeOfTable?.errorKind === "busy" ? new BusyError(message) : new TargetError("agent", message);
+    }
+    const read = this.options.host?.lastState(diff.table);
     this.reportConflicts(diff.conflicts.map((c) => ({ destination: c.route.destination, node: c.route.node, holder: c.existing.nextHopLabel ?? c.existing.nextHop ?? "?" })));
 
     let owned = diff.unchanged.length;
@@ -265,13 +271,6 @@ export class Reconciler {
     let written = 0;
     let failed = 0;
     if (diff.changes.length) {
-      const report = await apply(this.options.target, planned, inventory, { parallel: 1 });
-      const outcomeOfTable = report.tables[0];
-      if (outcomeOfTable?.error !== undefined) {
-        const message = `writing this host's routes failed: ${outcomeOfTable.error}`;
-        // The kind of what failed, not the message, says which: a held lock is busy, not a broken target.
-        throw outcomeOfTable.errorKind === "busy" ? new BusyError(message) : new TargetError("agent", message);
-      }
       const counted = this.count(outcomeOfTable?.results ?? []);
       written = counted.written;
       failed = counted.failed;
