@@ -15,6 +15,7 @@
  * `route replace` for all) and with a 10 s poll (what each costs per hour).
  */
 import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,22 +53,14 @@ const median = (values: number[]) => percentile(values, 50);
 function monitor() {
   const child = spawn("ip", ["-n", NS, "monitor", "route", "nexthop"], { stdio: ["ignore", "pipe", "ignore"] });
   const lines: { at: number; text: string }[] = [];
-  let buffered = "";
   const waiters: { match: RegExp; resolve: (at: number) => void }[] = [];
-  child.stdout.setEncoding("utf8");
-  child.stdout.on("data", (chunk: string) => {
-    buffered += chunk;
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      const text = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      const at = performance.now();
-      lines.push({ at, text });
-      for (const waiter of [...waiters]) {
-        if (waiter.match.test(text)) {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          waiter.resolve(at);
-        }
+  createInterface({ input: child.stdout, crlfDelay: Infinity }).on("line", (text) => {
+    const at = performance.now();
+    lines.push({ at, text });
+    for (const waiter of [...waiters]) {
+      if (waiter.match.test(text)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(at);
       }
     }
   });

@@ -10,6 +10,7 @@
  * starts a new one. Reads go one at a time.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createInterface } from "node:readline";
 import { READ_ARGS } from "../targets/linux/iproute.js";
 
 /** A read that takes longer than this means the process is stuck: it is ended and the read fails. */
@@ -57,22 +58,14 @@ export class IpReader {
     const child = spawn("ip", args, { stdio: ["pipe", "pipe", "pipe"] });
     this.child = child;
     this.starts++;
-    let buffered = "";
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        const pending = this.pending;
-        if (!pending) return this.fail(new Error(`ip printed a line nobody asked for: ${line.slice(0, 100)}`));
-        pending.lines.push(line);
-        if (pending.lines.length === pending.want) {
-          clearTimeout(pending.timer);
-          this.pending = undefined;
-          pending.resolve(pending.lines);
-        }
+    createInterface({ input: child.stdout, crlfDelay: Infinity }).on("line", (line) => {
+      const pending = this.pending;
+      if (!pending) return this.fail(new Error(`ip printed a line nobody asked for: ${line.slice(0, 100)}`));
+      pending.lines.push(line);
+      if (pending.lines.length === pending.want) {
+        clearTimeout(pending.timer);
+        this.pending = undefined;
+        pending.resolve(pending.lines);
       }
     });
     child.stderr.setEncoding("utf8");
