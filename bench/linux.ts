@@ -4,7 +4,7 @@
  * per route, timed in full (its cost grows faster than linearly, so a sample would flatter it), and
  * (b) one `ip -batch` of `route replace` for everything, what a replace-everything resync costs.
  *
- * Timed twice: in process (warm, the engine called directly) and as a user pays it, a whole cold process
+ * Timed twice: in process (warm, the engine's `converge`, as `apply --yes` runs it) and as a user pays it, a whole cold process
  * (`ip netns exec NS podroutes apply --yes --nodes FILE --target local`, a new `node` each run), the
  * latter beside a bare Node process that only reads the table (`ip -N -json route show` + JSON.parse)
  * and one `ip -batch` process. Runs in a throwaway network namespace; prints medians and the ratios
@@ -15,11 +15,15 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { apply, plan } from "../src/apply/engine.js";
+import { open } from "node:fs/promises";
+import { loadavg } from "node:os";
+import { converge } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
-import { localRunner, run } from "../src/targets/linux/runner.js";
+import { READ_ARGS, READ_BATCH, READ_PARTS, ROUTES_BATCH } from "../src/targets/linux/iproute.js";
+import { localRunner } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { BIN } from "../testkit/cli.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import { flatNamespace } from "../testkit/netns.js";
@@ -118,7 +122,37 @@ function goal(count: number, value: number, text: string, met: boolean): string 
   return `${value.toFixed(2)}×${count === GOAL_SIZE ? ` [goal at ${GOAL_SIZE.toLocaleString("en")} routes ${text}: ${met ? "met" : "MISSED"}]` : ""}`;
 }
 
+/** The costs behind the lock and the read (issue 11 item 5), in process, medians of 9, on the table as the full apply left it. */
+async function measureReads(): Promise<string[]> {
+  const median9 = async (body: () => Promise<unknown>) => {
+    const times: number[] = [];
+    for (let i = 0; i < 9; i++) times.push(await time(body));
+    return median(times);
+  };
+  const ns = ["-n", NS];
+  const readJson = async (batch: string) => {
+    const out = await must("ip", [...ns, ...READ_ARGS], batch);
+    for (const line of out.split("\n")) if (line.startsWith("[")) JSON.parse(line);
+  };
+  const lockFile = await open(join(tmpdir(), `podroutes-bench-lock-${process.pid}`), "a+");
+  try {
+    const flock = await median9(() => run("flock", ["-n", "3"], undefined, { fds: [lockFile.fd] }));
+    const batch = await median9(() => readJson(READ_BATCH));
+    const parts = await median9(() => Promise.all(READ_PARTS.map(readJson)));
+    const routes = await median9(() => readJson(ROUTES_BATCH));
+    const text = await median9(async () => (await must("ip", [...ns, "-N", "-force", "-batch", "-"], READ_BATCH)).split("\n").map((line) => line.split(" ")));
+    const f = (value: number) => `${value.toFixed(1)} ms`;
+    return [
+      `in process, medians of 9: one flock(1) process ${f(flock)}; reading the table (${GOAL_SIZE.toLocaleString("en")} routes and nexthop objects) with ip -json and JSON.parse:`,
+      `    routes, nexthops and addresses in one ip ${f(batch)}, in two ip at once (how podroutes reads) ${f(parts)}, routes alone ${f(routes)}; the same as text, split into words ${f(text)}`,
+    ];
+  } finally {
+    await lockFile.close();
+  }
+}
+
 export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
+  console.log(`load average at the start: ${loadavg().map((l) => l.toFixed(2)).join(" ")} (2 cores shared; figures are medians, re-run when it is high)`);
   const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-linux-"));
   try {
     for (const count of sizes) {
@@ -138,6 +172,7 @@ export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
         readOnlyProcess: [] as number[],
       };
       let writes = -1;
+      let readCosts: string[] = [];
       // Each round times every way once, so a machine that gets busier or quieter affects all alike.
       for (let r = 0; r < repeats; r++) {
         await freshNamespace();
@@ -149,16 +184,18 @@ export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
 
         await freshNamespace();
         const inProcess = target();
+        // As `apply --yes` runs: each table locked, read once under the lock, planned and written (converge).
         t.full.push(
           await time(async () => {
-            const report = await apply(inProcess, await plan(inProcess, nodes, { parallel: 1 }), nodes, { parallel: 1 });
-            if (!report.ok) throw new Error(JSON.stringify(report.counts));
+            const { report } = await converge(inProcess, nodes, { parallel: 1 });
+            if (!report?.ok) throw new Error(JSON.stringify(report?.counts));
           }),
         );
         if ((await routeCount()) !== count) throw new Error(`expected ${count} routes after apply, found ${await routeCount()}`);
-        t.noop.push(await time(async () => apply(inProcess, await plan(inProcess, nodes, { parallel: 1 }), nodes, { parallel: 1 })));
+        t.noop.push(await time(async () => converge(inProcess, nodes, { parallel: 1 })));
         if (r === 0) {
-          writes = (await watchKernelWrites([NS], async () => apply(inProcess, await plan(inProcess, nodes, { parallel: 1 }), nodes, { parallel: 1 }))).writes.length;
+          writes = (await watchKernelWrites([NS], async () => converge(inProcess, nodes, { parallel: 1 }))).writes.length;
+          if (count === GOAL_SIZE) readCosts = await measureReads();
         }
 
         await freshNamespace();
@@ -180,7 +217,9 @@ export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
       console.log(`    one 'ip -batch' replace of all, as a process:  ${ms(m.batchProcess)}  → podroutes/it = ${goal(count, m.fullProcess / m.batchProcess, "≤ 1×", m.fullProcess <= m.batchProcess)}`);
       console.log(`    podroutes no-op apply:                         ${ms(m.noopProcess)}`);
       console.log(`    bare node reading the table (ip -json + JSON.parse): ${ms(m.readOnlyProcess)}  → podroutes no-op/it = ${goal(count, m.noopProcess / m.readOnlyProcess, "≤ 3×", m.noopProcess <= 3 * m.readOnlyProcess)}`);
+      for (const line of readCosts) console.log(`  ${line}`);
     }
+    console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   } finally {
     await run("ip", ["netns", "del", NS]);
     await rm(dir, { recursive: true, force: true });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { labDown, labUp, type LabState } from "../src/lab/lab.js";
 import { labSshUp, type LabSsh } from "../src/lab/sshd.js";
-import { run as runCommand } from "../src/targets/linux/runner.js";
+import { run as runCommand } from "../src/process.js";
 
 const BIN = fileURLToPath(new URL("../../bin/podroutes.js", import.meta.url));
 const RUNS = 3;

@@ -9,7 +9,7 @@ import { copyFile, mkdir, mkdtemp, rm, utimes, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { BIN } from "../testkit/cli.js";
 
 describe("bin/podroutes.js picks the build to run", () => {

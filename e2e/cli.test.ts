@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import pLimit from "p-limit";
 import { nodeSources } from "../src/sources/registry.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { ownershipMarker } from "../src/targets/gcp/target.js";
 import { targets } from "../src/targets/registry.js";
 import { runCli, type CliResult } from "../testkit/cli.js";

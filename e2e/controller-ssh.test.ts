@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { addLabProcess, labDown, loadLab, removeLabProcess, type LabState } from "../src/lab/lab.js";
 import { labSsh } from "../src/lab/sshd.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { admin, getIn, nodeObject, startKubeServerProcess, startLogged, writeKubeconfig, type KubeServerProcess, type Started } from "../testkit/agent-lab.js";
 import { BIN, runCli } from "../testkit/cli.js";
 import { eventually, FAST_ELECTION } from "../testkit/controller.js";

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { BATCH_END } from "../src/targets/linux/iproute.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { runCli, startCli } from "../testkit/cli.js";
 import { nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";

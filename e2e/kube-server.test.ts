@@ -16,7 +16,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { KubeApiError, KubeClient } from "../src/kube/client.js";
 import { discoverConnection } from "../src/kube/kubeconfig.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { adminCall } from "../testkit/kube-server-admin.js";
 import { kubeconfigYaml, startKubeServer, type KubeApiServer, type KubeObject } from "../testkit/kube-server.js";
 

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { validateInventory } from "../src/inventory.js";
 import { localTarget } from "../src/targets/linux/factories.js";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { runConformance } from "../testkit/conformance.js";
 import { nodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";

@@ -12,25 +12,16 @@ import { after, before, describe, it } from "node:test";
 import { apply, plan } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import { renderReport } from "../src/plan/render.js";
-import { HostRoutesTarget } from "../src/targets/linux/host-routes.js";
-import { localRunner, run, type IpRunner } from "../src/targets/linux/runner.js";
+import { localRunner, type IpRunner } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { runCli, startCli } from "../testkit/cli.js";
-import { holdLock, nodeNamespace, type NodeNamespace } from "../testkit/netns.js";
+import { selfTarget } from "../testkit/host-target.js";
+import { holdLock, withNodeNamespace, type NodeNamespace } from "../testkit/netns.js";
 import { needsRoot } from "../testkit/root.js";
 
 const gate = needsRoot();
-const PID = process.pid % 100000;
-let namespaces = 0;
-
 /** A fresh node namespace for one test, removed whatever happens. */
-async function withNode(body: (ns: NodeNamespace) => Promise<void>): Promise<void> {
-  const ns = await nodeNamespace(`prsafe${PID}n${namespaces++}`, "10.240.0.20/16");
-  try {
-    await body(ns);
-  } finally {
-    await ns.remove();
-  }
-}
+const withNode = (body: (ns: NodeNamespace) => Promise<void>) => withNodeNamespace("prsafe", "10.240.0.20/16", body);
 
 interface NodeSpec {
   name: string;
@@ -151,7 +142,7 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
           { name: "n2", internalIPs: ["10.240.1.2"], podCIDRs: ["10.200.2.0/24"] },
         ],
       });
-      const target = nodeTarget(localRunner(ns.name));
+      const target = selfTarget(localRunner(ns.name));
       const planned = await plan(target, inventory, { parallel: 1 });
       assert.deepEqual(planned.tables[0]!.changes.map((c) => c.action), ["replace", "create"]);
       // While the operator reads the plan, someone routes the destination by hand.
@@ -273,7 +264,7 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
           ...[1, 2, 3, 4].map((i) => ({ name: `n${i}`, internalIPs: [`10.240.1.${i}`], podCIDRs: [`10.200.${i}.0/24`] })),
         ],
       });
-      const target = nodeTarget(stopsHalfway(localRunner(ns.name)));
+      const target = selfTarget(stopsHalfway(localRunner(ns.name)));
       const report = await apply(target, await plan(target, inventory, { parallel: 1 }), inventory, { parallel: 1 });
       const table = await ownedRoutes(ns);
       assert.equal(table.size, 2, `two of four routes were written: ${[...table]}`);
@@ -294,17 +285,6 @@ describe("issue 8: safe under motion (Linux host routes, --target local in a nod
     assert.match(result.stderr, /bomb\.yaml:1: .*alias/i);
   });
 });
-
-/** The host-route target on a namespace's table, as the lab target builds it for a worker. */
-function nodeTarget(runner: IpRunner): HostRoutesTarget {
-  return new HostRoutesTarget({
-    name: "local",
-    proto: 150,
-    warn: () => {},
-    tables: async () => [{ id: "self", scope: "host", node: "self" }],
-    connect: async () => runner,
-  } as ConstructorParameters<typeof HostRoutesTarget>[0]);
-}
 
 /**
  * A runner whose write batches stop halfway, as when `ip` is killed or meets a line it cannot parse:

@@ -152,7 +152,18 @@ describe("compact form against ipaddr.js (fast-check)", () => {
       }),
       { numRuns: 2000 },
     );
-    for (const text of ["010.1.1.1", "0x0a.1.1.1", "10.1", "10.1.1.256", "1.2.3.4.5", " 10.1.1.1"]) assert.equal(parseAddress(text), undefined, text);
+    for (const text of ["010.1.1.1", "0x0a.1.1.1", "10.1", "10.1.1.256", "1.2.3.4.5", " 10.1.1.1", "1..2.3", ".1.2.3", "1.2.3.", "00.1.2.3", "1.2.3.4a"]) assert.equal(parseAddress(text), undefined, text);
+  });
+
+  it("reads any string of digits and dots as the strict four-part spelling and ipaddr.js together do", () => {
+    const strict = /^(0|[1-9]\d*)(\.(0|[1-9]\d*)){3}$/;
+    fc.assert(
+      fc.property(fc.stringMatching(/^[0-9.]{1,16}$/), (text) => {
+        const expected = strict.test(text) && ipaddr.IPv4.isValid(text) ? ipaddr.IPv4.parse(text).toByteArray().reduce((sum, byte) => sum * 256 + byte, 0) : undefined;
+        assert.equal(parseAddress(text)?.value, expected, text);
+      }),
+      { numRuns: 5000 },
+    );
   });
 
   it("sorts in the same order as before (family, address, prefix)", () => {
@@ -166,7 +177,7 @@ describe("compact form against ipaddr.js (fast-check)", () => {
     );
   });
 
-  it("containment and address membership agree with ipaddr.js' match", () => {
+  it("containment, overlap and address membership agree with ipaddr.js' match", () => {
     // Nearby pairs too: a random pair of CIDRs almost never nests.
     const pair = fc.oneof(
       fc.tuple(randomCidr, randomCidr).map(([a, b]) => [a.network, b.network] as const),
@@ -181,6 +192,7 @@ describe("compact form against ipaddr.js (fast-check)", () => {
       fc.property(pair, fc.boolean(), ([x, y], swap) => {
         const [outer, inner] = swap ? [y, x] : [x, y];
         assert.equal(cidrContains(cidr(outer), cidr(inner)), ipaddrContains(outer, inner), `${outer} ⊇ ${inner}`);
+        assert.equal(cidrsOverlap(cidr(outer), cidr(inner)), ipaddrContains(outer, inner) || ipaddrContains(inner, outer), `${outer} ∩ ${inner}`);
         const innerAddress = inner.slice(0, inner.indexOf("/"));
         const [o, oPrefix] = ipaddr.parseCIDR(outer);
         const member = ipaddr.parse(innerAddress).kind() === o.kind() && ipaddr.parse(innerAddress).match(o, oPrefix);

@@ -11,7 +11,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 import { BIN } from "./cli.js";
 import { adminCall } from "./kube-server-admin.js";
 import { kubeconfigYaml, type KubeObject } from "./kube-server.js";
@@ -124,11 +124,16 @@ export async function writeKubeconfig(path: string, server: { url: string; caFil
   return path;
 }
 
-/** Starts `podroutes agent ARGS` with `prefix` (e.g. `ip netns exec W unshare --uts ...`) before it. */
+/**
+ * Starts `podroutes agent ARGS` with `prefix` (e.g. `ip netns exec W unshare --uts ...`) before it, as
+ * the image runs it (deploy/Dockerfile: `node /app/bin/podroutes.js agent`): bin/podroutes.js, which runs
+ * the bundle, and no --enable-source-maps (which would parse the bundle's map at start, time and memory
+ * the DaemonSet does not spend).
+ */
 export function startAgentProcess(prefix: string[], args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Started {
   const environment = { ...process.env, ...env };
   for (const [key, value] of Object.entries(env)) if (value === undefined) delete environment[key];
-  return startLogged([...prefix, process.execPath, "--enable-source-maps", BIN, "agent", ...args], logFile, "podroutes agent", environment);
+  return startLogged([...prefix, process.execPath, BIN, "agent", ...args], logFile, "podroutes agent", environment);
 }
 
 /** GET `url` from inside `netns`, with a client run there: status and body. */

@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 
 export const BIN = fileURLToPath(new URL("../../bin/podroutes.js", import.meta.url));
 

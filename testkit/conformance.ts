@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { apply, plan } from "../src/apply/engine.js";
+import { apply, converge, plan } from "../src/apply/engine.js";
 import type { Inventory } from "../src/model.js";
 import type { Target } from "../src/targets/target.js";
 import { validateInventory, type RawNode } from "../src/inventory.js";
@@ -39,6 +39,14 @@ export function editInventory(inventory: Inventory, edit: (nodes: RawNode[]) => 
 
 const options = { parallel: 4 };
 
+/** A foreign route on the third node's pod CIDR, in a table that should route it to that node. */
+async function foreignRouteOnAVictim({ target, inventory, addForeignRoute, spareNextHop }: ConformanceFixture) {
+  const victim = inventory.nodes[2]!;
+  const table = (await target.tables(inventory)).find((t) => t.node !== victim.name)!;
+  await addForeignRoute(table.id, victim.podCIDRs[0]!, spareNextHop);
+  return { table, victim };
+}
+
 export function runConformance(harness: ConformanceHarness): void {
   describe(`target conformance: ${harness.name}`, harness.options ?? {}, () => {
     const withFixture = async (body: (f: ConformanceFixture) => Promise<void>) => {
@@ -62,6 +70,28 @@ export function runConformance(harness: ConformanceHarness): void {
         const second = await plan(target, inventory, options);
         assert.deepEqual(second.summary, { ...second.summary, create: 0, replace: 0, delete: 0, conflicts: 0 });
         assert.equal(second.summary.unchanged, first.summary.create);
+      }));
+
+    it("converges in one pass (converge: nobody reviews the plan), keeps a foreign route, then finds nothing to do", () =>
+      withFixture(async (fixture) => {
+        const { target, inventory } = fixture;
+        const { table, victim } = await foreignRouteOnAVictim(fixture);
+        const first = await converge(target, inventory, options);
+        assert.ok(first.report, "a fresh target is written");
+        assert.ok(first.report.ok, JSON.stringify(first.report.tables));
+        assert.ok(first.plan.summary.create > 0);
+        assert.equal(first.report.counts.created, first.plan.summary.create);
+        assert.deepEqual(first.plan.tables.find((t) => t.table.id === table.id)!.conflicts.map((c) => c.route.destination), [victim.podCIDRs[0]]);
+        const second = await converge(target, inventory, options);
+        assert.equal(second.report, undefined, `nothing to write the second time: ${JSON.stringify(second.report?.tables)}`);
+        assert.deepEqual(second.plan.summary, { ...second.plan.summary, create: 0, replace: 0, delete: 0 });
+        assert.equal(second.plan.summary.unchanged, first.plan.summary.create);
+        const removed = await converge(target, inventory, { ...options, deleteAll: true });
+        assert.ok(removed.report?.ok, JSON.stringify(removed.report?.tables));
+        assert.equal(removed.report.counts.deleted, first.plan.summary.create);
+        const observed = await target.read(table, inventory);
+        assert.deepEqual(observed.filter((r) => r.owned), [], "no owned route is left");
+        assert.ok(observed.some((r) => !r.owned && r.destination === victim.podCIDRs[0]), "the foreign route is still there");
       }));
 
     it("replaces a route whose next hop changed, and removes a departed node's routes", () =>
@@ -89,10 +119,7 @@ export function runConformance(harness: ConformanceHarness): void {
     it("reports a foreign route on its destination as a conflict and never touches it, even on delete", () =>
       withFixture(async (fixture) => {
         const { target, inventory } = fixture;
-        const tables = await target.tables(inventory);
-        const victim = inventory.nodes[2]!;
-        const table = tables.find((t) => t.node !== victim.name)!;
-        await fixture.addForeignRoute(table.id, victim.podCIDRs[0]!, fixture.spareNextHop);
+        const { table, victim } = await foreignRouteOnAVictim(fixture);
         const planned = await plan(target, inventory, options);
         const conflicts = planned.tables.find((t) => t.table.id === table.id)!.conflicts;
         assert.deepEqual(conflicts.map((c) => c.route.destination), [victim.podCIDRs[0]]);

@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 
 export interface Pki {
   dir: string;

@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
-import { lockPath, removeLockFiles, run } from "../src/targets/linux/runner.js";
+import { lockPath, removeLockFiles } from "../src/targets/linux/runner.js";
+import { run } from "../src/process.js";
 
 export interface NodeNamespace {
   name: string;
@@ -87,4 +88,19 @@ export async function holdLock(file: string, says: (pid: number) => string): Pro
   });
   await writeFile(file, says(holder.pid!));
   return { pid: holder.pid!, release };
+}
+
+let namespacesMade = 0;
+
+/**
+ * A fresh node namespace for one test (`prefix`, this process's pid and a counter: unique among the
+ * engineers' test runs on one machine), with eth0 at `address`, removed whatever happens.
+ */
+export async function withNodeNamespace(prefix: string, address: string, body: (ns: NodeNamespace) => Promise<void>): Promise<void> {
+  const ns = await nodeNamespace(`${prefix}${process.pid % 100000}n${namespacesMade++}`, address);
+  try {
+    await body(ns);
+  } finally {
+    await ns.remove();
+  }
 }

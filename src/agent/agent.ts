@@ -6,7 +6,8 @@
  *   kernel     kernel-monitor.ts reports route, nexthop, link and address changes
  *   timer      a full resync every --resync, a backstop
  *        └──→ loop.ts: one reconcile at a time, triggers coalesced, none before the first complete list
- *               └──→ reconciler.ts: plan + apply of the shared engine on a HostRoutesTarget (`--target local`'s)
+ *               └──→ reconciler.ts: plan + apply of the shared engine on a HostRoutesTarget (`--target local`'s);
+ *                    a changed Node alone: its destinations through host-table.ts; a resync: one read, a compare
  *                      └──→ the Node's NetworkUnavailable condition, an Event on a quarantined Node
  *   observe/   /livez /healthz /readyz /metrics, JSON or text logs
  *
@@ -18,13 +19,14 @@ import { apply, messageOf, plan } from "../apply/engine.js";
 import { kindOf } from "../errors.js";
 import { createKubeClient, type KubeClient } from "../kube/client.js";
 import { discoverConnection } from "../kube/kubeconfig.js";
-import type { KubeNode } from "../kube/nodes.js";
+import { routingView, type KubeNode } from "../kube/nodes.js";
 import { Reflector } from "../kube/reflector.js";
 import { serveHealth, type HealthServer } from "../observe/health.js";
 import type { Logger } from "../observe/log.js";
 import { HostRoutesTarget } from "../targets/linux/host-routes.js";
 import { localRunner } from "../targets/linux/runner.js";
 import type { TableRef } from "../targets/target.js";
+import { HostTable } from "./host-table.js";
 import { driftReason } from "./kernel-events.js";
 import { KernelMonitor } from "./kernel-monitor.js";
 import { ReconcileLoop } from "./loop.js";
@@ -63,12 +65,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const connection = await discoverConnection({ ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}), ...(options.context ? { context: options.context } : {}), env: options.env });
   const client = createKubeClient(connection);
   const metrics = agentMetrics();
-  const reflector = new Reflector<KubeNode>({ client, path: "/api/v1/nodes" });
+  // The store keeps what routing and node status read of each Node, not images, managedFields and the rest.
+  const reflector = new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView });
   metrics.registry.collected("podroutes_watch_restarts_total", "Node watches opened again after one ended", "counter", () => reflector.counters.watchRestarts);
   metrics.registry.collected("podroutes_relists_total", "full lists of Nodes after the first (410 Expired, a failure before a watch could resume)", "counter", () => reflector.counters.relists);
 
-  /** Bumped on every Node change routing may read: the reconciler maps the Nodes again only then. */
-  let nodesVersion = 0;
   const runner = localRunner();
   let reconciler: Reconciler | undefined;
   const thisHost: TableRef = { id: "this host", scope: "host" };
@@ -84,10 +85,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     warn: (message) => log.warn(message),
   });
   const empty = { cluster: "kubernetes", nodes: [], source: "kubernetes" };
+  const hostTable = new HostTable({ proto: options.proto, warn: (message) => log.warn(message) });
   reconciler = new Reconciler({
     target,
-    store: { synced: () => reflector.hasSynced, nodes: () => [...reflector.store.values()], version: () => nodesVersion },
+    store: { synced: () => reflector.hasSynced, nodes: () => reflector.store.values(), get: (name) => reflector.store.get(name) },
     proto: options.proto,
+    host: { table: hostTable, lastState: (table) => target.lastState(table) },
     ...(options.node ? { node: options.node } : {}),
     hostAddresses: async () => (await target.state(thisHost, empty)).addresses,
     metrics,
@@ -111,18 +114,18 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     switch (event.type) {
       case "added":
       case "deleted":
-        nodesVersion++;
+        reconciler!.nodesChanged([event.object.metadata.name]);
         loop.trigger(`node ${event.object.metadata.name} ${event.type}`);
         break;
       case "modified":
-        if (routingChanged(event.previous, event.object)) nodesVersion++;
+        if (routingChanged(event.previous, event.object)) reconciler!.nodesChanged([event.object.metadata.name]);
         // Its own Node when it no longer shows the condition the agent keeps (someone changed it); the
         // kubelet's status updates alone call for nothing.
         else if (!(options.setNodeCondition && event.object.metadata.name === reconciler!.node && networkReadyPatch(event.object, new Date()))) break;
         loop.trigger(`node ${event.object.metadata.name} modified`);
         break;
       case "synced":
-        nodesVersion++;
+        reconciler!.nodesRelisted();
         log.info("listed Nodes", { nodes: event.objects, resourceVersion: event.resourceVersion });
         loop.trigger(`complete list of ${event.objects} Nodes`);
         break;
@@ -137,11 +140,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     onEvent: (event) => {
       const reason = driftReason(event, reconciler!.desired);
       metrics.kernelEvents.inc({ drift: reason ? "true" : "false" });
-      if (reason) loop.trigger(reason, KERNEL_EVENT_DELAY_MS);
+      if (!reason) return;
+      reconciler!.requireFull();
+      loop.trigger(reason, KERNEL_EVENT_DELAY_MS);
     },
     onRestart: (why) => {
       countError(metrics, "unexpected");
       log.warn("kernel monitor restarted: changes while it was down went unseen, reconciling", { why });
+      reconciler!.requireFull();
       loop.trigger("kernel monitor restarted");
     },
   });
@@ -161,7 +167,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   monitor.start();
   const abort = new AbortController();
   const reflecting = reflector.run(abort.signal);
-  const resync = setInterval(() => loop.trigger("periodic resync"), options.resyncMs);
+  const resync = setInterval(() => {
+    reconciler!.requireCheck();
+    loop.trigger("periodic resync");
+  }, options.resyncMs);
 
   return {
     metrics,
@@ -175,6 +184,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       if (options.cleanupOnExit) await cleanup(target, log);
       else log.info("stopped; routes left in place (pods keep working across agent restarts)");
       await target.close();
+      await hostTable.close();
       client.close();
       await health.close();
     },

@@ -98,11 +98,38 @@ export interface DesiredView {
   /** Canonical destination → the next hop the route should have. */
   routes: ReadonlyMap<string, string>;
   /** Every next hop of `routes`. */
-  nextHops: ReadonlySet<string>;
+  nextHops: { has(nextHop: string): boolean };
 }
 
 export function desiredView(proto: number, routes: { destination: string; nextHop: string }[]): DesiredView {
-  return { proto, routes: new Map(routes.map((r) => [r.destination, r.nextHop])), nextHops: new Set(routes.map((r) => r.nextHop)) };
+  const view = new DesiredRoutes(proto);
+  for (const route of routes) view.set(route.destination, route.nextHop);
+  return view;
+}
+
+/** A DesiredView kept up to date route by route (one Node's change touches its routes, not all 5,000). */
+export class DesiredRoutes implements DesiredView {
+  readonly routes = new Map<string, string>();
+  /** Next hop → how many desired routes use it. */
+  private readonly uses = new Map<string, number>();
+  readonly nextHops = { has: (nextHop: string) => this.uses.has(nextHop) };
+
+  constructor(readonly proto: number) {}
+
+  set(destination: string, nextHop: string): void {
+    this.delete(destination);
+    this.routes.set(destination, nextHop);
+    this.uses.set(nextHop, (this.uses.get(nextHop) ?? 0) + 1);
+  }
+
+  delete(destination: string): void {
+    const nextHop = this.routes.get(destination);
+    if (nextHop === undefined) return;
+    this.routes.delete(destination);
+    const left = this.uses.get(nextHop)! - 1;
+    if (left) this.uses.set(nextHop, left);
+    else this.uses.delete(nextHop);
+  }
 }
 
 /**

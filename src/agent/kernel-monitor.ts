@@ -5,6 +5,7 @@
  * was down, changes went unseen, so a reconcile is due.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
 import { parseMonitorLine, type KernelEvent } from "./kernel-events.js";
 
 export const MONITOR_ARGS = ["-N", "monitor", "route", "nexthop", "link", "address"];
@@ -38,18 +39,10 @@ export class KernelMonitor {
     const child = spawn(program, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     this.startedAt = Date.now();
-    let buffered = "";
     let stderr = "";
-    child.stdout!.setEncoding("utf8");
-    child.stdout!.on("data", (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        const event = parseMonitorLine(line);
-        if (event) this.options.onEvent(event);
-      }
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on("line", (line) => {
+      const event = parseMonitorLine(line);
+      if (event) this.options.onEvent(event);
     });
     child.stderr!.setEncoding("utf8");
     child.stderr!.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-500)));

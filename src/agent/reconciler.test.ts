@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { BusyError } from "../errors.js";
 import { KubeApiError, type KubeClient } from "../kube/client.js";
 import type { KubeNode } from "../kube/nodes.js";
 import { Reflector } from "../kube/reflector.js";
@@ -168,17 +169,21 @@ describe("agent reconciler", () => {
     assert.equal(reconciler.desired.routes.get("10.200.5.0/24"), "10.240.0.25");
   });
 
-  it("maps the Nodes again only when the store's version moves (a resync does not validate them all again)", async () => {
+  it("checks again only the Nodes said changed (a resync does not validate them all again)", async () => {
     const nodes = cluster();
-    let version = 1;
-    const { reconciler, routes } = setup({ synced: () => true, nodes: () => nodes, version: () => version }, { node: "node-0" });
+    const store: NodeStore = { synced: () => true, nodes: () => nodes, get: (name) => nodes.find((n) => n.metadata.name === name) };
+    const { reconciler, routes } = setup(store, { node: "node-0" });
     await reconciler.reconcile(["list"]);
     nodes.push(node("node-5", "10.240.0.25", ["10.200.5.0/24"]));
-    assert.equal((await reconciler.reconcile(["periodic resync"])).result, "unchanged", "same version: the inventory of the last mapping");
+    nodes[1] = node("node-1", "10.240.0.21", ["10.200.9.0/24"]);
+    assert.equal((await reconciler.reconcile(["periodic resync"])).result, "unchanged", "nothing said changed: the index as it was");
     assert.deepEqual(routes(), ["10.200.1.0/24 10.240.0.21", "10.200.2.0/24 10.240.0.22"]);
-    version++;
+    reconciler.nodesChanged(["node-5"]);
     assert.equal((await reconciler.reconcile(["node node-5 added"])).result, "changed");
-    assert.ok(routes().includes("10.200.5.0/24 10.240.0.25"));
+    assert.deepEqual(routes(), ["10.200.1.0/24 10.240.0.21", "10.200.2.0/24 10.240.0.22", "10.200.5.0/24 10.240.0.25"], "node-1's change was not said: not seen yet");
+    reconciler.nodesRelisted();
+    await reconciler.reconcile(["complete list"]);
+    assert.deepEqual(routes(), ["10.200.2.0/24 10.240.0.22", "10.200.5.0/24 10.240.0.25", "10.200.9.0/24 10.240.0.21"], "a relist compares every Node");
   });
 
   it("only updates that can change routing count (status heartbeats do not)", () => {
@@ -191,5 +196,15 @@ describe("agent reconciler", () => {
     const readdressed = structuredClone(before);
     readdressed.status!.addresses = [{ type: "InternalIP", address: "10.240.0.99" }];
     assert.equal(routingChanged(before, readdressed), true);
+  });
+
+  it("counts a lock held by another run as a busy error, not a target one", async () => {
+    const { reconciler, target, metrics } = setup(listed(cluster()), { node: "node-0" });
+    target.lockTable = async () => {
+      throw new BusyError("another podroutes run holds the lock on this host and did not let go within --lock-timeout 1s; nothing was changed");
+    };
+    assert.equal((await reconciler.reconcile(["list"])).result, "failed");
+    assert.equal(metrics.errors.get({ kind: "busy" }), 1);
+    assert.equal(metrics.errors.get({ kind: "target" }), 0);
   });
 });

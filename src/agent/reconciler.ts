@@ -6,31 +6,42 @@
  * (an API error must never read as "no nodes"), it keeps serving every good Node while reporting the bad
  * ones, it remembers what it planned (so kernel events can be told from its own writes), and it counts
  * what it did in metrics and logs.
+ *
+ * Three ways through, cheapest first, each only when it is sure to give what the full one would:
+ *   node changes  the Nodes said changed are checked again against an index of the others (NodeIndex),
+ *                 and only their destinations are read and written, under the lock (host-table.ts);
+ *   resync        one read of the routes compared with what the last reconcile left: nothing mapped,
+ *                 nothing planned when nothing differs;
+ *   full          plan against everything and apply the diff: at start, after a relist, on kernel
+ *                 drift, after any failure or conflict, and when a resync found a difference.
+ * Without a HostTable (another target, the unit tests) every reconcile is a full one.
  */
 import { performance } from "node:perf_hooks";
-import { apply, messageOf, plan } from "../apply/engine.js";
-import { changeDestination } from "../plan/plan.js";
-import { kindOf } from "../errors.js";
-import { formatProblem, type Problem } from "../inventory.js";
-import { inventoryFromNodes, readKubeNode, type KubeNode, type NodeInventory } from "../kube/nodes.js";
+import { converge, messageOf } from "../apply/engine.js";
+import { changeDestination, desiredRoutes } from "../plan/plan.js";
+import { BusyError, kindOf } from "../errors.js";
+import { formatProblem } from "../inventory.js";
+import { NodeIndex, readKubeNode, type KubeNode } from "../kube/nodes.js";
 import type { Logger } from "../observe/log.js";
-import type { Route } from "../model.js";
+import type { Node, Route } from "../model.js";
 import { nodeOfAddresses } from "../targets/linux/host-routes.js";
-import { TargetError, type TableRef, type Target } from "../targets/target.js";
-import { desiredView, type DesiredView } from "./kernel-events.js";
+import type { HostState } from "../targets/linux/iproute.js";
+import { TargetError, type ChangeResult, type TableRef, type Target } from "../targets/target.js";
+import type { HostTable } from "./host-table.js";
+import { DesiredRoutes } from "./kernel-events.js";
 import { countError, type AgentMetrics, type SyncResult } from "./metrics.js";
 
 /** Where the reconciler reads Nodes: the reflector's store. */
 export interface NodeStore {
   /** True once a complete, successful list has been read; until then nothing is planned. */
   synced(): boolean;
-  nodes(): unknown[];
+  nodes(): Iterable<unknown>;
   /**
-   * A number that changes whenever a Node may have changed in a way routing reads (added, deleted, its
-   * addresses or pod CIDRs, a relist). While it stays the same the last inventory is reused: a resync or
-   * a kernel event does not validate thousands of Nodes again. Without it, every reconcile maps them.
+   * The Node of that name, if any. A store that can look Nodes up tells the reconciler which changed
+   * (`nodesChanged`, `nodesRelisted`), and only those are checked again; without it, every reconcile
+   * compares every Node with the one it indexed last.
    */
-  version?(): number;
+  get?(name: string): unknown;
 }
 
 export interface ReconcilerOptions {
@@ -41,6 +52,8 @@ export interface ReconcilerOptions {
   /** `--node` or NODE_NAME; else the node is found from the host's addresses. */
   node?: string;
   hostAddresses(): Promise<string[]>;
+  /** This host's table for the cheap paths, and where the full path's read is found; none: every reconcile is full. */
+  host?: { table: HostTable; lastState(table: TableRef): HostState | undefined };
   metrics: AgentMetrics;
   log: Logger;
 }
@@ -59,34 +72,73 @@ export interface SyncOutcome {
   nodeServed: boolean;
   /** Nodes quarantined by this reconcile that were not before (or for other reasons). */
   newlyQuarantined: QuarantinedNode[];
+  /** How this reconcile went about it: Nodes' destinations alone, a resync's compare, everything, or nothing to do. */
+  path?: "nodes" | "resync" | "full" | "none";
 }
 
 export class Reconciler {
-  /** What the last reconcile planned for this host; kernel events are judged against it. */
-  desired: DesiredView;
+  /** What this host should hold (kept route by route); kernel events are judged against it. */
+  readonly desired: DesiredRoutes;
   /** Whether a reconcile has converged once (readiness). */
   converged = false;
   private quarantined = new Map<string, string>();
   private notes = new Map<string, string>();
   private conflicts = new Set<string>();
-  /** The last inventory made from the Nodes, and the store version it was made at. */
-  private mapped: NodeInventory | undefined;
-  private mappedAt: number | undefined;
-  /** The desired routes of the last converged reconcile: changes written against the same are drift repairs. */
-  private lastConverged: ReadonlyMap<string, string> | undefined;
+  /** Every Node, checked, kept up to date one Node at a time. */
+  private readonly index = new NodeIndex({ source: "kubernetes" });
+  /** Each Node as it was indexed, by name: a Node object that is not this one has changed. */
+  private readonly indexed = new Map<string, unknown>();
+  /** Names of Nodes said changed since the last reconcile; "all": compare every Node. */
+  private changed: Set<string> | "all" = "all";
+  /** The desired routes by destination, and by node. */
+  private readonly wanted = new Map<string, Route>();
+  private readonly routesOf = new Map<string, Route[]>();
+  /** Bumped whenever the desired routes change; what it was at the last converged reconcile. */
+  private desiredVersion = 0;
+  private convergedVersion: number | undefined;
+  /**
+   * What the table holds of podroutes', as far as the agent knows: every desired route, after a
+   * reconcile with no failure and no conflict; undefined otherwise (the next reconcile is a full one).
+   */
+  private expected: Map<string, string> | undefined;
+  private owned = 0;
+  private fullDue = true;
+  private checkDue = false;
 
   /** The node this host is: `--node`/NODE_NAME, or found from its addresses by the first reconcile. */
   node: string | undefined;
 
   constructor(private readonly options: ReconcilerOptions) {
     this.node = options.node;
-    this.desired = desiredView(options.proto, []);
+    this.desired = new DesiredRoutes(options.proto);
   }
 
   /** The one table the agent writes: this host's. */
   table(): TableRef {
     if (this.node === undefined) throw new TargetError("agent", "which node this host is is not known yet");
     return { id: this.node, scope: "host", node: this.node };
+  }
+
+  /** These Nodes were added, deleted or changed in a way routing reads. */
+  nodesChanged(names: Iterable<string>): void {
+    if (this.changed === "all") return;
+    for (const name of names) this.changed.add(name);
+  }
+
+  /** A complete list replaced the store: every Node is compared, and the next reconcile is a full one. */
+  nodesRelisted(): void {
+    this.changed = "all";
+    this.fullDue = true;
+  }
+
+  /** The table may have drifted (a kernel event, the monitor restarted): the next reconcile is a full one. */
+  requireFull(): void {
+    this.fullDue = true;
+  }
+
+  /** The periodic resync: the next reconcile reads the table and compares (a full one if anything differs). */
+  requireCheck(): void {
+    this.checkDue = true;
   }
 
   async reconcile(reasons: string[]): Promise<SyncOutcome> {
@@ -98,70 +150,45 @@ export class Reconciler {
         // The loop's gate keeps this from happening; planning now would read as "no nodes" and delete routes.
         throw new TargetError("agent", "no complete list of Nodes yet: nothing is planned");
       }
-      const objects = this.options.store.nodes();
-      const version = this.options.store.version?.();
-      let mapped = this.mapped;
-      if (!mapped || version === undefined || version !== this.mappedAt) {
-        mapped = inventoryFromNodes(objects, { source: "kubernetes" });
-        this.mapped = mapped;
-        this.mappedAt = version;
-        outcome.newlyQuarantined = this.trackQuarantine(objects, mapped.quarantined, mapped.notes);
-      }
-      metrics.nodes.set(objects.length);
-      const node = await this.whoAmI(mapped.inventory);
+      const touched = this.indexNodes();
+      if (touched.size) outcome.newlyQuarantined = this.trackQuarantine();
+      metrics.nodes.set(this.indexed.size);
+      const node = await this.whoAmI();
       outcome.node = node;
-      outcome.nodeServed = mapped.inventory.nodes.some((n) => n.name === node);
+      outcome.nodeServed = this.index.node(node) !== undefined;
 
-      const planned = await plan(this.options.target, mapped.inventory, { parallel: 1 });
-      const diff = planned.tables[0];
-      if (!diff) throw new TargetError("agent", "the target planned no table for this host");
-      if (diff.error !== undefined) throw new TargetError("agent", `cannot read this host's routes: ${diff.error}`);
-
-      const wanted: Route[] = [...diff.unchanged, ...diff.conflicts.map((c) => c.route)];
-      for (const change of diff.changes) if (change.action !== "delete") wanted.push(change.route);
-      this.desired = desiredView(this.options.proto, wanted);
-      metrics.desiredRoutes.set(wanted.length);
-      this.reportConflicts(diff.conflicts.map((c) => ({ destination: c.route.destination, node: c.route.node, holder: c.existing.nextHopLabel ?? c.existing.nextHop ?? "?" })));
-
-      let ownedBefore = diff.unchanged.length;
-      for (const change of diff.changes) if (change.action !== "create") ownedBefore++;
-      let owned = ownedBefore;
-      let written = 0;
-      let failed = 0;
-      if (diff.changes.length) {
-        const report = await apply(this.options.target, planned, mapped.inventory, { parallel: 1 });
-        const outcomeOfTable = report.tables[0];
-        if (outcomeOfTable?.error !== undefined) throw new TargetError("agent", `writing this host's routes failed: ${outcomeOfTable.error}`);
-        const failures: string[] = [];
-        for (const result of outcomeOfTable?.results ?? []) {
-          if (!result.ok) {
-            failed++;
-            countError(metrics, "target");
-            failures.push(`${result.change.action} ${changeDestination(result.change)}: ${result.error}`);
-            continue;
-          }
-          written++;
-          metrics.kernelWrites.inc({ action: result.change.action });
-          if (result.change.action === "create") owned++;
-          if (result.change.action === "delete") owned--;
+      const host = this.options.host;
+      let done: Written | undefined;
+      if (host && !this.fullDue && this.expected) {
+        outcome.path = touched.size ? "nodes" : this.checkDue ? "resync" : "none";
+        done = touched.size ? await this.writeNodes(host.table, touched) : { written: 0, failed: 0, fields: {} };
+        if (done && this.checkDue && done.failed === 0 && this.expected) {
+          this.checkDue = false;
+          // A difference: the full path finds it and says what it was.
+          if (!(await host.table.holds(this.expected))) done = undefined;
         }
-        // One line however many failed: a link down refuses every route at once.
-        if (failures.length) log.warn("route changes failed", { failed: failures.length, first: failures.slice(0, 5) });
       }
-      metrics.ownedRoutes.set(owned);
-      if (written && this.lastConverged && sameRoutes(this.lastConverged, this.desired.routes)) metrics.driftRepairs.inc({}, written);
-      const counts = countActions(diff.changes);
-      if (failed === 0) {
-        this.lastConverged = this.desired.routes;
+      if (!done) {
+        outcome.path = "full";
+        this.checkDue = false;
+        done = await this.full();
+      }
+      metrics.ownedRoutes.set(this.owned);
+      if (done.failed === 0) {
         this.converged = true;
         metrics.lastSuccess.set(Date.now() / 1000);
         metrics.ready.set(1);
-        outcome.result = written ? "changed" : "unchanged";
+        outcome.result = done.written ? "changed" : "unchanged";
+      } else {
+        // A failure may have left anything: the next reconcile plans against everything.
+        this.fullDue = true;
+        this.expected = undefined;
       }
-      const fields = { node, ...counts, failed, unchanged: diff.unchanged.length, conflicts: diff.conflicts.length, quarantined: mapped.quarantined.size, ms: Math.round(performance.now() - started), reasons: reasons.slice(0, 5) };
-      if (written || failed) log.info(failed ? "reconciled with failures" : "reconciled", fields);
+      const fields = { node, path: outcome.path, ...done.fields, failed: done.failed, quarantined: this.index.quarantined.size, ms: Math.round(performance.now() - started), reasons: reasons.slice(0, 5) };
+      if (done.written || done.failed) log.info(done.failed ? "reconciled with failures" : "reconciled", fields);
       else log.debug("reconciled: nothing to change", fields);
     } catch (error) {
+      this.fullDue = true;
       countError(metrics, kindOf(error));
       log.error("reconcile failed", { kind: kindOf(error), error: messageOf(error), reasons: reasons.slice(0, 5) });
     }
@@ -170,9 +197,202 @@ export class Reconciler {
     return outcome;
   }
 
+  /** Brings the index up to date with the store; the names of the Nodes checked again. */
+  private indexNodes(): Set<string> {
+    const touched = new Set<string>();
+    const { store } = this.options;
+    const set = (name: string, object: unknown) => {
+      if (this.indexed.get(name) === object) return;
+      this.indexed.set(name, object);
+      for (const key of this.index.set(name, object)) touched.add(key);
+    };
+    const remove = (name: string) => {
+      if (!this.indexed.delete(name)) return;
+      touched.add(name);
+      for (const key of this.index.delete(name)) touched.add(key);
+    };
+    if (this.indexed.size === 0) {
+      // The first list: every Node in at once, each checked once.
+      const entries: [string, unknown][] = [];
+      let position = 0;
+      for (const object of store.nodes()) {
+        const name = (object as KubeNode)?.metadata?.name;
+        const key = typeof name === "string" && name && !this.indexed.has(name) ? name : `items[${position}]`;
+        position++;
+        this.indexed.set(key, object);
+        entries.push([key, object]);
+      }
+      for (const key of this.index.setMany(entries)) touched.add(key);
+    } else if (this.changed === "all" || !store.get) {
+      const present = new Set<string>();
+      let position = 0;
+      for (const object of store.nodes()) {
+        const name = (object as KubeNode)?.metadata?.name;
+        const key = typeof name === "string" && name ? name : `items[${position}]`;
+        position++;
+        present.add(key);
+        set(key, object);
+      }
+      for (const name of [...this.indexed.keys()]) if (!present.has(name)) remove(name);
+    } else {
+      for (const name of this.changed) {
+        const object = store.get(name);
+        if (object === undefined) remove(name);
+        else set(name, object);
+      }
+    }
+    this.changed = new Set();
+    return touched;
+  }
+
+  /** Plans against every Node and the whole table, and applies the diff: the engine's way, `--target local`'s. */
+  private async full(): Promise<Written> {
+    const { metrics } = this.options;
+    const inventory = this.index.inventory();
+    // Exactly the routes the planner will want (its unchanged, conflicting and written ones), known
+    // before the write: the kernel's events for the agent's own writes must not read as drift.
+    this.want(desiredRoutes(inventory, this.table()));
+    // Lock, read once under the lock, plan from that read, write, release: the engine's one pass.
+    const { plan: planned, report } = await converge(this.options.target, inventory, { parallel: 1 });
+    const diff = planned.tables[0];
+    if (!diff) throw new TargetError("agent", "the target planned no table for this host");
+    const outcomeOfTable = report?.tables[0];
+    const failure = outcomeOfTable?.error ?? diff.error;
+    if (failure !== undefined) {
+      const message = outcomeOfTable?.changedNothing === false ? `writing this host's routes failed: ${failure}` : `cannot lock or read this host's routes: ${failure}`;
+      // The kind of what failed, not the message, says which: a held lock is busy, not a broken target.
+      throw outcomeOfTable?.errorKind === "busy" ? new BusyError(message) : new TargetError("agent", message);
+    }
+    const read = this.options.host?.lastState(diff.table);
+    this.reportConflicts(diff.conflicts.map((c) => ({ destination: c.route.destination, node: c.route.node, holder: c.existing.nextHopLabel ?? c.existing.nextHop ?? "?" })));
+
+    let owned = diff.unchanged.length;
+    for (const change of diff.changes) if (change.action !== "create") owned++;
+    let written = 0;
+    let failed = 0;
+    if (diff.changes.length) {
+      const counted = this.count(outcomeOfTable?.results ?? []);
+      written = counted.written;
+      failed = counted.failed;
+      owned += counted.owned;
+    }
+    this.owned = owned;
+    // Written while the desired routes stayed those of the last converged reconcile: repairs of drift.
+    if (written && this.convergedVersion === this.desiredVersion) metrics.driftRepairs.inc({}, written);
+    if (failed === 0) this.convergedVersion = this.desiredVersion;
+    // The agent's picture of the table: exact only when everything desired is there as written.
+    this.expected = failed === 0 && diff.conflicts.length === 0 ? new Map([...this.wanted.values()].map((route) => [route.destination, route.nextHop])) : undefined;
+    this.fullDue = false;
+    if (read && !diff.changes.length) this.options.host!.table.remember(read);
+    else this.options.host?.table.forget();
+    return { written, failed, fields: { ...countActions(diff.changes), unchanged: diff.unchanged.length, conflicts: diff.conflicts.length } };
+  }
+
+  /**
+   * The Nodes checked again (`touched`) get their routes again, and only their destinations, old and
+   * new, are read and written, under the lock. A foreign route on one of them, or a protocol number
+   * another cluster owns here, is the full path's to report: undefined, and it runs now. A failed write
+   * is retried by the full path.
+   */
+  private async writeNodes(table: HostTable, touched: Set<string>): Promise<Written | undefined> {
+    const here = this.table();
+    const destinations = new Set<string>();
+    const nodes: Node[] = [];
+    for (const name of touched) {
+      for (const route of this.routesOf.get(name) ?? []) destinations.add(route.destination);
+      const node = this.index.node(name);
+      if (node) nodes.push(node);
+    }
+    const routes = desiredRoutes(this.index.inventoryOf(nodes), here);
+    for (const route of routes) destinations.add(route.destination);
+    // Before writing: the kernel's events for these writes must read as the agent's own, not as drift.
+    for (const name of touched) for (const route of this.routesOf.get(name) ?? []) this.unwant(route);
+    for (const route of routes) this.wantRoute(route);
+    this.desiredVersion++;
+    this.options.metrics.desiredRoutes.set(this.wanted.size);
+    if (!destinations.size) return { written: 0, failed: 0, fields: { nodes: touched.size } };
+    const inventory = this.index.inventoryOf([]);
+    const done = await table.write(here, routes, destinations, {
+      cluster: inventory.cluster,
+      ...(inventory.clusterCIDR !== undefined ? { clusterCIDR: inventory.clusterCIDR } : {}),
+      nodeOfNextHop: (ip) => nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?",
+    });
+    if (!done) {
+      this.expected = undefined;
+      return undefined;
+    }
+    const counted = this.count(done.results);
+    this.owned += counted.owned;
+    if (counted.failed === 0 && done.diff.conflicts.length === 0 && this.expected) {
+      for (const destination of destinations) this.expected.delete(destination);
+      for (const route of routes) this.expected.set(route.destination, route.nextHop);
+      this.convergedVersion = this.desiredVersion;
+    } else {
+      this.expected = undefined;
+      this.fullDue = true;
+      if (counted.failed === 0) return undefined;
+    }
+    return { written: counted.written, failed: counted.failed, fields: { nodes: touched.size, ...countActions(done.diff.changes) } };
+  }
+
+  /** Sets every desired route (and the view kernel events are judged against). */
+  private want(routes: Route[]): void {
+    const same = routes.length === this.wanted.size && routes.every((route) => {
+      const earlier = this.wanted.get(route.destination);
+      return earlier?.nextHop === route.nextHop && earlier.node === route.node;
+    });
+    if (same) return;
+    for (const route of [...this.wanted.values()]) this.unwant(route);
+    for (const route of routes) this.wantRoute(route);
+    this.desiredVersion++;
+    this.options.metrics.desiredRoutes.set(routes.length);
+  }
+
+  private wantRoute(route: Route): void {
+    const earlier = this.wanted.get(route.destination);
+    if (earlier) this.unwant(earlier);
+    this.wanted.set(route.destination, route);
+    const list = this.routesOf.get(route.node);
+    if (list) list.push(route);
+    else this.routesOf.set(route.node, [route]);
+    this.desired.set(route.destination, route.nextHop);
+  }
+
+  private unwant(route: Route): void {
+    if (this.wanted.get(route.destination) !== route) return;
+    this.wanted.delete(route.destination);
+    const left = (this.routesOf.get(route.node) ?? []).filter((other) => other !== route);
+    if (left.length) this.routesOf.set(route.node, left);
+    else this.routesOf.delete(route.node);
+    this.desired.delete(route.destination);
+  }
+
+  /** Counts a write's results in the metrics: written, failed, and the change in owned routes. */
+  private count(results: ChangeResult[]): { written: number; failed: number; owned: number } {
+    const { metrics, log } = this.options;
+    let written = 0;
+    let owned = 0;
+    const failures: string[] = [];
+    for (const result of results) {
+      if (!result.ok) {
+        countError(metrics, "target");
+        failures.push(`${result.change.action} ${changeDestination(result.change)}: ${result.error}`);
+        continue;
+      }
+      written++;
+      metrics.kernelWrites.inc({ action: result.change.action });
+      if (result.change.action === "create") owned++;
+      if (result.change.action === "delete") owned--;
+    }
+    // One line however many failed: a link down refuses every route at once.
+    if (failures.length) log.warn("route changes failed", { failed: failures.length, first: failures.slice(0, 5) });
+    return { written, failed: failures.length, owned };
+  }
+
   /** `--node`/NODE_NAME, else the Node one of this host's addresses belongs to (found once). */
-  private async whoAmI(inventory: Parameters<typeof nodeOfAddresses>[0]): Promise<string> {
+  private async whoAmI(): Promise<string> {
     if (this.node !== undefined) return this.node;
+    const inventory = this.index.inventory();
     const addresses = await this.options.hostAddresses();
     const found = nodeOfAddresses(inventory, addresses);
     if (!found) {
@@ -187,8 +407,9 @@ export class Reconciler {
   }
 
   /** Logs and counts Nodes entering and leaving quarantine; returns the ones newly quarantined. */
-  private trackQuarantine(objects: unknown[], quarantined: Map<string, Problem[]>, notes: Map<string, string[]>): QuarantinedNode[] {
+  private trackQuarantine(): QuarantinedNode[] {
     const { metrics, log } = this.options;
+    const { quarantined, notes } = this.index;
     const fresh: QuarantinedNode[] = [];
     const now = new Map<string, string>();
     for (const [name, problems] of quarantined) {
@@ -196,7 +417,7 @@ export class Reconciler {
       const key = text.join("; ");
       now.set(name, key);
       if (this.quarantined.get(name) === key) continue;
-      const object = objects.find((o) => (o as KubeNode)?.metadata?.name === name) as KubeNode | undefined;
+      const object = this.indexed.get(name) as KubeNode | undefined;
       fresh.push({ name, ...(object?.metadata.uid ? { uid: object.metadata.uid } : {}), problems: text });
       countError(metrics, "input");
       log.warn("node quarantined: left out of routing until its Node object is fixed; every other node is still served", { node: name, problems: text });
@@ -239,10 +460,11 @@ export function routingChanged(previous: unknown, current: unknown): boolean {
   return fields(previous) !== fields(current);
 }
 
-function sameRoutes(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [destination, nextHop] of a) if (b.get(destination) !== nextHop) return false;
-  return true;
+/** What a reconcile wrote, for its metrics and its log line. */
+interface Written {
+  written: number;
+  failed: number;
+  fields: Record<string, unknown>;
 }
 
 function countActions(changes: { action: string }[]): { create: number; replace: number; delete: number } {

@@ -3,7 +3,7 @@
  * engine from checked RouteArgs, hands values to the views and returns its exit code.
  */
 import { readFile } from "node:fs/promises";
-import { apply, observe, plan, type ApplyReport } from "../apply/engine.js";
+import { apply, converge, observe, plan } from "../apply/engine.js";
 import { DEFAULT_CLUSTER, InputError, validateInventory } from "../inventory.js";
 import type { Inventory } from "../model.js";
 import type { ResolvedOptions } from "../options.js";
@@ -50,8 +50,12 @@ async function readInventory(args: RouteArgs, options: ResolvedOptions): Promise
   return validateInventory(raw, { ...(args.clusterCIDR ? { clusterCIDR: args.clusterCIDR } : {}), ...(args.cluster ? { cluster: args.cluster } : {}) });
 }
 
-/** Reads the nodes and builds the target, then runs `body`; the target is always closed. */
-async function withTarget(args: RouteArgs, out: Output, body: (context: Context) => Promise<number>): Promise<number> {
+/**
+ * Reads the nodes and builds the target, then runs `body`; the target is always closed. `lockAhead`: the
+ * run will lock and write without showing its plan first, so a target that can lock its table before
+ * knowing the inventory does so, and reads it while the inventory is read.
+ */
+async function withTarget(args: RouteArgs, out: Output, body: (context: Context) => Promise<number>, settings: { lockAhead?: boolean } = {}): Promise<number> {
   const options: ResolvedOptions = {
     ...args.values,
     cluster: args.cluster ?? "",
@@ -61,14 +65,20 @@ async function withTarget(args: RouteArgs, out: Output, body: (context: Context)
     warn: (message) => out.warn(message),
     interactive: out.interactive,
   };
-  const inventory = await readInventory(args, options);
-  options.cluster = inventory.cluster;
-  if (inventory.clusterCIDR) options.clusterCIDR = inventory.clusterCIDR;
-  const target = await args.target.create(options);
+  const ahead = settings.lockAhead ? args.target.lockAhead?.(options) : undefined;
   try {
-    return await body({ inventory, target, options });
+    await ahead?.started;
+    const inventory = await readInventory(args, options);
+    options.cluster = inventory.cluster;
+    if (inventory.clusterCIDR) options.clusterCIDR = inventory.clusterCIDR;
+    const target = await args.target.create(ahead ? { ...options, lockedAhead: ahead } : options);
+    try {
+      return await body({ inventory, target, options });
+    } finally {
+      await target.close?.();
+    }
   } finally {
-    await target.close?.();
+    await ahead?.release();
   }
 }
 
@@ -109,11 +119,22 @@ export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: b
  */
 export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, out: Output): Promise<number> {
   const mode = args.command === "delete" ? "delete" : "apply";
+  // Nobody looks at the plan before it is written (--yes): each table is locked, read once, planned and
+  // written in one pass. Otherwise the plan is read unlocked, shown, and re-checked when written.
+  const unattended = flags.yes === true && flags.dryRun !== true;
   return withTarget(args, out, async ({ inventory, target, options }) => {
-    const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" });
+    const planOptions = { parallel: options.parallel, progress: out.progress("read"), deleteAll: mode === "delete" };
+    let shown = false;
+    const show = (planned: Plan) => {
+      out.endProgress();
+      if (!out.json) out.human(renderPlan(planned, { verb: mode === "delete" ? "remove these routes" : undefined }));
+      shown = true;
+    };
+    const converged = unattended ? await converge(target, inventory, { ...planOptions, onPlanned: show }) : { plan: await plan(target, inventory, planOptions) };
+    const planned = converged.plan;
     out.endProgress();
     const conflictsFail = planned.summary.conflicts > 0 && flags.allowConflicts !== true;
-    if (!hasChanges(planned) || flags.dryRun) {
+    if (!converged.report && (!hasChanges(planned) || flags.dryRun)) {
       printPlan(out, planned, mode === "delete" ? "remove these routes" : undefined);
       if (flags.dryRun && hasChanges(planned)) out.human("\n--dry-run: nothing was changed.");
       else if (conflictsFail) out.human("\nThe target does not end as planned: remove the routes in the way, or pass --allow-conflicts to accept them.");
@@ -124,16 +145,21 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
       out.error(`${mode} refused before any change: ${planned.review.refusals.join("; ")}`);
       return EXIT.failed;
     }
-    if (!out.json) out.human(renderPlan(planned, { verb: mode === "delete" ? "remove these routes" : undefined }));
-    if (!flags.yes && !(await confirm(out, `Do you want to ${mode === "delete" ? "remove these routes" : "perform these actions"} on target ${planned.target}?`))) {
-      out.human(`${mode === "delete" ? "Delete" : "Apply"} cancelled: nothing was changed.`);
-      return EXIT.failed;
+    if (!shown) show(planned);
+    let report = converged.report;
+    if (!report) {
+      if (!flags.yes && !(await confirm(out, `Do you want to ${mode === "delete" ? "remove these routes" : "perform these actions"} on target ${planned.target}?`))) {
+        out.human(`${mode === "delete" ? "Delete" : "Apply"} cancelled: nothing was changed.`);
+        return EXIT.failed;
+      }
+      report = await apply(target, planned, inventory, { parallel: options.parallel, progress: out.progress(mode) });
     }
-    const report: ApplyReport = await apply(target, planned, inventory, { parallel: options.parallel, progress: out.progress(mode) });
     out.endProgress();
-    out.result(reportJson(report), () => renderReport(report, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
-    return report.ok && (report.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
-  });
+    const done = report;
+    // The JSON form only for -o json|yaml: 5,000 changes cost a cold process milliseconds to convert.
+    out.result(out.json ? reportJson(done) : undefined, () => renderReport(done, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
+    return done.ok && (done.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
+  }, { lockAhead: unattended });
 }
 
 export async function verifyCommand(args: RouteArgs, out: Output): Promise<number> {

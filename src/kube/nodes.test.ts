@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import { InputError, validateInventory } from "../inventory.js";
-import { inventoryFromNodes, readKubeNode } from "./nodes.js";
+import { inventoryFromNodes, NodeIndex, readKubeNode } from "./nodes.js";
 
 function kubeNode(name: string, addresses: [string, string][], podCIDRs?: string[], extra: { podCIDR?: string; created?: string; labels?: Record<string, string> } = {}) {
   return {
@@ -90,5 +91,71 @@ describe("Node → inventory", () => {
     const result = inventoryFromNodes([], { source: "kubernetes" });
     assert.equal(result.inventory.nodes.length, 0);
     assert.equal(result.general.length, 1);
+  });
+});
+
+describe("NodeIndex: one Node at a time", () => {
+  // Few values, so Nodes keep colliding: the same IP, nested and equal pod ranges, an IP inside a range,
+  // a bad CIDR, no address, dual stack, equal ages, a field of the wrong type, a bad label key.
+  const ips = [["10.240.0.1"], ["10.240.0.2"], ["10.240.0.3"], ["10.200.1.7"], [], ["10.240.0.2", "fd00::2"], ["not-an-ip"]];
+  const cidrs = [["10.200.0.0/24"], ["10.200.1.0/24"], ["10.200.0.0/16"], ["10.200.0.128/25"], [], ["10.200.2.0/24", "fd00:200::/64"], ["10.200.300.0/24"], ["fd00::/64"]];
+  const ages = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z"];
+  const nodeObject = fc.record({ ips: fc.constantFrom(...ips), podCIDRs: fc.constantFrom(...cidrs), age: fc.constantFrom(...ages), badLabel: fc.boolean(), malformed: fc.boolean() });
+  const operation = fc.oneof(
+    fc.record({ op: fc.constant("set" as const), name: fc.integer({ min: 0, max: 7 }), node: nodeObject }),
+    fc.record({ op: fc.constant("delete" as const), name: fc.integer({ min: 0, max: 7 }) }),
+  );
+  const kube = (name: string, node: { ips: string[]; podCIDRs: string[]; age: string; badLabel: boolean; malformed: boolean }): unknown =>
+    node.malformed && node.badLabel
+      ? { kind: "Node", metadata: { name }, status: { addresses: "wrong type" } }
+      : {
+          kind: "Node",
+          metadata: { name, creationTimestamp: node.age, ...(node.badLabel ? { labels: { "bad key!": "x" } } : {}) },
+          spec: node.podCIDRs.length ? { podCIDRs: node.podCIDRs } : {},
+          status: { addresses: node.ips.map((address) => ({ type: "InternalIP", address })) },
+        };
+
+  const view = (result: { inventory: { nodes: { name: string; podCIDRs: string[]; internalIPs: string[] }[] }; quarantined: Map<string, { message: string }[]>; notes: Map<string, string[]> }) => ({
+    served: result.inventory.nodes.map((n) => `${n.name} ${n.internalIPs.join(",")} ${n.podCIDRs.join(",")}`),
+    quarantined: [...result.quarantined].map(([name, problems]) => `${name}: ${problems.map((p) => p.message).sort().join(" | ")}`).sort(),
+    notes: [...result.notes].map(([name, lines]) => `${name}: ${lines.join(" | ")}`).sort(),
+  });
+
+  it("random sets, updates and deletes give the served and quarantined Nodes of a full check of the final state (fast-check)", () => {
+    fc.assert(
+      fc.property(fc.array(operation, { maxLength: 40 }), (operations) => {
+        const index = new NodeIndex({ source: "kubernetes" });
+        const store = new Map<string, unknown>();
+        for (const operation of operations) {
+          const name = `node-${operation.name}`;
+          if (operation.op === "delete") {
+            store.delete(name);
+            index.delete(name);
+          } else {
+            const object = kube(name, operation.node);
+            store.set(name, object);
+            index.set(name, object);
+          }
+          assert.deepEqual(view(index.snapshot()), view(inventoryFromNodes([...store.values()], { source: "kubernetes" })));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("says which Nodes it checked again: the one changed and those it collides with, not every Node", () => {
+    const index = new NodeIndex({ source: "kubernetes" });
+    const make = (name: string, ip: string, cidr: string, at: string) => ({ kind: "Node", metadata: { name, creationTimestamp: at }, spec: { podCIDRs: [cidr] }, status: { addresses: [{ type: "InternalIP", address: ip }] } });
+    for (let i = 0; i < 50; i++) index.set(`node-${i}`, make(`node-${i}`, `10.240.0.${i + 1}`, `10.200.${i}.0/24`, "2026-01-01T00:00:00Z"));
+    assert.deepEqual(index.set("node-7", make("node-7", "10.240.0.8", "10.200.99.0/24", "2026-01-01T00:00:00Z")), ["node-7"]);
+    // A newcomer takes node-3's pod CIDR: it is quarantined, node-3 keeps being served.
+    assert.deepEqual(index.set("node-new", make("node-new", "10.240.1.1", "10.200.3.0/24", "2026-01-02T00:00:00Z")).sort(), ["node-3", "node-new"]);
+    assert.ok(index.node("node-3"));
+    assert.equal(index.node("node-new"), undefined);
+    assert.match(index.quarantined.get("node-new")![0]!.message, /pod CIDR overlaps 10\.200\.3\.0\/24 of node node-3/);
+    // node-3 goes: the newcomer is served.
+    assert.deepEqual(index.delete("node-3").sort(), ["node-new"]);
+    assert.ok(index.node("node-new"));
+    assert.equal(index.quarantined.size, 0);
   });
 });

@@ -10,8 +10,8 @@
  * (every problem listed), while a long-running process quarantines the bad Nodes and serves the rest
  * (`inventoryFromNodes`). Pure: no I/O.
  */
-import { checkInventory, type Problem, type RawInventory, type RawNode } from "../inventory.js";
-import { familyOfAddress, parseIp, type Inventory } from "../model.js";
+import { checkNode, checkSettings, ClaimIndex, type Claimant, type InventorySettings, type Problem, type RawNode } from "../inventory.js";
+import { familyOfAddress, parseIp, type Inventory, type Node } from "../model.js";
 
 /** The parts of a Node podroutes reads or writes (the API has many more). */
 export interface KubeNode {
@@ -40,6 +40,33 @@ export interface NodeCondition {
   message?: string;
   lastHeartbeatTime?: string;
   lastTransitionTime?: string;
+}
+
+/**
+ * The part of a Node the agent keeps (its store holds 5,000 of them): what routing reads (name, labels,
+ * creation time, pod CIDRs, addresses), what node status and Events need (uid, resourceVersion, the
+ * NetworkUnavailable condition), and nothing of the rest (images, managedFields, the kubelet's other
+ * conditions, nodeInfo, capacity...). Fields are kept as they came, right type or not, so a malformed
+ * Node is still reported for exactly what is wrong with it.
+ */
+export function routingView(object: unknown): KubeNode {
+  if (!isMapping(object)) return object as KubeNode;
+  const view: Record<string, unknown> = {};
+  if (object.kind !== undefined) view.kind = object.kind;
+  const metadata = object.metadata;
+  if (isMapping(metadata)) {
+    const { name, uid, resourceVersion, creationTimestamp, labels } = metadata;
+    view.metadata = { name, uid, resourceVersion, creationTimestamp, ...(labels !== undefined ? { labels } : {}) };
+  } else view.metadata = metadata;
+  const spec = object.spec;
+  if (isMapping(spec)) view.spec = { ...(spec.podCIDR !== undefined ? { podCIDR: spec.podCIDR } : {}), ...(spec.podCIDRs !== undefined ? { podCIDRs: spec.podCIDRs } : {}) };
+  else if (spec !== undefined) view.spec = spec;
+  const status = object.status;
+  if (isMapping(status)) {
+    const conditions = Array.isArray(status.conditions) ? status.conditions.filter((condition: unknown) => isMapping(condition) && condition.type === "NetworkUnavailable") : status.conditions;
+    view.status = { ...(status.addresses !== undefined ? { addresses: status.addresses } : {}), ...(conditions !== undefined ? { conditions } : {}) };
+  } else if (status !== undefined) view.status = status;
+  return view as unknown as KubeNode;
 }
 
 /** Where in a Node object a problem is: `["status", "addresses", 0, "address"]`. */
@@ -175,40 +202,179 @@ export interface NodeInventory {
 /**
  * Maps Nodes and validates them as one inventory, keeping every node that has no problem of its own.
  * Nodes are taken oldest first (creationTimestamp, then name), so when two Nodes claim the same pod CIDR
- * or internal IP, the one that had it first keeps being served and the newcomer is quarantined.
+ * or internal IP, the one that had it first keeps being served and the newcomer is quarantined. The
+ * same NodeIndex a long-running process keeps up to date Node by Node, filled at once.
  */
-export function inventoryFromNodes(objects: readonly unknown[], options: { source: string; cluster?: string; clusterCIDR?: string }): NodeInventory {
-  const quarantined = new Map<string, Problem[]>();
-  const notes = new Map<string, string[]>();
-  const readable: { node: RawNode; created: string }[] = [];
-  objects.forEach((object, index) => {
-    const reading = readKubeNode(object);
-    const key = reading.name ?? `items[${index}]`;
-    if (reading.notes.length) notes.set(key, reading.notes);
-    if (!reading.node) {
-      quarantined.set(key, reading.problems.map((p) => ({ node: key, message: p.message })));
-      return;
-    }
-    const created = (object as KubeNode).metadata?.creationTimestamp;
-    readable.push({ node: reading.node, created: typeof created === "string" ? created : "" });
-  });
-  readable.sort((a, b) => a.created.localeCompare(b.created) || (a.node.name ?? "").localeCompare(b.node.name ?? ""));
+export function inventoryFromNodes(objects: readonly unknown[], options: NodeIndexOptions): NodeInventory {
+  const index = new NodeIndex(options);
+  index.setMany(objects.map((object, position) => [`#${position}`, object, `items[${position}]`]));
+  return index.snapshot();
+}
 
-  const raw: RawInventory = { nodes: readable.map((r) => r.node), source: options.source };
-  const settings = { ...(options.cluster ? { cluster: options.cluster } : {}), ...(options.clusterCIDR ? { clusterCIDR: options.clusterCIDR } : {}) };
-  const first = checkInventory(raw, settings);
-  const general: Problem[] = [];
-  for (const problem of first.problems) {
-    if (problem.node === undefined) {
-      general.push(problem);
-      continue;
-    }
-    quarantined.set(problem.node, [...(quarantined.get(problem.node) ?? []), problem]);
+export interface NodeIndexOptions {
+  source: string;
+  cluster?: string;
+  clusterCIDR?: string;
+}
+
+/** One Node in the index. */
+interface IndexedNode {
+  /** The caller's key (the store's: the Node's name). */
+  key: string;
+  /** How problems and notes name it: `metadata.name`, or the caller's fallback when it has none. */
+  name: string;
+  created: string;
+  /** Order of first arrival: the last tie-break (two Nodes of one name and age in a file). */
+  arrival: number;
+  /** Readable Nodes: checked alone, and their claims in the index. */
+  claimant?: Claimant<IndexedNode>;
+  /** Unreadable Nodes: the fields of the wrong type. */
+  fieldProblems?: Problem[];
+  notes: string[];
+}
+
+/**
+ * The inventory of a set of Node objects, kept up to date one Node at a time: a Node set or deleted is
+ * read and checked alone, then against the others through a ClaimIndex, and only the Nodes whose
+ * checks it can change (same name, same internal IP, overlapping pod range, an IP inside its range) are
+ * checked again. The result is the same as checking the final set of Nodes at once (inventoryFromNodes
+ * is this index, filled at once). Pure: no I/O.
+ */
+export class NodeIndex {
+  private readonly settings: InventorySettings;
+  private readonly entries = new Map<string, IndexedNode>();
+  private readonly claims = new ClaimIndex<IndexedNode>((a, b) => this.compare(a, b));
+  private readonly served = new Map<string, Node>();
+  /** Node name → its problems: these Nodes are not served. */
+  readonly quarantined = new Map<string, Problem[]>();
+  /** Node name → notes (several InternalIPs, no pod CIDR yet). */
+  readonly notes = new Map<string, string[]>();
+  private arrivals = 0;
+  private inventoryCache: Inventory | undefined;
+
+  constructor(private readonly options: NodeIndexOptions) {
+    this.settings = checkSettings({}, { ...(options.cluster ? { cluster: options.cluster } : {}), ...(options.clusterCIDR ? { clusterCIDR: options.clusterCIDR } : {}) });
   }
-  // Leaving a node out never makes another one invalid: every pairwise problem is reported at the later
-  // node, so the rest, checked again, is the canonical inventory of the good nodes.
-  if (first.problems.length === 0) return { inventory: first.inventory, quarantined, notes, general };
-  const good = raw.nodes.filter((node) => !quarantined.has(node.name ?? ""));
-  const { inventory } = checkInventory({ ...raw, nodes: good }, settings);
-  return { inventory, quarantined, notes, general };
+
+  /** Sets one Node (new or changed) under `key`; returns the keys of the Nodes checked again (it among them). */
+  set(key: string, object: unknown, fallbackName = key): string[] {
+    const old = this.entries.get(key);
+    const affected = new Set<IndexedNode>();
+    if (old) this.drop(old, affected);
+    const entry = this.enter(key, object, fallbackName, old?.arrival);
+    if (entry.claimant) for (const other of this.claims.related(entry.claimant)) affected.add(other.key);
+    affected.add(entry);
+    return this.recheck(affected);
+  }
+
+  /**
+   * Sets many Nodes not in the index yet (a first list): every claim goes in first, then each Node is
+   * checked once, instead of each arrival checking again the ones it collides with.
+   */
+  setMany(objects: Iterable<[key: string, object: unknown, fallbackName?: string]>): string[] {
+    const entered = new Set<IndexedNode>();
+    for (const [key, object, fallbackName] of objects) {
+      if (this.entries.has(key)) throw new Error(`NodeIndex.setMany: ${key} is already in the index (use set)`);
+      entered.add(this.enter(key, object, fallbackName ?? key, undefined));
+    }
+    return this.recheck(entered);
+  }
+
+  /** Reads and checks one Node and puts its claims in the index (checking against the others is the caller's). */
+  private enter(key: string, object: unknown, fallbackName: string, arrival: number | undefined): IndexedNode {
+    const reading = readKubeNode(object);
+    const created = (object as KubeNode)?.metadata?.creationTimestamp;
+    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: arrival ?? this.arrivals++, notes: reading.notes };
+    if (reading.node) {
+      entry.claimant = { key: entry, checked: checkNode(reading.node, this.settings.clusterRanges) };
+      this.claims.add(entry.claimant);
+    } else {
+      entry.fieldProblems = reading.problems.map((p) => ({ node: entry.name, message: p.message }));
+    }
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  /** Deletes the Node under `key`; returns the keys of the Nodes checked again. */
+  delete(key: string): string[] {
+    const old = this.entries.get(key);
+    if (!old) return [];
+    const affected = new Set<IndexedNode>();
+    this.drop(old, affected);
+    this.entries.delete(key);
+    return this.recheck(affected);
+  }
+
+  /** The served node under `key`, if it is served. */
+  node(key: string): Node | undefined {
+    return this.served.get(key);
+  }
+
+  /** Every key in the index. */
+  keys(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
+  /** The served nodes as one canonical inventory, oldest first (made again only after a change). */
+  inventory(): Inventory {
+    if (this.inventoryCache) return this.inventoryCache;
+    const served = [...this.entries.values()].filter((entry) => this.served.has(entry.key)).sort((a, b) => this.compare(a, b));
+    this.inventoryCache = this.inventoryOf(served.map((entry) => this.served.get(entry.key)!));
+    return this.inventoryCache;
+  }
+
+  /** An inventory of these nodes with the index's settings (cluster, cluster CIDR). */
+  inventoryOf(nodes: Node[]): Inventory {
+    return {
+      cluster: this.settings.cluster,
+      ...(this.settings.clusterCIDR !== undefined ? { clusterCIDR: this.settings.clusterCIDR } : {}),
+      nodes,
+      source: this.options.source,
+    };
+  }
+
+  /** Problems of no one node: a bad cluster name or CIDR, no readable Node at all. */
+  general(): Problem[] {
+    const problems = [...this.settings.problems];
+    if (![...this.entries.values()].some((entry) => entry.claimant)) problems.push({ message: `${this.options.source}: the inventory has no nodes` });
+    return problems;
+  }
+
+  snapshot(): NodeInventory {
+    return { inventory: this.inventory(), quarantined: new Map(this.quarantined), notes: new Map(this.notes), general: this.general() };
+  }
+
+  private compare(a: IndexedNode, b: IndexedNode): number {
+    return a.created.localeCompare(b.created) || a.name.localeCompare(b.name) || a.arrival - b.arrival;
+  }
+
+  /** Takes a Node's claims out of the index, noting whom that may change. */
+  private drop(entry: IndexedNode, affected: Set<IndexedNode>): void {
+    if (entry.claimant) {
+      for (const other of this.claims.related(entry.claimant)) affected.add(other.key);
+      this.claims.remove(entry.claimant);
+    }
+    this.quarantined.delete(entry.name);
+    this.notes.delete(entry.name);
+    this.served.delete(entry.key);
+  }
+
+  private recheck(affected: Set<IndexedNode>): string[] {
+    this.inventoryCache = undefined;
+    const keys: string[] = [];
+    for (const entry of affected) {
+      if (this.entries.get(entry.key) !== entry) continue;
+      keys.push(entry.key);
+      if (entry.notes.length) this.notes.set(entry.name, entry.notes);
+      const problems = entry.fieldProblems ?? [...entry.claimant!.checked.problems, ...this.claims.problemsOf(entry.claimant!)];
+      if (problems.length) {
+        this.quarantined.set(entry.name, problems);
+        this.served.delete(entry.key);
+      } else {
+        this.quarantined.delete(entry.name);
+        this.served.set(entry.key, entry.claimant!.checked.node);
+      }
+    }
+    return keys;
+  }
 }

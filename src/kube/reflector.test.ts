@@ -48,7 +48,7 @@ afterEach(async () => {
 
 async function harness(
   serverOptions: KubeServerOptions = {},
-  reflectorOptions: Partial<ReflectorOptions> = {},
+  reflectorOptions: Partial<ReflectorOptions<KubeNode>> = {},
   arm?: (server: KubeApiServer) => void,
   nodes = ["worker-0", "worker-1", "worker-2"],
 ): Promise<Harness> {
@@ -111,13 +111,17 @@ async function until(condition: () => boolean, what: string): Promise<void> {
 const watching = (h: Harness, count: number) => until(() => h.watchRequests().length >= count && h.server.openWatches >= 1, `watch #${count}`);
 
 describe("backoff (client-go's 800ms/30s/2m/2.0/1.0)", () => {
-  it("doubles from 0.8 s to 30 s, adds up to the delay again as jitter, and resets after 2 minutes without failure", () => {
+  it("doubles from 0.8 s to 30 s (held at 1.6 s for a run of failures' first minute), adds up to the delay again as jitter, and resets after 2 minutes without failure", () => {
     const noJitter = new Backoff(DEFAULT_BACKOFF, () => 0);
-    const delays = Array.from({ length: 8 }, (_, i) => noJitter.next(i * 1000));
-    assert.deepEqual(delays, [800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
-    assert.equal(noJitter.next(7000 + 120_000), 800, "reset after 2 minutes of health");
+    // A run of failures: held at 1.6 s for its first minute (an API server restarting is found within
+    // seconds of its return), then doubling on to 30 s.
+    const times = [0, 1000, 3000, 10_000, 30_000, 59_000, 61_000, 64_000, 71_000, 84_000, 110_000, 140_000, 170_000];
+    assert.deepEqual(times.map((t) => noJitter.next(t)), [800, 1600, 1600, 1600, 1600, 1600, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    assert.equal(noJitter.next(170_000 + 120_000), 800, "reset after 2 minutes of health");
     const fullJitter = new Backoff(DEFAULT_BACKOFF, () => 1);
-    assert.deepEqual([fullJitter.next(0), fullJitter.next(1)], [1600, 3200]);
+    assert.deepEqual([fullJitter.next(0), fullJitter.next(1), fullJitter.next(2)], [1600, 3200, 3200]);
+    const clientGo = new Backoff({ ...DEFAULT_BACKOFF, early: undefined }, () => 0);
+    assert.deepEqual(Array.from({ length: 8 }, (_, i) => clientGo.next(i * 1000)), [800, 1600, 3200, 6400, 12800, 25600, 30000, 30000], "without the early cap: client-go's sequence");
   });
 });
 
@@ -206,6 +210,27 @@ describe("reflector", () => {
     assert.deepEqual([...h.reflector.store.keys()].sort(), ["worker-0", "worker-1", "worker-7"]);
     assert.ok(h.events.some((e) => e.type === "deleted" && e.object.metadata.name === "worker-2"), "the relist's difference is emitted as a delete");
     assert.ok(old !== h.reflector.resourceVersion);
+  });
+
+  it("a watch refused as Expired at its start (an API server back from a restart) relists at once; refused again, it waits", async () => {
+    let lists = 0;
+    const client = {
+      request: async () => ({ items: [node("worker-0")], metadata: { resourceVersion: String(++lists) } }),
+      // Every watch is refused at once: its version is too old for this server.
+      watch: async function* () {
+        yield { type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired", message: "too old resource version" } };
+      },
+    } as unknown as KubeClient;
+    const reflector = new Reflector<KubeNode>({ client, path: "/api/v1/nodes", backoff: { initialMs: 5, maxMs: 5, jitter: 0, resetAfterMs: 60_000 } });
+    const errors: ReflectorEvent<KubeNode>[] = [];
+    reflector.subscribe((event) => event.type === "error" && errors.push(event));
+    const stop = new AbortController();
+    const running = reflector.run(stop.signal);
+    await until(() => errors.length >= 3, "three refusals");
+    stop.abort();
+    await running;
+    assert.deepEqual(errors.slice(0, 3).map((e) => e.type === "error" && e.retryInMs), [0, 5, 5], "the first refusal relists at once, the next ones after the backoff");
+    assert.ok(lists >= 3);
   });
 
   it("410 as the watch's HTTP answer: relists", async () => {

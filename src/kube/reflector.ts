@@ -7,11 +7,15 @@
  * - WATCH from the list's resourceVersion with `allowWatchBookmarks=true` and a random `timeoutSeconds`
  *   of 5–10 minutes; after a clean close, watch again from the last version seen (bookmarks advance it);
  * - 410 Expired, as the watch's HTTP answer or as an ERROR event in the stream → list again (at once
- *   when the watch had been serving; after the backoff when the watch was refused at its start);
+ *   when the watch had been serving, or when it is the first refusal since a watch last served — the
+ *   usual answer of an API server back from a restart; after the backoff when watches keep being refused
+ *   at their start, so a server that expires everything is not hammered);
  * - any other failure → try again after a backoff of 0.8 s doubling to 30 s, plus up to the same again
- *   as jitter (client-go's 800ms/30s/2m/2.0/1.0), reset after 2 minutes without failure; a watch that
- *   closes within a second having delivered nothing counts as a failure, so a server that closes at once
- *   is not hammered;
+ *   as jitter (client-go's 800ms/30s/2m/2.0/1.0), reset after 2 minutes without failure; but during the
+ *   first minute of a run of failures the delay stops growing at 1.6 s (3.2 s with jitter), so an API
+ *   server back after a short outage (a restart, an upgrade) is found within seconds, not after a delay
+ *   grown to 13–26 s meanwhile; a watch that closes within a second having delivered nothing counts as a
+ *   failure, so a server that closes at once is not hammered;
  * - no bytes for longer than the watch timeout plus a slack → the watch is abandoned and opened again
  *   (Node's HTTP/1.1 has no pings to find a dead connection);
  * - an AbortSignal stops it.
@@ -59,14 +63,23 @@ export interface BackoffSettings {
   jitter: number;
   /** A failure this long after the previous one starts again from `initialMs`. */
   resetAfterMs: number;
+  /**
+   * While a run of failures is younger than `forMs`, the delay grows no further than `maxMs`: short
+   * outages (an API server restarting) are common, and a reconnect should follow their end closely.
+   * After that it grows on towards the overall `maxMs`, as client-go's does, so a long outage is not
+   * hammered by thousands of agents.
+   */
+  early?: { maxMs: number; forMs: number };
 }
 
-export const DEFAULT_BACKOFF: BackoffSettings = { initialMs: 800, maxMs: 30_000, jitter: 1.0, resetAfterMs: 120_000 };
+export const DEFAULT_BACKOFF: BackoffSettings = { initialMs: 800, maxMs: 30_000, jitter: 1.0, resetAfterMs: 120_000, early: { maxMs: 1600, forMs: 60_000 } };
 
 /** client-go's exponential backoff manager: the delay before the next try. Pure, clock and random injected. */
 export class Backoff {
   private attempt = 0;
   private lastFailureAt: number | undefined;
+  /** When the current run of failures began. */
+  private streakSince = 0;
   constructor(
     private readonly settings: BackoffSettings = DEFAULT_BACKOFF,
     private readonly random: () => number = Math.random,
@@ -74,20 +87,30 @@ export class Backoff {
 
   /** The delay after a failure at `now`. */
   next(now: number): number {
-    if (this.lastFailureAt !== undefined && now - this.lastFailureAt >= this.settings.resetAfterMs) this.attempt = 0;
+    if (this.lastFailureAt === undefined || now - this.lastFailureAt >= this.settings.resetAfterMs) {
+      this.attempt = 0;
+      this.streakSince = now;
+    }
     this.lastFailureAt = now;
-    const base = Math.min(this.settings.maxMs, this.settings.initialMs * 2 ** this.attempt);
-    if (base < this.settings.maxMs) this.attempt++;
+    const early = this.settings.early && now - this.streakSince < this.settings.early.forMs ? this.settings.early.maxMs : Infinity;
+    const cap = Math.min(this.settings.maxMs, early);
+    const base = Math.min(cap, this.settings.initialMs * 2 ** this.attempt);
+    if (base < cap) this.attempt++;
     return Math.round(base + this.random() * this.settings.jitter * base);
   }
 }
 
-export interface ListOptions {
+export interface ListOptions<T = unknown> {
   labelSelector?: string;
   fieldSelector?: string;
   /** Page size (`limit`); 0 lists everything at once. */
   pageSize?: number;
   signal?: AbortSignal;
+  /**
+   * What of each object to keep, applied page by page: a page's whole objects are garbage as soon as the
+   * next page is asked for, instead of all of them living until the list is complete.
+   */
+  transform?: (object: T) => T;
 }
 
 export interface ListResult<T> {
@@ -104,7 +127,8 @@ interface ListBody<T> {
 }
 
 /** Lists every object, page by page; throws KubeApiError on any failure (never a partial list). */
-export async function listAll<T>(client: KubeClient, path: string, options: ListOptions = {}): Promise<ListResult<T>> {
+export async function listAll<T>(client: KubeClient, path: string, options: ListOptions<T> = {}): Promise<ListResult<T>> {
+  const keep = options.transform ?? ((object: T) => object);
   const base = { labelSelector: options.labelSelector || undefined, fieldSelector: options.fieldSelector || undefined };
   const limit = options.pageSize ?? 500;
   const items: T[] = [];
@@ -117,12 +141,12 @@ export async function listAll<T>(client: KubeClient, path: string, options: List
     } catch (error) {
       if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
         const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, ...(options.signal ? { signal: options.signal } : {}) }), path);
-        return { items: whole.items, resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
+        return { items: whole.items.map(keep), resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
       }
       throw error;
     }
     const checked = checkList(page, path);
-    items.push(...checked.items);
+    for (const item of checked.items) items.push(keep(item));
     // Every page is read at the first page's version; the watch starts from it.
     resourceVersion ??= checked.resourceVersion;
     token = page.metadata?.continue || undefined;
@@ -139,7 +163,7 @@ function checkList<T>(page: ListBody<T>, path: string): { items: T[]; resourceVe
   return { items, resourceVersion };
 }
 
-export interface ReflectorOptions {
+export interface ReflectorOptions<T = unknown> {
   client: KubeClient;
   /** The collection, `/api/v1/nodes`. */
   path: string;
@@ -153,6 +177,12 @@ export interface ReflectorOptions {
   backoff?: BackoffSettings;
   random?: () => number;
   now?: () => number;
+  /**
+   * What of each object the store keeps (client-go's transform function): a process that holds
+   * thousands of objects keeps only the fields it reads. Applied to every listed object and every
+   * watch event's object; the identity when not given.
+   */
+  transform?: (object: T) => T;
 }
 
 /** A watch shorter than this that delivered nothing counts as a failure (client-go's "very short watch"). */
@@ -165,11 +195,14 @@ export class Reflector<T extends KubeObject> {
   /** The version the next watch starts from: the last list's, or the last event's or bookmark's. */
   resourceVersion: string | undefined;
   private listeners = new Set<(event: ReflectorEvent<T>) => void>();
-  private readonly options: Required<Omit<ReflectorOptions, "labelSelector" | "fieldSelector">> & Pick<ReflectorOptions, "labelSelector" | "fieldSelector">;
+  /** A watch was refused as Expired at its start and no watch has served since: the next such refusal waits. */
+  private expiredAtStart = false;
+  private readonly options: Required<Omit<ReflectorOptions<T>, "labelSelector" | "fieldSelector">> & Pick<ReflectorOptions<T>, "labelSelector" | "fieldSelector">;
   private readonly backoff: Backoff;
 
-  constructor(options: ReflectorOptions) {
+  constructor(options: ReflectorOptions<T>) {
     this.options = {
+      transform: (object) => object,
       pageSize: 500,
       watchTimeoutSeconds: { min: 300, max: 600 },
       idleSlackMs: 30_000,
@@ -215,7 +248,9 @@ export class Reflector<T extends KubeObject> {
         const failure = error instanceof KubeApiError ? error : new KubeApiError(`${phase} ${this.options.path}: ${(error as Error).message}`, undefined, "Unexpected", undefined, { cause: error, failure: "decode" });
         if (failure.failure === "expired") needList = true;
         this.counters.errors[failure.failure] = (this.counters.errors[failure.failure] ?? 0) + 1;
-        const retryInMs = this.backoff.next(this.options.now());
+        const relistNow = failure.failure === "expired" && !this.expiredAtStart;
+        this.expiredAtStart = failure.failure === "expired";
+        const retryInMs = relistNow ? 0 : this.backoff.next(this.options.now());
         this.emit({ type: "error", error: failure, phase, retryInMs });
         await sleep(retryInMs, undefined, { signal }).catch(() => undefined);
       }
@@ -228,6 +263,7 @@ export class Reflector<T extends KubeObject> {
       ...(this.options.fieldSelector ? { fieldSelector: this.options.fieldSelector } : {}),
       pageSize: this.options.pageSize,
       signal,
+      transform: this.options.transform,
     });
     if (result.continueExpired) this.counters.continueExpired++;
     const fresh = new Map<string, T>();
@@ -288,10 +324,11 @@ export class Reflector<T extends KubeObject> {
   }
 
   private apply(event: WatchEvent<T>): void {
-    const object = event.object;
+    const object = event.type === "BOOKMARK" || event.type === "ERROR" ? event.object : this.options.transform(event.object);
     const version = object.metadata?.resourceVersion;
     if (event.type === "BOOKMARK") {
       this.counters.bookmarks++;
+      this.expiredAtStart = false;
       if (version) this.resourceVersion = version;
       return;
     }
@@ -300,6 +337,7 @@ export class Reflector<T extends KubeObject> {
       throw new KubeApiError(`WATCH ${this.options.path}: a ${event.type} event's object has no name or resourceVersion`, 200, "Decode", undefined, { failure: "decode" });
     }
     this.counters.events++;
+    this.expiredAtStart = false;
     this.resourceVersion = version;
     const previous = this.store.get(key);
     if (event.type === "DELETED") {

@@ -12,11 +12,13 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { RawInventory } from "../inventory.js";
-import { readOption, type OptionSpec } from "../options.js";
-import { removeLockFiles, run } from "../targets/linux/runner.js";
+import { readOption } from "../options.js";
+import { DEFAULT_LAB, labOption } from "./options.js";
+import { removeLockFiles } from "../targets/linux/runner.js";
+import { run } from "../process.js";
+export { DEFAULT_LAB, labOption } from "./options.js";
 import { bridgeCniConfig, labTopology, type LabTopology, type LabWorkerSpec } from "./topology.js";
 
-export const DEFAULT_LAB = "podroutes";
 export const LAB_STATE_ROOT = process.env.PODROUTES_LAB_DIR ?? "/run/podroutes";
 export const CNI_PATH = process.env.CNI_PATH ?? "/usr/lib/cni";
 
@@ -42,17 +44,6 @@ export interface LabState extends Omit<LabTopology, "workers"> {
   /** Extra data other parts of podroutes keep with the lab (SSH keys, known_hosts). */
   extra?: Record<string, unknown>;
 }
-
-const LAB_NAME = /^[a-z][a-z0-9-]{0,30}$/;
-
-/** A lab's name prefixes its namespaces, so it is kept short and plain. */
-function labName(text: string): string {
-  if (!LAB_NAME.test(text)) throw new Error("must be lowercase letters, digits and '-' (at most 31)");
-  return text;
-}
-
-/** `--lab NAME`: one flag for the lab target, the lab node source and the lab commands. */
-export const labOption: OptionSpec<string> = { flags: "--lab <name>", description: "which local lab (its name prefixes its namespaces)", default: DEFAULT_LAB, parse: labName };
 
 export function labStatePath(name: string): string {
   return join(LAB_STATE_ROOT, `lab-${name}.json`);

@@ -5,7 +5,7 @@
  */
 import pLimit from "p-limit";
 import type { Check, Progress } from "../targets/target.js";
-import { run } from "../targets/linux/runner.js";
+import { run } from "../process.js";
 import type { LabState, LabWorker } from "./lab.js";
 
 /** Hop addresses of a numeric, one-probe-per-hop traceroute; `*` for a hop that did not answer. */

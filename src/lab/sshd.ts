@@ -14,7 +14,7 @@ import { spawn } from "node:child_process";
 import { existsSync, openSync, closeSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run } from "../targets/linux/runner.js";
+import { run } from "../process.js";
 import { saveLab, type LabState } from "./lab.js";
 
 /** The unprivileged user each node has (in its /etc overlay only). */

@@ -115,11 +115,13 @@ export function diffTable(table: TableRef, desired: Route[], observed: ObservedR
 
   const diff: TableDiff = { table, changes: [], unchanged: [], conflicts: [] };
   const wanted = new Set<string>();
+  const none: ObservedRoute[] = [];
   for (const route of desired) {
     wanted.add(route.destination);
-    const here = byDestination.get(route.destination) ?? [];
+    const here = byDestination.get(route.destination) ?? none;
     const foreign = here.find((r) => !r.owned);
-    const ours = here.filter((r) => r.owned);
+    // Most destinations hold one route: no filtered copy for them.
+    const ours = here.length === 1 && here[0]!.owned ? here : here.filter((r) => r.owned);
     if (foreign) {
       diff.conflicts.push({ route, existing: foreign });
       continue;
@@ -138,8 +140,14 @@ export function diffTable(table: TableRef, desired: Route[], observed: ObservedR
     if (!isResponsibleForRoute(route.destination, options.clusterCIDR)) continue;
     diff.changes.push({ action: "delete", current: route });
   }
-  diff.changes = sortByCidr(diff.changes, changeDestination);
+  // Changes come in the desired routes' order (address order), deletes after them: sorted only if needed.
+  if (!inCidrOrder(diff.changes)) diff.changes = sortByCidr(diff.changes, changeDestination);
   return diff;
+}
+
+function inCidrOrder(changes: Change[]): boolean {
+  for (let i = 1; i < changes.length; i++) if (compareRanges(cidr(changeDestination(changes[i - 1]!)), cidr(changeDestination(changes[i]!))) > 0) return false;
+  return true;
 }
 
 /** What a write may still do, once the table has been read again under its lock. */

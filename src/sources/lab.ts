@@ -1,5 +1,5 @@
 /** `--nodes lab`: the nodes of the running local lab. */
-import { requireLab, labInventory, labOption } from "../lab/lab.js";
+import { labOption } from "../lab/options.js";
 import { readOption } from "../options.js";
 import type { NodeSourceFactory } from "./registry.js";
 
@@ -8,5 +8,9 @@ export const labSource: NodeSourceFactory = {
   description: "the nodes of the running local lab (`podroutes lab up`)",
   options: [labOption],
   givesClusterCIDR: true,
-  read: async (options) => labInventory(await requireLab(readOption(labOption, options))),
+  read: async (options) => {
+    // The lab's code is loaded only when the lab is the node source.
+    const { labInventory, requireLab } = await import("../lab/lab.js");
+    return labInventory(await requireLab(readOption(labOption, options)));
+  },
 };

@@ -5,8 +5,9 @@
  * alone: a new target needs no change to the CLI.
  */
 import type { FlagValues, OptionSpec, ResolvedOptions } from "../options.js";
-import type { Target } from "./target.js";
-import { labTarget, localTarget } from "./linux/factories.js";
+import type { TakenAhead, Target } from "./target.js";
+import { labTarget } from "./lab/factory.js";
+import { localTarget } from "./linux/factories.js";
 import { awsTarget } from "./aws/factory.js";
 import { sshTarget } from "./ssh/factory.js";
 import { gcpTarget } from "./gcp/factory.js";
@@ -31,6 +32,13 @@ export interface TargetFactory {
   needsClusterCIDR?: string;
   /** Checks that span several flags (pure; throws UsageError), run before anything is read or built. */
   check?(flags: FlagValues): void;
+  /**
+   * For a run nobody reviews (`apply --yes`), where the table to write does not depend on the inventory
+   * (`local`: this host): takes its lock and starts reading it before the inventory is read, so the read
+   * runs while the inventory is parsed and checked. `create` gets it as `options.lockedAhead`; whoever
+   * called this releases it (a no-op once the target took it over).
+   */
+  lockAhead?(options: ResolvedOptions): TakenAhead;
   create(options: ResolvedOptions): Promise<Target>;
 }
 

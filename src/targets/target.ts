@@ -6,6 +6,7 @@
  */
 import { PodroutesError, type ErrorKind } from "../errors.js";
 import type { Inventory, Route } from "../model.js";
+import type { TableDiff } from "../plan/plan.js";
 
 /** One table podroutes plans for. */
 export interface TableRef {
@@ -61,7 +62,13 @@ export interface ChangeResult {
 /** Progress of a long write, shown on a TTY; targets call it as changes finish. */
 export type Progress = (event: { table: string; done: number; total: number; message?: string }) => void;
 
-export interface WriteContext {
+/** What every call to a target may carry: a long-running caller cancels what it no longer needs. */
+export interface CallOptions {
+  /** Aborts the call: a process it started is ended, a connection's command is dropped, a lock wait gives up. */
+  signal?: AbortSignal;
+}
+
+export interface WriteContext extends CallOptions {
   progress: Progress;
   /** The inventory being applied, for targets that translate next hops (IP → ENI, instance). */
   inventory: Inventory;
@@ -81,6 +88,13 @@ export interface ExtraAction {
   table: string;
   id: string;
   description: string;
+}
+
+/** What became of one extra action. */
+export interface ActionResult {
+  action: ExtraAction;
+  ok: boolean;
+  error?: string;
 }
 
 /** A change that would pass a limit: which limit, and the operator's words for it. */
@@ -113,6 +127,25 @@ export interface Check {
   message: string;
 }
 
+/**
+ * One table held by one run: locked, read once under the lock, written under the same lock, released.
+ * Everything the run learnt of the table (its state, connections' per-run data) lives here, not on the
+ * target, and goes with `release`.
+ */
+export interface LockedTable {
+  /** What `Target.read` returns, as read under the lock. */
+  readonly routes: ObservedRoute[];
+  /** Warnings, refusals and extra actions for this table's diff, judged from the same read (see Target.review). */
+  review?(diff: TableDiff, inventory: Inventory): Promise<Review>;
+  /**
+   * Carries out the table's extra actions and changes under the lock, from the read under it (one batch
+   * where the target can): once per LockedTable. One result per change and per action, as
+   * `Target.write`; throws only when nothing could be attempted.
+   */
+  write(changes: Change[], actions: ExtraAction[], context: WriteContext): Promise<{ results: ChangeResult[]; actions: ActionResult[] }>;
+  release(): Promise<void>;
+}
+
 export interface Target {
   /** Registry name, `local`, `lab`, `ssh`, `gcp`, `aws`: prefixes every error of the target. */
   readonly name: string;
@@ -122,14 +155,15 @@ export interface Target {
    * Every route of the table that podroutes owns, and every foreign route whose destination podroutes
    * may want (so the plan can report conflicts). Throws when the table cannot be read at all.
    */
-  read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]>;
+  read(table: TableRef, inventory: Inventory, options?: CallOptions): Promise<ObservedRoute[]>;
   /**
-   * Serializes the writers of one table (every podroutes run, on this machine or another): held from
-   * the read that re-checks a plan to the end of its write, and never left held by a crashed run. The
-   * engine reads the table again under it (`read`) and writes only what the plan still says.
+   * Takes the lock that serializes the writers of one table (every podroutes run, on this machine or
+   * another) and reads the table under it. A crashed run never leaves it held. The engine either plans
+   * from that read (nobody looks at the plan first: one read, no recheck), or re-checks an approved plan
+   * against it (`recheck`) and writes only what the plan still says.
    * Throws a BusyError when another run does not let go in time, and then nothing was changed.
    */
-  lock?(table: TableRef, inventory: Inventory): Promise<{ release(): Promise<void> }>;
+  lockTable?(table: TableRef, inventory: Inventory, options?: CallOptions): Promise<LockedTable>;
   /**
    * Carries out one table's changes, batched as the target likes. Returns one result per change in
    * any order; a change that failed is a result with ok=false, not an exception. Throws only when
@@ -141,7 +175,7 @@ export interface Target {
   /** Warnings, refusals and extra actions for a plan (quotas, source/dest checks, persistence). */
   review?(plan: import("../plan/plan.js").Plan, inventory: Inventory): Promise<Review>;
   /** Runs the extra actions of a review before the route changes; one result per action. */
-  runActions?(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]>;
+  runActions?(actions: ExtraAction[], context: WriteContext): Promise<ActionResult[]>;
   /** Target-specific checks beyond "the tables match the plan" (packets, canIpForward, blackholes). */
   verify?(inventory: Inventory, context: { progress: Progress }): Promise<Check[]>;
   /**
@@ -151,6 +185,17 @@ export interface Target {
   listing?: { columns: string[]; row(table: TableRef, route: ObservedRoute): string[] };
   /** Releases connections and clients. */
   close?(): Promise<void>;
+}
+
+/**
+ * A lock a target took before the run knew its inventory (TargetFactory.lockAhead), with the read of its
+ * table under way; the target built with it takes it over, and lets it go on `close`.
+ */
+export interface TakenAhead {
+  /** Settles once the lock is held and the read started, or the lock was found busy (then it is taken as usual). */
+  readonly started: Promise<unknown>;
+  /** Lets the lock go unless the target took it over. */
+  release(): Promise<void>;
 }
 
 /** A target failed as a whole (could not read a table, bad options). The message names the target. */

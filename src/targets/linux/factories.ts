@@ -1,18 +1,17 @@
 /**
- * The host-route targets that run `ip` on this machine: `local` (this host, or the namespace podroutes
- * runs in) and `lab` (every worker of the local lab, through `ip -n`). The SSH target shares the same
- * HostRoutesTarget with another transport.
+ * The `local` target (this host's table, or that of the namespace podroutes runs in) and the flags every
+ * host-route target shares. The lab (targets/lab) and SSH (targets/ssh) targets are the same
+ * HostRoutesTarget with other transports; nothing here loads lab code, so the agent and `--target local`
+ * do not either.
  */
 import { hostname, networkInterfaces } from "node:os";
 import { UsageError } from "../../errors.js";
-import { labOption, requireLab } from "../../lab/lab.js";
-import { checkPodPaths } from "../../lab/paths.js";
 import { readOption, wholeNumber, type OptionSpec, type ResolvedOptions } from "../../options.js";
 import type { TargetFactory } from "../registry.js";
 import { TargetError } from "../target.js";
 import { HostRoutesTarget, nodeOfAddresses } from "./host-routes.js";
 import { DEFAULT_PROTO } from "./iproute.js";
-import { localRunner } from "./runner.js";
+import { lockAhead, localRunner, type LockedAhead } from "./runner.js";
 
 /** Shared by every host-route target (local, lab, ssh). */
 export const protoOption: OptionSpec<number> = {
@@ -58,8 +57,10 @@ export const localTarget: TargetFactory = {
   description: "this host's routing table (inside a network namespace: that namespace)",
   options: [protoOption, lockTimeoutOption, { flags: "--node <name>", description: "which node this host is (default: found from its addresses)" }],
   marksSuffice: true,
+  // This host's lock and table are the same whatever the inventory says.
+  lockAhead: (options) => lockAhead(undefined, options.signal),
   async create(options) {
-    const runner = localRunner();
+    const runner = localRunner(undefined, options.lockedAhead as LockedAhead | undefined);
     return new HostRoutesTarget({
       name: "local",
       ...hostRouteSettings(options),
@@ -85,30 +86,6 @@ export const localTarget: TargetFactory = {
         }
         return [{ id: node, scope: "host", node }];
       },
-    });
-  },
-};
-
-export const labTarget: TargetFactory = {
-  name: "lab",
-  description: "every worker of the local lab (`podroutes lab up`), verified with real packets",
-  options: [protoOption, lockTimeoutOption, labOption],
-  defaultNodes: "lab",
-  async create(options) {
-    const settings = hostRouteSettings(options);
-    const lab = await requireLab(readOption(labOption, options));
-    return new HostRoutesTarget({
-      name: "lab",
-      ...settings,
-      async tables(inventory) {
-        const missing = inventory.nodes.filter((node) => !lab.workers.some((w) => w.name === node.name));
-        if (missing.length) {
-          options.warn(`lab: ${missing.map((n) => n.name).join(", ")} not in lab ${lab.name}: their routes go to the other workers, but no table of theirs is written`);
-        }
-        return lab.workers.filter((w) => inventory.nodes.some((n) => n.name === w.name)).map((w) => ({ id: w.name, scope: "host" as const, node: w.name }));
-      },
-      connect: async (table) => localRunner(lab.workers.find((w) => w.name === table.node)!.netns),
-      verify: async (_inventory, context) => checkPodPaths(await requireLab(lab.name), { progress: context.progress }),
     });
   },
 };

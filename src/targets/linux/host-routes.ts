@@ -3,8 +3,9 @@
  * with one `ip` batch and written with one `ip` batch. Ownership is the route protocol number: only
  * routes carrying it are replaced or deleted, and `ip route del proto N ...` refuses any other.
  *
- * Writes happen under the table's lock (runner.ts), which the engine takes before it reads the table
- * again and checks the plan still holds; the batch is built from that same read. Residual race, which
+ * Writes happen under the table's lock (runner.ts), taken with one read of the table under it
+ * (`lockTable`); the batch is built from that same read. A run nobody reviews plans from that read; an
+ * approved plan is checked against it first (the engine's recheck). Residual race, which
  * no lock can close: a writer that ignores the lock (`ip route replace DST via X proto static` by hand)
  * between that read and the batch. `route add` then fails rather than overwrite it, but `route replace`
  * matches a route by destination and metric, not by protocol, so a foreign route placed in podroutes'
@@ -15,9 +16,9 @@
  * cluster's inventory is refused while anything carrying that protocol is still there (use another
  * --proto for the second cluster). `list`/`delete` by the mark alone (no nodes) act for whoever owns it.
  */
-import type { Inventory } from "../../model.js";
-import { changeDestination, desiredRoutes, type Plan } from "../../plan/plan.js";
-import type { Change, ChangeResult, ExtraAction, ObservedRoute, Review, TableRef, Target, WriteContext } from "../target.js";
+import type { Inventory, Route } from "../../model.js";
+import { changeDestination, desiredRoutes, type Plan, type TableDiff } from "../../plan/plan.js";
+import type { ActionResult, CallOptions, Change, ChangeResult, ExtraAction, LockedTable, ObservedRoute, Review, TableRef, Target, WriteContext } from "../target.js";
 import { TargetError } from "../target.js";
 import {
   batchFailures,
@@ -26,17 +27,15 @@ import {
   connectedNetworks,
   holdsOwned,
   observedRoutes,
-  parseHostState,
-  READ_ARGS,
-  READ_BATCH,
+  parseHostReads,
   refusalOf,
   resultsFromState,
   sameHostRoute,
   unusedNexthops,
+  type HostRead,
   type HostState,
-  type WriteBatch,
 } from "./iproute.js";
-import type { IpResult, IpRunner, LockedHost } from "./runner.js";
+import type { IpRunner, LockedHost } from "./runner.js";
 
 export interface HostRoutesOptions {
   /** Target name, prefixing errors. */
@@ -57,19 +56,16 @@ export interface HostRoutesOptions {
 /** The review action that removes podroutes' nexthop objects nothing uses. */
 export const UNUSED_NEXTHOPS_ACTION = "unused-nexthops";
 
-/** A table while this run holds its lock: the host, and its state as read under the lock (undefined once written). */
-interface Held {
-  host: LockedHost;
-  state: HostState | undefined;
-  where: string;
-}
-
 export class HostRoutesTarget implements Target {
   readonly name: string;
   private readonly runners = new Map<string, Promise<IpRunner>>();
-  private readonly held = new Map<string, Held>();
-  /** Each table's state as last read for a plan, for review. */
+  /**
+   * Each table's state as last read for a plan (unlocked: a plan someone looks at first), for review.
+   * A run that plans under the lock keeps its read in its LockedTable instead.
+   */
   private readonly planned = new Map<string, HostState>();
+  /** Each table's state as last read (for `lastState`). */
+  private readonly lastRead = new Map<string, HostState>();
 
   constructor(private readonly options: HostRoutesOptions) {
     this.name = options.name;
@@ -90,28 +86,45 @@ export class HostRoutesTarget implements Target {
     return runner;
   }
 
-  private parse(result: IpResult, where: string, table: TableRef): HostState {
-    if (!result.stdout.trim().startsWith("[")) {
-      throw new TargetError(this.name, `cannot read routes on ${where}: ${result.stderr.trim() || `ip exited ${result.code}`}`, { table: table.id });
-    }
-    return parseHostState(result.stdout, result.stderr);
+  private parse(reads: HostRead[], where: string, table: TableRef): HostState {
+    // Every read batch starts with the routes, which any kernel prints: no array there, no read at all.
+    const failed = reads.find((read) => read.batch.startsWith("route ") && !read.stdout.trim().startsWith("["));
+    if (failed) throw new TargetError(this.name, `cannot read routes on ${where}: ${failed.stderr.trim() || "ip printed nothing"}`, { table: table.id });
+    return parseHostReads(reads);
   }
 
-  /** The host's routing state: as read under the lock while this run holds it, else read now in one `ip` process. */
-  async state(table: TableRef, inventory: Inventory): Promise<HostState> {
-    const held = this.held.get(table.id);
-    if (held?.state) return held.state;
+  /** The table's state as last read, locked or not (the agent keeps what a per-change write needs of it). */
+  lastState(table: TableRef): HostState | undefined {
+    return this.lastRead.get(table.id);
+  }
+
+  /** The host's routing state, read now (`IpRunner.read`). */
+  async state(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<HostState> {
     const runner = await this.runner(table, inventory);
-    const state = this.parse(await runner.ip(READ_ARGS, READ_BATCH), runner.where, table);
-    if (held) held.state = state;
-    return state;
+    return this.parse(await runner.read(options), runner.where, table);
+  }
+
+  /** What `read` returns of a state: owned routes, and foreign ones on destinations this table should get. */
+  private observe(state: HostState, table: TableRef, inventory: Inventory): ObservedRoute[] {
+    // Foreign routes matter only on a destination this table should get (a conflict); the node's own
+    // pod network, for one, is the CNI bridge's business.
+    const wanted = new Set(desiredRoutes(inventory, table).map((route) => route.destination));
+    return observedRoutes(state, this.options.proto).filter((route) => route.owned || wanted.has(route.destination));
+  }
+
+  async read(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<ObservedRoute[]> {
+    const state = await this.state(table, inventory, options);
+    this.planned.set(table.id, state);
+    this.lastRead.set(table.id, state);
+    return this.observe(state, table, inventory);
   }
 
   /**
-   * Takes the table's lock and reads the table under it; until release, `read` and `write` use that
-   * read. Refuses (nothing changed) a host whose protocol number another cluster's routes carry.
+   * Takes the table's lock and reads the table under it (the runner's one `flock`, then the read);
+   * the LockedTable writes from that read. Refuses (nothing changed) a host whose protocol
+   * number another cluster's routes carry.
    */
-  async lock(table: TableRef, inventory: Inventory): Promise<{ release(): Promise<void> }> {
+  async lockTable(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<LockedTable> {
     const runner = await this.runner(table, inventory);
     const { proto, lockTimeout } = this.options;
     // A run with an inventory writes for its cluster; `delete` by the mark alone (no nodes) for whoever owns it.
@@ -120,13 +133,16 @@ export class HostRoutesTarget implements Target {
       proto,
       ...(cluster !== undefined ? { cluster } : {}),
       ...(lockTimeout !== undefined ? { timeout: lockTimeout } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
       waiting: (holder) =>
         this.options.warn(
           `${this.name} ${table.id}: waiting for another podroutes run to finish with ${runner.where}${holder ? ` (lock held by ${holder})` : ""}${lockTimeout !== undefined ? `; giving up after ${lockTimeout}s (--lock-timeout)` : ""}`,
         ),
     });
+    let state: HostState;
     try {
-      const state = this.parse(host.state, runner.where, table);
+      state = this.parse(host.state, runner.where, table);
+      this.lastRead.set(table.id, state);
       if (cluster !== undefined && host.owner !== undefined && host.owner !== cluster && holdsOwned(state, proto)) {
         throw new TargetError(
           this.name,
@@ -134,69 +150,102 @@ export class HostRoutesTarget implements Target {
           { table: table.id },
         );
       }
-      this.held.set(table.id, { host, state, where: runner.where });
     } catch (error) {
       await host.release();
       throw error;
     }
+    const held = { host, where: runner.where };
+    // The review and the write judge the same read: the routes this host refuses are found once.
+    const refusals = new Map<Route, string | undefined>();
     return {
-      release: async () => {
-        this.held.delete(table.id);
-        await host.release();
-      },
+      routes: this.observe(state, table, inventory),
+      review: async (diff, reviewed) => this.reviewTable(diff, state, reviewed, refusals),
+      write: async (changes, actions, context) => this.writeLocked(table, held, state, changes, actions, context, refusals),
+      release: () => host.release(),
     };
-  }
-
-  async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
-    const state = await this.state(table, inventory);
-    if (!this.held.has(table.id)) this.planned.set(table.id, state);
-    // Foreign routes matter only on a destination this table should get (a conflict); the node's own
-    // pod network, for one, is the CNI bridge's business.
-    const wanted = new Set(desiredRoutes(inventory, table).map((route) => route.destination));
-    return observedRoutes(state, this.options.proto).filter((route) => route.owned || wanted.has(route.destination));
   }
 
   sameRoute(desired: { nextHop: string }, observed: ObservedRoute): boolean {
     return sameHostRoute(desired, observed);
   }
 
-  /** Runs `body` with the table locked: by the engine already, or here for the duration. */
-  private async locked<T>(table: TableRef, inventory: Inventory, body: (held: Held) => Promise<T>): Promise<T> {
-    const held = this.held.get(table.id);
-    if (held) return body(held);
-    const lock = await this.lock(table, inventory);
+  /** Runs `body` with the table locked for the duration, as the engine does for a whole write. */
+  private async locked<T>(table: TableRef, inventory: Inventory, options: CallOptions, body: (locked: LockedTable) => Promise<T>): Promise<T> {
+    const locked = await this.lockTable(table, inventory, options);
     try {
-      return await body(this.held.get(table.id)!);
+      return await body(locked);
     } finally {
-      await lock.release();
+      await locked.release();
     }
   }
 
   /**
-   * Writes one batch under the lock. Results come from `ip`'s line numbers; when `ip` stopped partway
-   * (killed, or a line it could not parse), from the table as it is then, so the report never says
-   * "nothing changed" about a batch that changed something.
+   * Writes one table's changes, and its actions, as one batch under the lock, built from the state read
+   * under it. Results come from `ip`'s line numbers; when `ip` stopped partway (killed, or a line it could
+   * not parse), from the table as it is then, so the report never says "nothing changed" about a batch
+   * that changed something. The batch removes every podroutes nexthop object nothing uses, so the
+   * unused-nexthops action is done by the same batch (and failed if one of those lines failed).
    */
-  private async runBatch(table: TableRef, inventory: Inventory, held: Held, batch: WriteBatch, changes: Change[]): Promise<ChangeResult[]> {
-    if (!batch.script) return batchResults(batch, changes, "");
-    const result = await held.host.write(batch.script);
-    held.state = undefined; // written: the next look at the table reads it again
-    const failures = batchFailures(result.stderr);
-    // `ip -force -batch` exits 1 when lines failed, each named; anything else means it did not finish.
-    if (result.code === 0 || (result.code === 1 && failures.size > 0)) return batchResults(batch, changes, result.stderr);
-    const why = `ip stopped before the end of the batch on ${held.where}: ${result.stderr.trim() || `exit ${result.code}`}`;
-    const refused = new Set(batch.refused.map((r) => r.change));
-    return [...batch.refused, ...resultsFromState(await this.state(table, inventory), this.options.proto, changes.filter((c) => !refused.has(c)), why)];
+  private async writeLocked(
+    table: TableRef,
+    held: { host: LockedHost; where: string },
+    state: HostState,
+    changes: Change[],
+    actions: ExtraAction[],
+    context: WriteContext,
+    refusals?: Map<Route, string | undefined>,
+  ): Promise<{ results: ChangeResult[]; actions: ActionResult[] }> {
+    const nodeOfNextHop = (ip: string) => context.inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
+    const batch = buildWriteBatch(state, changes, { proto: this.options.proto, nodeOfNextHop, ...(refusals ? { refusals } : {}) });
+    let results: ChangeResult[];
+    let cleanupError: string | undefined;
+    if (!batch.script) results = batchResults(batch, changes, "");
+    else {
+      const result = await held.host.write(batch.script);
+      const failures = batchFailures(result.stderr);
+      // `ip -force -batch` exits 1 when lines failed, each named; anything else means it did not finish.
+      if (result.code === 0 || (result.code === 1 && failures.size > 0)) {
+        results = batchResults(batch, changes, result.stderr);
+        cleanupError = batch.lines.flatMap((line, index) => (line.changes.length === 0 && failures.has(index + 1) ? [`${line.text}: ${failures.get(index + 1)}`] : [])).join("; ") || undefined;
+      } else {
+        const why = `ip stopped before the end of the batch on ${held.where}: ${result.stderr.trim() || `exit ${result.code}`}`;
+        const refused = new Set(batch.refused.map((r) => r.change));
+        const now = await this.state(table, context.inventory, context);
+        results = [...batch.refused, ...resultsFromState(now, this.options.proto, changes.filter((c) => !refused.has(c)), why)];
+        cleanupError = why;
+      }
+    }
+    context.progress({ table: table.id, done: changes.length, total: changes.length });
+    const actionResults = actions.map((action): ActionResult => (action.id === UNUSED_NEXTHOPS_ACTION && cleanupError !== undefined ? { action, ok: false, error: cleanupError } : { action, ok: true }));
+    return { results, actions: actionResults };
   }
 
   async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
-    const nodeOfNextHop = (ip: string) => context.inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
-    const results = await this.locked(table, context.inventory, async (held) => {
-      const batch = buildWriteBatch(await this.state(table, context.inventory), changes, { proto: this.options.proto, nodeOfNextHop });
-      return this.runBatch(table, context.inventory, held, batch, changes);
-    });
-    context.progress({ table: table.id, done: changes.length, total: changes.length });
-    return results;
+    return this.locked(table, context.inventory, context, async (locked) => (await locked.write(changes, [], context)).results);
+  }
+
+  /** Warnings (routes this host will refuse) and the unused-nexthops action, for one table's diff and state. */
+  private reviewTable(diff: TableDiff, state: HostState, inventory: Inventory, refusals?: Map<Route, string | undefined>): Review {
+    const actions: ExtraAction[] = [];
+    const warnings: string[] = [];
+    if (diff.error !== undefined) return { warnings, refusals: [], actions };
+    const nodeOfNextHop = (ip: string) => inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
+    const host = { connected: connectedNetworks(state), addresses: state.addresses };
+    for (const change of diff.changes) {
+      if (change.action === "delete") continue;
+      const refusal = refusalOf(change.route, host, nodeOfNextHop);
+      refusals?.set(change.route, refusal);
+      if (refusal) warnings.push(`${diff.table.id}: ${changeDestination(change)} will not be written: ${refusal}`);
+    }
+    const unused = unusedNexthops(state, this.options.proto);
+    if (unused.length) {
+      actions.push({
+        table: diff.table.id,
+        id: UNUSED_NEXTHOPS_ACTION,
+        description: `remove ${unused.length} podroutes nexthop object${unused.length === 1 ? "" : "s"} nothing uses (id ${unused.join(", ")})`,
+      });
+    }
+    return { warnings, refusals: [], actions };
   }
 
   /**
@@ -205,43 +254,24 @@ export class HostRoutesTarget implements Target {
    * hijacked) are warned about already in the plan.
    */
   async review(plan: Plan, inventory: Inventory): Promise<Review> {
-    const actions: ExtraAction[] = [];
-    const warnings: string[] = [];
-    const nodeOfNextHop = (ip: string) => inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
+    const review: Review = { warnings: [], refusals: [], actions: [] };
     for (const diff of plan.tables) {
       const state = this.planned.get(diff.table.id);
-      if (diff.error !== undefined || !state) continue;
-      const host = { connected: connectedNetworks(state), addresses: state.addresses };
-      for (const change of diff.changes) {
-        const refusal = change.action === "delete" ? undefined : refusalOf(change.route, host, nodeOfNextHop);
-        if (refusal) warnings.push(`${diff.table.id}: ${changeDestination(change)} will not be written: ${refusal}`);
-      }
-      const unused = unusedNexthops(state, this.options.proto);
-      if (unused.length) {
-        actions.push({
-          table: diff.table.id,
-          id: UNUSED_NEXTHOPS_ACTION,
-          description: `remove ${unused.length} podroutes nexthop object${unused.length === 1 ? "" : "s"} nothing uses (id ${unused.join(", ")})`,
-        });
-      }
+      if (!state) continue;
+      const table = this.reviewTable(diff, state, inventory);
+      review.warnings.push(...table.warnings);
+      review.actions.push(...table.actions);
     }
-    return { warnings, refusals: [], actions };
+    return review;
   }
 
-  async runActions(actions: ExtraAction[], context: WriteContext) {
-    const results: { action: ExtraAction; ok: boolean; error?: string }[] = [];
+  /** Runs actions of an approved plan, each under its table's lock from a fresh read: only what is still unused now is removed. */
+  async runActions(actions: ExtraAction[], context: WriteContext): Promise<ActionResult[]> {
+    const results: ActionResult[] = [];
     for (const action of actions) {
       const table: TableRef = { id: action.table, scope: "host", node: action.table };
       try {
-        // Under the lock, from a fresh read: only what is still unused now is removed.
-        const failed = await this.locked(table, context.inventory, async (held) => {
-          const batch = buildWriteBatch(await this.state(table, context.inventory), [], { proto: this.options.proto, nodeOfNextHop: () => "?" });
-          if (!batch.script) return [];
-          const result = await held.host.write(batch.script);
-          held.state = undefined;
-          return result.code === 0 ? [] : [result.stderr.trim() || `ip exited ${result.code}`];
-        });
-        results.push(failed.length ? { action, ok: false, error: failed.join("; ") } : { action, ok: true });
+        results.push(...(await this.locked(table, context.inventory, context, async (locked) => (await locked.write([], [action], context)).actions)));
       } catch (error) {
         results.push({ action, ok: false, error: (error as Error).message });
       }

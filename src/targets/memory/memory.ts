@@ -5,7 +5,7 @@
  */
 import type { Inventory } from "../../model.js";
 import { changeDestination } from "../../plan/plan.js";
-import type { Change, ChangeResult, ObservedRoute, TableRef, Target, WriteContext } from "../target.js";
+import type { Change, ChangeResult, LockedTable, ObservedRoute, TableRef, Target, WriteContext } from "../target.js";
 
 export interface MemoryCall {
   method: "read" | "write" | "lock";
@@ -26,15 +26,27 @@ export class MemoryTarget implements Target {
 
   constructor(private readonly scope: "host" | "shared" = "host") {}
 
-  /** A lock per table, as a host's flock: holders queue and go one at a time. */
-  async lock(table: TableRef): Promise<{ release(): Promise<void> }> {
+  /**
+   * A lock per table, as a host's flock: holders queue and go one at a time. The table is read under it
+   * (`read`) and written under it (`write`), so whatever wraps those sees every read and write.
+   */
+  async lockTable(table: TableRef, inventory: Inventory): Promise<LockedTable> {
     this.calls.push({ method: "lock", table: table.id });
     const before = this.locks.get(table.id) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((resolve) => (release = resolve));
     this.locks.set(table.id, before.then(() => mine));
     await before;
-    return { release: async () => release() };
+    try {
+      return {
+        routes: await this.read(table, inventory),
+        write: async (changes, _actions, context) => ({ results: await this.write(table, changes, context), actions: [] }),
+        release: async () => release(),
+      };
+    } catch (error) {
+      release();
+      throw error;
+    }
   }
 
   async tables(inventory: Inventory): Promise<TableRef[]> {
@@ -49,7 +61,7 @@ export class MemoryTarget implements Target {
     return table;
   }
 
-  async read(table: TableRef): Promise<ObservedRoute[]> {
+  async read(table: TableRef, _inventory?: Inventory): Promise<ObservedRoute[]> {
     this.calls.push({ method: "read", table: table.id });
     return [...this.table(table.id).values()].map((route) => ({ ...route }));
   }

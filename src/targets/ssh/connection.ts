@@ -8,9 +8,9 @@
  */
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import { UsageError } from "../../errors.js";
-import { TargetError } from "../target.js";
+import { TargetError, type CallOptions } from "../target.js";
 import { BusyError } from "../../errors.js";
-import { BATCH_END, READ_BATCH } from "../linux/iproute.js";
+import { BATCH_END, READ_ARGS, READ_BATCH, type HostRead } from "../linux/iproute.js";
 import { LOCK_DIR, type IpResult, type IpRunner, type LockedHost, type LockRequest } from "../linux/runner.js";
 import { checkHostKey, fingerprint, hostKeyAlgorithms, hostToken, type KnownHostsStore } from "./known-hosts.js";
 
@@ -222,11 +222,27 @@ export async function connectSsh(target: ConnectTarget, settings: SshSettings, v
   });
 }
 
+/**
+ * Ends a remote command when `signal` aborts (its channel is closed, which ends the remote process, as a
+ * dropped connection would) and rejects with the signal's reason; returns the listener's removal.
+ */
+function abortChannel(stream: ClientChannel, signal: AbortSignal | undefined, reject: (error: unknown) => void): () => void {
+  if (!signal) return () => {};
+  const abort = () => {
+    reject(signal.reason);
+    stream.close();
+  };
+  signal.addEventListener("abort", abort, { once: true });
+  return () => signal.removeEventListener("abort", abort);
+}
+
 /** Runs one remote command with `stdin`; the channel closing without an exit status means the connection dropped. */
-export function execRemote(client: Client, command: string, stdin: string | undefined, node: string): Promise<IpResult> {
+export function execRemote(client: Client, command: string, stdin: string | undefined, node: string, options: CallOptions = {}): Promise<IpResult> {
   return new Promise((resolve, reject) => {
+    if (options.signal?.aborted) return reject(options.signal.reason);
     client.exec(command, (error, stream) => {
       if (error) return reject(new SshError("connection lost", node, `cannot run a command: ${error.message}`, { cause: error }));
+      const unlisten = abortChannel(stream, options.signal, reject);
       const stdout: Buffer[] = [];
       const stderr: Buffer[] = [];
       let exit: number | undefined;
@@ -236,6 +252,7 @@ export function execRemote(client: Client, command: string, stdin: string | unde
         exit = code ?? (signal ? 128 : 1);
       });
       stream.on("close", () => {
+        unlisten();
         if (exit === undefined) {
           reject(new SshError("connection lost", node, `the connection closed before \`${command}\` finished; what it did is unknown, a re-run reads the node again and finishes the job`));
           return;
@@ -317,8 +334,14 @@ exit $rc`;
 export function lockOverSsh(client: Client, target: ConnectTarget, settings: SshSettings, request: LockRequest): Promise<LockedHost> {
   const command = remoteScript(LOCK_SESSION_SCRIPT, settings.sudo, [request.timeout === undefined ? "none" : String(request.timeout), String(request.proto), request.cluster ?? "-"]);
   return new Promise((resolve, reject) => {
+    if (request.signal?.aborted) return reject(request.signal.reason);
     client.exec(command, (error, stream) => {
       if (error) return reject(new SshError("connection lost", target.node, `cannot run a command: ${error.message}`, { cause: error }));
+      // Aborted while waiting or locked: the channel closes, the remote shell ends, and the lock with it.
+      const unlisten = abortChannel(stream, request.signal, (reason) => {
+        reject(reason);
+        fail?.(reason as Error);
+      });
       let stdout = "";
       let stderr = "";
       let exit: number | undefined;
@@ -341,7 +364,7 @@ export function lockOverSsh(client: Client, target: ConnectTarget, settings: Ssh
         const split = body.lastIndexOf(READ_ERRORS);
         const owner = /^owner cluster=(\S+)/.exec(head ?? "")?.[1];
         resolve({
-          state: { code: 0, stdout: body.slice(0, split), stderr: body.slice(split + READ_ERRORS.length) },
+          state: [{ batch: READ_BATCH, stdout: body.slice(0, split), stderr: body.slice(split + READ_ERRORS.length) }],
           owner,
           write: (script) => {
             stdout = "";
@@ -367,6 +390,7 @@ export function lockOverSsh(client: Client, target: ConnectTarget, settings: Ssh
         exit = code ?? (signal ? 128 : 1);
       });
       stream.on("close", () => {
+        unlisten();
         const result = { code: exit ?? 255, stdout, stderr: stderr.replace(new RegExp(`^${WAITING} .*\n?`, "m"), "") };
         if (locked) {
           if (exit === undefined) fail!(new SshError("connection lost", target.node, "the connection closed while writing; what the batch did is unknown, a re-run reads the node again and finishes the job"));
@@ -391,17 +415,20 @@ export function lockOverSsh(client: Client, target: ConnectTarget, settings: Ssh
 }
 
 /** `ip` on a node over an open connection. */
-export function sshRunner(client: Client, target: ConnectTarget, settings: SshSettings, onClose: () => void): IpRunner & { exec(command: string, stdin?: string): Promise<IpResult> } {
+export function sshRunner(client: Client, target: ConnectTarget, settings: SshSettings, onClose: () => void): IpRunner & { exec(command: string, stdin?: string, options?: CallOptions): Promise<IpResult> } {
   const where = `${target.user}@${target.host}`;
+  const ipRemote = async (args: string[], stdin: string | undefined, options?: CallOptions) => {
+    const result = await execRemote(client, remoteCommand("ip", args, settings.sudo), stdin, target.node, options);
+    checkPermission(result, target.node, target.user, settings.sudo);
+    return result;
+  };
   return {
     where,
     lock: (request) => lockOverSsh(client, target, settings, request),
-    exec: (command, stdin) => execRemote(client, command, stdin, target.node),
-    async ip(args, stdin) {
-      const result = await execRemote(client, remoteCommand("ip", args, settings.sudo), stdin, target.node);
-      checkPermission(result, target.node, target.user, settings.sudo);
-      return result;
-    },
+    exec: (command, stdin, options) => execRemote(client, command, stdin, target.node, options),
+    ip: ipRemote,
+    // One round trip: the whole read in one `ip` (over SSH the connection, not the kernel, is the cost).
+    read: async (options): Promise<HostRead[]> => [{ batch: READ_BATCH, ...(await ipRemote(READ_ARGS, READ_BATCH, options)) }],
     async close() {
       client.end();
       onClose();

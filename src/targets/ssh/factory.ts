@@ -173,8 +173,9 @@ function observedRunner(runner: SshRunner, calls: CallObserver): SshRunner {
   const exit = (result: { code: number }) => (result.code === 0 ? "ok" : `exit ${result.code}`);
   return {
     where: runner.where,
-    ip: (args, stdin) => observe("ssh.ip", () => runner.ip(args, stdin), exit),
-    exec: (command, stdin) => observe("ssh.exec", () => runner.exec(command, stdin), exit),
+    ip: (args, stdin, options) => observe("ssh.ip", () => runner.ip(args, stdin, options), exit),
+    read: (options) => observe("ssh.ip", () => runner.read(options), () => "ok"),
+    exec: (command, stdin, options) => observe("ssh.exec", () => runner.exec(command, stdin, options), exit),
     // The lock's read and the batches written under it are remote commands too.
     lock: async (request) => {
       const locked = await observe("ssh.lock", () => runner.lock(request), () => "ok");

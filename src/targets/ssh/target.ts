@@ -10,8 +10,8 @@
  */
 import pLimit from "p-limit";
 import type { Inventory } from "../../model.js";
-import type { Plan } from "../../plan/plan.js";
-import type { Change, ChangeResult, ExtraAction, ObservedRoute, Review, TableRef, WriteContext } from "../target.js";
+import type { Plan, TableDiff } from "../../plan/plan.js";
+import type { ActionResult, CallOptions, ExtraAction, LockedTable, ObservedRoute, Review, TableRef, WriteContext } from "../target.js";
 import { HostRoutesTarget, type HostRoutesOptions } from "../linux/host-routes.js";
 import { observedRoutes } from "../linux/iproute.js";
 import type { IpResult, IpRunner } from "../linux/runner.js";
@@ -20,7 +20,7 @@ import { INSTALL_SCRIPT, REMOVE_SCRIPT, renderBatch, STATUS_SCRIPT, UNIT_NAME } 
 
 /** An IpRunner that can also run podroutes' fixed scripts (the persistence unit). */
 export interface SshRunner extends IpRunner {
-  exec(command: string, stdin?: string): Promise<IpResult>;
+  exec(command: string, stdin?: string, options?: CallOptions): Promise<IpResult>;
 }
 
 export interface SshTargetOptions extends HostRoutesOptions {
@@ -49,18 +49,53 @@ export class SshTarget extends HostRoutesTarget {
     return (await this.runner(table, inventory)) as SshRunner;
   }
 
-  private async script(table: TableRef, inventory: Inventory, script: string, stdin?: string): Promise<IpResult> {
+  private async script(table: TableRef, inventory: Inventory, script: string, stdin?: string, options: CallOptions = {}): Promise<IpResult> {
     const runner = await this.sshRunner(table, inventory);
-    const result = await runner.exec(remoteScript(script, this.ssh.sudo), stdin);
+    const result = await runner.exec(remoteScript(script, this.ssh.sudo), stdin, options);
     checkPermission(result, table.id, this.ssh.user, this.ssh.sudo);
     if (result.code !== 0) throw new SshError("permission", table.id, `the persistence step failed on ${runner.where}: ${result.stderr.trim() || `exit ${result.code}`}`);
     return result;
   }
 
-  override async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
-    const routes = await super.read(table, inventory);
-    this.persisted.set(table.id, (await this.script(table, inventory, STATUS_SCRIPT)).stdout);
+  override async read(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<ObservedRoute[]> {
+    const [routes, status] = await Promise.all([super.read(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
+    this.persisted.set(table.id, status.stdout);
     return routes;
+  }
+
+  /**
+   * The host-route LockedTable, plus the node's persistence: its route file read beside the locked read,
+   * the persist action in review, and the file rebuilt after the write from what the node then holds.
+   */
+  override async lockTable(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<LockedTable> {
+    const [locked, status] = await Promise.allSettled([super.lockTable(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
+    if (locked.status === "rejected") throw locked.reason;
+    if (status.status === "rejected") {
+      await locked.value.release();
+      throw status.reason;
+    }
+    const hostTable = locked.value;
+    const persisted = status.value.stdout;
+    return {
+      routes: hostTable.routes,
+      review: async (diff, reviewed) => {
+        const review = (await hostTable.review?.(diff, reviewed)) ?? { warnings: [], refusals: [], actions: [] };
+        const persist = this.persistReview(diff, persisted);
+        return { ...review, warnings: [...review.warnings, ...persist.warnings], actions: [...review.actions, ...persist.actions] };
+      },
+      write: async (changes, actions, context) => {
+        const written = await hostTable.write(changes, actions.filter((action) => action.id !== PERSIST_ACTION), context);
+        const persistActions = actions.filter((action) => action.id === PERSIST_ACTION);
+        if (!persisted && !this.ssh.persist && !persistActions.length) return written;
+        // The persist action is done by rebuilding the file from what the node holds after the write.
+        const failure = await this.persistWhatIsThere(table, context, persisted);
+        return {
+          results: failure ? written.results.map((result) => (result.ok ? { ...result, ok: false, error: failure } : result)) : written.results,
+          actions: [...written.actions, ...persistActions.map((action): ActionResult => (failure ? { action, ok: false, error: failure } : { action, ok: true }))],
+        };
+      },
+      release: () => hostTable.release(),
+    };
   }
 
   private render(table: TableRef, routes: { destination: string; nextHop: string }[]): string {
@@ -68,10 +103,27 @@ export class SshTarget extends HostRoutesTarget {
   }
 
   /** Installs, rewrites or removes the unit so that it holds `content`. */
-  private async syncPersist(table: TableRef, inventory: Inventory, content: string): Promise<void> {
-    if (content) await this.script(table, inventory, INSTALL_SCRIPT, content);
-    else await this.script(table, inventory, REMOVE_SCRIPT);
+  private async syncPersist(table: TableRef, inventory: Inventory, content: string, options: CallOptions = {}): Promise<void> {
+    if (content) await this.script(table, inventory, INSTALL_SCRIPT, content, options);
+    else await this.script(table, inventory, REMOVE_SCRIPT, undefined, options);
     this.persisted.set(table.id, content);
+  }
+
+  /** The route file a table's plan leaves (`content`) and the action that writes it, if one is needed. */
+  private persistReview(diff: TableDiff, current: string): { content: string; actions: ExtraAction[]; warnings: string[] } {
+    // What the node will own after the plan: unchanged routes, creates and replaces (conflicts are not written).
+    const after = [...diff.unchanged, ...diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))];
+    const content = this.render(diff.table, after);
+    const warnings = !this.ssh.persist && !current ? [`routes written over SSH vanish at reboot; pass --persist to install ${UNIT_NAME} on each node`] : [];
+    if (diff.error !== undefined || content === current || (!this.ssh.persist && !current)) return { content, actions: [], warnings: diff.error === undefined ? warnings : [] };
+    const action: ExtraAction = {
+      table: diff.table.id,
+      id: PERSIST_ACTION,
+      description: content
+        ? `${current ? "update" : "install"} ${UNIT_NAME}: re-applies ${after.length} route${after.length === 1 ? "" : "s"} at boot`
+        : `remove ${UNIT_NAME}: no podroutes route left to re-apply`,
+    };
+    return { content, actions: [action], warnings };
   }
 
   override async review(plan: Plan, inventory: Inventory): Promise<Review> {
@@ -80,23 +132,10 @@ export class SshTarget extends HostRoutesTarget {
     const warnings: string[] = [...hostRoutes.warnings];
     for (const diff of plan.tables) {
       if (diff.error !== undefined) continue;
-      const current = this.persisted.get(diff.table.id) ?? "";
-      // What the node will own after the plan: unchanged routes, creates and replaces (conflicts are not written).
-      const after = [...diff.unchanged, ...diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))];
-      const content = this.render(diff.table, after);
-      this.wanted.set(diff.table.id, content);
-      if (content === current) continue;
-      if (!this.ssh.persist && !current) continue;
-      actions.push({
-        table: diff.table.id,
-        id: PERSIST_ACTION,
-        description: content
-          ? `${current ? "update" : "install"} ${UNIT_NAME}: re-applies ${after.length} route${after.length === 1 ? "" : "s"} at boot`
-          : `remove ${UNIT_NAME}: no podroutes route left to re-apply`,
-      });
-    }
-    if (!this.ssh.persist && plan.tables.some((t) => t.error === undefined && !this.persisted.get(t.table.id))) {
-      warnings.push(`routes written over SSH vanish at reboot; pass --persist to install ${UNIT_NAME} on each node`);
+      const persist = this.persistReview(diff, this.persisted.get(diff.table.id) ?? "");
+      this.wanted.set(diff.table.id, persist.content);
+      actions.push(...persist.actions);
+      for (const warning of persist.warnings) if (!warnings.includes(warning)) warnings.push(warning);
     }
     return { warnings, refusals: hostRoutes.refusals, actions };
   }
@@ -110,7 +149,7 @@ export class SshTarget extends HostRoutesTarget {
         limit(async () => {
           try {
             const table: TableRef = { id: action.table, scope: "host", node: action.table };
-            await this.syncPersist(table, context.inventory, this.wanted.get(action.table) ?? "");
+            await this.syncPersist(table, context.inventory, this.wanted.get(action.table) ?? "", context);
             return { action, ok: true };
           } catch (error) {
             return { action, ok: false, error: (error as Error).message };
@@ -125,23 +164,20 @@ export class SshTarget extends HostRoutesTarget {
     await this.ssh.release?.();
   }
 
-  override async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
-    const results = await super.write(table, changes, context);
-    const current = this.persisted.get(table.id) ?? "";
-    if (current || this.ssh.persist) {
-      // Persist what the node holds now, not what was planned: a failed line must not come back at boot.
-      const owned = observedRoutes(await this.state(table, context.inventory), this.ssh.proto).filter((r) => r.owned && r.nextHop);
-      const content = this.render(table, owned.map((r) => ({ destination: r.destination, nextHop: r.nextHop! })));
-      if (content !== current) {
-        try {
-          await this.syncPersist(table, context.inventory, content);
-        } catch (error) {
-          // The routes are written; only their persistence failed. Say so on each change, and fail the run.
-          const why = `written, but ${UNIT_NAME} could not be updated, so it would not survive a reboot: ${(error as Error).message}`;
-          return results.map((result) => (result.ok ? { ...result, ok: false, error: why } : result));
-        }
-      }
+  /**
+   * Rebuilds the node's route file from what it holds now, not from what was planned: a failed line must
+   * not come back at boot. Returns why it failed, if it did (the routes are written; only their
+   * persistence failed, which fails the run).
+   */
+  private async persistWhatIsThere(table: TableRef, context: WriteContext, current: string): Promise<string | undefined> {
+    const owned = observedRoutes(await this.state(table, context.inventory, context), this.ssh.proto).filter((r) => r.owned && r.nextHop);
+    const content = this.render(table, owned.map((r) => ({ destination: r.destination, nextHop: r.nextHop! })));
+    if (content === current) return undefined;
+    try {
+      await this.syncPersist(table, context.inventory, content, context);
+      return undefined;
+    } catch (error) {
+      return `written, but ${UNIT_NAME} could not be updated, so it would not survive a reboot: ${(error as Error).message}`;
     }
-    return results;
   }
 }
