@@ -176,15 +176,12 @@ export function checkInventory(raw: RawInventory, options: { clusterCIDR?: strin
       if (!LABEL_KEY.test(key)) say("label key is not a valid Kubernetes label key", key);
     }
 
-    const node: Node = {
-      name,
-      internalIPs,
-      podCIDRs,
-      ...(sshAddress ? { sshAddress } : {}),
-      ...(rawNode.fqdn ? { fqdn: rawNode.fqdn } : {}),
-      ...(rawNode.labels ? { labels: rawNode.labels } : {}),
-      ...(where ? { origin: where } : {}),
-    };
+    // Field by field rather than with spreads: a cold process builds thousands of these.
+    const node: Node = { name, internalIPs, podCIDRs };
+    if (sshAddress) node.sshAddress = sshAddress;
+    if (rawNode.fqdn) node.fqdn = rawNode.fqdn;
+    if (rawNode.labels) node.labels = rawNode.labels;
+    if (where) node.origin = where;
     if (!earlierName && name) byName.set(name, node);
     for (const ip of internalIPs) if (!byIp.has(ip)) byIp.set(ip, node);
     nodes.push(node);
