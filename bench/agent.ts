@@ -25,7 +25,7 @@ import { run } from "../src/process.js";
 import type { KubeObject } from "../testkit/kube-server.js";
 import { admin, getIn, nodeObject, startAgentProcess, startKubeServerProcess, writeKubeconfig } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
-import { flatNamespace } from "../testkit/netns.js";
+import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
 
 const NS = `prbenchagent${process.pid % 100000}`;
 const NODES = 5000;
@@ -255,7 +255,7 @@ export async function run_(): Promise<void> {
     kernel.stop();
     if (agent) await agent.stop();
     await server.stop();
-    await run("ip", ["netns", "del", NS]);
+    await removeFlatNamespace(NS);
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -26,7 +26,7 @@ import { localRunner } from "../src/targets/linux/runner.js";
 import { run } from "../src/process.js";
 import { BIN } from "../testkit/cli.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
-import { flatNamespace } from "../testkit/netns.js";
+import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
@@ -221,7 +221,7 @@ export async function run_(sizes = [1000, 5000], repeats = 3): Promise<void> {
     }
     console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   } finally {
-    await run("ip", ["netns", "del", NS]);
+    await removeFlatNamespace(NS);
     await rm(dir, { recursive: true, force: true });
   }
 }

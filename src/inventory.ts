@@ -199,15 +199,12 @@ export function checkNode(rawNode: RawNode, clusterRanges: readonly Cidr[]): Che
     if (!LABEL_KEY.test(key)) say("label key is not a valid Kubernetes label key", key);
   }
 
-  const node: Node = {
-    name,
-    internalIPs: addresses.map(({ address }) => address.text),
-    podCIDRs: ranges.map((range) => range.text),
-    ...(sshAddress ? { sshAddress } : {}),
-    ...(rawNode.fqdn ? { fqdn: rawNode.fqdn } : {}),
-    ...(rawNode.labels ? { labels: rawNode.labels } : {}),
-    ...(where ? { origin: where } : {}),
-  };
+  // Field by field rather than with spreads: a cold process builds thousands of these.
+  const node: Node = { name, internalIPs: addresses.map(({ address }) => address.text), podCIDRs: ranges.map((range) => range.text) };
+  if (sshAddress) node.sshAddress = sshAddress;
+  if (rawNode.fqdn) node.fqdn = rawNode.fqdn;
+  if (rawNode.labels) node.labels = rawNode.labels;
+  if (where) node.origin = where;
   return { node, addresses, ranges, problems };
 }
 

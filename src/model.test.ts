@@ -39,6 +39,14 @@ describe("parseCidr", () => {
 
 describe("routeName", () => {
   it("is the seeds' name for IPv4", () => assert.equal(routeName(cidr("10.200.0.0/24")), "kubernetes-route-10-200-0-0-24"));
+  it("is the IPv4 CIDR's canonical text with '.' and '/' as '-', for any CIDR", () =>
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 4, maxLength: 4 }), fc.integer({ min: 0, max: 32 }), (bytes, prefix) => {
+        const range = cidr(`${ipaddr.IPv4.networkAddressFromCIDR(`${[...bytes].join(".")}/${prefix}`).toString()}/${prefix}`);
+        assert.equal(routeName(range), `kubernetes-route-${range.text.replace(/[./]/g, "-")}`);
+      }),
+      { numRuns: 2000 },
+    ));
   it("is a valid GCP resource name for the longest IPv6 CIDR", () => {
     const name = routeName(cidr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"));
     assert.match(name, /^[a-z]([-a-z0-9]*[a-z0-9])?$/);

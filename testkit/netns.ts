@@ -25,8 +25,7 @@ export interface NodeNamespace {
 /** Creates namespace `name` with eth0 at `address` (`10.240.0.20/16`) and, optionally, an IPv6 one. */
 export async function nodeNamespace(name: string, address: string, address6?: string): Promise<NodeNamespace> {
   // A killed run of the same pid may have left it: ours by name.
-  await removeLockFiles(name);
-  await run("ip", ["netns", "del", name]);
+  await removeFlatNamespace(name);
   const created = await run("ip", ["netns", "add", name]);
   assert.equal(created.code, 0, created.stderr);
   const ip = async (args: string[]) => {
@@ -40,10 +39,7 @@ export async function nodeNamespace(name: string, address: string, address6?: st
     ip,
     ipJson: async (args) => JSON.parse((await ip(["-N", "-json", ...args])) || "[]"),
     lockFile,
-    async remove() {
-      await removeLockFiles(name);
-      await run("ip", ["netns", "del", name]);
-    },
+    remove: () => removeFlatNamespace(name),
   };
   try {
     await ip(["link", "set", "lo", "up"]);
@@ -59,9 +55,15 @@ export async function nodeNamespace(name: string, address: string, address6?: st
   return namespace;
 }
 
-/** The same namespace for benchmarks, which delete it by name themselves (`ip netns del`). */
+/** The same namespace for benchmarks, which delete it by name with `removeFlatNamespace`. */
 export async function flatNamespace(name: string, addressWithPrefix: string): Promise<void> {
   await nodeNamespace(name, addressWithPrefix);
+}
+
+/** Deletes a benchmark's namespace and its podroutes lock files, so a later namespace with the same inode inherits no owner record. */
+export async function removeFlatNamespace(name: string): Promise<void> {
+  await removeLockFiles(name);
+  await run("ip", ["netns", "del", name]);
 }
 
 /** Another holder of a podroutes lock: its PID (written in the lock file as podroutes does) and how to let go. */

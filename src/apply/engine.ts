@@ -209,7 +209,10 @@ export async function converge(
         let locked: LockedTable;
         try {
           options.signal?.throwIfAborted();
-          locked = await lockTable(table, inventory, options.signal ? { signal: options.signal } : {});
+          const locking = lockTable(table, inventory, options.signal ? { signal: options.signal } : {});
+          // What the table should hold is worked out while its lock is taken and it is read.
+          desiredRoutes(inventory, table);
+          locked = await locking;
         } catch (error) {
           return failed(error, true);
         } finally {

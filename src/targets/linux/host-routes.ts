@@ -24,7 +24,7 @@ import {
   batchFailures,
   batchResults,
   buildWriteBatch,
-  connectedNetworks,
+  hostNetworks,
   holdsOwned,
   observedRoutes,
   parseHostReads,
@@ -230,7 +230,7 @@ export class HostRoutesTarget implements Target {
     const warnings: string[] = [];
     if (diff.error !== undefined) return { warnings, refusals: [], actions };
     const nodeOfNextHop = (ip: string) => inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
-    const host = { connected: connectedNetworks(state), addresses: state.addresses };
+    const host = hostNetworks(state);
     for (const change of diff.changes) {
       if (change.action === "delete") continue;
       const refusal = refusalOf(change.route, host, nodeOfNextHop);

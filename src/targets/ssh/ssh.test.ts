@@ -1,6 +1,6 @@
 /**
  * The SSH target's pure parts: known_hosts decisions, the words allowed into remote commands, flag
- * parsing, and the persistence unit's text. No network, no root.
+ * parsing, the persistence unit's text, and cancelling remote commands. No network, no root.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { classifyConnectError, parseEndpoint, remoteCommand, remoteScript, checkPermission, SshError } from "./connection.js";
+import { EventEmitter } from "node:events";
+import { classifyConnectError, execRemote, lockOverSsh, parseEndpoint, remoteCommand, remoteScript, checkPermission, SshError, type SshSettings } from "./connection.js";
 import { checkHostKey, fingerprint, hostToken, keyTypeOf, knownHostLine, parseKnownHosts } from "./known-hosts.js";
 import { BOOT_COMMAND, execStartOf, INSTALL_SCRIPT, REMOVE_SCRIPT, renderBatch, STATUS_SCRIPT, UNIT_TEXT } from "./persist.js";
 
@@ -149,5 +150,58 @@ describe("persistence unit", () => {
       "route replace 10.200.10.0/24 via 10.240.0.16 proto 150",
     ]);
     assert.equal(renderBatch([], { proto: 150, node: "w", cluster: "k" }), "");
+  });
+});
+
+/**
+ * An ssh2 client that opens channels whose remote command never finishes (a lock another run holds, a
+ * hung host): what an AbortSignal must end.
+ */
+function hangingClient(): { client: import("ssh2").Client; closed: () => number } {
+  let closed = 0;
+  const client = {
+    exec(_command: string, callback: (error: Error | undefined, stream: import("ssh2").ClientChannel) => void) {
+      const stream = Object.assign(new EventEmitter(), {
+        stderr: new EventEmitter(),
+        end: () => {},
+        close: () => {
+          closed++;
+          queueMicrotask(() => stream.emit("close"));
+        },
+      });
+      queueMicrotask(() => callback(undefined, stream as unknown as import("ssh2").ClientChannel));
+    },
+  } as unknown as import("ssh2").Client;
+  return { client, closed: () => closed };
+}
+
+describe("cancelling remote commands (AbortSignal)", { timeout: 20_000 }, () => {
+  const target = { node: "worker-0", host: "10.240.0.6", port: 22, user: "root" };
+  const settings = { sudo: false } as SshSettings;
+
+  it("a remote command is ended and its call rejects with the signal's reason", async () => {
+    const { client, closed } = hangingClient();
+    const abort = new AbortController();
+    const running = execRemote(client, "ip -V", undefined, "worker-0", { signal: abort.signal });
+    await new Promise((resolve) => setImmediate(resolve));
+    abort.abort(new Error("leadership lost"));
+    await assert.rejects(running, /leadership lost/);
+    assert.equal(closed(), 1, "the channel was closed");
+  });
+
+  it("a lock still waited for is given up: the channel closes, so the remote shell and its flock end", async () => {
+    const { client, closed } = hangingClient();
+    const abort = new AbortController();
+    const locking = lockOverSsh(client, target, settings, { proto: 150, waiting: () => {}, signal: abort.signal });
+    await new Promise((resolve) => setImmediate(resolve));
+    abort.abort(new Error("stopped"));
+    await assert.rejects(locking, /stopped/);
+    assert.equal(closed(), 1);
+  });
+
+  it("an already aborted signal starts nothing", async () => {
+    const { client, closed } = hangingClient();
+    await assert.rejects(execRemote(client, "ip -V", undefined, "worker-0", { signal: AbortSignal.abort(new Error("too late")) }), /too late/);
+    assert.equal(closed(), 0);
   });
 });
