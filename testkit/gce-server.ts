@@ -5,7 +5,8 @@
  * - writes answer with an Operation (RUNNING) that becomes DONE after `latencyMs`; the route appears or
  *   disappears only then; `POST .../global/operations/NAME/wait` holds the call until DONE but at most
  *   `waitHoldMs` (about 2 minutes on the real API), then answers RUNNING; a share of waits
- *   (`waitEarlyReturnRate`) answer RUNNING at once, as the real one may ("best effort");
+ *   (`waitEarlyReturnRate`) answer RUNNING at once, as the real one may ("best effort"); a test may hold
+ *   operations RUNNING and end them itself, oldest first (`holdOperations`, `finishHeld`);
  * - a project's concurrent operations quota (`throttleAbove`): a write that would start an operation while
  *   that many are RUNNING gets what the API answers then, 403 rateLimitExceeded with the ErrorInfo reason
  *   CONCURRENT_OPERATIONS_QUOTA_EXCEEDED;
