@@ -5,8 +5,7 @@
  * - writes answer with an Operation (RUNNING) that becomes DONE after `latencyMs`; the route appears or
  *   disappears only then; `POST .../global/operations/NAME/wait` holds the call until DONE but at most
  *   `waitHoldMs` (about 2 minutes on the real API), then answers RUNNING; a share of waits
- *   (`waitEarlyReturnRate`) answer RUNNING at once, as the real one may ("best effort"); a test may hold
- *   operations RUNNING and end them itself, oldest first (`holdOperations`, `finishHeld`);
+ *   (`waitEarlyReturnRate`) answer RUNNING at once, as the real one may ("best effort");
  * - a project's concurrent operations quota (`throttleAbove`): a write that would start an operation while
  *   that many are RUNNING gets what the API answers then, 403 rateLimitExceeded with the ErrorInfo reason
  *   CONCURRENT_OPERATIONS_QUOTA_EXCEEDED;
@@ -202,13 +201,6 @@ export class GceServer {
   throttleAbove: number | undefined;
   /** How `globalOperations.list` treats a filter: as the API documents it, refused (400), or ignored (every operation). */
   operationsFilter: "honour" | "refuse" | "ignore" = "honour";
-  /**
-   * Operations started while set stay RUNNING until the test ends them (`finishHeld`), whatever
-   * `latencyMs`: a test then decides the order operations finish in, with no clock involved.
-   */
-  holdOperations = false;
-  /** Held operations' finishers, oldest first. */
-  private readonly held: (() => void)[] = [];
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
@@ -290,15 +282,8 @@ export class GceServer {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
-  /** Makes the `count` oldest held operations DONE (every one by default). */
-  finishHeld(count = Infinity): void {
-    for (const finish of this.held.splice(0, count)) finish();
-  }
-
   /** Clears routes, networks, instances, operations, faults, limits and counters. */
   reset(): void {
-    this.holdOperations = false;
-    this.held.length = 0;
     this.routes.clear();
     this.pendingInserts.clear();
     this.networks.clear();
@@ -589,8 +574,7 @@ export class GceServer {
         op.endTime = new Date().toISOString();
         resolve();
       };
-      if (this.holdOperations) this.held.push(finish);
-      else if (this.latencyMs <= 0) queueMicrotask(finish);
+      if (this.latencyMs <= 0) queueMicrotask(finish);
       else {
         const timer = setTimeout(() => {
           this.timers.delete(timer);

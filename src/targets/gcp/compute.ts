@@ -10,9 +10,8 @@
  * Operations are awaited with `globalOperations.wait`, which the API holds for up to about 2 minutes
  * and may answer early, still RUNNING: the wait loop gives each call more time than the API holds it,
  * paces re-calls, and stops at a deadline of its own (an hour, as the Kubernetes route controller's).
- * Operations pending together are confirmed together, oldest first: one wait on an early one, then one list
- * of the DONE operations their requestIds name, so a write's slot frees as its own operation finishes,
- * rounds sized to keep these calls a few percent of the writes (each counts against the API quota). Each write
+ * Operations pending together are confirmed together: one wait on the newest, then one list of the DONE
+ * operations their requestIds name (every call counts against the project's API quota). Each write
  * carries a requestId, so a retried write whose answer was lost gets the first one's operation back.
  * Authentication: a bearer token from `--access-token-file` or Google's own library (Application
  * Default Credentials), imported lazily.
@@ -212,24 +211,6 @@ interface PendingOperation {
 const WAVE_PREFIX_LENGTH = 14;
 const newWave = () => randomUUID().slice(0, WAVE_PREFIX_LENGTH);
 
-/**
- * Confirmation calls (waits and lists) allowed per operation confirmed, and the calls allowed beyond
- * that share: the first round may wait on the oldest operation alone, later ones wait on an operation far
- * enough down the queue that the share holds (200 in flight: about three rounds per 200 operations).
- */
-const CONFIRMATION_SHARE = 0.03;
-const CONFIRMATION_ALLOWANCE = 2;
-
-/**
- * How many of the oldest pending operations a confirmation round waits for (it waits on the last of
- * them): as few as the call budget allows, at least one; every one pending when fewer than that would
- * be left for another round (no round for a tail the next list would find DONE anyway). Pure arithmetic.
- */
-export function confirmationRoundSize(pending: number, callsMade: number, confirmed: number): number {
-  const affordable = Math.max(1, Math.ceil((callsMade + 2 - CONFIRMATION_ALLOWANCE) / CONFIRMATION_SHARE - confirmed));
-  return affordable * 2 > pending ? pending : affordable;
-}
-
 class ComputeClient implements ComputeApi {
   readonly project: string;
   private readonly base: string;
@@ -238,9 +219,6 @@ class ComputeClient implements ComputeApi {
   /** Operations awaited, in the order they started; confirmWaves runs while there are any. */
   private readonly pending = new Map<string, PendingOperation>();
   private confirming = false;
-  /** Waits and lists made by confirmation rounds, and the operations they confirmed: the round size's budget. */
-  private confirmationCalls = 0;
-  private confirmedOperations = 0;
   private wave = newWave();
   /** The API refused the operations filter: each operation gets its own waits. */
   private filterRefused = false;
@@ -434,16 +412,13 @@ class ComputeClient implements ComputeApi {
   }
 
   /**
-   * Confirms every pending operation in rounds, oldest first: one `wait` (held by the API until DONE) on
-   * the last of the oldest few pending operations, then, when others are pending, one list of the DONE
-   * operations whose requestId carries the prefix of a pending wave (`clientOperationId`; the wave changes
-   * with each list, so a list covers only operations still awaited and the few of their wave). Operations
-   * finish about in the order they started, so a round settles the ones it waited for and any later ones
-   * already DONE, and their writes' slots go to new writes while the rest of the burst runs: waiting on the
-   * newest instead would hold every slot until the whole burst is DONE. How far down the queue a round
-   * waits (confirmationRoundSize) keeps these calls about 3 % of the operations. Each round settles at least
-   * the operation it waited on; an early answer pauses as `waitOne` does. An API that refuses the filter
-   * (400) gets one `wait` per operation from then on.
+   * Confirms every pending operation, a wave at a time: one `wait` on the newest pending operation (held
+   * by the API until it is DONE), then, when others are pending, one list of the DONE operations whose
+   * requestId carries the prefix of a pending wave (`clientOperationId`; the wave changes with each
+   * list, so a list covers only operations still awaited and the few of their wave). Operations started
+   * together finish together, so a wave of 200 inserts is confirmed by about two calls. Each cycle
+   * settles at least the operation it waited on; an early answer pauses as `waitOne` does. An API that
+   * refuses the filter (400) gets one `wait` per operation from then on.
    */
   private async confirmWaves(): Promise<void> {
     this.confirming = true;
@@ -472,30 +447,27 @@ class ComputeClient implements ComputeApi {
         this.pending.clear();
         break;
       }
-      // Once every write of a burst has its operation, so that the round's place in the queue is known.
+      // The newest of a burst finishes last: wait on it once every write of the burst has its operation.
       await this.writesAnswered(this.minPause);
-      const queue = [...this.pending.values()];
-      const awaited = queue[confirmationRoundSize(queue.length, this.confirmationCalls, this.confirmedOperations) - 1];
-      if (!awaited) break;
+      const newest = [...this.pending.values()].at(-1);
+      if (!newest) break;
       const started = performance.now();
       let answer: Operation | undefined;
-      this.confirmationCalls++;
       try {
-        answer = await this.waitCall(awaited.op, awaited.deadline);
+        answer = await this.waitCall(newest.op, newest.deadline);
       } catch (error) {
-        this.pending.delete(awaited.op.name);
-        awaited.reject(error);
+        this.pending.delete(newest.op.name);
+        newest.reject(error);
         continue;
       }
       if (answer?.status === "DONE") {
-        this.pending.delete(awaited.op.name);
-        this.confirmedOperations++;
-        awaited.resolve(answer);
+        this.pending.delete(newest.op.name);
+        newest.resolve(answer);
         if (this.pending.size) await this.confirmListed();
         pause = this.minPause;
         continue;
       }
-      await this.pauseAfter(started, pause, awaited.deadline).catch(() => {});
+      await this.pauseAfter(started, pause, newest.deadline).catch(() => {});
       pause = Math.min(pause * 2, this.maxPause);
     }
   }
@@ -505,7 +477,6 @@ class ComputeClient implements ComputeApi {
     const waves = [...new Set([...this.pending.values()].map((entry) => entry.wave))];
     this.wave = newWave();
     let listed: Operation[];
-    this.confirmationCalls++;
     try {
       listed = await this.list("/global/operations", `(clientOperationId eq "(${waves.join("|")}).*") (status eq "DONE")`, (page) => (page.items ?? []) as Operation[]);
     } catch (error) {
@@ -519,7 +490,6 @@ class ComputeClient implements ComputeApi {
       const entry = this.pending.get(op.name);
       if (!entry || op.status !== "DONE") continue;
       this.pending.delete(op.name);
-      this.confirmedOperations++;
       entry.resolve(op);
     }
   }

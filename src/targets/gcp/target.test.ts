@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { matchesFilter } from "../../../testkit/gce-server.js";
-import { computeErrorFrom, confirmationRoundSize, isRetryable, ComputeError, waitsForCapacity } from "./compute.js";
+import { computeErrorFrom, isRetryable, ComputeError, waitsForCapacity } from "./compute.js";
 import { alternateName, GcpTarget, markedCluster, nextHopLabel, ownershipMarker } from "./target.js";
 
 const compute = { project: "p", networkUrl: (n: string) => `https://x/compute/v1/projects/p/global/networks/${n}` } as never;
@@ -63,22 +63,6 @@ describe("gcp retries", () => {
   ] as const) {
     it(`${error.message} ${(error as ComputeError).status ?? ""} ${(error as ComputeError).reason ?? ""} → ${retry}`, () => assert.equal(isRetryable(error), retry));
   }
-});
-
-describe("gcp confirmation rounds", () => {
-  it("the first round waits on the oldest operation alone: its write's slot frees as soon as it is DONE", () => {
-    assert.equal(confirmationRoundSize(10, 0, 0), 1);
-    assert.equal(confirmationRoundSize(200, 0, 0), 1);
-  });
-  it("later rounds wait far enough down the queue to keep waits and lists about 3 % of the operations", () => {
-    // 2 calls made, 10 confirmed: the next 2 calls are paid for by the 67th operation confirmed.
-    assert.equal(confirmationRoundSize(200, 2, 10), 57);
-    assert.equal(confirmationRoundSize(200, 20, 600), 67);
-  });
-  it("a round that would leave fewer than it confirms waits for every pending operation", () => {
-    assert.equal(confirmationRoundSize(100, 2, 5), 100);
-    assert.equal(confirmationRoundSize(1, 0, 0), 1);
-  });
 });
 
 describe("gcp error bodies", () => {
