@@ -26,6 +26,7 @@ import type { KubeObject } from "../testkit/kube-server.js";
 import { admin, getIn, nodeObject, startAgentProcess, startKubeServerProcess, writeKubeconfig } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
+import { percentile } from "./stats.js";
 
 const NS = `prbenchagent${process.pid % 100000}`;
 const NODES = 5000;
@@ -43,10 +44,7 @@ async function must(args: string[], stdin?: string): Promise<string> {
   return result.stdout;
 }
 
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
+/** The agent's medians are nearest-rank (the lower one of an even count), like its p99. */
 const median = (values: number[]) => percentile(values, 50);
 
 /** `ip monitor` in the namespace, lines kept with their arrival time. */

@@ -36,6 +36,7 @@ import { controllerKubeconfig, eventually, networkCondition, startInProcessContr
 import { FakeClock } from "../testkit/fake-clock.js";
 import { startGceServer, type GceRequest, type GceServer } from "../testkit/gce-server.js";
 import { startKubeServer, type KubeApiServer } from "../testkit/kube-server.js";
+import { medianBy } from "./stats.js";
 
 const NODES = 1000;
 const LATENCY_MS = 200;
@@ -114,9 +115,6 @@ interface Join {
   peak: number;
 }
 
-function median<T>(items: T[], by: (item: T) => number): T {
-  return [...items].sort((a, b) => by(a) - by(b))[Math.floor(items.length / 2)]!;
-}
 
 /**
  * A fresh cluster, the controller started as its own process with default flags, then 1,000 Nodes put
@@ -226,11 +224,11 @@ export async function run(): Promise<void> {
     // 200 ms per operation (medians), once at 1 s (the bound 5 s: how much of the gap is per-call CPU).
     const floors: { ms: number; calls: number }[] = [];
     for (let run = 0; run < 3; run++) floors.push(await computeFloor(gce, tokenFile));
-    const floor = median(floors, (f) => f.ms);
+    const floor = medianBy(floors, (f) => f.ms);
     const slow = await joinAsProcess(kube, gce, kubeconfig, tokenFile, dir, SLOW_LATENCY_MS);
     const joins: Join[] = [];
     for (let run = 0; run < 3; run++) joins.push(await joinAsProcess(kube, gce, kubeconfig, tokenFile, dir, LATENCY_MS));
-    const join_ = median(joins, (j) => j.joinMs);
+    const join_ = medianBy(joins, (j) => j.joinMs);
     const boundMs = Math.ceil(NODES / DEFAULT_MAX_IN_FLIGHT) * LATENCY_MS;
     const slowBoundMs = Math.ceil(NODES / DEFAULT_MAX_IN_FLIGHT) * SLOW_LATENCY_MS;
 

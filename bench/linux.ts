@@ -27,6 +27,7 @@ import { run } from "../src/process.js";
 import { BIN } from "../testkit/cli.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
+import { median } from "./stats.js";
 
 const NS = `prbench${process.pid}`;
 const SELF = "10.240.0.1";
@@ -85,11 +86,6 @@ async function time(body: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await body();
   return performance.now() - start;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 async function routeCount(): Promise<number> {

@@ -13,14 +13,10 @@ import { fileURLToPath } from "node:url";
 import { labDown, labUp, type LabState } from "../src/lab/lab.js";
 import { labSshUp, type LabSsh } from "../src/lab/sshd.js";
 import { run as runCommand } from "../src/process.js";
+import { median } from "./stats.js";
 
 const BIN = fileURLToPath(new URL("../../bin/podroutes.js", import.meta.url));
 const RUNS = 3;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
 
 async function must(command: string, args: string[]): Promise<string> {
   const result = await runCommand(command, args);
