@@ -30,7 +30,8 @@ import { HostTable } from "./host-table.js";
 import { driftReason } from "./kernel-events.js";
 import { KernelMonitor } from "./kernel-monitor.js";
 import { ReconcileLoop } from "./loop.js";
-import { agentMetrics, countError, type AgentMetrics } from "./metrics.js";
+import { countError } from "../observe/metrics.js";
+import { agentMetrics, type AgentMetrics } from "./metrics.js";
 import { networkReadyPatch, NODE_EVENTS_NAMESPACE, quarantineEvent } from "./node-status.js";
 import { Reconciler, routingChanged, type SyncOutcome } from "./reconciler.js";
 

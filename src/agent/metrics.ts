@@ -2,7 +2,6 @@
  * The agent's metrics, by name, as `/metrics` shows them. Errors are counted by kind (src/errors.ts:
  * usage, input, target, busy, or unexpected), the same words the CLI turns into exit codes.
  */
-import type { ErrorKind } from "../errors.js";
 import { Registry } from "../observe/metrics.js";
 
 export type SyncResult = "unchanged" | "changed" | "failed";
@@ -28,7 +27,3 @@ export function agentMetrics() {
 }
 
 export type AgentMetrics = ReturnType<typeof agentMetrics>;
-
-export function countError(metrics: AgentMetrics, kind: ErrorKind | "unexpected"): void {
-  metrics.errors.inc({ kind });
-}

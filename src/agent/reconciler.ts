@@ -29,7 +29,8 @@ import type { HostState } from "../targets/linux/iproute.js";
 import { TargetError, type ChangeResult, type TableRef, type Target } from "../targets/target.js";
 import type { HostTable } from "./host-table.js";
 import { DesiredRoutes } from "./kernel-events.js";
-import { countError, type AgentMetrics, type SyncResult } from "./metrics.js";
+import { countError } from "../observe/metrics.js";
+import type { AgentMetrics, SyncResult } from "./metrics.js";
 
 /** Where the reconciler reads Nodes: the reflector's store. */
 export interface NodeStore {

@@ -31,7 +31,8 @@ import type { Target } from "../targets/target.js";
 import { ReconcileLoop } from "../agent/loop.js";
 import { routingChanged } from "../agent/reconciler.js";
 import { LeaderElector, realClock, type Clock, type ElectionSettings } from "./leader.js";
-import { controllerMetrics, countCalls, countError, type ControllerMetrics } from "./metrics.js";
+import { countError } from "../observe/metrics.js";
+import { controllerMetrics, countCalls, type ControllerMetrics } from "./metrics.js";
 import { RouteReconciler } from "./reconciler.js";
 
 export const CONTROLLER_COMPONENT = "podroutes-controller";

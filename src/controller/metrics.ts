@@ -4,7 +4,6 @@
  * target's and the Kubernetes client's call observers report them; in flight is what started and has
  * not finished.
  */
-import type { ErrorKind } from "../errors.js";
 import { Registry } from "../observe/metrics.js";
 import type { CallObserver } from "../options.js";
 
@@ -56,6 +55,3 @@ export function countCalls(metrics: ControllerMetrics, api: "target" | "kubernet
   };
 }
 
-export function countError(metrics: ControllerMetrics, kind: ErrorKind | "unexpected"): void {
-  metrics.errors.inc({ kind });
-}

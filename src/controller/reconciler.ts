@@ -26,7 +26,8 @@ import type { Plan } from "../plan/plan.js";
 import type { ChangeResult, RefusedChange, Target } from "../targets/target.js";
 import { networkConditionPatch } from "../agent/node-status.js";
 import { conditionFor, EVENT_REASON, routeStates, type RouteProblem } from "./conditions.js";
-import { countError, type ControllerMetrics } from "./metrics.js";
+import { countError } from "../observe/metrics.js";
+import type { ControllerMetrics } from "./metrics.js";
 
 /** Condition patches and Event writes in flight at once: enough for thousands of Nodes in seconds. */
 const STATUS_WRITES_IN_FLIGHT = 32;

@@ -5,6 +5,7 @@
  * measured on this machine (Node 20), 37–45 ms to import and 12 MB of RSS, against a whole-process
  * start-to-ready goal of 1 s and an RSS goal of 100 MB. Pure: no I/O.
  */
+import type { ErrorKind } from "../errors.js";
 
 export type Labels = Record<string, string>;
 
@@ -139,3 +140,8 @@ export class Registry {
 
 /** The content type of `text()`. */
 export const EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/** Counts an error under its kind (src/errors.ts, or "unexpected"), the words the CLI turns into exit codes. */
+export function countError(metrics: { errors: Counter }, kind: ErrorKind | "unexpected"): void {
+  metrics.errors.inc({ kind });
+}
