@@ -279,6 +279,22 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.ok(server.routes.has("kubernetes-route-10-200-0-0-24"));
   });
 
+  it("a write whose connection is cut before the answer (the server closes it) is retried with the same requestId: inserted once", async () => {
+    server.latencyMs = 20;
+    server.faultKinds = ["timeout"];
+    server.timeoutHoldMs = 30; // the server hangs up well before the client's 400 ms limit: a failed connection, not a timeout
+    server.faultRate = 1;
+    const { compute } = await target();
+    const inserted = compute.insertRoute({ name: "kubernetes-route-10-200-1-0-24", network: compute.networkUrl(NETWORK), destRange: "10.200.1.0/24", nextHopIp: "10.240.0.21", priority: 1000, description: ownershipMarker("kubernetes") });
+    while (!server.requestLog.some((r) => r.method === "POST")) await new Promise((resolve) => setTimeout(resolve, 5));
+    server.faultRate = 0;
+    await inserted;
+    const posts = server.requestLog.filter((r) => r.method === "POST" && r.path.endsWith("/global/routes"));
+    assert.deepEqual(posts.map((r) => r.status), [0, 200], "the cut connection, then the first operation again");
+    assert.equal(server.stats.inserts, 1, "carried out once");
+    assert.equal(compute.calls.retries, 1);
+  });
+
   it("re-calls a wait that came back early only after a pause, not at once", async () => {
     // A server that answers every wait at once (the API allows it) for an operation of 1 s. The pause
     // before each re-call doubles from 0.5 ms to at most 32 ms (randomized upwards only), so in 1 s there

@@ -1,6 +1,7 @@
 /**
  * A small Compute Engine v1 REST client: exactly the calls podroutes makes (routes list/get/insert/
- * delete, global operations wait, instances aggregated list, project quotas), over Node's fetch.
+ * delete, global operations wait, instances aggregated list, project quotas), over Node's http(s) with
+ * keep-alive connections.
  * Every call is retried with exponential backoff and jitter (p-retry) on 429, 403 rateLimitExceeded,
  * 5xx, and network errors or timeouts, a bounded number of times; errors that only mean "not yet" (400
  * resourceNotReady: a network just created; 403 CONCURRENT_OPERATIONS_QUOTA_EXCEEDED: the project's
@@ -17,6 +18,8 @@
  * Default Credentials), imported lazily.
  */
 import { randomUUID } from "node:crypto";
+import { Agent as HttpAgent, request as httpRequest, type OutgoingHttpHeaders } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { performance } from "node:perf_hooks";
@@ -100,6 +103,14 @@ export class ComputeError extends Error {
   }
 }
 
+/** A call whose connection failed (refused, reset, closed mid-answer): the socket's error is its cause. */
+export class ComputeNetworkError extends Error {
+  constructor(what: string, cause: unknown) {
+    super(`${what}: the connection failed`, { cause });
+    this.name = "ComputeNetworkError";
+  }
+}
+
 /** An API error body: `{"error": {"code", "message", "errors": [{"reason"}], "details": [{"@type", "reason"}]}}`. */
 export function computeErrorFrom(status: number, text: string): ComputeError {
   try {
@@ -132,9 +143,8 @@ export function isThrottle(error: unknown): boolean {
 export function isRetryable(error: unknown): boolean {
   if (error instanceof ComputeError) return isThrottle(error) || error.status >= 500 || waitsForCapacity(error);
   if (!(error instanceof Error)) return false;
-  // A request that timed out, or fetch's network failure (a TypeError whose cause is the socket's error);
-  // never a bug of ours, which would fail the same way again.
-  return error.name === "TimeoutError" || (error instanceof TypeError && error.cause instanceof Error);
+  // A request that timed out, or the connection failed; never a bug of ours, which would fail the same way again.
+  return error.name === "TimeoutError" || error instanceof ComputeNetworkError;
 }
 
 /** The API's own words for an error, for results and messages. */
@@ -225,6 +235,8 @@ class ComputeClient implements ComputeApi {
   /** Insert and delete calls awaiting their answer (not those waiting to be retried). */
   private writesOnWire = 0;
   private readonly wireQuiet: (() => void)[] = [];
+  /** Connections kept open between calls: a burst of writes reuses them instead of a handshake each. */
+  private readonly agent: HttpAgent;
 
   constructor(
     private readonly settings: ComputeSettings,
@@ -232,6 +244,7 @@ class ComputeClient implements ComputeApi {
   ) {
     this.project = settings.project;
     this.base = settings.endpoint.endsWith("/") ? settings.endpoint : `${settings.endpoint}/`;
+    this.agent = this.base.startsWith("https:") ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
   }
 
   networkUrl(network: string): string {
@@ -258,15 +271,10 @@ class ComputeClient implements ComputeApi {
     const write = method !== "GET" && !url.includes("/global/operations/");
     if (write) this.writesOnWire++;
     try {
-      const response = await fetch(url, {
-        method,
-        headers: { authorization, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: this.settings.signal ? AbortSignal.any([timeout, this.settings.signal]) : timeout,
-      });
-      const text = await response.text();
-      finished?.(response.ok ? "ok" : String(response.status));
-      if (!response.ok) throw computeErrorFrom(response.status, text);
+      const { status, text } = await this.exchange(method, url, authorization, body === undefined ? undefined : JSON.stringify(body), this.settings.signal ? AbortSignal.any([timeout, this.settings.signal]) : timeout);
+      const ok = status >= 200 && status < 300;
+      finished?.(ok ? "ok" : String(status));
+      if (!ok) throw computeErrorFrom(status, text);
       return (text ? JSON.parse(text) : {}) as T;
     } catch (error) {
       if (!(error instanceof ComputeError)) finished?.(this.settings.signal?.aborted ? "cancelled" : timeout.aborted ? "timeout" : "network");
@@ -274,6 +282,34 @@ class ComputeClient implements ComputeApi {
     } finally {
       if (write && --this.writesOnWire === 0) for (const resolve of this.wireQuiet.splice(0)) resolve();
     }
+  }
+
+  /**
+   * One HTTP exchange over the client's keep-alive connections: the status and the body as text. Node's
+   * `http.request` rather than `fetch`: at 200 calls in flight fetch's streams and per-request objects
+   * cost the client about 0.6 ms of CPU a call (a CPU profile of 1,000 route inserts), which is the time
+   * each wave of inserts takes to leave. A failed connection is a ComputeNetworkError; an abort or a
+   * timeout rejects with the signal's own reason, as fetch did.
+   */
+  private exchange(method: string, url: string, authorization: string, body: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const fail = (error: unknown) => reject(signal.aborted ? signal.reason : new ComputeNetworkError(`${method} ${new URL(url).pathname}`, error));
+      const headers: OutgoingHttpHeaders = { authorization, accept: "application/json" };
+      if (body !== undefined) {
+        headers["content-type"] = "application/json";
+        headers["content-length"] = Buffer.byteLength(body);
+      }
+      const request = (url.startsWith("https:") ? httpsRequest : httpRequest)(url, { method, headers, agent: this.agent, signal }, (response) => {
+        response.setEncoding("utf8");
+        let text = "";
+        response.on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+        response.on("error", fail);
+        response.on("aborted", () => fail(new Error("the connection closed before the whole answer arrived")));
+      });
+      request.on("error", fail);
+      request.end(body);
+    });
   }
 
   /** Resolves when no write call is on the wire, or after `limitMs`: a burst's operations are all known then. */

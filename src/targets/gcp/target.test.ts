@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { matchesFilter } from "../../../testkit/gce-server.js";
-import { computeErrorFrom, isRetryable, ComputeError, waitsForCapacity } from "./compute.js";
+import { computeErrorFrom, isRetryable, ComputeError, ComputeNetworkError, waitsForCapacity } from "./compute.js";
 import { alternateName, GcpTarget, markedCluster, nextHopLabel, ownershipMarker } from "./target.js";
 
 const compute = { project: "p", networkUrl: (n: string) => `https://x/compute/v1/projects/p/global/networks/${n}` } as never;
@@ -57,7 +57,7 @@ describe("gcp retries", () => {
     [new ComputeError(400, "invalid", "x"), false],
     [new ComputeError(403, "rateLimitExceeded", "x", ["CONCURRENT_OPERATIONS_QUOTA_EXCEEDED"]), true],
     [new ComputeError(403, "quotaExceeded", "x", ["CONCURRENT_OPERATIONS_QUOTA_EXCEEDED"]), true],
-    [new TypeError("fetch failed", { cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) }), true],
+    [new ComputeNetworkError("POST /projects/p/global/routes", Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" })), true],
     [new DOMException("The operation was aborted due to timeout", "TimeoutError"), true],
     [new TypeError("Cannot read properties of undefined"), false],
   ] as const) {
