@@ -18,6 +18,7 @@ import { kubeconfigYaml, type KubeObject } from "./kube-server.js";
 
 const SERVER_MAIN = fileURLToPath(new URL("./kube-server-main.js", import.meta.url));
 const RBAC_FILE = fileURLToPath(new URL("../../deploy/agent-rbac.yaml", import.meta.url));
+const DAEMONSET_FILE = fileURLToPath(new URL("../../deploy/agent-daemonset.yaml", import.meta.url));
 
 /** A process this harness started: its PID, its log, and how it ended. */
 export class Started {
@@ -78,6 +79,19 @@ export function agentRbacRules(): string {
     .find((doc) => doc.kind === "ClusterRole");
   if (!role?.rules) throw new Error(`${RBAC_FILE} has no ClusterRole rules`);
   return role.rules.map((rule) => `${rule.verbs.join(",")}:${rule.resources.join(",")}`).join(";");
+}
+
+/**
+ * The plain `value:` environment of the agent container in deploy/agent-daemonset.yaml (NODE_OPTIONS:
+ * the V8 heap settings the agent runs with), so the benchmark runs the agent exactly as deployed.
+ */
+export function agentDeployedEnv(): Record<string, string> {
+  const daemonSet = parseAllDocuments(readFileSync(DAEMONSET_FILE, "utf8"))
+    .map((doc) => doc.toJS() as { kind: string; spec?: { template: { spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } } })
+    .find((doc) => doc.kind === "DaemonSet");
+  const container = daemonSet?.spec?.template.spec.containers.find((c) => c.name === "agent");
+  if (!container) throw new Error(`${DAEMONSET_FILE} has no DaemonSet with an agent container`);
+  return Object.fromEntries((container.env ?? []).filter((entry) => entry.value !== undefined).map((entry) => [entry.name, entry.value!]));
 }
 
 /**
