@@ -144,8 +144,12 @@ export async function writeKubeconfig(path: string, server: { url: string; caFil
  * the bundle, and no --enable-source-maps (which would parse the bundle's map at start, time and memory
  * the DaemonSet does not spend).
  */
+/**
+ * Starts `podroutes agent` as the DaemonSet runs it (its environment from the manifest, NODE_OPTIONS among
+ * it), with `env` on top (a key set to undefined is removed).
+ */
 export function startAgentProcess(prefix: string[], args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Started {
-  const environment = { ...process.env, ...env };
+  const environment = { ...process.env, ...agentDeployedEnv(), ...env };
   for (const [key, value] of Object.entries(env)) if (value === undefined) delete environment[key];
   return startLogged([...prefix, process.execPath, BIN, "agent", ...args], logFile, "podroutes agent", environment);
 }
