@@ -18,6 +18,7 @@ import { kubeconfigYaml, type KubeObject } from "./kube-server.js";
 
 const SERVER_MAIN = fileURLToPath(new URL("./kube-server-main.js", import.meta.url));
 const RBAC_FILE = fileURLToPath(new URL("../../deploy/agent-rbac.yaml", import.meta.url));
+const DAEMONSET_FILE = fileURLToPath(new URL("../../deploy/agent-daemonset.yaml", import.meta.url));
 
 /** A process this harness started: its PID, its log, and how it ended. */
 export class Started {
@@ -81,6 +82,19 @@ export function agentRbacRules(): string {
 }
 
 /**
+ * The plain `value:` environment of the agent container in deploy/agent-daemonset.yaml (NODE_OPTIONS:
+ * the V8 heap settings the agent runs with), so the benchmark runs the agent exactly as deployed.
+ */
+export function agentDeployedEnv(): Record<string, string> {
+  const daemonSet = parseAllDocuments(readFileSync(DAEMONSET_FILE, "utf8"))
+    .map((doc) => doc.toJS() as { kind: string; spec?: { template: { spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } } })
+    .find((doc) => doc.kind === "DaemonSet");
+  const container = daemonSet?.spec?.template.spec.containers.find((c) => c.name === "agent");
+  if (!container) throw new Error(`${DAEMONSET_FILE} has no DaemonSet with an agent container`);
+  return Object.fromEntries((container.env ?? []).filter((entry) => entry.value !== undefined).map((entry) => [entry.name, entry.value!]));
+}
+
+/**
  * Starts the test server as its own process inside `netns`, listening on `listen`, and waits until it
  * says where it is. Its state (CA, certificates, admin socket) lives in `stateDir`.
  */
@@ -130,8 +144,12 @@ export async function writeKubeconfig(path: string, server: { url: string; caFil
  * the bundle, and no --enable-source-maps (which would parse the bundle's map at start, time and memory
  * the DaemonSet does not spend).
  */
+/**
+ * Starts `podroutes agent` as the DaemonSet runs it (its environment from the manifest, NODE_OPTIONS among
+ * it), with `env` on top (a key set to undefined is removed).
+ */
 export function startAgentProcess(prefix: string[], args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Started {
-  const environment = { ...process.env, ...env };
+  const environment = { ...process.env, ...agentDeployedEnv(), ...env };
   for (const [key, value] of Object.entries(env)) if (value === undefined) delete environment[key];
   return startLogged([...prefix, process.execPath, BIN, "agent", ...args], logFile, "podroutes agent", environment);
 }
