@@ -263,37 +263,29 @@ describe("gcp target against the local Compute Engine server", () => {
     });
   }
 
-  it("a write whose answer was lost is retried with the same requestId: the first operation comes back, no 409, inserted once", async () => {
-    server.latencyMs = 20;
-    server.faultKinds = ["timeout"];
-    server.timeoutHoldMs = 600; // longer than the client's 400 ms request limit: the client gives up first
-    server.faultRate = 1;
-    const { compute } = await target();
-    const inserted = compute.insertRoute({ name: "kubernetes-route-10-200-0-0-24", network: compute.networkUrl(NETWORK), destRange: "10.200.0.0/24", nextHopIp: "10.240.0.20", priority: 1000, description: ownershipMarker("kubernetes") });
-    while (!server.requestLog.some((r) => r.method === "POST")) await new Promise((resolve) => setTimeout(resolve, 5));
-    server.faultRate = 0;
-    await inserted;
-    const posts = server.requestLog.filter((r) => r.method === "POST" && r.path.endsWith("/global/routes"));
-    assert.deepEqual(posts.map((r) => r.status), [0, 200], "the lost answer, then the first operation again");
-    assert.equal(server.stats.inserts, 1, "carried out once");
-    assert.ok(server.routes.has("kubernetes-route-10-200-0-0-24"));
-  });
-
-  it("a write whose connection is cut before the answer (the server closes it) is retried with the same requestId: inserted once", async () => {
-    server.latencyMs = 20;
-    server.faultKinds = ["timeout"];
-    server.timeoutHoldMs = 30; // the server hangs up well before the client's 400 ms limit: a failed connection, not a timeout
-    server.faultRate = 1;
-    const { compute } = await target();
-    const inserted = compute.insertRoute({ name: "kubernetes-route-10-200-1-0-24", network: compute.networkUrl(NETWORK), destRange: "10.200.1.0/24", nextHopIp: "10.240.0.21", priority: 1000, description: ownershipMarker("kubernetes") });
-    while (!server.requestLog.some((r) => r.method === "POST")) await new Promise((resolve) => setTimeout(resolve, 5));
-    server.faultRate = 0;
-    await inserted;
-    const posts = server.requestLog.filter((r) => r.method === "POST" && r.path.endsWith("/global/routes"));
-    assert.deepEqual(posts.map((r) => r.status), [0, 200], "the cut connection, then the first operation again");
-    assert.equal(server.stats.inserts, 1, "carried out once");
-    assert.equal(compute.calls.retries, 1);
-  });
+  // The server does the insert, then its answer never arrives: held past the client's 400 ms limit (a
+  // timeout), or the connection closed well before it (a failed connection). Both are retried.
+  for (const lost of [
+    { how: "answer was lost (the client's time limit)", holdMs: 600 },
+    { how: "connection was cut before the answer (the server closed it)", holdMs: 30 },
+  ]) {
+    it(`a write whose ${lost.how} is retried with the same requestId: the first operation comes back, no 409, inserted once`, async () => {
+      server.latencyMs = 20;
+      server.faultKinds = ["timeout"];
+      server.timeoutHoldMs = lost.holdMs;
+      server.faultRate = 1;
+      const { compute } = await target();
+      const inserted = compute.insertRoute({ name: "kubernetes-route-10-200-0-0-24", network: compute.networkUrl(NETWORK), destRange: "10.200.0.0/24", nextHopIp: "10.240.0.20", priority: 1000, description: ownershipMarker("kubernetes") });
+      while (!server.requestLog.some((r) => r.method === "POST")) await new Promise((resolve) => setTimeout(resolve, 5));
+      server.faultRate = 0;
+      await inserted;
+      const posts = server.requestLog.filter((r) => r.method === "POST" && r.path.endsWith("/global/routes"));
+      assert.deepEqual(posts.map((r) => r.status), [0, 200], "the lost answer, then the first operation again");
+      assert.equal(server.stats.inserts, 1, "carried out once");
+      assert.equal(compute.calls.retries, 1);
+      assert.ok(server.routes.has("kubernetes-route-10-200-0-0-24"));
+    });
+  }
 
   it("re-calls a wait that came back early only after a pause, not at once", async () => {
     // A server that answers every wait at once (the API allows it) for an operation of 1 s. The pause
