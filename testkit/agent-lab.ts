@@ -74,24 +74,32 @@ export interface KubeServerProcess extends Started {
 
 /** The RBAC rules of deploy/agent-rbac.yaml's ClusterRole in the test server's `verbs:resources;...` form. */
 export function agentRbacRules(): string {
-  const role = parseAllDocuments(readFileSync(RBAC_FILE, "utf8"))
-    .map((doc) => doc.toJS() as { kind: string; rules?: { verbs: string[]; resources: string[] }[] })
-    .find((doc) => doc.kind === "ClusterRole");
+  const role = manifestDocument<{ rules?: { verbs: string[]; resources: string[] }[] }>(RBAC_FILE, "ClusterRole");
   if (!role?.rules) throw new Error(`${RBAC_FILE} has no ClusterRole rules`);
   return role.rules.map((rule) => `${rule.verbs.join(",")}:${rule.resources.join(",")}`).join(";");
 }
 
+/** The first document of `kind` in a manifest file of deploy/. */
+function manifestDocument<T>(file: string, kind: string): T | undefined {
+  return parseAllDocuments(readFileSync(file, "utf8"))
+    .map((doc) => doc.toJS() as { kind: string } & T)
+    .find((doc) => doc.kind === kind);
+}
+
+let deployedEnv: Record<string, string> | undefined;
+
 /**
  * The plain `value:` environment of the agent container in deploy/agent-daemonset.yaml (NODE_OPTIONS:
- * the V8 heap settings the agent runs with), so the benchmark runs the agent exactly as deployed.
+ * the V8 heap settings the agent runs with), so the lab and the benchmark run the agent as deployed.
+ * Read once: the manifest does not change while tests run.
  */
 export function agentDeployedEnv(): Record<string, string> {
-  const daemonSet = parseAllDocuments(readFileSync(DAEMONSET_FILE, "utf8"))
-    .map((doc) => doc.toJS() as { kind: string; spec?: { template: { spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } } })
-    .find((doc) => doc.kind === "DaemonSet");
+  if (deployedEnv) return deployedEnv;
+  const daemonSet = manifestDocument<{ spec?: { template: { spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } } }>(DAEMONSET_FILE, "DaemonSet");
   const container = daemonSet?.spec?.template.spec.containers.find((c) => c.name === "agent");
   if (!container) throw new Error(`${DAEMONSET_FILE} has no DaemonSet with an agent container`);
-  return Object.fromEntries((container.env ?? []).filter((entry) => entry.value !== undefined).map((entry) => [entry.name, entry.value!]));
+  deployedEnv = Object.fromEntries((container.env ?? []).filter((entry) => entry.value !== undefined).map((entry) => [entry.name, entry.value!]));
+  return deployedEnv;
 }
 
 /**
@@ -142,11 +150,8 @@ export async function writeKubeconfig(path: string, server: { url: string; caFil
  * Starts `podroutes agent ARGS` with `prefix` (e.g. `ip netns exec W unshare --uts ...`) before it, as
  * the image runs it (deploy/Dockerfile: `node /app/bin/podroutes.js agent`): bin/podroutes.js, which runs
  * the bundle, and no --enable-source-maps (which would parse the bundle's map at start, time and memory
- * the DaemonSet does not spend).
- */
-/**
- * Starts `podroutes agent` as the DaemonSet runs it (its environment from the manifest, NODE_OPTIONS among
- * it), with `env` on top (a key set to undefined is removed).
+ * the DaemonSet does not spend); with the DaemonSet's environment (NODE_OPTIONS among it) and `env` on
+ * top (a key set to undefined is removed).
  */
 export function startAgentProcess(prefix: string[], args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Started {
   const environment = { ...process.env, ...agentDeployedEnv(), ...env };

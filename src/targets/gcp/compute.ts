@@ -237,6 +237,7 @@ class ComputeClient implements ComputeApi {
   private readonly wireQuiet: (() => void)[] = [];
   /** Connections kept open between calls: a burst of writes reuses them instead of a handshake each. */
   private readonly agent: HttpAgent;
+  private readonly send: typeof httpRequest;
 
   constructor(
     private readonly settings: ComputeSettings,
@@ -244,7 +245,9 @@ class ComputeClient implements ComputeApi {
   ) {
     this.project = settings.project;
     this.base = settings.endpoint.endsWith("/") ? settings.endpoint : `${settings.endpoint}/`;
-    this.agent = this.base.startsWith("https:") ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    const tls = this.base.startsWith("https:");
+    this.agent = tls ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.send = tls ? httpsRequest : httpRequest;
   }
 
   networkUrl(network: string): string {
@@ -299,13 +302,12 @@ class ComputeClient implements ComputeApi {
         headers["content-type"] = "application/json";
         headers["content-length"] = Buffer.byteLength(body);
       }
-      const request = (url.startsWith("https:") ? httpsRequest : httpRequest)(url, { method, headers, agent: this.agent, signal }, (response) => {
+      const request = this.send(url, { method, headers, agent: this.agent, signal }, (response) => {
         response.setEncoding("utf8");
         let text = "";
         response.on("data", (chunk: string) => (text += chunk));
         response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
-        response.on("error", fail);
-        response.on("aborted", () => fail(new Error("the connection closed before the whole answer arrived")));
+        response.on("error", fail); // also a connection closed mid-answer (ECONNRESET "aborted")
       });
       request.on("error", fail);
       request.end(body);
