@@ -212,6 +212,8 @@ export class GceServer {
   throttleAbove: number | undefined;
   /** How `globalOperations.list` treats a filter: as the API documents it, refused (400), or ignored (every operation). */
   operationsFilter: "honour" | "refuse" | "ignore" = "honour";
+  /** An endpoint without the batch path (a proxy, an emulator): batch requests get 404. */
+  refuseBatches = false;
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
@@ -309,6 +311,7 @@ export class GceServer {
     this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
     this.operationsFilter = "honour";
+    this.refuseBatches = false;
     this.faultKinds = ["429", "503", "timeout"];
     this.timeoutHoldMs = 1500;
     this.stats = GceServer.emptyStats();
@@ -381,8 +384,8 @@ export class GceServer {
       return this.send(res, answer);
     }
 
-    const answer =
-      req.method === "POST" && url.pathname === "/batch/compute/v1" ? await this.batch(req.headers["content-type"] ?? "", body, logged.token) : await this.dispatch(req.method ?? "GET", url, body);
+    const batch = req.method === "POST" && url.pathname === "/batch/compute/v1" && !this.refuseBatches;
+    const answer = batch ? await this.batch(req.headers["content-type"] ?? "", body, logged.token) : await this.dispatch(req.method ?? "GET", url, body);
     logged.outcome = answer.status;
     if (answer.replayed) logged.replayed = true;
     if (fault === "timeout") {

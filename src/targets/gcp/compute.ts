@@ -348,13 +348,18 @@ class ComputeClient implements ComputeApi {
     return this.batchCalls > 1 && !this.batchRefused;
   }
 
-  /** Queues a write for this turn's batch; a full batch goes at once, the rest when the turn ends. */
+  /**
+   * Queues a write for this turn's batch; a full batch goes at once, the rest once the promise callbacks
+   * now running are done (process.nextTick runs after them): every write a burst of results lets start is
+   * in it, and it leaves before work those results deferred to later callbacks (a controller's condition
+   * patches, setImmediate), as the writes did when each was its own request.
+   */
   private enqueueWrite(write: QueuedWrite): void {
     this.batchQueue.push(write);
     if (this.batchQueue.length >= this.batchCalls) void this.sendWrites(this.batchQueue.splice(0, this.batchCalls));
     else if (!this.batchScheduled) {
       this.batchScheduled = true;
-      setImmediate(() => {
+      process.nextTick(() => {
         this.batchScheduled = false;
         const writes = this.batchQueue.splice(0);
         if (writes.length) void this.sendWrites(writes);
