@@ -10,7 +10,8 @@
  *    controller's way simulated on the same server (a full list every 10 s, then one create and its wait
  *    per missing route, 200 at once, and the node's condition), nodes joining halfway between two of its
  *    lists (its expected wait); API calls made, every one counted (operation waits and lists are calls
- *    against the project's quota too; goal ≤ 1.05 × the routes created). Medians of 3 runs; the floor
+ *    against the project's quota too, and so is each call inside a batch request; goal ≤ 1.05 × the routes
+ *    created), and the HTTP requests they took (the writes go in batch requests). Medians of 3 runs; the floor
  *    under them (bench/compute-floor.ts: the same inserts by the Compute client alone, its own process);
  *    and one run at 1 s per operation, where the per-call work of client and servers weighs less.
  * 2. Steady state: 1,000 nodes, nothing changing, one hour of simulated time (the resync timer on a fake
