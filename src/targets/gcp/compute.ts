@@ -638,8 +638,10 @@ class ComputeClient implements ComputeApi {
       }
       if (answer?.status === "DONE") {
         this.pending.delete(newest.op.name);
-        newest.resolve(answer);
+        // Settled after the list, with the operations it finds: the writes their callers start next then
+        // leave together, in as few batch requests (and connections) as they fill, not one of them alone.
         if (this.pending.size) await this.confirmListed();
+        newest.resolve(answer);
         pause = this.minPause;
         continue;
       }
