@@ -5,7 +5,8 @@
  * beyond this is the controller's; what this costs beyond the bound is the client's and the test
  * server's per-call work on this machine.
  *
- * `node compute-floor.js ENDPOINT PROJECT TOKEN_FILE NETWORK COUNT IN_FLIGHT` prints `{"ms": N, "calls": N}`.
+ * `node compute-floor.js ENDPOINT PROJECT TOKEN_FILE NETWORK COUNT IN_FLIGHT` prints `{"ms": N, "calls": N,
+ * "httpRequests": N}` (calls counts each call inside a batch request; httpRequests the requests they took).
  */
 import { performance } from "node:perf_hooks";
 import pLimit from "p-limit";
@@ -20,4 +21,4 @@ await Promise.all(
     limit(() => compute.insertRoute({ name: `floor-route-${i}`, network: compute.networkUrl(network!), destRange: `10.${200 + (i >> 8)}.${i & 255}.0/24`, nextHopIp: "10.240.0.20", priority: 1000 })),
   ),
 );
-console.log(JSON.stringify({ ms: performance.now() - start, calls: compute.calls.requests }));
+console.log(JSON.stringify({ ms: performance.now() - start, calls: compute.calls.requests, httpRequests: compute.calls.httpRequests }));

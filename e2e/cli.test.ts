@@ -110,6 +110,7 @@ const BAD_FLAGS: [string[], string, Record<string, string>?][] = [
   [["plan", "--nodes", nodesFile, "--target", "gcp", "--project", "my-project", "--network", NETWORK, "--priority", "70000"], "--priority"],
   [["plan", "--nodes", nodesFile, "--target", "gcp", "--project", "my-project", "--network", NETWORK, "--next-hop", "eni"], "--next-hop"],
   [["apply", "--yes", "--nodes", nodesFile, "--target", "gcp", "--project", "my-project", "--network", NETWORK, "--max-in-flight", "0"], "--max-in-flight"],
+  [["apply", "--yes", "--nodes", nodesFile, "--target", "gcp", "--project", "my-project", "--network", NETWORK, "--compute-batch", "1001"], "--compute-batch"],
   [["plan", "--nodes", nodesFile, "--target", "gcp", "--project", "my-project", "--network", NETWORK, "--compute-endpoint", "not a url"], "--compute-endpoint"],
   [["plan", "--nodes", nodesFile, "--target", "gcp", "--project", "my-project", "--network", NETWORK, "--access-token-file", join(dir, "missing")], "--access-token-file"],
   [["plan", "--nodes", "gcp", "--target", "gcp", "--project", "my-project", "--network", NETWORK], "--gcp-name-prefix"],
@@ -190,7 +191,7 @@ describe("help", () => {
 
   it("plan --target gcp --help shows the common flags and gcp's, and no other target's or source's", async () => {
     const flags = flagsIn(await help(["plan", "--target", "gcp", "--help"]));
-    for (const flag of ["--nodes", "--target", "--cluster", "--cluster-cidr", "--output", "--parallel", "--detailed-exitcode", "--project", "--network", "--priority", "--next-hop", "--max-in-flight", "--compute-endpoint", "--access-token-file", "--gcp-tag", "--gcp-label", "--gcp-name-prefix"]) {
+    for (const flag of ["--nodes", "--target", "--cluster", "--cluster-cidr", "--output", "--parallel", "--detailed-exitcode", "--project", "--network", "--priority", "--next-hop", "--max-in-flight", "--compute-batch", "--compute-endpoint", "--access-token-file", "--gcp-tag", "--gcp-label", "--gcp-name-prefix"]) {
       assert.ok(flags.has(flag), `missing ${flag}`);
     }
     for (const flag of ["--ssh-user", "--route-table", "--vultr-tag", "--proto", "--region", "--aws-filter", "--lab", "--route-limit"]) assert.ok(!flags.has(flag), `shows ${flag}`);

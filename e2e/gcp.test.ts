@@ -13,9 +13,9 @@ import { apply, plan } from "../src/apply/engine.js";
 import { validateInventory, type RawNode } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import { readGcpNodes } from "../src/sources/gcp.js";
-import { createCompute, type ComputeApi } from "../src/targets/gcp/compute.js";
+import { ComputeError, createCompute, type ComputeApi } from "../src/targets/gcp/compute.js";
 import { GcpTarget, ownershipMarker, type GcpTargetSettings } from "../src/targets/gcp/target.js";
-import { seededRandom, startGceServer, type GceServer } from "../testkit/gce-server.js";
+import { seededRandom, startGceServer, type GceRequest, type GceServer } from "../testkit/gce-server.js";
 import { gcloud, type Gcloud } from "../testkit/gcloud.js";
 import { runCli } from "../testkit/cli.js";
 import { runConformance } from "../testkit/conformance.js";
@@ -286,6 +286,115 @@ describe("gcp target against the local Compute Engine server", () => {
       assert.ok(server.routes.has("kubernetes-route-10-200-0-0-24"));
     });
   }
+
+  describe("writes in batch requests", () => {
+    /** `count` routes of the cluster for the Compute client alone, named and placed as podroutes names them. */
+    const routeBodies = (compute: ComputeApi, count: number) =>
+      Array.from({ length: count }, (_, i) => ({
+        name: `kubernetes-route-10-200-${i}-0-24`,
+        network: compute.networkUrl(NETWORK),
+        destRange: `10.200.${i}.0/24`,
+        nextHopIp: `10.240.0.${20 + i}`,
+        priority: 1000,
+        description: ownershipMarker("kubernetes"),
+      }));
+    const routeWrites = () => server.requestLog.filter((r) => r.method === "POST" && r.path.endsWith("/global/routes"));
+    const batchRequests = () => server.requestLog.filter((r) => !r.inBatch && r.path === "/batch/compute/v1");
+    const ourRoutes = () => [...server.routes.values()].filter((r) => r.name.startsWith("kubernetes-route-"));
+    beforeEach(() => (server.routesQuota = 250)); // reset() leaves the quota as a test set it
+
+    it("a 300-route converge goes out in a few batch requests, each route inserted once, each call counted", async () => {
+      server.latencyMs = 50;
+      server.routesQuota = 1000;
+      const { target: t, compute } = await target({ maxInFlight: 200, initialInFlight: 200, clusterCIDR: "10.192.0.0/10" });
+      const raw = nodes(300, (n, i) => ({ ...n, podCIDRs: [`10.${200 + (i >> 8)}.${i & 255}.0/24`] }));
+      const inv = validateInventory({ nodes: raw, source: "test", cluster: "kubernetes", clusterCIDR: "10.192.0.0/10" });
+      const { report } = await converge(t, inv);
+      assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((r) => !r.ok)).slice(0, 2)));
+      assert.equal(ourRoutes().length, 300);
+      assert.equal(server.stats.inserts, 300, "each route inserted once");
+      const parts = routeWrites().filter((r) => r.inBatch);
+      assert.ok(server.stats.batches >= 3 && server.stats.batches <= 10, `${server.stats.batches} batch requests`);
+      assert.ok(parts.length >= 290, `${parts.length} of 300 inserts went in batches`);
+      assert.equal(routeWrites().length, 300, "no insert sent twice");
+      // Every inner call counts (the project's quota); the HTTP requests are far fewer.
+      assert.equal(compute.calls.requests, server.requestLog.filter((r) => r.inBatch || r.path !== "/batch/compute/v1").length);
+      assert.ok(compute.calls.httpRequests < compute.calls.requests / 5, `${compute.calls.httpRequests} HTTP requests for ${compute.calls.requests} calls`);
+      server.routesQuota = 250;
+    });
+
+    it("each write gets its own part's answer: a name taken (409) and the ROUTES quota (403) fail only their own route", async () => {
+      const { compute } = await target();
+      const bodies = routeBodies(compute, 10);
+      server.addRoute({ name: bodies[3]!.name, network: NETWORK, destRange: "10.201.0.0/24", nextHopIp: "10.240.0.99" });
+      server.routesQuota = server.routes.size + 8; // room for 8 of the 9 inserts that can succeed
+      const settled = await Promise.allSettled(bodies.map((body) => compute.insertRoute(body)));
+      assert.equal(server.stats.batches, 1, "the ten inserts went as one batch request");
+      const failures = settled.flatMap((s, i) => (s.status === "rejected" ? [[i, s.reason]] : [])) as [number, unknown][];
+      assert.equal(failures.length, 2, JSON.stringify(failures));
+      const conflict = failures.find(([i]) => i === 3)?.[1];
+      assert.ok(conflict instanceof ComputeError && conflict.status === 409 && conflict.reason === "alreadyExists", String(conflict));
+      const quota = failures.find(([i]) => i !== 3)?.[1];
+      assert.ok(quota instanceof ComputeError && quota.status === 403 && quota.reason === "quotaExceeded", String(quota));
+      assert.equal(ourRoutes().filter((r) => r.description === ownershipMarker("kubernetes")).length, 8);
+      assert.equal(compute.calls.retries, 0, "neither error is retried");
+    });
+
+    it("a 409 in a batch fails only that node's change in apply, naming the route; the others are created", async () => {
+      const { target: t } = await target({ maxInFlight: 16, initialInFlight: 16 });
+      server.addRoute({ name: "kubernetes-route-10-200-2-0-24", network: NETWORK, destRange: "10.201.2.0/24", nextHopIp: "10.240.0.99" });
+      const { report } = await converge(t, inventory(nodes(6)));
+      const failed = report.tables.flatMap((x) => x.results.filter((r) => !r.ok));
+      assert.deepEqual(failed.map((r) => (r.change.action === "delete" ? r.change.current.name : r.change.route.node)), ["worker-2"]);
+      assert.match(failed[0]!.error ?? "", /a different route named kubernetes-route-10-200-2-0-24 already exists/);
+      assert.equal(report.counts.created, 5);
+      assert.ok(server.stats.batches >= 1);
+    });
+
+    for (const fault of [
+      { what: "a part's 429 is retried alone", when: (r: GceRequest) => r.inBatch === true && r.method === "POST", kind: "429" as const, resent: 1, replays: 0 },
+      { what: "a whole batch's 503 is retried whole", when: (r: GceRequest) => !r.inBatch && r.path === "/batch/compute/v1", kind: "503" as const, resent: 0, replays: 0 },
+      { what: "a batch whose connection was cut after the server did its work is retried whole, its requestIds replayed", when: (r: GceRequest) => !r.inBatch && r.path === "/batch/compute/v1", kind: "timeout" as const, resent: 10, replays: 10 },
+    ]) {
+      it(`${fault.what}: each route inserted exactly once, no 409`, async () => {
+        server.latencyMs = 20;
+        server.timeoutHoldMs = 30; // the server closes the connection well before the client's time limit
+        server.injectFault(fault.when, fault.kind);
+        const { compute } = await target();
+        await Promise.all(routeBodies(compute, 10).map((body) => compute.insertRoute(body)));
+        assert.equal(ourRoutes().length, 10);
+        assert.equal(server.stats.inserts, 10, "each insert carried out once");
+        const writes = routeWrites();
+        assert.equal(writes.length, 10 + fault.resent, JSON.stringify(writes.map((w) => w.status)));
+        assert.ok(!writes.some((w) => w.status === 409), "no 409");
+        assert.equal(writes.filter((w) => w.replayed).length, fault.replays, "a write sent again after its answer was lost gets the first operation back");
+        const faulted = server.requestLog.filter((r) => r.fault === fault.kind);
+        assert.equal(faulted.length, 1);
+        // A batch failing whole sends every one of its calls again (each counts); a part's failure only its own.
+        assert.equal(compute.calls.retries, fault.kind === "429" ? 1 : 10);
+        if (fault.kind !== "429") assert.equal(batchRequests().length, 2, "the batch, then the same batch again");
+      });
+    }
+
+    it("with --compute-batch 1 (batching off), each write is its own request", async () => {
+      const compute = await createCompute({ project: server.project, endpoint: server.endpoint, accessTokenFile: tokenFile, batchCalls: 1 });
+      await Promise.all(routeBodies(compute, 10).map((body) => compute.insertRoute(body)));
+      assert.equal(server.stats.batches, 0);
+      assert.equal(routeWrites().filter((r) => !r.inBatch).length, 10);
+      assert.equal(compute.calls.httpRequests, compute.calls.requests);
+    });
+
+    it("an endpoint that refuses batch requests (404) gets each write on its own, from then on", async () => {
+      server.refuseBatches = true;
+      const { compute } = await target();
+      await Promise.all(routeBodies(compute, 10).slice(0, 5).map((body) => compute.insertRoute(body)));
+      await Promise.all(routeBodies(compute, 10).slice(5).map((body) => compute.insertRoute(body)));
+      assert.equal(ourRoutes().length, 10);
+      assert.equal(batchRequests().length, 1, "asked once");
+      assert.equal(routeWrites().filter((r) => !r.inBatch).length, 10);
+      assert.equal(server.stats.inserts, 10);
+    });
+  });
 
   it("re-calls a wait that came back early only after a pause, not at once", async () => {
     // A server that answers every wait at once (the API allows it) for an operation of 1 s. The pause

@@ -19,9 +19,12 @@
  *   operation and does nothing again; the operation carries it as `clientOperationId`, which
  *   `globalOperations.list` filters on like any other string field;
  * - error bodies `{"error":{"code","message","errors":[{"reason","message","domain"}]}}` for
- *   400/403/404/409/429/5xx; the multipart batch endpoint gcloud uses for multi-delete;
+ *   400/403/404/409/429/5xx; the multipart batch endpoint (gcloud's multi-delete, podroutes' bursts of
+ *   writes): each part is one call, logged and counted as one, with its own answer (and its own faults);
  * - injected faults on any call: 429 rateLimitExceeded, 503 backendError, or a timeout (the connection
- *   is held, then dropped; a write may or may not have been carried out, as on a real network).
+ *   is held, then dropped; a write may or may not have been carried out, as on a real network); a part
+ *   of a batch gets 429 or 503 alone, a timeout only as the whole batch. At random (`faultRate`), or
+ *   scripted for the next call that matches (`injectFault`).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomBytes } from "node:crypto";
@@ -122,7 +125,7 @@ export interface GceStats {
   peakRunning: number;
 }
 
-type Answer = { status: number; body: unknown; replayed?: true };
+type Answer = { status: number; body: unknown; replayed?: true; multipart?: { contentType: string; text: string } };
 
 /** One API call as the server saw it: who made it (the bearer token), when, and what it answered. */
 export interface GceRequest {
@@ -138,6 +141,14 @@ export interface GceRequest {
   /** A write repeating the requestId of one already received: answered with that one's operation, nothing done. */
   replayed?: true;
   fault?: FaultKind;
+  /** A call that came as a part of a batch request (logged after the batch request itself). */
+  inBatch?: true;
+}
+
+/** A fault for the next call a test names (`injectFault`). */
+export interface ScriptedFault {
+  when: (call: GceRequest) => boolean;
+  fault: FaultKind;
 }
 
 class ApiError extends Error {
@@ -201,6 +212,8 @@ export class GceServer {
   throttleAbove: number | undefined;
   /** How `globalOperations.list` treats a filter: as the API documents it, refused (400), or ignored (every operation). */
   operationsFilter: "honour" | "refuse" | "ignore" = "honour";
+  /** An endpoint without the batch path (a proxy, an emulator): batch requests get 404. */
+  refuseBatches = false;
   private random: () => number;
   /** Networks created with addNetwork: when each becomes ready (epoch ms). */
   private readonly networks = new Map<string, number>();
@@ -220,6 +233,8 @@ export class GceServer {
   stats: GceStats = GceServer.emptyStats();
   /** Every call, in arrival order (tests count a client's writes by its token). */
   readonly requestLog: GceRequest[] = [];
+  /** Faults for the next calls that match, each used once, in the order given. */
+  private readonly scriptedFaults: ScriptedFault[] = [];
 
   constructor(options: GceServerOptions = {}) {
     this.project = options.project ?? "podroutes-test";
@@ -296,10 +311,32 @@ export class GceServer {
     this.waitEarlyReturnRate = 0;
     this.throttleAbove = undefined;
     this.operationsFilter = "honour";
+    this.refuseBatches = false;
     this.faultKinds = ["429", "503", "timeout"];
     this.timeoutHoldMs = 1500;
     this.stats = GceServer.emptyStats();
     this.requestLog.length = 0;
+    this.scriptedFaults.length = 0;
+  }
+
+  /** The next call (or batch part) for which `when` holds gets `fault` instead of its answer; once. */
+  injectFault(when: (call: GceRequest) => boolean, fault: FaultKind): void {
+    this.scriptedFaults.push({ when, fault });
+  }
+
+  /** The fault a call gets, if any: a scripted one first, else by `faultRate`; a batch part never times out alone. */
+  private faultFor(call: GceRequest): FaultKind | undefined {
+    const scripted = this.scriptedFaults.findIndex((f) => f.when(call) && !(call.inBatch && f.fault === "timeout"));
+    if (scripted >= 0) return this.scriptedFaults.splice(scripted, 1)[0]!.fault;
+    if (!(this.faultRate > 0 && this.random() < this.faultRate)) return undefined;
+    const kind = this.faultKinds[Math.floor(this.random() * this.faultKinds.length)];
+    return call.inBatch && kind === "timeout" ? undefined : kind;
+  }
+
+  /** The answer of an injected 429 or 503, counted. */
+  private faultAnswer(fault: "429" | "503"): Answer {
+    this.stats.faults[fault]++;
+    return fault === "429" ? { status: 429, body: errorBody(429, "rateLimitExceeded", "Rate Limit Exceeded") } : { status: 503, body: errorBody(503, "backendError", "Backend Error") };
   }
 
   /** A network created now, ready for routes `readyInMs` later (until then inserts get resourceNotReady). */
@@ -339,25 +376,16 @@ export class GceServer {
     const logged: GceRequest = { method: req.method ?? "GET", path: url.pathname, token: (req.headers.authorization ?? "").replace(/^Bearer /, ""), at: Date.now(), status: 0 };
     this.requestLog.push(logged);
 
-    const fault = this.faultRate > 0 && this.random() < this.faultRate ? this.faultKinds[Math.floor(this.random() * this.faultKinds.length)] : undefined;
+    const fault = this.faultFor(logged);
     if (fault) logged.fault = fault;
     if (fault === "429" || fault === "503") {
-      this.stats.faults[fault]++;
-      const answer =
-        fault === "429"
-          ? { status: 429, body: errorBody(429, "rateLimitExceeded", "Rate Limit Exceeded") }
-          : { status: 503, body: errorBody(503, "backendError", "Backend Error") };
+      const answer = this.faultAnswer(fault);
       logged.status = answer.status;
       return this.send(res, answer);
     }
 
-    let answer: Answer;
-    if (req.method === "POST" && url.pathname === "/batch/compute/v1") {
-      answer = await this.batch(req.headers["content-type"] ?? "", body, res);
-      if (answer.status === -1) return; // already written
-    } else {
-      answer = await this.dispatch(req.method ?? "GET", url, body);
-    }
+    const batch = req.method === "POST" && url.pathname === "/batch/compute/v1" && !this.refuseBatches;
+    const answer = batch ? await this.batch(req.headers["content-type"] ?? "", body, logged.token) : await this.dispatch(req.method ?? "GET", url, body);
     logged.outcome = answer.status;
     if (answer.replayed) logged.replayed = true;
     if (fault === "timeout") {
@@ -375,8 +403,8 @@ export class GceServer {
   }
 
   private send(res: ServerResponse, answer: Answer): void {
-    const text = JSON.stringify(answer.body);
-    res.writeHead(answer.status, { "content-type": "application/json; charset=UTF-8", "content-length": Buffer.byteLength(text) });
+    const text = answer.multipart?.text ?? JSON.stringify(answer.body);
+    res.writeHead(answer.status, { "content-type": answer.multipart?.contentType ?? "application/json; charset=UTF-8", "content-length": Buffer.byteLength(text) });
     res.end(text);
   }
 
@@ -648,8 +676,11 @@ export class GceServer {
     return { status: 200, body: this.operation("delete", route.selfLink, requestId, () => void this.routes.delete(name)) };
   }
 
-  /** `POST /batch/compute/v1`: multipart/mixed, one `application/http` request per part. */
-  private async batch(contentType: string, body: string, res: ServerResponse): Promise<Answer> {
+  /**
+   * `POST /batch/compute/v1`: multipart/mixed, one `application/http` request per part, each logged and
+   * answered as a call of its own (`Content-ID: <response-ID>`), in order.
+   */
+  private async batch(contentType: string, body: string, token: string): Promise<Answer> {
     this.stats.batches++;
     const boundary = contentType.match(/boundary="?([^";]+)"?/)?.[1];
     if (!boundary) return { status: 400, body: errorBody(400, "badRequest", "multipart boundary missing") };
@@ -662,17 +693,22 @@ export class GceServer {
       const [head = "", innerBody = ""] = splitOnce(inner, /\r?\n\r?\n/);
       const requestLine = head.split(/\r?\n/)[0] ?? "";
       const [method = "GET", target = "/"] = requestLine.split(" ");
-      const answer = await this.dispatch(method, new URL(target, this.origin), innerBody.trim());
+      const url = new URL(target, this.origin);
+      const logged: GceRequest = { method, path: url.pathname, token, at: Date.now(), status: 0, inBatch: true };
+      this.requestLog.push(logged);
+      const fault = this.faultFor(logged);
+      if (fault) logged.fault = fault;
+      const answer = fault === "429" || fault === "503" ? this.faultAnswer(fault) : await this.dispatch(method, url, innerBody.trim());
+      logged.status = answer.status;
+      if (!fault) logged.outcome = answer.status;
+      if (answer.replayed) logged.replayed = true;
       const json = JSON.stringify(answer.body);
       answers.push(
         `--batch_response\r\nContent-Type: application/http\r\nContent-ID: <response-${contentId}>\r\n\r\n` +
           `HTTP/1.1 ${answer.status} ${answer.status < 300 ? "OK" : "Error"}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: ${Buffer.byteLength(json)}\r\n\r\n${json}\r\n`,
       );
     }
-    const out = `${answers.join("")}--batch_response--\r\n`;
-    res.writeHead(200, { "content-type": "multipart/mixed; boundary=batch_response", "content-length": Buffer.byteLength(out) });
-    res.end(out);
-    return { status: -1, body: undefined };
+    return { status: 200, body: undefined, multipart: { contentType: "multipart/mixed; boundary=batch_response", text: `${answers.join("")}--batch_response--\r\n` } };
   }
 }
 

@@ -8,6 +8,13 @@
  * operations in flight) are retried, with the same backoff, until the operation deadline instead, as
  * Google's Terraform provider does. Any other error is final.
  *
+ * Writes (route inserts and deletes) started in the same turn of the event loop go out together in one
+ * batch request (batch.ts), at most `batchCalls` in one: a burst of 200 writes is then two HTTP requests,
+ * not 200, which is what a burst costs the client's CPU (each inner call still counts against the
+ * project's quota, and `calls.requests` counts it). Each write gets its own part's answer and is retried
+ * on its own as any call; a batch that fails whole (network, timeout, 429, 5xx) is retried whole, its
+ * requestIds unchanged. A lone write, or every write once the endpoint refused a batch (404, 400), is
+ * its own request.
  * Operations are awaited with `globalOperations.wait`, which the API holds for up to about 2 minutes
  * and may answer early, still RUNNING: the wait loop gives each call more time than the API holds it,
  * paces re-calls, and stops at a deadline of its own (an hour, as the Kubernetes route controller's).
@@ -25,9 +32,17 @@ import { setTimeout as delay } from "node:timers/promises";
 import { performance } from "node:perf_hooks";
 import pRetry from "p-retry";
 import { UsageError } from "../../errors.js";
-import { httpUrl, readOption, type CallObserver, type OptionSpec } from "../../options.js";
+import { httpUrl, readOption, wholeNumber, type CallObserver, type OptionSpec } from "../../options.js";
+import { decodeBatch, encodeBatch, MAX_BATCH_CALLS, type PartAnswer } from "./batch.js";
 
 export const DEFAULT_COMPUTE_ENDPOINT = "https://compute.googleapis.com/compute/v1/";
+
+/**
+ * Writes in one batch request at most, by default: the controller's 200 in flight go as two requests.
+ * Well under the API's 1,000, so a batch that fails whole (and is retried whole) holds few writes, and
+ * the server's answer to one is not held up by hundreds of others.
+ */
+export const DEFAULT_BATCH_CALLS = 100;
 
 export interface ComputeSettings {
   project: string;
@@ -45,6 +60,8 @@ export interface ComputeSettings {
   /** First backoff delay (and pause before re-calling an unfinished wait); doubles each retry, randomized (jitter). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Writes sent together in one batch request at most (1: each write its own request). */
+  batchCalls?: number;
   env?: NodeJS.ProcessEnv;
   /** Aborts every call in flight and refuses new ones (a controller's leadership ended). */
   signal?: AbortSignal;
@@ -166,8 +183,11 @@ export interface ComputeApi {
   deleteRoute(name: string): Promise<boolean>;
   listInstances(filter?: string): Promise<ComputeInstance[]>;
   quota(metric: string): Promise<{ limit: number; usage: number } | undefined>;
-  /** Calls made, retries included (for benchmarks and tests). */
-  readonly calls: { requests: number; retries: number };
+  /**
+   * Calls made, retries included (for benchmarks and tests): `requests` counts every API call, each
+   * call inside a batch too (each counts against the quota); `httpRequests` the HTTP requests they took.
+   */
+  readonly calls: { requests: number; retries: number; httpRequests: number };
   /** Calls `listener` each time the API throttles a call (which is then retried): how targets pace their writes. */
   onThrottle?(listener: () => void): void;
 }
@@ -217,6 +237,16 @@ interface PendingOperation {
   reject(error: unknown): void;
 }
 
+/** A write waiting for the end of this turn of the event loop, to go out in a batch with the others. */
+interface QueuedWrite {
+  method: string;
+  url: string;
+  authorization: string;
+  body: string | undefined;
+  resolve(answer: PartAnswer): void;
+  reject(error: unknown): void;
+}
+
 /** `xxxxxxxx-xxxx-`: the part of a requestId (a UUID) that names its wave (hex and dashes: a regex as it is). */
 const WAVE_PREFIX_LENGTH = 14;
 const newWave = () => randomUUID().slice(0, WAVE_PREFIX_LENGTH);
@@ -224,7 +254,7 @@ const newWave = () => randomUUID().slice(0, WAVE_PREFIX_LENGTH);
 class ComputeClient implements ComputeApi {
   readonly project: string;
   private readonly base: string;
-  readonly calls = { requests: 0, retries: 0 };
+  readonly calls = { requests: 0, retries: 0, httpRequests: 0 };
   private readonly throttleListeners: (() => void)[] = [];
   /** Operations awaited, in the order they started; confirmWaves runs while there are any. */
   private readonly pending = new Map<string, PendingOperation>();
@@ -235,6 +265,15 @@ class ComputeClient implements ComputeApi {
   /** Insert and delete calls awaiting their answer (not those waiting to be retried). */
   private writesOnWire = 0;
   private readonly wireQuiet: (() => void)[] = [];
+  /** Writes of this turn of the event loop, sent together when it ends (or when a batch is full). */
+  private batchQueue: QueuedWrite[] = [];
+  private batchScheduled = false;
+  /** The endpoint refused a batch request (404, 400): each write is its own request from then on. */
+  private batchRefused = false;
+  private readonly batchCalls: number;
+  private readonly batchUrl: string;
+  /** Errors whose retries were already spent on a batch retried whole: the write is not retried again. */
+  private readonly retriesSpent = new WeakSet<object>();
   /** Connections kept open between calls: a burst of writes reuses them instead of a handshake each. */
   private readonly agent: HttpAgent;
   private readonly send: typeof httpRequest;
@@ -248,6 +287,9 @@ class ComputeClient implements ComputeApi {
     const tls = this.base.startsWith("https:");
     this.agent = tls ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
     this.send = tls ? httpsRequest : httpRequest;
+    this.batchCalls = Math.min(settings.batchCalls ?? DEFAULT_BATCH_CALLS, MAX_BATCH_CALLS);
+    // The API's batchPath, beside its servicePath: `.../compute/v1/` → `.../batch/compute/v1`.
+    this.batchUrl = new URL("../../batch/compute/v1", this.base).href;
   }
 
   networkUrl(network: string): string {
@@ -264,26 +306,113 @@ class ComputeClient implements ComputeApi {
     return url.href;
   }
 
-  /** One request, no retry; `timeoutMs` overrides the per-request time limit. */
-  private async attempt<T>(method: string, url: string, body?: unknown, timeoutMs = this.settings.requestTimeoutMs ?? 60_000): Promise<T> {
+  /** One request, no retry; `timeoutMs` overrides the per-request time limit. A write may go in a batch. */
+  private async attempt<T>(method: string, url: string, body?: unknown, timeoutMs = this.requestTimeoutMs): Promise<T> {
     const authorization = `Bearer ${await this.token()}`;
     this.settings.signal?.throwIfAborted();
     this.calls.requests++;
     const finished = this.settings.calls?.started(callName(method, url));
-    const timeout = AbortSignal.timeout(timeoutMs);
     const write = method !== "GET" && !url.includes("/global/operations/");
+    const json = body === undefined ? undefined : JSON.stringify(body);
+    let outcome: string | undefined;
     if (write) this.writesOnWire++;
     try {
-      const { status, text } = await this.exchange(method, url, authorization, body === undefined ? undefined : JSON.stringify(body), this.settings.signal ? AbortSignal.any([timeout, this.settings.signal]) : timeout);
+      const { status, text } =
+        write && this.batching
+          ? await new Promise<PartAnswer>((resolve, reject) => this.enqueueWrite({ method, url, authorization, body: json, resolve, reject }))
+          : await this.exchange(method, url, authorization, json, this.callSignal(timeoutMs));
       const ok = status >= 200 && status < 300;
-      finished?.(ok ? "ok" : String(status));
+      outcome = ok ? "ok" : String(status);
       if (!ok) throw computeErrorFrom(status, text);
       return (text ? JSON.parse(text) : {}) as T;
     } catch (error) {
-      if (!(error instanceof ComputeError)) finished?.(this.settings.signal?.aborted ? "cancelled" : timeout.aborted ? "timeout" : "network");
+      outcome ??= error instanceof ComputeError ? String(error.status) : this.settings.signal?.aborted ? "cancelled" : (error as Error)?.name === "TimeoutError" ? "timeout" : "network";
       throw error;
     } finally {
+      finished?.(outcome!);
       if (write && --this.writesOnWire === 0) for (const resolve of this.wireQuiet.splice(0)) resolve();
+    }
+  }
+
+  private get requestTimeoutMs(): number {
+    return this.settings.requestTimeoutMs ?? 60_000;
+  }
+
+  /** A request's signal: its time limit, and the client's own abort. */
+  private callSignal(timeoutMs: number): AbortSignal {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    return this.settings.signal ? AbortSignal.any([timeout, this.settings.signal]) : timeout;
+  }
+
+  private get batching(): boolean {
+    return this.batchCalls > 1 && !this.batchRefused;
+  }
+
+  /**
+   * Queues a write for this turn's batch; a full batch goes at once, the rest once the promise callbacks
+   * now running are done (process.nextTick runs after them): every write a burst of results lets start is
+   * in it, and it leaves before work those results deferred to later callbacks (a controller's condition
+   * patches, setImmediate), as the writes did when each was its own request.
+   */
+  private enqueueWrite(write: QueuedWrite): void {
+    this.batchQueue.push(write);
+    if (this.batchQueue.length >= this.batchCalls) void this.sendWrites(this.batchQueue.splice(0, this.batchCalls));
+    else if (!this.batchScheduled) {
+      this.batchScheduled = true;
+      process.nextTick(() => {
+        this.batchScheduled = false;
+        const writes = this.batchQueue.splice(0);
+        if (writes.length) void this.sendWrites(writes);
+      });
+    }
+  }
+
+  /**
+   * Sends queued writes: one alone (or every one, once batches were refused) as its own request, several
+   * as one batch request, retried whole (the same parts, so the same requestIds) while it fails whole.
+   * Each write then gets its own part's answer; a part the answer lacks fails as a lost answer would.
+   */
+  private async sendWrites(writes: QueuedWrite[]): Promise<void> {
+    if (writes.length === 1 || this.batchRefused) {
+      for (const w of writes) this.exchange(w.method, w.url, w.authorization, w.body, this.callSignal(this.requestTimeoutMs)).then(w.resolve, w.reject);
+      return;
+    }
+    const boundary = `batch_${randomUUID()}`;
+    const payload = encodeBatch(
+      writes.map((w, i) => {
+        const { pathname, search } = new URL(w.url);
+        return { id: String(i), method: w.method, path: pathname + search, ...(w.body === undefined ? {} : { body: w.body }) };
+      }),
+      boundary,
+    );
+    let answers: Map<string, PartAnswer> | "refused";
+    try {
+      answers = await this.withRetries(
+        async () => {
+          const answer = await this.exchange("POST", this.batchUrl, writes[0]!.authorization, payload, this.callSignal(this.requestTimeoutMs), `multipart/mixed; boundary=${boundary}`);
+          if (answer.status === 404 || answer.status === 400) return "refused" as const;
+          if (answer.status < 200 || answer.status >= 300) throw computeErrorFrom(answer.status, answer.text);
+          return decodeBatch(answer.contentType, answer.text);
+        },
+        () => {
+          // Every call of the batch is sent again, and counts again.
+          this.calls.requests += writes.length;
+          this.calls.retries += writes.length;
+        },
+      );
+    } catch (error) {
+      if (error !== null && typeof error === "object") this.retriesSpent.add(error);
+      for (const w of writes) w.reject(error);
+      return;
+    }
+    if (answers === "refused") {
+      this.batchRefused = true;
+      return this.sendWrites(writes);
+    }
+    for (const [i, w] of writes.entries()) {
+      const answer = answers.get(String(i));
+      if (answer) w.resolve(answer);
+      else w.reject(new ComputeNetworkError(`${w.method} ${new URL(w.url).pathname}`, new Error("the batch answer has no part for this call")));
     }
   }
 
@@ -294,22 +423,23 @@ class ComputeClient implements ComputeApi {
    * each wave of inserts takes to leave. A failed connection is a ComputeNetworkError; an abort or a
    * timeout rejects with the signal's own reason, as fetch did.
    */
-  private exchange(method: string, url: string, authorization: string, body: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string }> {
+  private exchange(method: string, url: string, authorization: string, body: string | undefined, signal: AbortSignal, contentType = "application/json"): Promise<{ status: number; text: string; contentType: string }> {
     return new Promise((resolve, reject) => {
       const fail = (error: unknown) => reject(signal.aborted ? signal.reason : new ComputeNetworkError(`${method} ${new URL(url).pathname}`, error));
       const headers: OutgoingHttpHeaders = { authorization, accept: "application/json" };
       if (body !== undefined) {
-        headers["content-type"] = "application/json";
+        headers["content-type"] = contentType;
         headers["content-length"] = Buffer.byteLength(body);
       }
       const request = this.send(url, { method, headers, agent: this.agent, signal }, (response) => {
         response.setEncoding("utf8");
         let text = "";
         response.on("data", (chunk: string) => (text += chunk));
-        response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text, contentType: response.headers["content-type"] ?? "" }));
         response.on("error", fail); // also a connection closed mid-answer (ECONNRESET "aborted")
       });
       request.on("error", fail);
+      this.calls.httpRequests++;
       request.end(body);
     });
   }
@@ -332,18 +462,26 @@ class ComputeClient implements ComputeApi {
    * operation deadline for errors that wait for capacity. Token errors are final.
    */
   private async call<T>(method: string, url: string, body?: unknown): Promise<T> {
+    return this.withRetries(
+      () => this.attempt<T>(method, url, body),
+      () => this.calls.retries++,
+    );
+  }
+
+  /** Runs `run` again, with backoff, while it fails in a way worth another attempt (see call); `retried` counts each. */
+  private withRetries<T>(run: () => Promise<T>, retried: () => void): Promise<T> {
     const retries = this.settings.retries ?? 8;
     let counted = 0;
-    return pRetry(() => this.attempt<T>(method, url, body), {
+    return pRetry(run, {
       retries: Infinity,
-      maxRetryTime: this.settings.operationTimeoutMs ?? 3_600_000,
+      maxRetryTime: this.operationTimeoutMs,
       factor: 2,
-      minTimeout: this.settings.minBackoffMs ?? 500,
-      maxTimeout: this.settings.maxBackoffMs ?? 32_000,
+      minTimeout: this.minPause,
+      maxTimeout: this.maxPause,
       randomize: true,
       shouldRetry: ({ error }) => {
-        const again = isRetryable(error) && (waitsForCapacity(error) || ++counted <= retries);
-        if (again) this.calls.retries++;
+        const again = !this.retriesSpent.has(error) && isRetryable(error) && (waitsForCapacity(error) || ++counted <= retries);
+        if (again) retried();
         return again;
       },
       onFailedAttempt: ({ error }) => {
@@ -500,8 +638,10 @@ class ComputeClient implements ComputeApi {
       }
       if (answer?.status === "DONE") {
         this.pending.delete(newest.op.name);
-        newest.resolve(answer);
+        // Settled after the list, with the operations it finds: the writes their callers start next then
+        // leave together, in as few batch requests (and connections) as they fill, not one of them alone.
         if (this.pending.size) await this.confirmListed();
+        newest.resolve(answer);
         pause = this.minPause;
         continue;
       }
@@ -593,6 +733,14 @@ export const accessTokenFileOption: OptionSpec<string> = {
   env: "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
 };
 
+/** `--compute-batch`: how many writes go in one batch request at most; 1 turns batching off. */
+export const batchCallsOption: OptionSpec<number> = {
+  flags: "--compute-batch <n>",
+  description: `gcp: route writes started together go in one batch request of at most this many calls (each still one call of the quota; 1: each write its own request; 1-${MAX_BATCH_CALLS})`,
+  default: String(DEFAULT_BATCH_CALLS),
+  parse: wholeNumber(1, MAX_BATCH_CALLS),
+};
+
 /**
  * The VPC network: where `--target gcp` writes routes (there it is required), and whose interface gives
  * `--nodes gcp` a node's IP.
@@ -617,6 +765,7 @@ export function computeSettingsFrom(options: Record<string, unknown> & { env?: N
   return {
     project: readOption(projectOption, options)!,
     endpoint: readOption(computeEndpointOption, options)!,
+    batchCalls: readOption(batchCallsOption, options)!,
     ...(accessTokenFile ? { accessTokenFile } : {}),
     ...(options.env ? { env: options.env } : {}),
     ...(options.signal ? { signal: options.signal } : {}),

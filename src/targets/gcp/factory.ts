@@ -5,7 +5,7 @@
 import { readOption, readOptions, wholeNumber, type OptionSpec } from "../../options.js";
 import { maxInFlightOption } from "../each-change.js";
 import type { TargetFactory } from "../registry.js";
-import { accessTokenFileOption, computeEndpointOption, computeSettingsFrom, createCompute, networkOption, projectOption } from "./compute.js";
+import { accessTokenFileOption, batchCallsOption, computeEndpointOption, computeSettingsFrom, createCompute, networkOption, projectOption } from "./compute.js";
 import { GcpTarget, type NextHopKind } from "./target.js";
 
 /** The target needs the network; `--nodes gcp` alone may go without (see compute.ts). */
@@ -21,7 +21,7 @@ const priorityOption: OptionSpec<number> = { flags: "--priority <n>", descriptio
 export const gcpTarget: TargetFactory = {
   name: "gcp",
   description: "VPC routes of a GCP network through the Compute Engine API (as `gcloud compute routes create`)",
-  options: [projectOption, routeNetworkOption, computeEndpointOption, accessTokenFileOption, nextHopOption, priorityOption, maxInFlightOption],
+  options: [projectOption, routeNetworkOption, computeEndpointOption, accessTokenFileOption, nextHopOption, priorityOption, maxInFlightOption, batchCallsOption],
   defaultNodes: "gcp",
   marksSuffice: true,
   async create(options) {
