@@ -201,6 +201,11 @@ export class GcpTarget implements Target {
         else deletes++;
       }
     }
+    // GCP drops forwarded packets of instances without canIpForward; it can only be set at creation.
+    // Checked for the routes this plan writes (`verify` checks every node): a controller's plan with
+    // nothing to write then lists no instances. Read beside the quota: neither waits for the other.
+    const hops = new Set(plan.tables.flatMap((d) => d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))).map((r) => r.nextHop));
+    const instances = hops.size ? this.instanceIndex().then((index) => ({ index }), (error: unknown) => ({ error })) : undefined;
     if (creates + replaces > 0) {
       let quota: { limit: number; usage: number } | undefined;
       try {
@@ -230,20 +235,13 @@ export class GcpTarget implements Target {
         }
       }
     }
-    // GCP drops forwarded packets of instances without canIpForward; it can only be set at creation.
-    // Checked for the routes this plan writes (`verify` checks every node): a controller's plan with
-    // nothing to write then lists no instances.
-    const hops = new Set(plan.tables.flatMap((d) => d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))).map((r) => r.nextHop));
-    if (hops.size) {
-      try {
-        const index = await this.instanceIndex();
-        for (const ip of [...hops].sort()) {
-          const instance = index.byIp.get(ip);
-          if (instance && instance.canIpForward !== true) review.warnings.push(`gcp: instance ${instance.name} (${ip}) has canIpForward off: GCP drops its pods' packets; recreate it with --can-ip-forward`);
-          else if (!instance && this.settings.nextHop === "instance") review.warnings.push(`gcp: no instance has internal IP ${ip}; its routes will fail`);
-        }
-      } catch (error) {
-        review.warnings.push(computeErrorText(error));
+    const read = await instances;
+    if (read && "error" in read) review.warnings.push(computeErrorText(read.error));
+    else if (read) {
+      for (const ip of [...hops].sort()) {
+        const instance = read.index.byIp.get(ip);
+        if (instance && instance.canIpForward !== true) review.warnings.push(`gcp: instance ${instance.name} (${ip}) has canIpForward off: GCP drops its pods' packets; recreate it with --can-ip-forward`);
+        else if (!instance && this.settings.nextHop === "instance") review.warnings.push(`gcp: no instance has internal IP ${ip}; its routes will fail`);
       }
     }
     void inventory;
