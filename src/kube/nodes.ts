@@ -111,11 +111,15 @@ export function readKubeNode(object: unknown): NodeReading {
     if (metadata.labels !== undefined && metadata.labels !== null) {
       if (!isMapping(metadata.labels)) say(["metadata", "labels"], "must be a mapping");
       else {
-        labels = {};
+        let allText = true;
         for (const [key, value] of Object.entries(metadata.labels)) {
-          if (typeof value === "string") labels[key] = value;
-          else say(["metadata", "labels", key], "must be a string");
+          if (typeof value === "string") continue;
+          allText = false;
+          say(["metadata", "labels", key], "must be a string");
         }
+        // The Node's own labels object, not a copy: an agent holds 5,000 of them (issue 9), and nothing
+        // podroutes does writes to labels.
+        if (allText) labels = metadata.labels as Record<string, string>;
       }
     }
   }
