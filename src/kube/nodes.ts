@@ -230,6 +230,10 @@ interface IndexedNode {
   created: string;
   /** Order of first arrival: the last tie-break (two Nodes of one name and age in a file). */
   arrival: number;
+  /** The Node object as it was set: a caller tells a changed Node by its object. */
+  object: unknown;
+  /** The node as served, while it has no problem (undefined while quarantined). */
+  served: Node | undefined;
   /** Readable Nodes: checked alone, and their claims in the index. */
   claimant?: Claimant<IndexedNode>;
   /** Unreadable Nodes: the fields of the wrong type. */
@@ -248,7 +252,6 @@ export class NodeIndex {
   private readonly settings: InventorySettings;
   private readonly entries = new Map<string, IndexedNode>();
   private readonly claims = new ClaimIndex<IndexedNode>((a, b) => this.compare(a, b));
-  private readonly served = new Map<string, Node>();
   /** Node name → its problems: these Nodes are not served. */
   readonly quarantined = new Map<string, Problem[]>();
   /** Node name → notes (several InternalIPs, no pod CIDR yet). */
@@ -288,7 +291,7 @@ export class NodeIndex {
   private enter(key: string, object: unknown, fallbackName: string, arrival: number | undefined): IndexedNode {
     const reading = readKubeNode(object);
     const created = (object as KubeNode)?.metadata?.creationTimestamp;
-    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: arrival ?? this.arrivals++, notes: reading.notes };
+    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: arrival ?? this.arrivals++, object, served: undefined, notes: reading.notes };
     if (reading.node) {
       entry.claimant = { key: entry, checked: checkNode(reading.node, this.settings.clusterRanges) };
       this.claims.add(entry.claimant);
@@ -311,7 +314,21 @@ export class NodeIndex {
 
   /** The served node under `key`, if it is served. */
   node(key: string): Node | undefined {
-    return this.served.get(key);
+    return this.entries.get(key)?.served;
+  }
+
+  /** The Node object last set under `key`. */
+  object(key: string): unknown {
+    return this.entries.get(key)?.object;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** How many Nodes the index holds, served or not. */
+  get size(): number {
+    return this.entries.size;
   }
 
   /** Every key in the index. */
@@ -322,8 +339,8 @@ export class NodeIndex {
   /** The served nodes as one canonical inventory, oldest first (made again only after a change). */
   inventory(): Inventory {
     if (this.inventoryCache) return this.inventoryCache;
-    const served = [...this.entries.values()].filter((entry) => this.served.has(entry.key)).sort((a, b) => this.compare(a, b));
-    this.inventoryCache = this.inventoryOf(served.map((entry) => this.served.get(entry.key)!));
+    const served = [...this.entries.values()].filter((entry) => entry.served).sort((a, b) => this.compare(a, b));
+    this.inventoryCache = this.inventoryOf(served.map((entry) => entry.served!));
     return this.inventoryCache;
   }
 
@@ -360,7 +377,7 @@ export class NodeIndex {
     }
     this.quarantined.delete(entry.name);
     this.notes.delete(entry.name);
-    this.served.delete(entry.key);
+    entry.served = undefined;
   }
 
   private recheck(affected: Set<IndexedNode>): string[] {
@@ -373,10 +390,10 @@ export class NodeIndex {
       const problems = entry.fieldProblems ?? [...entry.claimant!.checked.problems, ...this.claims.problemsOf(entry.claimant!)];
       if (problems.length) {
         this.quarantined.set(entry.name, problems);
-        this.served.delete(entry.key);
+        entry.served = undefined;
       } else {
         this.quarantined.delete(entry.name);
-        this.served.set(entry.key, entry.claimant!.checked.node);
+        entry.served = entry.claimant!.checked.node;
       }
     }
     return keys;
