@@ -44,29 +44,30 @@ export interface NodeCondition {
 
 /**
  * The part of a Node the agent keeps (its store holds 5,000 of them): what routing reads (name, labels,
- * creation time, pod CIDRs, addresses), what node status and Events need (uid, resourceVersion, the
- * NetworkUnavailable condition), and nothing of the rest (images, managedFields, the kubelet's other
- * conditions, nodeInfo, capacity...). Fields are kept as they came, right type or not, so a malformed
- * Node is still reported for exactly what is wrong with it.
+ * creation time, pod CIDRs, addresses), what node status and Events need (uid, resourceVersion, and of
+ * the NetworkUnavailable condition what the agent's patch compares: status, reason, transition time), and
+ * nothing of the rest (images, managedFields, the kubelet's other conditions, nodeInfo, capacity...).
+ * Fields are kept as they came, right type or not, so a malformed Node is still reported for exactly
+ * what is wrong with it; a field the Node lacks is undefined. Each part is one object literal of fixed
+ * shape, not spread together: V8 gives those their fields in the object itself, where spreads left an
+ * extra property array per object (issue 9's memory).
  */
 export function routingView(object: unknown): KubeNode {
   if (!isMapping(object)) return object as KubeNode;
-  const view: Record<string, unknown> = {};
-  if (object.kind !== undefined) view.kind = object.kind;
-  const metadata = object.metadata;
-  if (isMapping(metadata)) {
-    const { name, uid, resourceVersion, creationTimestamp, labels } = metadata;
-    view.metadata = { name, uid, resourceVersion, creationTimestamp, ...(labels !== undefined ? { labels } : {}) };
-  } else view.metadata = metadata;
-  const spec = object.spec;
-  if (isMapping(spec)) view.spec = { ...(spec.podCIDR !== undefined ? { podCIDR: spec.podCIDR } : {}), ...(spec.podCIDRs !== undefined ? { podCIDRs: spec.podCIDRs } : {}) };
-  else if (spec !== undefined) view.spec = spec;
-  const status = object.status;
-  if (isMapping(status)) {
-    const conditions = Array.isArray(status.conditions) ? status.conditions.filter((condition: unknown) => isMapping(condition) && condition.type === "NetworkUnavailable") : status.conditions;
-    view.status = { ...(status.addresses !== undefined ? { addresses: status.addresses } : {}), ...(conditions !== undefined ? { conditions } : {}) };
-  } else if (status !== undefined) view.status = status;
+  const { metadata, spec, status } = object;
+  const view = {
+    kind: object.kind,
+    metadata: isMapping(metadata) ? { name: metadata.name, uid: metadata.uid, resourceVersion: metadata.resourceVersion, creationTimestamp: metadata.creationTimestamp, labels: metadata.labels } : metadata,
+    spec: isMapping(spec) ? { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs } : spec,
+    status: isMapping(status) ? { addresses: status.addresses, conditions: Array.isArray(status.conditions) ? status.conditions.filter(isNetworkCondition).map(conditionView) : status.conditions } : status,
+  };
   return view as unknown as KubeNode;
+}
+
+const isNetworkCondition = (condition: unknown): boolean => isMapping(condition) && condition.type === "NetworkUnavailable";
+
+function conditionView(condition: Record<string, unknown>): Record<string, unknown> {
+  return { type: condition.type, status: condition.status, reason: condition.reason, lastTransitionTime: condition.lastTransitionTime };
 }
 
 /** Where in a Node object a problem is: `["status", "addresses", 0, "address"]`. */
