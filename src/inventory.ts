@@ -19,6 +19,7 @@ import {
   type SourceLocation,
 } from "./model.js";
 import { PodroutesError } from "./errors.js";
+import { MultiMap } from "./multimap.js";
 
 /** A node as a source read it: the same fields as a Node, as text not yet checked, name maybe missing. */
 export type RawNode = Omit<Node, "name"> & { name?: string };
@@ -223,61 +224,53 @@ export interface Claimant<K> {
  * in whatever order, a node's problems depend only on the nodes in the index now. Pure (no I/O).
  */
 export class ClaimIndex<K> {
-  private readonly byName = new Map<string, Set<Claimant<K>>>();
-  private readonly byIp = new Map<string, Set<Claimant<K>>>();
-  /** Each address of `byIp`, parsed. */
-  private readonly addressOf = new Map<string, Address>();
+  private readonly byName = new MultiMap<string, Claimant<K>>();
+  private readonly byIp = new MultiMap<string, Claimant<K>>();
   /**
    * Family → each prefix length pod ranges use → network → the nodes with an internal IP in it: which
    * nodes' IPs lie inside a range, found without looking at every node.
    */
-  private readonly ipsByNetwork = { 4: new Map<number, Map<number | bigint, Set<Claimant<K>>>>(), 6: new Map<number, Map<number | bigint, Set<Claimant<K>>>>() };
+  private readonly ipsByNetwork = { 4: new Map<number, MultiMap<number | bigint, Claimant<K>>>(), 6: new Map<number, MultiMap<number | bigint, Claimant<K>>>() };
   /** Family → prefix length → network → the ranges there and their nodes. */
-  private readonly byRange = { 4: new Map<number, Map<number | bigint, RangeClaim<K>[]>>(), 6: new Map<number, Map<number | bigint, RangeClaim<K>[]>>() };
+  private readonly byRange = { 4: new Map<number, MultiMap<number | bigint, RangeClaim<K>>>(), 6: new Map<number, MultiMap<number | bigint, RangeClaim<K>>>() };
 
   /** `compare(a, b) < 0`: a is older than b. */
   constructor(private readonly compare: (a: K, b: K) => number) {}
 
   add(claimant: Claimant<K>): void {
     const { node, addresses, ranges } = claimant.checked;
-    if (node.name) setOf(this.byName, node.name).add(claimant);
+    if (node.name) this.byName.add(node.name, claimant);
     for (const { address } of addresses) {
-      setOf(this.byIp, address.text).add(claimant);
-      this.addressOf.set(address.text, address);
-      for (const [prefixLength, byNetwork] of this.ipsByNetwork[address.family]) setOf(byNetwork, addressNetwork(address, prefixLength)).add(claimant);
+      this.byIp.add(address.text, claimant);
+      for (const [prefixLength, byNetwork] of this.ipsByNetwork[address.family]) byNetwork.add(addressNetwork(address, prefixLength), claimant);
     }
     for (const range of ranges) {
       let byNetwork = this.byRange[range.family].get(range.prefixLength);
       if (!byNetwork) {
-        this.byRange[range.family].set(range.prefixLength, (byNetwork = new Map()));
+        this.byRange[range.family].set(range.prefixLength, (byNetwork = new MultiMap()));
         // A prefix length no range used before: index every internal IP at it once.
-        const ips = new Map<number | bigint, Set<Claimant<K>>>();
-        for (const [text, holders] of this.byIp) {
-          const address = this.addressOf.get(text)!;
-          if (address.family !== range.family) continue;
-          const inside = setOf(ips, addressNetwork(address, range.prefixLength));
-          for (const holder of holders) inside.add(holder);
+        const ips = new MultiMap<number | bigint, Claimant<K>>();
+        for (const holder of this.byIp.values()) {
+          for (const { address } of holder.checked.addresses) if (address.family === range.family) ips.add(addressNetwork(address, range.prefixLength), holder);
         }
         this.ipsByNetwork[range.family].set(range.prefixLength, ips);
       }
-      byNetwork.set(range.network, [...(byNetwork.get(range.network) ?? []), { range, claimant }]);
+      byNetwork.add(range.network, { range, claimant });
     }
   }
 
   remove(claimant: Claimant<K>): void {
     const { node, addresses, ranges } = claimant.checked;
-    if (node.name) dropFrom(this.byName, node.name, claimant);
+    if (node.name) this.byName.delete(node.name, claimant);
     for (const { address } of addresses) {
-      dropFrom(this.byIp, address.text, claimant);
-      if (!this.byIp.has(address.text)) this.addressOf.delete(address.text);
-      for (const [prefixLength, byNetwork] of this.ipsByNetwork[address.family]) dropFrom(byNetwork, addressNetwork(address, prefixLength), claimant);
+      this.byIp.delete(address.text, claimant);
+      for (const [prefixLength, byNetwork] of this.ipsByNetwork[address.family]) byNetwork.delete(addressNetwork(address, prefixLength), claimant);
     }
     for (const range of ranges) {
       const byNetwork = this.byRange[range.family].get(range.prefixLength);
-      const left = (byNetwork?.get(range.network) ?? []).filter((claim) => claim.claimant !== claimant);
-      if (left.length) byNetwork!.set(range.network, left);
-      else byNetwork?.delete(range.network);
-      if (byNetwork && byNetwork.size === 0) {
+      if (!byNetwork) continue;
+      for (const claim of [...byNetwork.get(range.network)]) if (claim.claimant === claimant) byNetwork.delete(range.network, claim);
+      if (byNetwork.size === 0) {
         this.byRange[range.family].delete(range.prefixLength);
         this.ipsByNetwork[range.family].delete(range.prefixLength);
       }
@@ -310,7 +303,7 @@ export class ClaimIndex<K> {
     // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
     for (const { address } of addresses) {
       for (const [prefixLength, byNetwork] of this.byRange[address.family]) {
-        for (const holder of byNetwork.get(addressNetwork(address, prefixLength)) ?? []) {
+        for (const holder of byNetwork.get(addressNetwork(address, prefixLength))) {
           say(`internal IP lies inside pod CIDR ${holder.range.text} of node ${holder.claimant.checked.node.name}`, address.text);
         }
       }
@@ -322,8 +315,8 @@ export class ClaimIndex<K> {
   related(claimant: Claimant<K>): Set<Claimant<K>> {
     const { node, addresses, ranges } = claimant.checked;
     const found = new Set<Claimant<K>>();
-    for (const other of (node.name ? this.byName.get(node.name) : undefined) ?? []) found.add(other);
-    for (const { address } of addresses) for (const other of this.byIp.get(address.text) ?? []) found.add(other);
+    if (node.name) for (const other of this.byName.get(node.name)) found.add(other);
+    for (const { address } of addresses) for (const other of this.byIp.get(address.text)) found.add(other);
     for (const range of ranges) {
       for (const other of this.overlapping(range)) found.add(other.claimant);
       // Nodes whose internal IP lies inside this range (its prefix length is indexed while it is in the index).
@@ -338,9 +331,9 @@ export class ClaimIndex<K> {
     for (const [prefixLength, byNetwork] of this.byRange[range.family]) {
       if (prefixLength <= range.prefixLength) {
         // Ranges containing it sit at the network of its first address at their own length.
-        yield* byNetwork.get(addressNetwork(firstAddress(range), prefixLength)) ?? [];
+        yield* byNetwork.get(addressNetwork(firstAddress(range), prefixLength));
       } else {
-        for (const claims of byNetwork.values()) for (const claim of claims) if (cidrContains(range, claim.range)) yield claim;
+        for (const claim of byNetwork.values()) if (cidrContains(range, claim.range)) yield claim;
       }
     }
   }
@@ -353,18 +346,6 @@ export class ClaimIndex<K> {
 interface RangeClaim<K> {
   range: Cidr;
   claimant: Claimant<K>;
-}
-
-function setOf<M, T>(map: Map<M, Set<T>>, key: M): Set<T> {
-  let set = map.get(key);
-  if (!set) map.set(key, (set = new Set()));
-  return set;
-}
-
-function dropFrom<M, T>(map: Map<M, Set<T>>, key: M, value: T): void {
-  const set = map.get(key);
-  set?.delete(value);
-  if (set && set.size === 0) map.delete(key);
 }
 
 /** The first address of a range, as an Address (for lookups by network). */

@@ -95,40 +95,45 @@ function keyValues(words: string[]): Record<string, string> {
 /** What the agent last planned for this host: enough to tell its own writes from drift. */
 export interface DesiredView {
   proto: number;
-  /** Canonical destination → the next hop the route should have. */
-  routes: ReadonlyMap<string, string>;
+  /** Canonical destination → the route there (its next hop is what the kernel's should be). */
+  routes: ReadonlyMap<string, { readonly nextHop: string }>;
   /** Every next hop of `routes`. */
   nextHops: { has(nextHop: string): boolean };
 }
 
 export function desiredView(proto: number, routes: { destination: string; nextHop: string }[]): DesiredView {
   const view = new DesiredRoutes(proto);
-  for (const route of routes) view.set(route.destination, route.nextHop);
+  for (const route of routes) view.set(route);
   return view;
 }
 
-/** A DesiredView kept up to date route by route (one Node's change touches its routes, not all 5,000). */
-export class DesiredRoutes implements DesiredView {
-  readonly routes = new Map<string, string>();
+/**
+ * A DesiredView kept up to date route by route (one Node's change touches its routes, not all 5,000).
+ * It keeps the route objects it is given, so a caller that needs the whole routes (the agent's
+ * reconciler) keeps them here rather than in a second map of 5,000 (issue 9's memory).
+ */
+export class DesiredRoutes<R extends { readonly destination: string; readonly nextHop: string } = { destination: string; nextHop: string }> implements DesiredView {
+  readonly routes = new Map<string, R>();
   /** Next hop → how many desired routes use it. */
   private readonly uses = new Map<string, number>();
   readonly nextHops = { has: (nextHop: string) => this.uses.has(nextHop) };
 
   constructor(readonly proto: number) {}
 
-  set(destination: string, nextHop: string): void {
-    this.delete(destination);
-    this.routes.set(destination, nextHop);
-    this.uses.set(nextHop, (this.uses.get(nextHop) ?? 0) + 1);
+  /** Sets the route on its destination, replacing the one there. */
+  set(route: R): void {
+    this.delete(route.destination);
+    this.routes.set(route.destination, route);
+    this.uses.set(route.nextHop, (this.uses.get(route.nextHop) ?? 0) + 1);
   }
 
   delete(destination: string): void {
-    const nextHop = this.routes.get(destination);
-    if (nextHop === undefined) return;
+    const route = this.routes.get(destination);
+    if (route === undefined) return;
     this.routes.delete(destination);
-    const left = this.uses.get(nextHop)! - 1;
-    if (left) this.uses.set(nextHop, left);
-    else this.uses.delete(nextHop);
+    const left = this.uses.get(route.nextHop)! - 1;
+    if (left) this.uses.set(route.nextHop, left);
+    else this.uses.delete(route.nextHop);
   }
 }
 
@@ -153,7 +158,7 @@ export function driftReason(event: KernelEvent, desired: DesiredView): string | 
     case "route": {
       if (event.table !== undefined && event.table !== "254" && event.table !== "main") return undefined;
       if (event.type !== undefined && !ours(event.protocol) && !desired.routes.has(event.destination)) return undefined;
-      const wanted = desired.routes.get(event.destination);
+      const wanted = desired.routes.get(event.destination)?.nextHop;
       if (ours(event.protocol)) {
         if (event.deleted) return wanted !== undefined ? `owned route ${event.destination} removed` : undefined;
         return wanted !== undefined && event.gateway === wanted ? undefined : `owned route ${event.destination} now via ${event.gateway ?? event.type ?? "?"}`;

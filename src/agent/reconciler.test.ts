@@ -166,7 +166,7 @@ describe("agent reconciler", () => {
     assert.equal(metrics.driftRepairs.get(), 1, "a new node is not drift");
     assert.equal(metrics.ownedRoutes.get(), 3);
     assert.equal(metrics.syncs.get({ result: "changed" }), 3);
-    assert.equal(reconciler.desired.routes.get("10.200.5.0/24"), "10.240.0.25");
+    assert.equal(reconciler.desired.routes.get("10.200.5.0/24")?.nextHop, "10.240.0.25");
   });
 
   it("checks again only the Nodes said changed (a resync does not validate them all again)", async () => {

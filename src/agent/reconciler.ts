@@ -29,6 +29,7 @@ import type { HostState } from "../targets/linux/iproute.js";
 import { TargetError, type ChangeResult, type TableRef, type Target } from "../targets/target.js";
 import type { HostTable } from "./host-table.js";
 import { DesiredRoutes } from "./kernel-events.js";
+import { MultiMap } from "../multimap.js";
 import { countError } from "../observe/metrics.js";
 import type { AgentMetrics, SyncResult } from "./metrics.js";
 
@@ -78,8 +79,8 @@ export interface SyncOutcome {
 }
 
 export class Reconciler {
-  /** What this host should hold (kept route by route); kernel events are judged against it. */
-  readonly desired: DesiredRoutes;
+  /** What this host should hold, route by route, by destination; kernel events are judged against it. */
+  readonly desired: DesiredRoutes<Route>;
   /** Whether a reconcile has converged once (readiness). */
   converged = false;
   private quarantined = new Map<string, string>();
@@ -87,13 +88,10 @@ export class Reconciler {
   private conflicts = new Set<string>();
   /** Every Node, checked, kept up to date one Node at a time. */
   private readonly index = new NodeIndex({ source: "kubernetes" });
-  /** Each Node as it was indexed, by name: a Node object that is not this one has changed. */
-  private readonly indexed = new Map<string, unknown>();
   /** Names of Nodes said changed since the last reconcile; "all": compare every Node. */
   private changed: Set<string> | "all" = "all";
-  /** The desired routes by destination, and by node. */
-  private readonly wanted = new Map<string, Route>();
-  private readonly routesOf = new Map<string, Route[]>();
+  /** The desired routes by node (by destination: `desired`). */
+  private readonly routesOf = new MultiMap<string, Route>();
   /** Bumped whenever the desired routes change; what it was at the last converged reconcile. */
   private desiredVersion = 0;
   private convergedVersion: number | undefined;
@@ -153,7 +151,7 @@ export class Reconciler {
       }
       const touched = this.indexNodes();
       if (touched.size) outcome.newlyQuarantined = this.trackQuarantine();
-      metrics.nodes.set(this.indexed.size);
+      metrics.nodes.set(this.index.size);
       const node = await this.whoAmI();
       outcome.node = node;
       outcome.nodeServed = this.index.node(node) !== undefined;
@@ -203,25 +201,24 @@ export class Reconciler {
     const touched = new Set<string>();
     const { store } = this.options;
     const set = (name: string, object: unknown) => {
-      if (this.indexed.get(name) === object) return;
-      this.indexed.set(name, object);
+      // A Node object that is not the one indexed has changed.
+      if (this.index.has(name) && this.index.object(name) === object) return;
       for (const key of this.index.set(name, object)) touched.add(key);
     };
     const remove = (name: string) => {
-      if (!this.indexed.delete(name)) return;
+      if (!this.index.has(name)) return;
       touched.add(name);
       for (const key of this.index.delete(name)) touched.add(key);
     };
-    if (this.indexed.size === 0) {
+    if (this.index.size === 0) {
       // The first list: every Node in at once, each checked once.
-      const entries: [string, unknown][] = [];
+      const entries = new Map<string, unknown>();
       let position = 0;
       for (const object of store.nodes()) {
         const name = (object as KubeNode)?.metadata?.name;
-        const key = typeof name === "string" && name && !this.indexed.has(name) ? name : `items[${position}]`;
+        const key = typeof name === "string" && name && !entries.has(name) ? name : `items[${position}]`;
         position++;
-        this.indexed.set(key, object);
-        entries.push([key, object]);
+        entries.set(key, object);
       }
       for (const key of this.index.setMany(entries)) touched.add(key);
     } else if (this.changed === "all" || !store.get) {
@@ -234,7 +231,7 @@ export class Reconciler {
         present.add(key);
         set(key, object);
       }
-      for (const name of [...this.indexed.keys()]) if (!present.has(name)) remove(name);
+      for (const name of [...this.index.keys()]) if (!present.has(name)) remove(name);
     } else {
       for (const name of this.changed) {
         const object = store.get(name);
@@ -282,7 +279,7 @@ export class Reconciler {
     if (written && this.convergedVersion === this.desiredVersion) metrics.driftRepairs.inc({}, written);
     if (failed === 0) this.convergedVersion = this.desiredVersion;
     // The agent's picture of the table: exact only when everything desired is there as written.
-    this.expected = failed === 0 && diff.conflicts.length === 0 ? new Map([...this.wanted.values()].map((route) => [route.destination, route.nextHop])) : undefined;
+    this.expected = failed === 0 && diff.conflicts.length === 0 ? expectedOf(this.desired.routes.values()) : undefined;
     this.fullDue = false;
     if (read && !diff.changes.length) this.options.host!.table.remember(read);
     else this.options.host?.table.forget();
@@ -300,17 +297,17 @@ export class Reconciler {
     const destinations = new Set<string>();
     const nodes: Node[] = [];
     for (const name of touched) {
-      for (const route of this.routesOf.get(name) ?? []) destinations.add(route.destination);
+      for (const route of this.routesOf.get(name)) destinations.add(route.destination);
       const node = this.index.node(name);
       if (node) nodes.push(node);
     }
     const routes = desiredRoutes(this.index.inventoryOf(nodes), here);
     for (const route of routes) destinations.add(route.destination);
     // Before writing: the kernel's events for these writes must read as the agent's own, not as drift.
-    for (const name of touched) for (const route of this.routesOf.get(name) ?? []) this.unwant(route);
+    for (const name of touched) for (const route of [...this.routesOf.get(name)]) this.unwant(route);
     for (const route of routes) this.wantRoute(route);
     this.desiredVersion++;
-    this.options.metrics.desiredRoutes.set(this.wanted.size);
+    this.options.metrics.desiredRoutes.set(this.desired.routes.size);
     if (!destinations.size) return { written: 0, failed: 0, fields: { nodes: touched.size } };
     const inventory = this.index.inventoryOf([]);
     const done = await table.write(here, routes, destinations, {
@@ -338,34 +335,28 @@ export class Reconciler {
 
   /** Sets every desired route (and the view kernel events are judged against). */
   private want(routes: Route[]): void {
-    const same = routes.length === this.wanted.size && routes.every((route) => {
-      const earlier = this.wanted.get(route.destination);
+    const same = routes.length === this.desired.routes.size && routes.every((route) => {
+      const earlier = this.desired.routes.get(route.destination);
       return earlier?.nextHop === route.nextHop && earlier.node === route.node;
     });
     if (same) return;
-    for (const route of [...this.wanted.values()]) this.unwant(route);
+    for (const route of [...this.desired.routes.values()]) this.unwant(route);
     for (const route of routes) this.wantRoute(route);
     this.desiredVersion++;
     this.options.metrics.desiredRoutes.set(routes.length);
   }
 
   private wantRoute(route: Route): void {
-    const earlier = this.wanted.get(route.destination);
+    const earlier = this.desired.routes.get(route.destination);
     if (earlier) this.unwant(earlier);
-    this.wanted.set(route.destination, route);
-    const list = this.routesOf.get(route.node);
-    if (list) list.push(route);
-    else this.routesOf.set(route.node, [route]);
-    this.desired.set(route.destination, route.nextHop);
+    this.desired.set(route);
+    this.routesOf.add(route.node, route);
   }
 
   private unwant(route: Route): void {
-    if (this.wanted.get(route.destination) !== route) return;
-    this.wanted.delete(route.destination);
-    const left = (this.routesOf.get(route.node) ?? []).filter((other) => other !== route);
-    if (left.length) this.routesOf.set(route.node, left);
-    else this.routesOf.delete(route.node);
+    if (this.desired.routes.get(route.destination) !== route) return;
     this.desired.delete(route.destination);
+    this.routesOf.delete(route.node, route);
   }
 
   /** Counts a write's results in the metrics: written, failed, and the change in owned routes. */
@@ -418,7 +409,7 @@ export class Reconciler {
       const key = text.join("; ");
       now.set(name, key);
       if (this.quarantined.get(name) === key) continue;
-      const object = this.indexed.get(name) as KubeNode | undefined;
+      const object = this.index.object(name) as KubeNode | undefined;
       fresh.push({ name, ...(object?.metadata.uid ? { uid: object.metadata.uid } : {}), problems: text });
       countError(metrics, "input");
       log.warn("node quarantined: left out of routing until its Node object is fixed; every other node is still served", { node: name, problems: text });
@@ -466,6 +457,13 @@ interface Written {
   written: number;
   failed: number;
   fields: Record<string, unknown>;
+}
+
+/** Destination → next hop of every route: what the table holds after a reconcile that wrote them all. */
+function expectedOf(routes: Iterable<Route>): Map<string, string> {
+  const expected = new Map<string, string>();
+  for (const route of routes) expected.set(route.destination, route.nextHop);
+  return expected;
 }
 
 function countActions(changes: { action: string }[]): { create: number; replace: number; delete: number } {

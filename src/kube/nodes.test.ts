@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { InputError, validateInventory } from "../inventory.js";
-import { inventoryFromNodes, NodeIndex, readKubeNode } from "./nodes.js";
+import { networkReadyPatch } from "../agent/node-status.js";
+import { inventoryFromNodes, NodeIndex, readKubeNode, routingView, type KubeNode } from "./nodes.js";
 
 function kubeNode(name: string, addresses: [string, string][], podCIDRs?: string[], extra: { podCIDR?: string; created?: string; labels?: Record<string, string> } = {}) {
   return {
@@ -157,5 +158,41 @@ describe("NodeIndex: one Node at a time", () => {
     assert.deepEqual(index.delete("node-3").sort(), ["node-new"]);
     assert.ok(index.node("node-new"));
     assert.equal(index.quarantined.size, 0);
+  });
+});
+
+describe("routingView (what the agent's store keeps of a Node)", () => {
+  // Node-like objects with every field the view keeps or drops, right type or not.
+  const text = fc.constantFrom("node-1", "10.240.0.1", "fd00::1", "10.200.1.0/24", "", "x y");
+  const value = fc.oneof(text, fc.integer(), fc.constant(null), fc.constant(undefined), fc.array(text, { maxLength: 2 }));
+  const address = fc.oneof(fc.record({ type: fc.constantFrom("InternalIP", "ExternalIP", "Hostname"), address: value }), value);
+  const condition = fc.oneof(
+    fc.record({ type: fc.constantFrom("NetworkUnavailable", "Ready"), status: fc.constantFrom("True", "False"), reason: fc.constantFrom("NoRouteCreated", "PodroutesAgentReady"), message: text, lastTransitionTime: fc.constantFrom("2026-01-01T00:00:00Z") }, { requiredKeys: ["type"] }),
+    value,
+  );
+  const node = fc.record(
+    {
+      kind: fc.oneof(fc.constant("Node"), value),
+      metadata: fc.oneof(fc.record({ name: value, uid: value, resourceVersion: value, creationTimestamp: value, labels: fc.oneof(fc.dictionary(fc.constantFrom("zone", "bad key!"), value), value), managedFields: value }, { requiredKeys: [] }), value),
+      spec: fc.oneof(fc.record({ podCIDR: value, podCIDRs: value, taints: value }, { requiredKeys: [] }), value),
+      status: fc.oneof(fc.record({ addresses: fc.oneof(fc.array(address, { maxLength: 3 }), value), conditions: fc.oneof(fc.array(condition, { maxLength: 3 }), value), images: value }, { requiredKeys: [] }), value),
+    },
+    { requiredKeys: [] },
+  );
+
+  it("reads as the whole Node reads: same node, problems and notes, same NetworkUnavailable patch, same identity", () => {
+    fc.assert(
+      fc.property(node, (object) => {
+        const view = routingView(object);
+        assert.deepEqual(readKubeNode(view), readKubeNode(object));
+        const now = new Date("2026-02-01T00:00:00Z");
+        if (view.status === undefined || typeof view.status === "object") assert.deepEqual(networkReadyPatch(view, now), networkReadyPatch(object as KubeNode, now));
+        const meta = object.metadata as Record<string, unknown> | undefined;
+        if (meta && typeof meta === "object" && !Array.isArray(meta)) {
+          for (const field of ["name", "uid", "resourceVersion", "creationTimestamp"] as const) assert.equal(view.metadata[field], meta[field]);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });

@@ -44,29 +44,30 @@ export interface NodeCondition {
 
 /**
  * The part of a Node the agent keeps (its store holds 5,000 of them): what routing reads (name, labels,
- * creation time, pod CIDRs, addresses), what node status and Events need (uid, resourceVersion, the
- * NetworkUnavailable condition), and nothing of the rest (images, managedFields, the kubelet's other
- * conditions, nodeInfo, capacity...). Fields are kept as they came, right type or not, so a malformed
- * Node is still reported for exactly what is wrong with it.
+ * creation time, pod CIDRs, addresses), what node status and Events need (uid, resourceVersion, and of
+ * the NetworkUnavailable condition what the agent's patch compares: status, reason, transition time), and
+ * nothing of the rest (images, managedFields, the kubelet's other conditions, nodeInfo, capacity...).
+ * Fields are kept as they came, right type or not, so a malformed Node is still reported for exactly
+ * what is wrong with it; a field the Node lacks is undefined. Each part is one object literal of fixed
+ * shape, not spread together: V8 gives those their fields in the object itself, where spreads left an
+ * extra property array per object (issue 9's memory).
  */
 export function routingView(object: unknown): KubeNode {
   if (!isMapping(object)) return object as KubeNode;
-  const view: Record<string, unknown> = {};
-  if (object.kind !== undefined) view.kind = object.kind;
-  const metadata = object.metadata;
-  if (isMapping(metadata)) {
-    const { name, uid, resourceVersion, creationTimestamp, labels } = metadata;
-    view.metadata = { name, uid, resourceVersion, creationTimestamp, ...(labels !== undefined ? { labels } : {}) };
-  } else view.metadata = metadata;
-  const spec = object.spec;
-  if (isMapping(spec)) view.spec = { ...(spec.podCIDR !== undefined ? { podCIDR: spec.podCIDR } : {}), ...(spec.podCIDRs !== undefined ? { podCIDRs: spec.podCIDRs } : {}) };
-  else if (spec !== undefined) view.spec = spec;
-  const status = object.status;
-  if (isMapping(status)) {
-    const conditions = Array.isArray(status.conditions) ? status.conditions.filter((condition: unknown) => isMapping(condition) && condition.type === "NetworkUnavailable") : status.conditions;
-    view.status = { ...(status.addresses !== undefined ? { addresses: status.addresses } : {}), ...(conditions !== undefined ? { conditions } : {}) };
-  } else if (status !== undefined) view.status = status;
+  const { metadata, spec, status } = object;
+  const view = {
+    kind: object.kind,
+    metadata: isMapping(metadata) ? { name: metadata.name, uid: metadata.uid, resourceVersion: metadata.resourceVersion, creationTimestamp: metadata.creationTimestamp, labels: metadata.labels } : metadata,
+    spec: isMapping(spec) ? { podCIDR: spec.podCIDR, podCIDRs: spec.podCIDRs } : spec,
+    status: isMapping(status) ? { addresses: status.addresses, conditions: Array.isArray(status.conditions) ? status.conditions.filter(isNetworkCondition).map(conditionView) : status.conditions } : status,
+  };
   return view as unknown as KubeNode;
+}
+
+const isNetworkCondition = (condition: unknown): boolean => isMapping(condition) && condition.type === "NetworkUnavailable";
+
+function conditionView(condition: Record<string, unknown>): Record<string, unknown> {
+  return { type: condition.type, status: condition.status, reason: condition.reason, lastTransitionTime: condition.lastTransitionTime };
 }
 
 /** Where in a Node object a problem is: `["status", "addresses", 0, "address"]`. */
@@ -111,11 +112,15 @@ export function readKubeNode(object: unknown): NodeReading {
     if (metadata.labels !== undefined && metadata.labels !== null) {
       if (!isMapping(metadata.labels)) say(["metadata", "labels"], "must be a mapping");
       else {
-        labels = {};
+        let allText = true;
         for (const [key, value] of Object.entries(metadata.labels)) {
-          if (typeof value === "string") labels[key] = value;
-          else say(["metadata", "labels", key], "must be a string");
+          if (typeof value === "string") continue;
+          allText = false;
+          say(["metadata", "labels", key], "must be a string");
         }
+        // The Node's own labels object, not a copy: an agent holds 5,000 of them (issue 9), and nothing
+        // podroutes does writes to labels.
+        if (allText) labels = metadata.labels as Record<string, string>;
       }
     }
   }
@@ -226,6 +231,10 @@ interface IndexedNode {
   created: string;
   /** Order of first arrival: the last tie-break (two Nodes of one name and age in a file). */
   arrival: number;
+  /** The Node object as it was set: a caller tells a changed Node by its object. */
+  object: unknown;
+  /** The node as served, while it has no problem (undefined while quarantined). */
+  served: Node | undefined;
   /** Readable Nodes: checked alone, and their claims in the index. */
   claimant?: Claimant<IndexedNode>;
   /** Unreadable Nodes: the fields of the wrong type. */
@@ -244,7 +253,6 @@ export class NodeIndex {
   private readonly settings: InventorySettings;
   private readonly entries = new Map<string, IndexedNode>();
   private readonly claims = new ClaimIndex<IndexedNode>((a, b) => this.compare(a, b));
-  private readonly served = new Map<string, Node>();
   /** Node name → its problems: these Nodes are not served. */
   readonly quarantined = new Map<string, Problem[]>();
   /** Node name → notes (several InternalIPs, no pod CIDR yet). */
@@ -284,7 +292,7 @@ export class NodeIndex {
   private enter(key: string, object: unknown, fallbackName: string, arrival: number | undefined): IndexedNode {
     const reading = readKubeNode(object);
     const created = (object as KubeNode)?.metadata?.creationTimestamp;
-    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: arrival ?? this.arrivals++, notes: reading.notes };
+    const entry: IndexedNode = { key, name: reading.name || fallbackName, created: typeof created === "string" ? created : "", arrival: arrival ?? this.arrivals++, object, served: undefined, notes: reading.notes };
     if (reading.node) {
       entry.claimant = { key: entry, checked: checkNode(reading.node, this.settings.clusterRanges) };
       this.claims.add(entry.claimant);
@@ -307,7 +315,21 @@ export class NodeIndex {
 
   /** The served node under `key`, if it is served. */
   node(key: string): Node | undefined {
-    return this.served.get(key);
+    return this.entries.get(key)?.served;
+  }
+
+  /** The Node object last set under `key`. */
+  object(key: string): unknown {
+    return this.entries.get(key)?.object;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** How many Nodes the index holds, served or not. */
+  get size(): number {
+    return this.entries.size;
   }
 
   /** Every key in the index. */
@@ -318,8 +340,8 @@ export class NodeIndex {
   /** The served nodes as one canonical inventory, oldest first (made again only after a change). */
   inventory(): Inventory {
     if (this.inventoryCache) return this.inventoryCache;
-    const served = [...this.entries.values()].filter((entry) => this.served.has(entry.key)).sort((a, b) => this.compare(a, b));
-    this.inventoryCache = this.inventoryOf(served.map((entry) => this.served.get(entry.key)!));
+    const served = [...this.entries.values()].filter((entry) => entry.served).sort((a, b) => this.compare(a, b));
+    this.inventoryCache = this.inventoryOf(served.map((entry) => entry.served!));
     return this.inventoryCache;
   }
 
@@ -356,7 +378,7 @@ export class NodeIndex {
     }
     this.quarantined.delete(entry.name);
     this.notes.delete(entry.name);
-    this.served.delete(entry.key);
+    entry.served = undefined;
   }
 
   private recheck(affected: Set<IndexedNode>): string[] {
@@ -369,10 +391,10 @@ export class NodeIndex {
       const problems = entry.fieldProblems ?? [...entry.claimant!.checked.problems, ...this.claims.problemsOf(entry.claimant!)];
       if (problems.length) {
         this.quarantined.set(entry.name, problems);
-        this.served.delete(entry.key);
+        entry.served = undefined;
       } else {
         this.quarantined.delete(entry.name);
-        this.served.set(entry.key, entry.claimant!.checked.node);
+        entry.served = entry.claimant!.checked.node;
       }
     }
     return keys;
