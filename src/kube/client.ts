@@ -91,6 +91,8 @@ export interface RequestOptionsArg {
   contentType?: string;
   signal?: AbortSignal;
   timeoutMs?: number;
+  /** Handed a 2xx answer's text before it is parsed (a list reads its continue token there, to ask for the next page sooner). */
+  beforeParse?: (text: string) => void;
 }
 
 export interface WatchOptions {
@@ -156,6 +158,7 @@ export class KubeClient {
     const text = await readBody(response, what, signal);
     const code = response.statusCode ?? 0;
     if (code < 200 || code > 299) throw errorFromStatus(tryJson(text), code, what);
+    options.beforeParse?.(text);
     try {
       return JSON.parse(text) as T;
     } catch (error) {

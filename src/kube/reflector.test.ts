@@ -13,7 +13,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { startKubeServer, type KubeApiServer, type KubeServerOptions, type RecordedRequest } from "../../testkit/kube-server.js";
 import { KubeClient } from "./client.js";
 import { discoverConnection } from "./kubeconfig.js";
-import { Backoff, DEFAULT_BACKOFF, Reflector, type ReflectorEvent, type ReflectorOptions } from "./reflector.js";
+import { Backoff, continueTokenIn, DEFAULT_BACKOFF, listAll, Reflector, type ReflectorEvent, type ReflectorOptions } from "./reflector.js";
 import type { KubeNode } from "./nodes.js";
 
 const node = (name: string, labels: Record<string, string> = {}): KubeNode => ({
@@ -364,5 +364,38 @@ describe("reflector", () => {
     await watching(h, 2);
     assert.equal(h.reflector.counters.errors.timeout, 1);
     assert.equal(h.reflector.counters.lists, 1);
+  });
+});
+
+describe("listAll", () => {
+  it("asks for the next page as soon as a page's text is in, before that page's items are read, and only for the pages there are", async () => {
+    const server = await startKubeServer({ nodes: ["worker-0", "worker-1", "worker-2", "worker-3", "worker-4"].map((n) => node(n)) });
+    const order: string[] = [];
+    const client = new KubeClient(await discoverConnection({ kubeconfig: await server.writeKubeconfig(join(dir, `kubeconfig-${server.port}`)) }), {
+      calls: { started: (call) => (order.push(call), () => undefined), throttled: () => undefined },
+    });
+    try {
+      const result = await listAll<KubeNode>(client, "/api/v1/nodes", { pageSize: 2, transform: (n) => (order.push(n.metadata.name!), n) });
+      assert.deepEqual(result.items.map((n) => n.metadata.name), ["worker-0", "worker-1", "worker-2", "worker-3", "worker-4"]);
+      assert.equal(result.pages, 3);
+      // Each page is asked for before the items of the page before it are read (one page ahead, no more).
+      assert.deepEqual(order, ["GET nodes", "GET nodes", "worker-0", "worker-1", "GET nodes", "worker-2", "worker-3", "worker-4"]);
+      const lists = server.requests.filter((r) => r.verb === "list");
+      assert.deepEqual(lists.map((r) => [r.query.limit, r.query.continue !== undefined, r.code]), [["2", false, 200], ["2", true, 200], ["2", true, 200]]);
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
+
+  it("reads the continue token only from a list's own metadata ahead of its items", () => {
+    const list = (metadata: object, items: object[] = [{ metadata: { name: "a" } }]) => JSON.stringify({ kind: "NodeList", apiVersion: "v1", metadata, items });
+    assert.equal(continueTokenIn(list({ resourceVersion: "7", continue: "eyJydiI6N30", remainingItemCount: 3 })), "eyJydiI6N30");
+    assert.equal(continueTokenIn(list({ resourceVersion: "7" })), undefined, "the last page");
+    // Items first (not how the API server writes a list): the token is left to the parse.
+    assert.equal(continueTokenIn(JSON.stringify({ kind: "NodeList", items: [{ metadata: { name: "a" } }], metadata: { continue: "x" } })), undefined);
+    // A Node's label named `continue` is not the list's token.
+    assert.equal(continueTokenIn(list({ resourceVersion: "7" }, [{ metadata: { name: "a", labels: { continue: "x" } } }])), undefined);
+    assert.equal(continueTokenIn(JSON.stringify({ kind: "NodeList", metadata: { continue: "x" }, items: [] }, null, 2)), undefined, "pretty-printed: not peeked");
   });
 });

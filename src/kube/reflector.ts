@@ -126,32 +126,75 @@ interface ListBody<T> {
   metadata?: { resourceVersion?: string; continue?: string };
 }
 
-/** Lists every object, page by page; throws KubeApiError on any failure (never a partial list). */
+/**
+ * Lists every object, page by page; throws KubeApiError on any failure (never a partial list). The next
+ * page is asked for as soon as a page's text is in, before that page is parsed and transformed (the API
+ * server writes the list's metadata, continue token included, before its items): the server makes
+ * page N+1 while this process parses page N, instead of each waiting for the other. The token the parse
+ * finds decides: a page asked for with any other token is dropped and the right one asked for.
+ */
 export async function listAll<T>(client: KubeClient, path: string, options: ListOptions<T> = {}): Promise<ListResult<T>> {
   const keep = options.transform ?? ((object: T) => object);
   const base = { labelSelector: options.labelSelector || undefined, fieldSelector: options.fieldSelector || undefined };
   const limit = options.pageSize ?? 500;
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
   const items: T[] = [];
   let resourceVersion: string | undefined;
   let token: string | undefined;
-  for (let pages = 1; ; pages++) {
-    let page: ListBody<T>;
-    try {
-      page = await client.request<ListBody<T>>("GET", path, { query: { ...base, ...(limit ? { limit } : {}), continue: token }, ...(options.signal ? { signal: options.signal } : {}) });
-    } catch (error) {
-      if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
-        const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, ...(options.signal ? { signal: options.signal } : {}) }), path);
-        return { items: whole.items.map(keep), resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
+  let ahead: { token: string; page: Promise<ListBody<T>>; stop: AbortController } | undefined;
+  const get = (continueToken: string | undefined, early: AbortController = stop): Promise<ListBody<T>> =>
+    client.request<ListBody<T>>("GET", path, {
+      query: { ...base, ...(limit ? { limit } : {}), continue: continueToken },
+      signal: early === stop ? signal : AbortSignal.any([signal, early.signal]),
+      beforeParse: (text) => {
+        const next = continueTokenIn(text);
+        if (next === undefined) return;
+        const early = new AbortController();
+        const page = get(next, early);
+        page.catch(() => undefined); // awaited in its turn, or dropped
+        ahead = { token: next, page, stop: early };
+      },
+    });
+  try {
+    let next = get(undefined);
+    for (let pages = 1; ; pages++) {
+      let page: ListBody<T>;
+      try {
+        page = await next;
+      } catch (error) {
+        if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
+          ahead?.stop.abort();
+          const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, signal }), path);
+          return { items: whole.items.map(keep), resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
+        }
+        throw error;
       }
-      throw error;
+      const checked = checkList(page, path);
+      for (const item of checked.items) items.push(keep(item));
+      // Every page is read at the first page's version; the watch starts from it.
+      resourceVersion ??= checked.resourceVersion;
+      token = page.metadata?.continue || undefined;
+      const asked = ahead;
+      ahead = undefined;
+      if (asked && asked.token !== token) asked.stop.abort();
+      if (!token) return { items, resourceVersion, pages, continueExpired: false };
+      next = asked?.token === token ? asked.page : get(token);
     }
-    const checked = checkList(page, path);
-    for (const item of checked.items) items.push(keep(item));
-    // Every page is read at the first page's version; the watch starts from it.
-    resourceVersion ??= checked.resourceVersion;
-    token = page.metadata?.continue || undefined;
-    if (!token) return { items, resourceVersion, pages, continueExpired: false };
+  } finally {
+    stop.abort(); // a page asked for ahead of a failure is not wanted any more
   }
+}
+
+/**
+ * The continue token of a list answer's text, read from the list's own metadata before its items
+ * (undefined when the text does not start that way: the page is then asked for after the parse).
+ */
+export function continueTokenIn(text: string): string | undefined {
+  const items = text.indexOf('"items":');
+  if (items < 0) return undefined;
+  const found = /^\{(?:"kind":"[^"]*",|"apiVersion":"[^"]*",)*"metadata":\{[^{}]*"continue":"([^"\\]+)"[^{}]*\},"items":$/.exec(text.slice(0, items + 8));
+  return found?.[1];
 }
 
 function checkList<T>(page: ListBody<T>, path: string): { items: T[]; resourceVersion: string } {
