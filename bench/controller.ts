@@ -317,7 +317,7 @@ export async function run(): Promise<void> {
     const compute = await createCompute({ project: gce.project, endpoint: gce.endpoint, accessTokenFile: tokenFile });
     const theirs = await routeControllerWay(kube, gce, compute, POLL_MS / 2);
 
-    console.log(`1,000 Nodes join at once (GCE test server, ${LATENCY_MS} ms per operation; the controller a whole process with default flags: adaptive in flight from 10 up to --max-in-flight ${DEFAULT_MAX_IN_FLIGHT}):`);
+    console.log(`1,000 Nodes join at once (GCE test server, ${LATENCY_MS} ms per operation; the controller a whole process with default flags: --max-in-flight ${DEFAULT_MAX_IN_FLIGHT}, where its adaptive limit starts; it halves on throttling):`);
     console.log(`  podroutes controller (median of 3; runs: ${joins.map((j) => (j.joinMs / 1000).toFixed(2)).join(", ")} s): every route in ${(join_.routesMs / 1000).toFixed(2)} s, every condition False in ${(join_.joinMs / 1000).toFixed(2)} s, ${join_.batches} reconcile(s) with changes, at most ${join_.peak} operations running at once`);
     console.log(`    vs the bound ceil(${NODES}/${DEFAULT_MAX_IN_FLIGHT}) × ${LATENCY_MS} ms = ${(boundMs / 1000).toFixed(2)} s: ${ratio(join_.joinMs, boundMs)} (goal ≤ 1.3×)`);
     console.log(`    Compute API calls, every one counted: ${join_.calls.total} (${join_.calls.inserts} inserts, ${join_.calls.waits} operation waits, ${join_.calls.operationLists} operation-list pages, ${join_.calls.lists} route-list pages, ${join_.calls.other} other: quota, instances) for ${NODES} routes: ${ratio(join_.calls.total, NODES)} (goal ≤ 1.05×); writes alone ${ratio(join_.calls.inserts + join_.calls.deletes, NODES)}`);
