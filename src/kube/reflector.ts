@@ -143,17 +143,17 @@ export async function listAll<T>(client: KubeClient, path: string, options: List
   let resourceVersion: string | undefined;
   let token: string | undefined;
   let ahead: { token: string; page: Promise<ListBody<T>>; stop: AbortController } | undefined;
-  const get = (continueToken: string | undefined, early: AbortController = stop): Promise<ListBody<T>> =>
+  const get = (continueToken: string | undefined, pageSignal: AbortSignal = signal): Promise<ListBody<T>> =>
     client.request<ListBody<T>>("GET", path, {
       query: { ...base, ...(limit ? { limit } : {}), continue: continueToken },
-      signal: early === stop ? signal : AbortSignal.any([signal, early.signal]),
+      signal: pageSignal,
       beforeParse: (text) => {
         const next = continueTokenIn(text);
         if (next === undefined) return;
-        const early = new AbortController();
-        const page = get(next, early);
+        const dropped = new AbortController();
+        const page = get(next, AbortSignal.any([signal, dropped.signal]));
         page.catch(() => undefined); // awaited in its turn, or dropped
-        ahead = { token: next, page, stop: early };
+        ahead = { token: next, page, stop: dropped };
       },
     });
   try {
@@ -164,7 +164,6 @@ export async function listAll<T>(client: KubeClient, path: string, options: List
         page = await next;
       } catch (error) {
         if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
-          ahead?.stop.abort();
           const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, signal }), path);
           return { items: whole.items.map(keep), resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
         }
