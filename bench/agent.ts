@@ -23,7 +23,7 @@ import { performance } from "node:perf_hooks";
 import { READ_ARGS, ROUTES_BATCH } from "../src/targets/linux/iproute.js";
 import { run } from "../src/process.js";
 import type { KubeObject } from "../testkit/kube-server.js";
-import { admin, agentDeployedEnv, getIn, nodeObject, startAgentProcess, startKubeServerProcess, writeKubeconfig } from "../testkit/agent-lab.js";
+import { admin, agentDeployedEnv, agentRbacRules, getIn, inClusterEnv, nodeObject, startAgentProcess, startKubeServerProcess } from "../testkit/agent-lab.js";
 import { watchKernelWrites } from "../testkit/kernel-writes.js";
 import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
 import { percentile } from "./stats.js";
@@ -32,6 +32,8 @@ const NS = `prbenchagent${process.pid % 100000}`;
 const NODES = 5000;
 const CHANGES = 100;
 const SELF = "node-0";
+/** The agent's service account token: the test server grants it deploy/agent-rbac.yaml's rules. */
+const AGENT_TOKEN = "agent-token";
 /** The agent runs with the DaemonSet's environment (its V8 heap settings); BENCH_AGENT_ENV=none runs it without NODE_OPTIONS, for a comparison. */
 const AGENT_ENV: NodeJS.ProcessEnv = process.env.BENCH_AGENT_ENV === "none" ? { NODE_OPTIONS: undefined } : {};
 /** The NODE_OPTIONS the agent gets, for the report. */
@@ -136,9 +138,10 @@ export async function run_(): Promise<void> {
   const nodes = Array.from({ length: NODES }, (_, i) => asTheKubeletMakesIt(nodeObject(`node-${i}`, nodeIp(i), podCidr(i), new Date(Date.UTC(2026, 0, 1, 0, 0, i % 60))), i));
   // One link on which every node's IP is on-link (a /16), as a flat VPC.
   await flatNamespace(NS, `${nodeIp(0)}/16`);
-  const server = await startKubeServerProcess({ netns: NS, listen: "127.0.0.1:6443", stateDir: dir, tokens: ["admin-token"], nodes });
+  const server = await startKubeServerProcess({ netns: NS, listen: "127.0.0.1:6443", stateDir: dir, tokens: ["admin-token", `${AGENT_TOKEN}=${agentRbacRules()}`], nodes });
   const api = admin(server);
-  const kubeconfig = await writeKubeconfig(join(dir, "kubeconfig"), server, "admin-token");
+  // The agent finds the API server as in the DaemonSet: its service account (the agent's RBAC), no kubeconfig.
+  const inPod: NodeJS.ProcessEnv = { ...AGENT_ENV, ...(await inClusterEnv(join(dir, "serviceaccount"), server, AGENT_TOKEN)), KUBECONFIG: undefined };
   let agent: ReturnType<typeof startAgentProcess> | undefined;
   const kernel = monitor();
   try {
@@ -146,7 +149,7 @@ export async function run_(): Promise<void> {
     const watcher = readyWatcher();
     await new Promise((resolve) => setTimeout(resolve, 300)); // the poller's own start is not the agent's
     const spawnedAt = Date.now();
-    agent = startAgentProcess(["ip", "netns", "exec", NS], ["--kubeconfig", kubeconfig, "--node", SELF, "--listen", "127.0.0.1:9465", "--resync", "10m", "--log-format", "json"], join(dir, "agent.log"), AGENT_ENV);
+    agent = startAgentProcess(["ip", "netns", "exec", NS], ["--node", SELF, "--listen", "127.0.0.1:9465", "--resync", "10m", "--log-format", "json"], join(dir, "agent.log"), inPod);
     const started = agent;
     let timer: NodeJS.Timeout | undefined;
     const readyAt = await Promise.race([watcher.ready, new Promise<number>((_, reject) => (timer = setTimeout(() => reject(new Error(`agent not ready in 60 s:\n${started.log()}`)), 60_000)))]).finally(() => clearTimeout(timer));
@@ -190,7 +193,7 @@ export async function run_(): Promise<void> {
     // --- no-op resync: a second agent (a restart: every route already in place) resyncing every second ---
     const restartedAt = Date.now();
     const again = readyWatcher();
-    agent = startAgentProcess(["ip", "netns", "exec", NS], ["--kubeconfig", kubeconfig, "--node", SELF, "--listen", "127.0.0.1:9465", "--resync", "1s", "--log-format", "json"], join(dir, "agent-resync.log"), AGENT_ENV);
+    agent = startAgentProcess(["ip", "netns", "exec", NS], ["--node", SELF, "--listen", "127.0.0.1:9465", "--resync", "1s", "--log-format", "json"], join(dir, "agent-resync.log"), inPod);
     const restartMs = (await again.ready) - restartedAt;
     again.stop();
     await new Promise((resolve) => setTimeout(resolve, 2000)); // past the start: only resyncs from here

@@ -247,6 +247,51 @@ describe("the Kubernetes API test server, as podroutes' own client sees it", () 
     }
   });
 
+  it("paging over the sorted keys: Nodes added, changed and removed between pages, selectors, remainingItemCount", async () => {
+    const client = new KubeClient(await discoverConnection({ kubeconfig }));
+    type Page = { metadata: { continue?: string; remainingItemCount?: number; resourceVersion: string }; items: KubeObject[] };
+    const page = (query: Record<string, string | number | undefined>) => client.request<Page>("GET", "/api/v1/nodes", { query });
+    const names = (p: Page) => p.items.map((item) => item.metadata.name);
+    try {
+      for (const index of [3, 4, 5]) server.put("nodes", node(index, { zone: "a" }));
+      const first = await page({ limit: 2 });
+      assert.deepEqual(names(first), ["worker-0", "worker-1"]);
+      assert.equal(first.metadata.remainingItemCount, 4);
+      // Between pages: a key after the token (seen), one before it (not), one removed, one changed. This
+      // server reads later pages from the store as it is then, after the token's key: it keeps no MVCC
+      // snapshot, where a real API server's later pages show the first page's revision.
+      server.put("nodes", node(10));
+      server.put("nodes", node(90));
+      server.remove("nodes", "worker-3");
+      server.update("nodes", "worker-2", (object) => void (object.metadata.labels = { zone: "c" }));
+      server.put("nodes", { ...node(0), metadata: { name: "worker-00" } });
+      const second = await page({ limit: 2, continue: first.metadata.continue });
+      assert.deepEqual(names(second), ["worker-10", "worker-2"]);
+      assert.equal(second.items[1]!.metadata.labels?.zone, "c");
+      assert.equal(second.metadata.remainingItemCount, 3);
+      const third = await page({ limit: 2, continue: second.metadata.continue });
+      assert.deepEqual(names(third), ["worker-4", "worker-5"]);
+      assert.equal(third.metadata.remainingItemCount, 1);
+      const last = await page({ limit: 2, continue: third.metadata.continue });
+      assert.deepEqual(names(last), ["worker-90"]);
+      assert.equal(last.metadata.continue, undefined);
+      assert.equal(last.metadata.remainingItemCount, undefined);
+      // A selector counts and pages over its matches only.
+      const zoneA = await page({ limit: 2, labelSelector: "zone=a" });
+      assert.deepEqual(names(zoneA), ["worker-0", "worker-1"]);
+      assert.equal(zoneA.metadata.remainingItemCount, 2);
+      assert.deepEqual(names(await page({ limit: 5, labelSelector: "zone=a", continue: zoneA.metadata.continue })), ["worker-4", "worker-5"]);
+      // Everything at once is the whole store, in key order, after each key that comes or goes.
+      assert.deepEqual(names(await page({})), ["worker-0", "worker-00", "worker-1", "worker-10", "worker-2", "worker-4", "worker-5", "worker-90"]);
+      server.remove("nodes", "worker-10");
+      assert.deepEqual(names(await page({})), ["worker-0", "worker-00", "worker-1", "worker-2", "worker-4", "worker-5", "worker-90"]);
+      server.put("nodes", node(11));
+      assert.deepEqual(names(await page({})), ["worker-0", "worker-00", "worker-1", "worker-11", "worker-2", "worker-4", "worker-5", "worker-90"]);
+    } finally {
+      client.close();
+    }
+  });
+
   it("slow answers (a fault) make a request time out with a `timeout` failure; the next one, unslowed, works", async () => {
     const client = new KubeClient(await discoverConnection({ kubeconfig }), { requestTimeoutMs: 200 });
     try {

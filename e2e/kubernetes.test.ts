@@ -6,10 +6,11 @@
  * Everything on 127.0.0.1 with explicit credentials, metadata probing off.
  */
 import assert from "node:assert/strict";
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
+import { inClusterEnv } from "../testkit/agent-lab.js";
 import { jsonOf, runCli } from "../testkit/cli.js";
 import { startGceServer, type GceServer } from "../testkit/gce-server.js";
 import { startKubeServer, type KubeApiServer, type KubeObject } from "../testkit/kube-server.js";
@@ -93,15 +94,10 @@ describe("--nodes kubernetes through the CLI", () => {
   });
 
   it("in a pod: the service account's token, CA and KUBERNETES_SERVICE_HOST when no kubeconfig exists", async () => {
-    const serviceAccount = join(dir, "serviceaccount");
-    await mkdir(serviceAccount, { recursive: true });
-    await writeFile(join(serviceAccount, "token"), "pod-token\n");
-    await copyFile(kube.caFile, join(serviceAccount, "ca.crt"));
-    await writeFile(join(serviceAccount, "namespace"), "kube-system");
+    const inPod = await inClusterEnv(join(dir, "serviceaccount"), kube, "pod-token");
     kube.setToken("pod-token", { user: "system:serviceaccount:kube-system:podroutes", rules: [{ verbs: ["list"], resources: ["nodes"] }] });
-    const url = new URL(kube.url);
     const planned = await runCli(["plan", "--nodes", "kubernetes", ...gcpArgs, "-o", "json"], {
-      env: env({ HOME: join(dir, "no-home"), KUBERNETES_SERVICE_HOST: url.hostname, KUBERNETES_SERVICE_PORT: url.port, PODROUTES_SERVICE_ACCOUNT_DIR: serviceAccount }),
+      env: env(inPod),
     });
     assert.equal(planned.code, 0, planned.stderr);
     assert.equal(creates(jsonOf<PlanJson>(planned)).length, 3);

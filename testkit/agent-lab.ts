@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
@@ -138,6 +138,21 @@ export async function startKubeServerProcess(options: {
   }
   await started.stop();
   throw new Error(`the test server did not start in 30 s: ${started.log()}`);
+}
+
+/**
+ * What a pod sees of its service account (`dir`: token, ca.crt, namespace, as the kubelet mounts them)
+ * and of its cluster (KUBERNETES_SERVICE_HOST/PORT), as the environment of a process run "in a pod":
+ * podroutes then finds the API server as it does in the DaemonSet, with no kubeconfig (HOME is a
+ * directory that does not exist).
+ */
+export async function inClusterEnv(dir: string, server: { url: string; caFile: string }, token: string, namespace = "kube-system"): Promise<Record<string, string>> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "token"), `${token}\n`);
+  await copyFile(server.caFile, join(dir, "ca.crt"));
+  await writeFile(join(dir, "namespace"), namespace);
+  const url = new URL(server.url);
+  return { HOME: join(dir, "no-home"), KUBERNETES_SERVICE_HOST: url.hostname, KUBERNETES_SERVICE_PORT: url.port, PODROUTES_SERVICE_ACCOUNT_DIR: dir };
 }
 
 /** A kubeconfig with a bearer token, as a ServiceAccount's would be. */
