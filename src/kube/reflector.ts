@@ -25,6 +25,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { errorFromStatus, KubeApiError, type ApiFailure, type KubeClient, type WatchEvent } from "./client.js";
+import { parseListPage, type ListPage } from "./list-page.js";
 
 /** The part of every Kubernetes object the reflector reads. */
 export interface KubeObject {
@@ -107,8 +108,8 @@ export interface ListOptions<T = unknown> {
   pageSize?: number;
   signal?: AbortSignal;
   /**
-   * What of each object to keep, applied page by page: a page's whole objects are garbage as soon as the
-   * next page is asked for, instead of all of them living until the list is complete.
+   * What of each object to keep, applied as each item is parsed (list-page.ts): a Node's whole object is
+   * garbage before the next is built, instead of a page's or the whole list's living until the end.
    */
   transform?: (object: T) => T;
 }
@@ -121,10 +122,6 @@ export interface ListResult<T> {
   continueExpired: boolean;
 }
 
-interface ListBody<T> {
-  items?: T[];
-  metadata?: { resourceVersion?: string; continue?: string };
-}
 
 /**
  * Lists every object, page by page; throws KubeApiError on any failure (never a partial list). The next
@@ -142,11 +139,20 @@ export async function listAll<T>(client: KubeClient, path: string, options: List
   const items: T[] = [];
   let resourceVersion: string | undefined;
   let token: string | undefined;
-  let ahead: { token: string; page: Promise<ListBody<T>>; stop: AbortController } | undefined;
-  const get = (continueToken: string | undefined, pageSignal: AbortSignal = signal): Promise<ListBody<T>> =>
-    client.request<ListBody<T>>("GET", path, {
+  let ahead: { token: string; page: Promise<ListPage<T>>; stop: AbortController } | undefined;
+  // Each page's items come transformed out of the parse (item by item where the text allows).
+  const parse = (text: string): ListPage<T> => {
+    const page = parseListPage(text, keep);
+    if (page) return page;
+    const whole = JSON.parse(text) as ListPage<T>;
+    if (Array.isArray(whole?.items)) whole.items = whole.items.map(keep);
+    return whole;
+  };
+  const get = (continueToken: string | undefined, pageSignal: AbortSignal = signal): Promise<ListPage<T>> =>
+    client.request<ListPage<T>>("GET", path, {
       query: { ...base, ...(limit ? { limit } : {}), continue: continueToken },
       signal: pageSignal,
+      parse,
       beforeParse: (text) => {
         const next = continueTokenIn(text);
         if (next === undefined) return;
@@ -159,18 +165,18 @@ export async function listAll<T>(client: KubeClient, path: string, options: List
   try {
     let next = get(undefined);
     for (let pages = 1; ; pages++) {
-      let page: ListBody<T>;
+      let page: ListPage<T>;
       try {
         page = await next;
       } catch (error) {
         if (token !== undefined && error instanceof KubeApiError && error.failure === "expired") {
-          const whole = checkList(await client.request<ListBody<T>>("GET", path, { query: base, signal }), path);
-          return { items: whole.items.map(keep), resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
+          const whole = checkList(await client.request<ListPage<T>>("GET", path, { query: base, signal, parse }), path);
+          return { items: whole.items, resourceVersion: whole.resourceVersion, pages: pages, continueExpired: true };
         }
         throw error;
       }
       const checked = checkList(page, path);
-      for (const item of checked.items) items.push(keep(item));
+      for (const item of checked.items) items.push(item);
       // Every page is read at the first page's version; the watch starts from it.
       resourceVersion ??= checked.resourceVersion;
       token = page.metadata?.continue || undefined;
@@ -196,9 +202,10 @@ export function continueTokenIn(text: string): string | undefined {
   return found?.[1];
 }
 
-function checkList<T>(page: ListBody<T>, path: string): { items: T[]; resourceVersion: string } {
-  const items = page.items ?? [];
-  const resourceVersion = page.metadata?.resourceVersion;
+function checkList<T>(page: ListPage<T>, path: string): { items: T[]; resourceVersion: string } {
+  // A list's answer of another shape (`null`, a string) is a decode failure like any other.
+  const items = page?.items ?? [];
+  const resourceVersion = page?.metadata?.resourceVersion;
   if (!Array.isArray(items) || typeof resourceVersion !== "string" || resourceVersion === "") {
     throw new KubeApiError(`GET ${path}: the answer is not a list with a resourceVersion`, 200, "Decode", undefined, { failure: "decode" });
   }
