@@ -18,6 +18,7 @@ import { KubeApiError, KubeClient } from "../src/kube/client.js";
 import { discoverConnection } from "../src/kube/kubeconfig.js";
 import { run } from "../src/process.js";
 import { adminCall } from "../testkit/kube-server-admin.js";
+import { applyPatch } from "../testkit/kube-patch.js";
 import { kubeconfigYaml, startKubeServer, type KubeApiServer, type KubeObject } from "../testkit/kube-server.js";
 
 const node = (index: number, labels: Record<string, string> = {}): KubeObject => ({
@@ -303,6 +304,38 @@ describe("the Kubernetes API test server, as podroutes' own client sees it", () 
       server.slow(0);
       client.close();
     }
+  });
+});
+
+describe("the test server's patches", () => {
+  /** Frozen all the way down: a patch that changed the stored object in place would throw (strict mode). */
+  const deepFreeze = <T>(value: T): T => {
+    if (typeof value === "object" && value !== null) for (const inner of Object.values(value)) deepFreeze(inner);
+    return Object.freeze(value);
+  };
+  const stored = () =>
+    deepFreeze({
+      metadata: { name: "worker-0", labels: { zone: "a" } },
+      status: { addresses: [{ type: "InternalIP", address: "10.240.0.20" }], conditions: [{ type: "Ready", status: "True" }, { type: "NetworkUnavailable", status: "True", reason: "NoRouteCreated" }] },
+    });
+  const mergeKeys = { "status.conditions": "type", "status.addresses": "type" };
+
+  it("strategic merge: merges conditions by type, keeps the rest, never changes the stored object", () => {
+    const target = stored();
+    const patched = applyPatch("strategic", target, { status: { conditions: [{ type: "NetworkUnavailable", status: "False", reason: "RouteCreated" }, { type: "Extra", status: "True" }] } }, mergeKeys) as typeof target;
+    assert.deepEqual(patched.status.conditions, [{ type: "Ready", status: "True" }, { type: "NetworkUnavailable", status: "False", reason: "RouteCreated" }, { type: "Extra", status: "True" }]);
+    assert.deepEqual(patched.status.addresses, target.status.addresses);
+    assert.deepEqual(target, stored());
+    const deleted = applyPatch("strategic", target, { metadata: { labels: { zone: null } }, status: { conditions: [{ type: "Ready", $patch: "delete" }] } }, mergeKeys) as typeof target;
+    assert.deepEqual([deleted.metadata.labels, deleted.status.conditions.map((c) => c.type)], [{}, ["NetworkUnavailable"]]);
+    assert.deepEqual(target, stored());
+  });
+
+  it("merge patch: replaces lists, null deletes, never changes the stored object", () => {
+    const target = stored();
+    const patched = applyPatch("merge", target, { metadata: { labels: { zone: null, tier: "x" } }, status: { conditions: [{ type: "Ready", status: "False" }] } }) as typeof target;
+    assert.deepEqual([patched.metadata.labels, patched.status.conditions], [{ tier: "x" }, [{ type: "Ready", status: "False" }]]);
+    assert.deepEqual(target, stored());
   });
 });
 

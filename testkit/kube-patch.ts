@@ -22,8 +22,15 @@ export class PatchError extends Error {}
 type Json = unknown;
 const isMap = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
 const clone = <T>(value: T): T => structuredClone(value);
+/**
+ * A copy of one level: merges build the result level by level, copying only the maps and lists on the
+ * patch's paths and sharing the rest with the target, which nothing changes in place (the server stores
+ * a deep copy of the result). A deep copy of the whole object at every level of the patch was most of
+ * this server's CPU under the controller benchmark's 1,000 condition patches.
+ */
+const copyMap = (value: Record<string, unknown>): Record<string, unknown> => ({ ...value });
 
-/** Applies a patch to a copy of `target`. `mergeKeys` maps a dotted path (`status.conditions`) to its merge key. */
+/** Applies a patch to a copy of `target` (which it does not change; the result may share its unpatched parts). `mergeKeys` maps a dotted path (`status.conditions`) to its merge key. */
 export function applyPatch(type: PatchType, target: Json, patch: Json, mergeKeys: Record<string, string> = {}): Json {
   switch (type) {
     case "merge":
@@ -45,7 +52,7 @@ export function applyPatch(type: PatchType, target: Json, patch: Json, mergeKeys
 
 function mergePatch(target: Json, patch: Json): Json {
   if (!isMap(patch)) return clone(patch);
-  const result: Record<string, unknown> = isMap(target) ? clone(target) : {};
+  const result: Record<string, unknown> = isMap(target) ? copyMap(target) : {};
   for (const [key, value] of Object.entries(patch)) {
     if (value === null) delete result[key];
     else result[key] = mergePatch(result[key], value);
@@ -59,7 +66,7 @@ function strategicMerge(target: Json, patch: Record<string, unknown>, path: stri
     return clone(rest);
   }
   if (patch.$patch === "delete") return undefined;
-  const result: Record<string, unknown> = isMap(target) ? clone(target) : {};
+  const result: Record<string, unknown> = isMap(target) ? copyMap(target) : {};
   for (const [key, value] of Object.entries(patch)) {
     if (key === "$patch" || key === "$retainKeys" || key.startsWith("$setElementOrder/") || key.startsWith("$deleteFromPrimitiveList/")) continue;
     const at = path ? `${path}.${key}` : key;
@@ -77,7 +84,7 @@ function strategicMerge(target: Json, patch: Record<string, unknown>, path: stri
 function mergeList(current: unknown[], patch: unknown[], path: string, mergeKeys: Record<string, string>): unknown[] {
   const key = mergeKeys[path]!;
   if (patch.some((item) => isMap(item) && item.$patch === "replace")) return clone(patch.filter((item) => !(isMap(item) && item.$patch === "replace")));
-  const result = clone(current);
+  const result = [...current];
   for (const item of patch) {
     if (!isMap(item) || item[key] === undefined) throw new PatchError(`${path}: every element needs its merge key ${key}`);
     const index = result.findIndex((existing) => isMap(existing) && existing[key] === item[key]);

@@ -257,6 +257,11 @@ export class KubeApiServer {
 
   /** Creates or replaces an object (no precondition), as an administrator would; returns the stored copy. */
   put(resource: ResourceName, object: KubeObject): KubeObject {
+    return structuredClone(this.write(resource, object));
+  }
+
+  /** Stores a copy of `object` and tells the watchers; returns the stored object itself (never to be changed). */
+  private write(resource: ResourceName, object: KubeObject): KubeObject {
     const info = RESOURCES[resource];
     const key = keyOf(object.metadata.name, object.metadata.namespace);
     const previous = this.store[resource].get(key);
@@ -264,7 +269,7 @@ export class KubeApiServer {
     stored.apiVersion = info.apiVersion;
     stored.kind = info.kind;
     this.record(resource, previous ? "MODIFIED" : "ADDED", stored, previous);
-    return structuredClone(stored);
+    return stored;
   }
 
   /** Changes a stored object with `mutate`; returns the new copy. */
@@ -527,7 +532,7 @@ export class KubeApiServer {
         const createKey = keyOf(object.metadata.name, object.metadata.namespace);
         if (map.has(createKey)) return { code: 409, body: statusBody(409, "AlreadyExists", `${qualified(resource)} ${JSON.stringify(object.metadata.name)} already exists`, { name: object.metadata.name, ...(info.group ? { group: info.group } : {}), kind: resource }) };
         delete object.metadata.resourceVersion;
-        return { code: 201, body: this.put(resource, object) };
+        return { code: 201, body: new EncodedJson(this.json(this.write(resource, object))) };
       }
       case "update":
       case "patch": {
@@ -562,11 +567,12 @@ export class KubeApiServer {
         next.metadata = { ...next.metadata, name: current.metadata.name, ...(current.metadata.namespace ? { namespace: current.metadata.namespace } : {}) };
         if (info.hasStatus) {
           // The status subresource changes only status; the main resource changes everything but status.
-          if (route.subresource === "status") next = { ...structuredClone(current), status: next.status };
-          else next.status = structuredClone(current.status);
+          // Shallow: the write stores a deep copy, and `current` is never changed in place.
+          if (route.subresource === "status") next = { ...current, status: next.status };
+          else next.status = current.status;
         }
-        if (JSON.stringify(withoutVersion(next)) === JSON.stringify(withoutVersion(current))) return { code: 200, body: current };
-        return { code: 200, body: this.put(resource, next) };
+        if (JSON.stringify(withoutVersion(next)) === JSON.stringify(withoutVersion(current))) return { code: 200, body: new EncodedJson(this.json(current)) };
+        return { code: 200, body: new EncodedJson(this.json(this.write(resource, next))) };
       }
       case "delete": {
         const current = map.get(key);
@@ -731,8 +737,8 @@ export class KubeApiServer {
   }
 
   private record(resource: ResourceName, type: Change["type"], object: KubeObject, previous?: KubeObject): void {
-    const change: Change = { rv: Number(object.metadata.resourceVersion), resource, type, object: structuredClone(object), ...(previous ? { previous } : {}) };
-    this.jsonOfObject.set(change.object, this.json(object));
+    // The stored object itself: nothing changes a stored object in place (a write stores a new one).
+    const change: Change = { rv: Number(object.metadata.resourceVersion), resource, type, object, ...(previous ? { previous } : {}) };
     this.history.push(change);
     const window = this.options.historyWindow ?? 1000;
     if (this.history.length > window) {
