@@ -179,6 +179,8 @@ export function seededRandom(seed: number): () => number {
 }
 
 const NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** The order lists come in: String.prototype.localeCompare's, with its collator made once (not per comparison). */
+const byName = new Intl.Collator();
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
@@ -186,18 +188,28 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * several in parentheses (ANDed). The regex must match the whole value (RE2 full match).
  */
 export function matchesFilter(filter: string | null, resource: Record<string, unknown>): boolean {
-  if (!filter || !filter.trim()) return true;
-  const clauses = [...filter.matchAll(/\(?\s*([a-zA-Z_.]+)\s+(eq|ne)\s+(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^\s)]+))\s*\)?/g)];
-  if (!clauses.length) throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${filter}'. Invalid list filter expression.`);
-  return clauses.every((clause) => {
-    const [, field, op, dq, sq, bare] = clause;
+  return compileFilter(filter)(resource);
+}
+
+/**
+ * A list filter (see matchesFilter) parsed and its patterns compiled once, for every resource of a list:
+ * an operations list of a 1,000-route join tests a thousand operations, and parsing the filter and
+ * compiling its regexes for each one put milliseconds on every wave's critical path.
+ */
+export function compileFilter(filter: string | null): (resource: Record<string, unknown>) => boolean {
+  if (!filter || !filter.trim()) return () => true;
+  const clauses = [...filter.matchAll(/\(?\s*([a-zA-Z_.]+)\s+(eq|ne)\s+(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^\s)]+))\s*\)?/g)].map(([, field, op, dq, sq, bare]) => {
     const pattern = dq !== undefined ? dq.replace(/\\"/g, '"') : (sq ?? bare ?? "");
-    let value: unknown = resource;
-    for (const part of field!.split(".")) value = (value as Record<string, unknown> | undefined)?.[part];
-    const text = value === undefined || value === null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);
-    const full = new RegExp(`^(?:${pattern})$`).test(text);
-    return op === "eq" ? full : !full;
+    return { path: field!.split("."), eq: op === "eq", full: new RegExp(`^(?:${pattern})$`) };
   });
+  if (!clauses.length) throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${filter}'. Invalid list filter expression.`);
+  return (resource) =>
+    clauses.every(({ path, eq, full }) => {
+      let value: unknown = resource;
+      for (const part of path) value = (value as Record<string, unknown> | undefined)?.[part];
+      const text = value === undefined || value === null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);
+      return full.test(text) === eq;
+    });
 }
 
 export class GceServer {
@@ -464,7 +476,8 @@ export class GceServer {
       }
       if (rest === "/aggregated/instances" && method === "GET") {
         const items: Record<string, { instances: unknown[] }> = {};
-        const page = this.page(this.instances.map((i) => this.instanceResource(i)).filter((i) => matchesFilter(url.searchParams.get("filter"), i)), url);
+        const matches = compileFilter(url.searchParams.get("filter"));
+        const page = this.page(this.instances.map((i) => this.instanceResource(i)).filter(matches), url);
         for (const instance of page.items) {
           const zone = `zones/${String((instance as { zone: string }).zone).split("/").pop()}`;
           (items[zone] ??= { instances: [] }).instances.push(instance);
@@ -532,8 +545,8 @@ export class GceServer {
   }
 
   private list(kind: string, resources: unknown[], url: URL, path: string): unknown {
-    const filtered = resources.filter((r) => matchesFilter(url.searchParams.get("filter"), r as Record<string, unknown>));
-    const sorted = [...filtered].sort((a, b) => String((a as { name: string }).name).localeCompare(String((b as { name: string }).name)));
+    const matches = compileFilter(url.searchParams.get("filter"));
+    const sorted = resources.filter((r) => matches(r as Record<string, unknown>)).sort((a, b) => byName.compare(String((a as { name: string }).name), String((b as { name: string }).name)));
     const page = this.page(sorted, url);
     return {
       kind,
