@@ -111,15 +111,31 @@ describe("HostTable.write: one Node's destinations under the lock", needsRoot(),
     t.after(() => reader.close());
     await ip("route", "replace", "10.200.20.0/24", "via", "10.240.0.20", "proto", "150");
     const [one, none] = await reader.read(["route show table all exact 10.200.20.0/24", "route show table all exact 10.200.21.0/24"]);
-    assert.deepEqual(JSON.parse(one!).map((r: { gateway: string }) => r.gateway), ["10.240.0.20"]);
-    assert.deepEqual(JSON.parse(none!), []);
+    assert.deepEqual(JSON.parse(one!.toString()).map((r: { gateway: string }) => r.gateway), ["10.240.0.20"]);
+    assert.deepEqual(JSON.parse(none!.toString()), []);
     const first = reader.pid!;
     process.kill(first, "SIGKILL");
     while (reader.pid === first) await new Promise((resolve) => setTimeout(resolve, 5));
     const [again] = await reader.read(["route show table all exact 10.200.20.0/24"]);
-    assert.equal(JSON.parse(again!).length, 1);
+    assert.equal(JSON.parse(again!.toString()).length, 1);
     assert.notEqual(reader.pid, first);
     assert.equal(reader.starts, 2);
     await assert.rejects(reader.read(["nexthop flush"]), /route show/);
+  });
+
+  it("the reader's output comes through a pipe, and a line of thousands of routes (many chunks) comes whole", async (t) => {
+    const reader = new IpReader(NS);
+    t.after(() => reader.close());
+    // A table of its own, so the other tests' reads of the main table do not see them.
+    let batch = "";
+    for (let i = 0; i < 3000; i++) batch += `route add 10.${150 + (i >> 8)}.${i & 255}.0/24 via 10.240.0.${2 + (i % 200)} proto 150 table 77\n`;
+    const added = await run("ip", ["-n", NS, "-batch", "-"], batch);
+    assert.equal(added.code, 0, added.stderr);
+    const [big, small] = await reader.read(["route show table 77", "route show table all exact 10.150.0.0/24"]);
+    assert.equal(reader.throughPipe, true, "a FIFO, not the socket pair");
+    assert.deepEqual(JSON.parse(big!.toString()), JSON.parse(await ip("-N", "-json", "route", "show", "table", "77")));
+    assert.equal(JSON.parse(big!.toString()).length, 3000);
+    assert.deepEqual(JSON.parse(small!.toString()).map((r: { gateway: string }) => r.gateway), ["10.240.0.2"]);
+    await ip("route", "flush", "table", "77");
   });
 });

@@ -157,14 +157,14 @@ export class HostTable {
 
   /** Routes printed by `route show` commands, through the long-lived reader. */
   private async readRoutes(commands: string[]): Promise<KernelRoute[]> {
-    let lines: string[];
+    let lines: Buffer[];
     try {
       lines = await this.reader.read(commands);
     } catch (error) {
       throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${(error as Error).message}`, { cause: error });
     }
     const routes: KernelRoute[] = [];
-    for (const line of lines) for (const route of JSON.parse(line) as KernelRoute[]) routes.push(route);
+    for (const line of lines) for (const route of JSON.parse(line.toString("utf8")) as KernelRoute[]) routes.push(route);
     return routes;
   }
 
