@@ -10,7 +10,7 @@ import { flatNamespace } from "../../testkit/netns.js";
 import type { Route } from "../model.js";
 import { run } from "../process.js";
 import { lockLocal, removeLockFiles } from "../targets/linux/runner.js";
-import { HostTable, holdsExactly } from "./host-table.js";
+import { ExpectedRoutes, HostTable, holdsExactly } from "./host-table.js";
 import { IpReader } from "./ip-reader.js";
 
 const NS = `prhosttable${process.pid % 100000}`;
@@ -43,6 +43,93 @@ describe("holdsExactly (the resync's compare)", () => {
     assert.equal(holdsExactly([owned("10.200.1.0/24", "10.240.0.3", { table: "100" }), both[1]!], expected, 150), false, "an owned route in another table");
     assert.equal(holdsExactly([owned("10.200.1.0/24", "10.240.0.3", { metric: 20 }), both[1]!], expected, 150), false, "at another metric");
     assert.equal(holdsExactly([owned("10.200.1.0/24", "10.240.0.3", { type: "6" }), both[1]!], expected, 150), false, "a blackhole");
+  });
+});
+
+describe("ExpectedRoutes", () => {
+  it("gets a revision no other map has had on every change, and only on a change", () => {
+    const one = new ExpectedRoutes();
+    const other = new ExpectedRoutes();
+    const seen = new Set([one.revision, other.revision]);
+    assert.equal(seen.size, 2);
+    const step = (change: () => unknown) => {
+      change();
+      assert.ok(!seen.has(one.revision), "a new revision");
+      seen.add(one.revision);
+    };
+    step(() => one.set("10.200.1.0/24", "10.240.0.3"));
+    step(() => one.set("10.200.1.0/24", "10.240.0.4"));
+    step(() => one.delete("10.200.1.0/24"));
+    step(() => one.clear());
+    const before = one.revision;
+    one.get("10.200.1.0/24");
+    one.has("10.200.1.0/24");
+    assert.equal(one.revision, before, "reads change nothing");
+  });
+});
+
+describe("HostTable.holds: the resync's read and compare, on a real table", needsRoot(), () => {
+  const HOLDS_NS = `prholds${process.pid % 100000}`;
+  const hip = async (...args: string[]) => {
+    const result = await run("ip", ["-n", HOLDS_NS, ...args]);
+    if (result.code !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
+  };
+  before(async () => {
+    await flatNamespace(HOLDS_NS, "10.240.0.1/16");
+  });
+  after(async () => {
+    await removeLockFiles(HOLDS_NS);
+    await run("ip", ["netns", "del", HOLDS_NS]);
+  });
+
+  it("reads every difference from a table it found right before (the text's digest is no shortcut past one)", async (t) => {
+    const host = new HostTable({ proto: 150, netns: HOLDS_NS, warn: () => {} });
+    t.after(() => host.close());
+    const expected = new ExpectedRoutes();
+    expected.set("10.200.1.0/24", "10.240.0.3");
+    expected.set("10.200.2.0/24", "10.240.0.4");
+    await hip("route", "add", "10.200.1.0/24", "via", "10.240.0.3", "proto", "150");
+    await hip("route", "add", "10.200.2.0/24", "via", "10.240.0.4", "proto", "150");
+    assert.equal(await host.holds(expected), true);
+    assert.equal(await host.holds(expected), true, "the same text again");
+    // Each change is made, read as a difference, undone, and the table reads right again.
+    const differences: [string, string[], string[]][] = [
+      ["a foreign route on an expected destination", ["route", "add", "10.200.2.0/24", "via", "10.240.0.9", "proto", "static", "metric", "10"], ["route", "del", "10.200.2.0/24", "proto", "static", "metric", "10"]],
+      ["an owned route in another table", ["route", "add", "10.200.1.0/24", "via", "10.240.0.3", "proto", "150", "table", "100"], ["route", "del", "10.200.1.0/24", "table", "100"]],
+      ["an owned route at another metric", ["route", "add", "10.200.1.0/24", "via", "10.240.0.3", "proto", "150", "metric", "20"], ["route", "del", "10.200.1.0/24", "proto", "150", "metric", "20"]],
+      ["an owned blackhole", ["route", "add", "blackhole", "10.200.3.0/24", "proto", "150"], ["route", "del", "blackhole", "10.200.3.0/24"]],
+      ["an owned route missing", ["route", "del", "10.200.2.0/24", "proto", "150"], ["route", "add", "10.200.2.0/24", "via", "10.240.0.4", "proto", "150"]],
+      ["an owned route too many", ["route", "add", "10.200.9.0/24", "via", "10.240.0.9", "proto", "150"], ["route", "del", "10.200.9.0/24", "proto", "150"]],
+      ["an owned route through another gateway", ["route", "replace", "10.200.2.0/24", "via", "10.240.0.5", "proto", "150"], ["route", "replace", "10.200.2.0/24", "via", "10.240.0.4", "proto", "150"]],
+    ];
+    for (const [what, change, undo] of differences) {
+      await hip(...change);
+      assert.equal(await host.holds(expected), false, what);
+      await hip(...undo);
+      assert.equal(await host.holds(expected), true, `${what}, undone`);
+    }
+  });
+
+  it("compares again when what is expected changed, though the table did not", async (t) => {
+    const host = new HostTable({ proto: 150, netns: HOLDS_NS, warn: () => {} });
+    t.after(() => host.close());
+    const expected = new ExpectedRoutes();
+    expected.set("10.200.1.0/24", "10.240.0.3");
+    expected.set("10.200.2.0/24", "10.240.0.4");
+    assert.equal(await host.holds(expected), true);
+    expected.set("10.200.2.0/24", "10.240.0.5");
+    assert.equal(await host.holds(expected), false, "another next hop expected");
+    expected.set("10.200.2.0/24", "10.240.0.4");
+    assert.equal(await host.holds(expected), true);
+    expected.set("10.200.4.0/24", "10.240.0.6");
+    assert.equal(await host.holds(expected), false, "a route more expected");
+    expected.delete("10.200.4.0/24");
+    expected.delete("10.200.2.0/24");
+    assert.equal(await host.holds(expected), false, "a route fewer expected: the table has one owned too many");
+    const again = new ExpectedRoutes();
+    again.set("10.200.1.0/24", "10.240.0.3");
+    again.set("10.200.2.0/24", "10.240.0.4");
+    assert.equal(await host.holds(again), true, "another map, compared afresh");
   });
 });
 
