@@ -18,10 +18,22 @@ const table = { id: "node-0", scope: "host" as const, node: "node-0" };
 const route = (destination: string, nextHop: string, node: string): Route => ({ name: destination, destination, nextHop, node, family: 4 });
 const context = { cluster: "kubernetes", nodeOfNextHop: () => "?" };
 
-async function ip(...args: string[]): Promise<string> {
-  const result = await run("ip", ["-n", NS, ...args]);
+async function ipIn(netns: string, args: string[]): Promise<string> {
+  const result = await run("ip", ["-n", netns, ...args]);
   if (result.code !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
   return result.stdout;
+}
+const ip = (...args: string[]) => ipIn(NS, args);
+
+/** A flat namespace made before the tests of the describe block this is called in and removed after them (even when they fail). */
+function ownNamespace(netns: string): void {
+  before(async () => {
+    await flatNamespace(netns, "10.240.0.1/16");
+  });
+  after(async () => {
+    await removeLockFiles(netns);
+    await run("ip", ["netns", "del", netns]);
+  });
 }
 /** Main-table routes with a gateway: `DEST via GW proto P`. */
 async function routes(): Promise<string[]> {
@@ -70,24 +82,20 @@ describe("ExpectedRoutes", () => {
 
 describe("HostTable.holds: the resync's read and compare, on a real table", needsRoot(), () => {
   const HOLDS_NS = `prholds${process.pid % 100000}`;
-  const hip = async (...args: string[]) => {
-    const result = await run("ip", ["-n", HOLDS_NS, ...args]);
-    if (result.code !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
-  };
-  before(async () => {
-    await flatNamespace(HOLDS_NS, "10.240.0.1/16");
-  });
-  after(async () => {
-    await removeLockFiles(HOLDS_NS);
-    await run("ip", ["netns", "del", HOLDS_NS]);
-  });
-
-  it("reads every difference from a table it found right before (the text's digest is no shortcut past one)", async (t) => {
+  const hip = (...args: string[]) => ipIn(HOLDS_NS, args);
+  ownNamespace(HOLDS_NS);
+  /** A HostTable on the namespace, closed after the test, and the two routes every test here expects. */
+  const setUp = (t: { after(fn: () => Promise<void>): void }) => {
     const host = new HostTable({ proto: 150, netns: HOLDS_NS, warn: () => {} });
     t.after(() => host.close());
     const expected = new ExpectedRoutes();
     expected.set("10.200.1.0/24", "10.240.0.3");
     expected.set("10.200.2.0/24", "10.240.0.4");
+    return { host, expected };
+  };
+
+  it("reads every difference from a table it found right before (the text's digest is no shortcut past one)", async (t) => {
+    const { host, expected } = setUp(t);
     await hip("route", "add", "10.200.1.0/24", "via", "10.240.0.3", "proto", "150");
     await hip("route", "add", "10.200.2.0/24", "via", "10.240.0.4", "proto", "150");
     assert.equal(await host.holds(expected), true);
@@ -111,11 +119,7 @@ describe("HostTable.holds: the resync's read and compare, on a real table", need
   });
 
   it("compares again when what is expected changed, though the table did not", async (t) => {
-    const host = new HostTable({ proto: 150, netns: HOLDS_NS, warn: () => {} });
-    t.after(() => host.close());
-    const expected = new ExpectedRoutes();
-    expected.set("10.200.1.0/24", "10.240.0.3");
-    expected.set("10.200.2.0/24", "10.240.0.4");
+    const { host, expected } = setUp(t);
     assert.equal(await host.holds(expected), true);
     expected.set("10.200.2.0/24", "10.240.0.5");
     assert.equal(await host.holds(expected), false, "another next hop expected");
@@ -134,13 +138,7 @@ describe("HostTable.holds: the resync's read and compare, on a real table", need
 });
 
 describe("HostTable.write: one Node's destinations under the lock", needsRoot(), () => {
-  before(async () => {
-    await flatNamespace(NS, "10.240.0.1/16");
-  });
-  after(async () => {
-    await removeLockFiles(NS);
-    await run("ip", ["netns", "del", NS]);
-  });
+  ownNamespace(NS);
 
   it("writes only the destinations given, replaces a moved route, never overwrites a foreign one", async (t) => {
     const host = new HostTable({ proto: 150, netns: NS, warn: () => {} });
