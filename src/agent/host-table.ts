@@ -3,7 +3,8 @@
  * engine (which startup, kernel drift and a resync that found a difference still go through):
  *
  * - `holds`: a resync with nothing changed reads the routes once and compares them with what the last
- *   reconcile left there: no inventory mapped, no desired routes built, no plan.
+ *   reconcile left there: no inventory mapped, no desired routes built, no plan; and the same text as
+ *   the last one that held (by its digest) is not even parsed again.
  * - `write`: one Node changed. Its destinations (old and new) are read again under the table's lock
  *   (`ip route show table all exact DEST` for each, not the whole table), planned from that read with
  *   the planner's diff (the same ownership rules: only routes carrying the protocol number are touched,
@@ -150,7 +151,7 @@ export class ExpectedRoutes extends Map<string, string> {
   }
 }
 
-/** The kernel's text, by its SHA-256: equal digests are equal bytes (a collision is 2^-128 unlikely). */
+/** The kernel's text, by its SHA-256: equal digests are taken for equal bytes (no two texts are known to share a SHA-256). */
 const digestOf = (text: Buffer): Buffer => createHash("sha256").update(text).digest();
 
 /** The batch without its `nexthop del` lines (no change of the batch depends on them). */
