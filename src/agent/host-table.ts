@@ -3,7 +3,8 @@
  * engine (which startup, kernel drift and a resync that found a difference still go through):
  *
  * - `holds`: a resync with nothing changed reads the routes once and compares them with what the last
- *   reconcile left there: no inventory mapped, no desired routes built, no plan.
+ *   reconcile left there: no inventory mapped, no desired routes built, no plan; and the same text as
+ *   the last one that held (by its digest) is not even parsed again.
  * - `write`: one Node changed. Its destinations (old and new) are read again under the table's lock
  *   (`ip route show table all exact DEST` for each, not the whole table), planned from that read with
  *   the planner's diff (the same ownership rules: only routes carrying the protocol number are touched,
@@ -20,6 +21,7 @@
  * is remove nexthop objects left unused: proving nothing uses one needs the whole table, so that waits for
  * the next full write.
  */
+import { createHash } from "node:crypto";
 import { changeDestination, diffTable, type TableDiff } from "../plan/plan.js";
 import type { Route } from "../model.js";
 import {
@@ -82,6 +84,13 @@ function nexthopsFor(facts: HostFacts, nextHops: Iterable<string>): KernelNextho
   return [...relevant, ...ids];
 }
 
+/** The routes of `route show` lines (each a JSON array). */
+function routesOf(lines: Buffer[]): KernelRoute[] {
+  const routes: KernelRoute[] = [];
+  for (const line of lines) for (const route of JSON.parse(line.toString("utf8")) as KernelRoute[]) routes.push(route);
+  return routes;
+}
+
 export interface HostWrite {
   diff: TableDiff;
   results: ChangeResult[];
@@ -115,6 +124,36 @@ export function holdsExactly(routes: KernelRoute[], expected: ReadonlyMap<string
 /** Every table's routes. */
 const ROUTES_COMMAND = "route show table all";
 
+/** The last ExpectedRoutes revision handed out in this process. */
+let lastRevision = 0;
+
+/**
+ * What the table should hold of podroutes' (destination → next hop), as a Map whose `revision` changes
+ * with every change to it and is unique among all of them in this process: `holds` keeps its verdict for
+ * one revision only.
+ */
+export class ExpectedRoutes extends Map<string, string> {
+  revision = ++lastRevision;
+
+  override set(destination: string, nextHop: string): this {
+    this.revision = ++lastRevision;
+    return super.set(destination, nextHop);
+  }
+
+  override delete(destination: string): boolean {
+    this.revision = ++lastRevision;
+    return super.delete(destination);
+  }
+
+  override clear(): void {
+    this.revision = ++lastRevision;
+    super.clear();
+  }
+}
+
+/** The kernel's text, by its SHA-256: equal digests are taken for equal bytes (no two texts are known to share a SHA-256). */
+const digestOf = (text: Buffer): Buffer => createHash("sha256").update(text).digest();
+
 /** The batch without its `nexthop del` lines (no change of the batch depends on them). */
 function withoutCleanup(batch: WriteBatch): WriteBatch {
   const lines = batch.lines.filter((line) => line.changes.length > 0);
@@ -130,6 +169,8 @@ export interface HostTableOptions {
 }
 
 export class HostTable {
+  /** The digest of the last text `holds` found to hold `expected`, and that revision of it. */
+  private verified: { revision: number; digest: Buffer } | undefined;
   /** The last full read's facts; undefined until one is given, or after a write that made them stale. */
   private facts: HostFacts | undefined;
   private readonly runner: IpRunner;
@@ -150,22 +191,30 @@ export class HostTable {
     this.facts = undefined;
   }
 
-  /** One read of every table's routes, compared with `expected` (see holdsExactly). */
-  async holds(expected: ReadonlyMap<string, string>): Promise<boolean> {
-    return holdsExactly(await this.readRoutes([ROUTES_COMMAND]), expected, this.options.proto);
+  /**
+   * One read of every table's routes, compared with `expected` (see holdsExactly). The kernel's text is
+   * the same from one resync to the next while nothing changes, so a text whose digest was found to hold
+   * this very revision of `expected` holds it again, without being decoded, parsed or compared: most of
+   * a no-op resync's garbage (a string of half a megabyte, 5,000 route objects) is never made. Only a
+   * verdict of true is kept; any other text is compared in full.
+   */
+  async holds(expected: ExpectedRoutes): Promise<boolean> {
+    const [text] = await this.readLines([ROUTES_COMMAND]);
+    const digest = digestOf(text!);
+    const verified = this.verified;
+    if (verified && verified.revision === expected.revision && verified.digest.equals(digest)) return true;
+    const held = holdsExactly(routesOf([text!]), expected, this.options.proto);
+    this.verified = held ? { revision: expected.revision, digest } : undefined;
+    return held;
   }
 
-  /** Routes printed by `route show` commands, through the long-lived reader. */
-  private async readRoutes(commands: string[]): Promise<KernelRoute[]> {
-    let lines: string[];
+  /** Lines printed by `route show` commands, through the long-lived reader. */
+  private async readLines(commands: string[]): Promise<Buffer[]> {
     try {
-      lines = await this.reader.read(commands);
+      return await this.reader.read(commands);
     } catch (error) {
       throw new TargetError("agent", `cannot read routes on ${this.runner.where}: ${(error as Error).message}`, { cause: error });
     }
-    const routes: KernelRoute[] = [];
-    for (const line of lines) for (const route of JSON.parse(line) as KernelRoute[]) routes.push(route);
-    return routes;
   }
 
   /** Ends the reader process. */
@@ -190,7 +239,7 @@ export class HostTable {
     );
     try {
       if (host.owner !== undefined && host.owner !== context.cluster) return undefined;
-      const routes = await this.readRoutes([...destinations].map((destination) => `route show table all exact ${destination}`));
+      const routes = routesOf(await this.readLines([...destinations].map((destination) => `route show table all exact ${destination}`)));
       const nexthops = nexthopsFor(facts, desired.map((route) => route.nextHop));
       const state: HostState = { routes: [...facts.connected, ...routes], nexthops, nexthopObjects: facts.nexthopObjects, addresses: facts.addresses };
       const observed = observedRoutes(state, proto).filter((route) => destinations.has(route.destination));

@@ -27,7 +27,7 @@ import type { Node, Route } from "../model.js";
 import { nodeOfAddresses } from "../targets/linux/host-routes.js";
 import type { HostState } from "../targets/linux/iproute.js";
 import { TargetError, type ChangeResult, type TableRef, type Target } from "../targets/target.js";
-import type { HostTable } from "./host-table.js";
+import { ExpectedRoutes, type HostTable } from "./host-table.js";
 import { DesiredRoutes } from "./kernel-events.js";
 import { MultiMap } from "../multimap.js";
 import { countError } from "../observe/metrics.js";
@@ -99,7 +99,7 @@ export class Reconciler {
    * What the table holds of podroutes', as far as the agent knows: every desired route, after a
    * reconcile with no failure and no conflict; undefined otherwise (the next reconcile is a full one).
    */
-  private expected: Map<string, string> | undefined;
+  private expected: ExpectedRoutes | undefined;
   private owned = 0;
   private fullDue = true;
   private checkDue = false;
@@ -460,8 +460,8 @@ interface Written {
 }
 
 /** Destination → next hop of every route: what the table holds after a reconcile that wrote them all. */
-function expectedOf(routes: Iterable<Route>): Map<string, string> {
-  const expected = new Map<string, string>();
+function expectedOf(routes: Iterable<Route>): ExpectedRoutes {
+  const expected = new ExpectedRoutes();
   for (const route of routes) expected.set(route.destination, route.nextHop);
   return expected;
 }
