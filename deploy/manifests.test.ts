@@ -129,6 +129,15 @@ describe("deploy/ manifests", () => {
     assert.equal(String(container.readinessProbe.httpGet.port), listen);
   });
 
+  it("the agent's root filesystem is read-only, with a writable /tmp (its ip reader's FIFO) and the shared lock directory", () => {
+    const pod = find("DaemonSet", "podroutes-agent").spec.template.spec;
+    const [container] = pod.containers;
+    assert.equal(container.securityContext.readOnlyRootFilesystem, true);
+    const volumeAt = (path: string) => pod.volumes.find((v: any) => v.name === container.volumeMounts.find((m: any) => m.mountPath === path)?.name);
+    assert.ok(volumeAt("/tmp")?.emptyDir, "an emptyDir at /tmp: without it the ip reader falls back to the socket pair");
+    assert.equal(volumeAt("/run/podroutes")?.hostPath?.path, "/run/podroutes", "the lock a `podroutes apply` on the host takes too");
+  });
+
   it("every flag in the DaemonSet's args is one `podroutes agent` accepts, with a valid value", async () => {
     const [container] = find("DaemonSet", "podroutes-agent").spec.template.spec.containers;
     const env = { NODE_NAME: "worker-0" };
