@@ -366,6 +366,29 @@ describe("watch semantics", () => {
     assert.equal(JSON.parse(refused.text).kind, "Status");
   });
 
+  it("a list and a watch serve what GET serves: the stored object with its kind and apiVersion set by the server", async () => {
+    // Put without kind/apiVersion (or with a wrong kind): the server sets them; the JSON it caches per
+    // object must be made after that, or lists and watch events serve the object without them.
+    server.put("nodes", { ...node(7), kind: "Wrong" });
+    const got = server.object("nodes", "worker-7")!;
+    assert.deepEqual([got.kind, got.apiVersion], ["Node", "v1"]);
+    const ca = await readFile(server.caFile);
+    const listed = await new Promise<string>((resolve, reject) => {
+      const request = httpsRequest(new URL(`${server.url}/api/v1/nodes`), { ca, headers: { Authorization: "Bearer admin-token" } }, (response) => {
+        let text = "";
+        response.on("data", (chunk: Buffer) => (text += chunk.toString()));
+        response.on("end", () => resolve(text));
+      });
+      request.on("error", reject);
+      request.end();
+    });
+    const item = (JSON.parse(listed) as { items: KubeObject[] }).items.find((object) => object.metadata.name === "worker-7")!;
+    assert.deepEqual(item, got);
+    const { text } = await watchLines("watch=true&resourceVersion=0&timeoutSeconds=1");
+    const added = text.trim().split("\n").map((line) => JSON.parse(line) as { object: KubeObject }).find((event) => event.object.metadata.name === "worker-7")!;
+    assert.deepEqual(added.object, got);
+  });
+
   it("a too-old version: an ERROR event carrying a 410 Expired Status in a 200 stream", async () => {
     const old = Number(server.resourceVersion);
     server.put("nodes", node(9));
