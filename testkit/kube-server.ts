@@ -265,9 +265,11 @@ export class KubeApiServer {
     const info = RESOURCES[resource];
     const key = keyOf(object.metadata.name, object.metadata.namespace);
     const previous = this.store[resource].get(key);
-    const stored = this.stamp(resource, structuredClone(object), previous);
-    stored.apiVersion = info.apiVersion;
-    stored.kind = info.kind;
+    const copy = structuredClone(object);
+    // Set before stamp() stores it and caches its JSON: a stored object is never changed afterwards.
+    copy.apiVersion = info.apiVersion;
+    copy.kind = info.kind;
+    const stored = this.stamp(resource, copy, previous);
     this.record(resource, previous ? "MODIFIED" : "ADDED", stored, previous);
     return stored;
   }
