@@ -288,6 +288,8 @@ describe("the Kubernetes API test server, as podroutes' own client sees it", () 
       assert.deepEqual(names(await page({})), ["worker-0", "worker-00", "worker-1", "worker-2", "worker-4", "worker-5", "worker-90"]);
       server.put("nodes", node(11));
       assert.deepEqual(names(await page({})), ["worker-0", "worker-00", "worker-1", "worker-11", "worker-2", "worker-4", "worker-5", "worker-90"]);
+      // A limit that is not a positive number lists everything, as before the sorted keys (not a 500).
+      for (const limit of ["abc", 0, -1]) assert.deepEqual([names(await page({ limit })).length, (await page({ limit })).metadata.continue], [8, undefined]);
     } finally {
       client.close();
     }
