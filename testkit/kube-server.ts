@@ -616,7 +616,7 @@ export class KubeApiServer {
       const object = store.get(keys[at]!)!;
       if (!matches(object)) continue;
       remaining++;
-      if (limit <= 0 || page.length < limit) page.push([keys[at]!, object]);
+      if (!(limit > 0) || page.length < limit) page.push([keys[at]!, object]); // NaN too: no limit
     }
     const metadata: Record<string, unknown> = { resourceVersion: String(listRevision) };
     if (page.length < remaining) {
