@@ -75,7 +75,13 @@ export const NODE_LIST_PAGE = 100;
 function giveBackFirstSyncMemory(log: Logger): void {
   const before = process.memoryUsage.rss();
   const started = performance.now();
-  releaseHeap();
+  try {
+    releaseHeap();
+  } catch (error) {
+    // Only memory is at stake: V8 gives it back later by itself.
+    log.warn("could not give the first sync's memory back", { error: messageOf(error) });
+    return;
+  }
   const mb = (bytes: number) => Math.round(bytes / 1e6);
   log.info("first sync's memory given back", { rssMB: mb(process.memoryUsage.rss()), beforeMB: mb(before), ms: Math.round(performance.now() - started) });
 }

@@ -106,16 +106,18 @@ export class IpReader {
     this.partialBytes = 0;
     this.throughPipe = pipe !== undefined;
     this.starts++;
-    output.on("data", (chunk: Buffer) => this.take(chunk));
+    // A process this reader gave up on (fail ended it) may still print, or exit, after the next one
+    // started: only the current process's output answers reads, and only its end fails them.
+    const current = () => this.child === child;
+    output.on("data", (chunk: Buffer) => current() && this.take(chunk));
     output.on("error", () => {}); // the exit reports it
     child.stderr!.setEncoding("utf8");
-    child.stderr!.on("data", (chunk: string) => this.fail(new Error(`ip: ${chunk.trim()}`)));
+    child.stderr!.on("data", (chunk: string) => current() && this.fail(new Error(`ip: ${chunk.trim()}`)));
     child.stdin!.on("error", () => {}); // the exit reports it
-    child.on("error", (error) => this.fail(error));
+    child.on("error", (error) => current() && this.fail(error));
     child.on("exit", (code, signal) => {
-      if (this.child === child) this.child = undefined;
       if (pipe) output.destroy();
-      this.fail(new Error(`ip exited (${signal ?? `code ${code}`})`));
+      if (current()) this.fail(new Error(`ip exited (${signal ?? `code ${code}`})`));
     });
     return child;
   }
