@@ -133,7 +133,6 @@ interface Join {
   peak: number;
 }
 
-
 /**
  * A fresh cluster, the controller started as its own process with default flags, then 1,000 Nodes put
  * at once: time until every route exists and until every Node shows NetworkUnavailable=False (the

@@ -797,7 +797,6 @@ export function statusBody(code: number, reason: string, message: string, detail
   return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, ...(details ? { details } : {}), code };
 }
 
-
 /** A body already written as JSON (a list made of each object's cached JSON): answered as it is. */
 class EncodedJson {
   constructor(readonly text: string) {}

@@ -122,7 +122,6 @@ export interface ListResult<T> {
   continueExpired: boolean;
 }
 
-
 /**
  * Lists every object, page by page; throws KubeApiError on any failure (never a partial list). The next
  * page is asked for as soon as a page's text is in, before that page is parsed and transformed (the API
