@@ -1,0 +1,146 @@
+/**
+ * The real Kubernetes programs the lab runs (etcd, kube-apiserver, kube-controller-manager), built from
+ * the Go module pinned in testkit/kubernetes/go (go.mod and go.sum: one Kubernetes release for every
+ * k8s.io module) into a cache outside the repository, once per machine and again only when the pins
+ * change. A user who already has the binaries (Kubernetes the Hard Way downloads them) names their
+ * directory with PODROUTES_KUBERNETES_BIN_DIR and nothing is built.
+ */
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PodroutesError, type ErrorKind } from "../../src/errors.js";
+
+export const PROGRAMS = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
+export type Program = (typeof PROGRAMS)[number];
+
+/** Where each program is, and which Kubernetes release it is. */
+export interface KubernetesBinaries {
+  dir: string;
+  release: string;
+  path: Record<Program, string>;
+}
+
+/** The programs cannot be had: Go missing, the module proxy unreachable, a compile error. */
+export class KubernetesBuildError extends PodroutesError {
+  readonly kind: ErrorKind = "target";
+  constructor(message: string) {
+    super(message);
+    this.name = "KubernetesBuildError";
+  }
+}
+
+/** testkit/kubernetes/go, from src/lab/kubernetes (sources) or dist/src/lab/kubernetes (the build). */
+export function goModuleDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++, dir = dirname(dir)) {
+    const candidate = join(dir, "testkit", "kubernetes", "go");
+    if (existsSync(join(candidate, "go.mod"))) return candidate;
+  }
+  throw new KubernetesBuildError("testkit/kubernetes/go/go.mod not found: the real Kubernetes programs are built from a podroutes source checkout");
+}
+
+/** The release the module pins (`v1.37.2`). */
+export function pinnedRelease(moduleDir = goModuleDir()): string {
+  const release = readFileSync(join(moduleDir, "go.mod"), "utf8").match(/^\s*k8s\.io\/kubernetes (v\S+)/m)?.[1];
+  if (!release) throw new KubernetesBuildError(`${moduleDir}/go.mod requires no k8s.io/kubernetes version`);
+  return release;
+}
+
+/** The cache directory for these pins: a digest of everything that decides the binaries. */
+export function cacheDir(moduleDir = goModuleDir()): string {
+  const digest = createHash("sha256");
+  for (const file of ["go.mod", "go.sum", "etcd/main.go"]) digest.update(`${file}\0`).update(readFileSync(join(moduleDir, file)));
+  const base = process.env.PODROUTES_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "podroutes");
+  return join(base, "kubernetes", `${pinnedRelease(moduleDir)}-${digest.digest("hex").slice(0, 12)}`);
+}
+
+function located(dir: string, release: string): KubernetesBinaries {
+  return { dir, release, path: Object.fromEntries(PROGRAMS.map((p) => [p, join(dir, p)])) as Record<Program, string> };
+}
+
+/** The -X flags that make the programs report the real release (`kubectl version`), not v0.0.0-master. */
+export function versionLdflags(release: string): string[] {
+  const [major, minor] = release.slice(1).split(".");
+  const flags: string[] = [];
+  for (const pkg of ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]) {
+    flags.push(`-X ${pkg}.gitVersion=${release}`, `-X ${pkg}.gitMajor=${major}`, `-X ${pkg}.gitMinor=${minor}`, `-X ${pkg}.gitTreeState=clean`);
+  }
+  return flags;
+}
+
+/**
+ * The binaries, built first if the cache lacks them. `progress` hears each package as `go build -v`
+ * names it (about 2,000 in a cold build, minutes on 2 cores). Two runs at once build once: the second
+ * waits on the first's lock.
+ */
+export async function kubernetesBinaries(progress: (line: string) => void = () => {}): Promise<KubernetesBinaries> {
+  const given = process.env.PODROUTES_KUBERNETES_BIN_DIR;
+  if (given) {
+    const missing = PROGRAMS.filter((p) => !existsSync(join(given, p)));
+    if (missing.length) throw new KubernetesBuildError(`PODROUTES_KUBERNETES_BIN_DIR=${given} has no ${missing.join(", ")}`);
+    return located(given, "(given)");
+  }
+  const moduleDir = goModuleDir();
+  const release = pinnedRelease(moduleDir);
+  const dir = cacheDir(moduleDir);
+  const done = join(dir, "bin", ".complete");
+  if (existsSync(done)) return located(join(dir, "bin"), release);
+  await mkdir(dir, { recursive: true });
+  // flock(1) serializes builders of the same pins; the loser finds the stamp and returns.
+  const staging = join(dir, `bin.${process.pid}`);
+  const script = [
+    `[ -e ${JSON.stringify(done)} ] && exit 0`,
+    `rm -rf ${JSON.stringify(staging)} && mkdir -p ${JSON.stringify(staging)}`,
+    `exec go build -v -trimpath -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager`,
+  ].join("\n");
+  const ldflags = ["-s", "-w", ...versionLdflags(release)].join(" ");
+  const output = await goBuild(["flock", join(dir, ".lock"), "sh", "-c", script], moduleDir, { ...process.env, CGO_ENABLED: "0", LDFLAGS: ldflags }, progress);
+  if (!existsSync(done)) {
+    if (!PROGRAMS.every((p) => existsSync(join(staging, p)))) throw new KubernetesBuildError(`building Kubernetes ${release} left no binaries:\n${output}`);
+    await rm(join(dir, "bin"), { recursive: true, force: true });
+    await rename(staging, join(dir, "bin"));
+    await writeFile(done, `${release}\n`);
+  }
+  return located(join(dir, "bin"), release);
+}
+
+function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, progress: (line: string) => void): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
+    const errors: string[] = [];
+    let packages = 0;
+    let rest = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk: string) => {
+      const lines = (rest + chunk).split("\n");
+      rest = lines.pop() ?? "";
+      for (const line of lines) {
+        // go build -v names each package as it builds it; everything else is an error or a download.
+        if (/^[\w.-]+(\/[\w.@~+-]+)*$/.test(line)) progress(`building Kubernetes programs: ${++packages} packages`);
+        else if (line.trim()) {
+          errors.push(line);
+          progress(line);
+        }
+      }
+    });
+    child.stdout.resume();
+    child.once("error", (error) => reject(new KubernetesBuildError(`${argv[0]}: ${error.message} (is Go installed? the real control plane is built with it)`)));
+    child.once("exit", (code) => {
+      if (code === 0) return resolve(errors.join("\n"));
+      resolve(Promise.reject(new KubernetesBuildError(buildFailure(errors))));
+    });
+  });
+}
+
+/** The operator's words for a failed build: the module the proxy would not serve, else go's own lines. */
+export function buildFailure(lines: string[]): string {
+  const fetch = lines.find((line) => /reading https?:\/\/\S+: \d{3}|dial tcp|proxyconnect|no such host|unrecognized import path|verifying .*: checksum mismatch/.test(line));
+  const module = fetch?.match(/(?:go: )?([\w.-]+\.[\w.-]+(?:\/[\w.~-]+)+)@(v[\w.+-]+)/);
+  if (fetch) return `building the real Kubernetes programs: the Go module proxy did not serve ${module ? `${module[1]}@${module[2]}` : "a module"}: ${fetch.trim()}`;
+  if (lines.some((line) => /go: command not found|executable file not found/.test(line))) return "building the real Kubernetes programs needs Go (go not found on PATH)";
+  return `building the real Kubernetes programs failed:\n${lines.slice(-20).join("\n")}`;
+}
