@@ -8,7 +8,6 @@
  * and Go: runs in CI, skips loudly elsewhere. Every process is stopped by its PID, the lab removed.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,27 +17,12 @@ import { addLabProcess, labDown, labUp, nodeCommand, removeLabProcess, type LabS
 import { checkPodPaths } from "../src/lab/paths.js";
 import { run } from "../src/process.js";
 import { getIn, inClusterEnv, startAgentProcess, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
-import { startControlPlane, type ControlPlane } from "../testkit/kubernetes/control-plane.js";
-import { needsRoot } from "../testkit/root.js";
+import { realControlPlaneGate, startControlPlane, type ControlPlane } from "../testkit/kubernetes/control-plane.js";
 
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const LAB = `kreal${process.pid % 100000}`;
 const HEALTH = "http://127.0.0.1:9465";
 const DEADLINE_MS = 2000;
-
-function gate(): { skip?: string } {
-  const root = needsRoot();
-  if (root.skip) return root;
-  try {
-    execFileSync("go", ["version"], { stdio: "pipe" });
-    return {};
-  } catch {
-    if (process.env.CI) throw new Error("CI=true but Go is not on PATH: the real control plane is built with it (polyglot machines have Go 1.26)");
-    const reason = "SKIPPED: needs Go to build the real kube-apiserver, etcd and kube-controller-manager; CI runs these";
-    process.stderr.write(`\n*** ${reason} ***\n`);
-    return { skip: reason };
-  }
-}
 
 /** A Node as the kubelet registers it: addresses and conditions in status, no pod CIDR (IPAM gives it). */
 function kubeletNode(worker: LabWorker): object {
@@ -56,7 +40,7 @@ function kubeletNode(worker: LabWorker): object {
   };
 }
 
-describe("the agent against the real kube-apiserver, etcd and kube-controller-manager", { ...gate(), timeout: 1_800_000 }, () => {
+describe("the agent against the real kube-apiserver, etcd and kube-controller-manager", { ...realControlPlaneGate(), timeout: 1_800_000 }, () => {
   let state: LabState;
   let dir: string;
   let plane: ControlPlane | undefined;

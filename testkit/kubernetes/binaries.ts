@@ -120,7 +120,10 @@ function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, progress: 
       rest = lines.pop() ?? "";
       for (const line of lines) {
         // go build -v names each package as it builds it; everything else is an error or a download.
-        if (/^[\w.-]+(\/[\w.@~+-]+)*$/.test(line)) progress(`building Kubernetes programs: ${++packages} packages`);
+        if (/^[\w.-]+(\/[\w.@~+-]+)*$/.test(line)) {
+          // About 2,000 packages: a line every 100 is progress enough.
+          if (++packages % 100 === 0) progress(`building Kubernetes programs: ${packages} packages compiled`);
+        }
         else if (line.trim()) {
           errors.push(line);
           progress(line);
