@@ -56,6 +56,8 @@ describe("the agent against the real kube-apiserver, etcd and kube-controller-ma
   const nodeJson = async (name: string) => JSON.parse(await kubectl(["get", "node", name, "-o", "json"])) as any;
 
   async function register(w: LabWorker): Promise<string> {
+    // A Node may have been deleted before: the kubelet registers it again.
+    await kubectl(["delete", "node", w.name, "--ignore-not-found", "--wait=true"]);
     await kubectl(["create", "-f", "-"], JSON.stringify(kubeletNode(w)));
     let cidr = "";
     const took = await within(30_000, async () => {
@@ -180,6 +182,37 @@ describe("the agent against the real kube-apiserver, etcd and kube-controller-ma
     const removed = await run("ip", ["-n", w.netns, "route", "del", target.podCIDR, "proto", "150"]);
     assert.equal(removed.code, 0, removed.stderr);
     assert.ok(await within(DEADLINE_MS, async () => (await owned(w.name)).get(target.podCIDR) === target.internalIP) !== undefined, logs());
+  });
+
+  it("a relist after a real 410 Gone: the API server crashes, etcd is compacted past the agents' resourceVersion, and they list again", async () => {
+    const relists = async (name: string) => {
+      const body = (await getIn(worker(name).netns, `${HEALTH}/metrics`)).body;
+      return Number(/^podroutes_relists_total (\d+)/m.exec(body)?.[1] ?? NaN);
+    };
+    const workers = state.workers.slice(0, 3);
+    const before = await Promise.all(workers.map((w) => relists(w.name)));
+    // Writes the Node watches never see move etcd's revision past every agent's resourceVersion.
+    for (let i = 0; i < 5; i++) await kubectl(["create", "configmap", `bump-${i}`, "-n", "podroutes"]);
+    let compactedAt = 0;
+    await plane!.crashApiServer(async () => {
+      compactedAt = await plane!.compactEtcd();
+    });
+    process.stderr.write(`# etcd compacted at revision ${compactedAt}, kube-apiserver restarted\n`);
+    const relisted = await within(30_000, async () => {
+      const now = await Promise.all(workers.map((w) => relists(w.name)));
+      return now.every((n, i) => n > before[i]!);
+    }, 200);
+    assert.ok(relisted !== undefined, `not every agent relisted after the 410: ${before} -> ${await Promise.all(workers.map((w) => relists(w.name)))}\n${logs()}`);
+    // And the agents serve changes again: a Node joins after the relist and is routed everywhere.
+    // (The allocator hands out the next free block, not the one the lab's pod has: routes are checked
+    // against what the Node was given.)
+    const added = state.workers[3]!;
+    const cidr = await register(added);
+    const routed = await within(10_000, async () => {
+      for (const w of workers) if ((await owned(w.name)).get(cidr) !== added.internalIP) return false;
+      return true;
+    });
+    assert.ok(routed !== undefined, `${cidr} via ${added.internalIP} not on every worker\n${logs()}`);
   });
 
   it("least privilege, proven by the real authorizer: the agent's own token may not change a Node's spec, nor read Secrets", async () => {

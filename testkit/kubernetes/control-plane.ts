@@ -41,6 +41,11 @@ export interface ControlPlane {
   createToken(namespace: string, serviceAccount: string): Promise<string>;
   /** Compacts etcd at its current revision: watches from before it get 410 Gone, as after a long outage. */
   compactEtcd(): Promise<number>;
+  /**
+   * Kills kube-apiserver (SIGKILL: a crash, no goodbye bookmarks to watchers), runs `whileDown` (etcd
+   * still up: compact it there), and starts it again over the same store, waiting until it is ready.
+   */
+  crashApiServer(whileDown?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -124,6 +129,25 @@ export async function startControlPlane(options: {
   await writeFile(adminKubeconfig, kubeconfig(adminToken, "admin"), { mode: 0o600 });
   await writeFile(kcmKubeconfig, kubeconfig(kcmToken, "kube-controller-manager"), { mode: 0o600 });
 
+  const apiserverArgv = [
+    binaries.path["kube-apiserver"],
+    "--etcd-servers", "http://127.0.0.1:2379",
+    "--bind-address", options.address,
+    "--advertise-address", options.address,
+    "--secure-port", "6443",
+    "--cert-dir", join(dir, "apiserver-certs"),
+    "--tls-cert-file", pki.certFile,
+    "--tls-private-key-file", pki.keyFile,
+    "--client-ca-file", pki.caFile,
+    "--token-auth-file", tokenFile,
+    "--authorization-mode", "Node,RBAC",
+    "--service-cluster-ip-range", SERVICE_CIDR,
+    "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+    "--service-account-key-file", saPub,
+    "--service-account-signing-key-file", saKey,
+    "--allow-privileged=true",
+    "--v=1",
+  ];
   const processes: ControlPlaneProcess[] = [];
   const inNetns = (argv: string[]) => ["ip", "netns", "exec", options.netns, ...argv];
   const launch = async (argv: string[], what: string) => {
@@ -150,6 +174,17 @@ export async function startControlPlane(options: {
     async compactEtcd() {
       return compact(options.netns);
     },
+    async crashApiServer(whileDown) {
+      const index = processes.findIndex((p) => p.what === "kube-apiserver");
+      const old = processes[index]!;
+      old.child.kill("SIGKILL");
+      if (old.child.exitCode === null && old.child.signalCode === null) await new Promise((resolve) => old.child.once("exit", resolve));
+      await whileDown?.();
+      const restarted = start(inNetns(apiserverArgv), old.logFile, old.what);
+      processes[index] = restarted;
+      await options.onStarted?.(restarted);
+      await waitReady(plane, [restarted]);
+    },
     async stop() {
       for (const process of [...processes].reverse()) await stopProcess(process);
     },
@@ -174,28 +209,7 @@ export async function startControlPlane(options: {
       "etcd",
     );
     progress("starting kube-apiserver");
-    const apiserver = await launch(
-      [
-        binaries.path["kube-apiserver"],
-        "--etcd-servers", "http://127.0.0.1:2379",
-        "--bind-address", options.address,
-        "--advertise-address", options.address,
-        "--secure-port", "6443",
-        "--cert-dir", join(dir, "apiserver-certs"),
-        "--tls-cert-file", pki.certFile,
-        "--tls-private-key-file", pki.keyFile,
-        "--client-ca-file", pki.caFile,
-        "--token-auth-file", tokenFile,
-        "--authorization-mode", "Node,RBAC",
-        "--service-cluster-ip-range", SERVICE_CIDR,
-        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-        "--service-account-key-file", saPub,
-        "--service-account-signing-key-file", saKey,
-        "--allow-privileged=true",
-        "--v=1",
-      ],
-      "kube-apiserver",
-    );
+    const apiserver = await launch(apiserverArgv, "kube-apiserver");
     progress("waiting for kube-apiserver to be ready");
     await waitReady(plane, [etcd, apiserver]);
     progress("starting kube-controller-manager");
@@ -227,7 +241,6 @@ export async function startControlPlane(options: {
   }
   return plane;
 }
-
 async function waitReady(plane: ControlPlane, watched: ControlPlaneProcess[]): Promise<void> {
   const started = performance.now();
   let last = "";
