@@ -27,7 +27,7 @@ fi
 
 # Preinstalled on this project's machines, not in Debian's archive: the real cloud CLIs, kubectl and moto,
 # which the tests use as independent clients and as the EC2 test server.
-for tool in gcloud aws moto_server kubectl; do
+for tool in gcloud aws moto_server kubectl go; do
   command -v "$tool" >/dev/null || echo "podroutes setup: warning: $tool not found; the tests that use it will fail" >&2
 done
 

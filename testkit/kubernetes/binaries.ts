@@ -95,7 +95,7 @@ export async function kubernetesBinaries(progress: (line: string) => void = () =
   const script = [
     `[ -e ${JSON.stringify(done)} ] && exit 0`,
     `rm -rf ${JSON.stringify(staging)} && mkdir -p ${JSON.stringify(staging)}`,
-    `exec go build -v -trimpath -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager`,
+    `exec go build -v -trimpath -buildvcs=false -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager`,
   ].join("\n");
   const ldflags = ["-s", "-w", ...versionLdflags(release)].join(" ");
   const output = await goBuild(["flock", join(dir, ".lock"), "sh", "-c", script], moduleDir, { ...process.env, CGO_ENABLED: "0", LDFLAGS: ldflags }, progress);
