@@ -14,6 +14,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PodroutesError, type ErrorKind } from "../../src/errors.js";
 
+/** go build's flags besides -ldflags (static, reproducible paths, no VCS stamp). */
+const BUILD_FLAGS = ["-trimpath", "-buildvcs=false"];
+
 export const PROGRAMS = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
 export type Program = (typeof PROGRAMS)[number];
 
@@ -54,6 +57,8 @@ export function pinnedRelease(moduleDir = goModuleDir()): string {
 export function cacheDir(moduleDir = goModuleDir()): string {
   const digest = createHash("sha256");
   for (const file of ["go.mod", "go.sum", "etcd/main.go"]) digest.update(`${file}\0`).update(readFileSync(join(moduleDir, file)));
+  // How they are built decides them too.
+  digest.update(`${BUILD_FLAGS.join(" ")}\0${versionLdflags(pinnedRelease(moduleDir)).join(" ")}`);
   const base = process.env.PODROUTES_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "podroutes");
   return join(base, "kubernetes", `${pinnedRelease(moduleDir)}-${digest.digest("hex").slice(0, 12)}`);
 }
@@ -95,7 +100,7 @@ export async function kubernetesBinaries(progress: (line: string) => void = () =
   const script = [
     `[ -e ${JSON.stringify(done)} ] && exit 0`,
     `rm -rf ${JSON.stringify(staging)} && mkdir -p ${JSON.stringify(staging)}`,
-    `exec go build -v -trimpath -buildvcs=false -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager`,
+    `exec go build -v ${BUILD_FLAGS.join(" ")} -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager`,
   ].join("\n");
   const ldflags = ["-s", "-w", ...versionLdflags(release)].join(" ");
   const output = await goBuild(["flock", join(dir, ".lock"), "sh", "-c", script], moduleDir, { ...process.env, CGO_ENABLED: "0", LDFLAGS: ldflags }, progress);
@@ -142,7 +147,10 @@ function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, progress: 
 /** The operator's words for a failed build: the module the proxy would not serve, else go's own lines. */
 export function buildFailure(lines: string[]): string {
   const fetch = lines.find((line) => /reading https?:\/\/\S+: \d{3}|dial tcp|proxyconnect|no such host|unrecognized import path|verifying .*: checksum mismatch/.test(line));
-  const module = fetch?.match(/(?:go: )?([\w.-]+\.[\w.-]+(?:\/[\w.~-]+)+)@(v[\w.+-]+)/);
+  // The proxy's URL names the module it failed to serve (https://HOST/MODULE/@v/VERSION.mod); the
+  // line's first module@version is only the one that required it.
+  const fromUrl = fetch?.match(/https?:\/\/[^/\s]+\/(\S+?)\/@v\/(v[^/\s]+?)\.(?:mod|zip|info)\b/);
+  const module = fromUrl ?? fetch?.match(/(?:go: )?([\w.-]+\.[\w.-]+(?:\/[\w.~-]+)+)@(v[\w.+-]+)/);
   if (fetch) return `building the real Kubernetes programs: the Go module proxy did not serve ${module ? `${module[1]}@${module[2]}` : "a module"}: ${fetch.trim()}`;
   if (lines.some((line) => /go: command not found|executable file not found/.test(line))) return "building the real Kubernetes programs needs Go (go not found on PATH)";
   return `building the real Kubernetes programs failed:\n${lines.slice(-20).join("\n")}`;
