@@ -220,3 +220,31 @@ describe("help", () => {
     });
   }
 });
+
+describe("the Node it runs on", () => {
+  // Nothing listens on 127.0.0.1:9: the command fails after the SDK client was built, which is when the
+  // AWS SDK prints its nine-line NodeVersionSupportWarning under Node < 22.
+  const awsList = (stateHome: string) =>
+    runCli(["list", "--target", "aws", "--route-table", "rtb-0123456789abcdef0", "--region", "us-east-1", "--endpoint", "http://127.0.0.1:9", "--cluster-cidr", "10.200.0.0/16"], {
+      env: { XDG_STATE_HOME: stateHome, AWS_ACCESS_KEY_ID: "test", AWS_SECRET_ACCESS_KEY: "test", AWS_EC2_METADATA_DISABLED: "true", AWS_CONFIG_FILE: "/dev/null", AWS_SHARED_CREDENTIALS_FILE: "/dev/null", AWS_MAX_ATTEMPTS: "1" },
+    });
+
+  it("no third-party warning on any run; on an unsupported Node one plain line, the first time only", async () => {
+    const stateHome = mkdtempSync(join(tmpdir(), "podroutes-state-"));
+    try {
+      const first = await awsList(stateHome);
+      const second = await awsList(stateHome);
+      for (const result of [first, second]) {
+        assert.equal(result.code, 1, result.stderr);
+        assert.match(result.stderr, /cannot describe route tables rtb-0123456789abcdef0/);
+        assert.doesNotMatch(result.stderr, /NodeVersionSupportWarning|AWS SDK for JavaScript|trace-warnings/);
+      }
+      const notice = /^Warning: Node v[\d.]+ is past its end of life.*$/gm;
+      const unsupported = Number(process.versions.node.split(".")[0]) < 22;
+      assert.equal(first.stderr.match(notice)?.length ?? 0, unsupported ? 1 : 0, first.stderr);
+      assert.equal(second.stderr.match(notice)?.length ?? 0, 0, second.stderr);
+    } finally {
+      rmSync(stateHome, { recursive: true, force: true });
+    }
+  });
+});

@@ -17,6 +17,7 @@ import { controllerCommand, runController } from "./controller-command.js";
 import { changedNothing, EXIT, exitCodeOf } from "./exit-codes.js";
 import { catalogue } from "./help.js";
 import { addLabCommands } from "./lab-commands.js";
+import { nodeSupportNoticeOnce } from "./node-support.js";
 import { createOutput, type Output } from "./output.js";
 import { applyCommand, listCommand, planCommand, verifyCommand } from "./route-commands.js";
 
@@ -126,6 +127,9 @@ export async function main(argv: string[]): Promise<number> {
   const out = createOutput(scan.output === "json" || scan.output === "yaml" ? scan.output : "table");
   let code: number = EXIT.ok;
   const program = buildProgram(out, scan, (c) => (code = c), main);
+  // Not on the agent's and the controller's stderr: their log is JSON lines (their image runs Node 26).
+  const notice = scan.command === "agent" || scan.command === "controller" ? undefined : nodeSupportNoticeOnce();
+  if (notice) out.warn(notice);
   try {
     await program.parseAsync(argv, { from: "user" });
     return code;

@@ -77,6 +77,9 @@ const FILTER_VALUES = 200;
 
 /** Builds an SDK client and the helpers over it. */
 export async function createEc2(settings: Ec2Settings): Promise<Ec2Api> {
+  // The SDK prints nine lines on every process under Node < 22; podroutes says it once, itself
+  // (cli/node-support.ts). A user who set the variable keeps their choice.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
   const sdk = await import("@aws-sdk/client-ec2");
   const client = new sdk.EC2Client({
     region: settings.region,
