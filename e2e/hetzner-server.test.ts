@@ -15,7 +15,8 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { eventually } from "../testkit/controller.js";
 import { hcloud, type Hcloud } from "../testkit/hcloud.js";
-import { startHetznerServer, type HetznerNetwork, type HetznerServerApi } from "../testkit/hetzner-server.js";
+import { matchesLabels, parseLabelSelector, startHetznerServer, type HetznerNetwork, type HetznerServerApi } from "../testkit/hetzner-server.js";
+import { createHetznerApi } from "../src/targets/hetzner/api.js";
 
 let server: HetznerServerApi;
 let cli: Hcloud;
@@ -74,6 +75,7 @@ describe("hcloud against the Hetzner test server: reads", () => {
     assert.deepEqual(networks.map((n) => n.id), [...server.networks.map((n) => n.id)].sort((a, b) => a - b));
     const pages = server.requests.filter((r) => r.path === "/v1/networks").map((r) => [r.query.get("page"), r.query.get("per_page")]);
     assert.deepEqual(pages, [["1", "50"], ["2", "50"]]);
+    assert.ok(server.requests.filter((r) => r.path === "/v1/networks").every((r) => r.query.get("sort") === "id:asc"), "hcloud lists sort=id:asc unless told otherwise");
     const big = await cli.json<{ name: string }[]>(["server", "list", "-l", "pool=big"]);
     assert.equal(big.length, 70);
     assert.deepEqual(server.requests.filter((r) => r.path === "/v1/servers").map((r) => r.query.get("page")), ["1", "2"]);
@@ -184,6 +186,41 @@ describe("hcloud against the Hetzner test server: route actions", () => {
     const third = await cli.run(["network", "list"]);
     assert.equal(third.code, 1);
     assert.match(third.stderr, /limit of 2 requests per hour reached \(rate_limit_exceeded\)/);
+  });
+});
+
+describe("podroutes' Hetzner client and hcloud read and write the same routes", () => {
+  it("a route the client writes reads back in hcloud exactly as one hcloud writes, and each removes the other's", async () => {
+    await start();
+    const api = createHetznerApi({ token: server.token, endpoint: server.endpoint, pollIntervalMs: 10, env: {} });
+    await api.addRoute(network.id, { destination: "10.244.1.0/24", gateway: "10.0.0.2" });
+    const added = await cli.run(["network", "add-route", "k8s", "--destination", "10.244.2.0/24", "--gateway", "10.0.0.3"]);
+    assert.equal(added.code, 0, added.stderr);
+    const [ours, theirs] = server.requests.filter((r) => r.method === "POST").map((r) => r.body);
+    assert.deepEqual(Object.keys(ours as object).sort(), Object.keys(theirs as object).sort(), "the same request body");
+    assert.deepEqual((await cli.json<HetznerNetwork>(["network", "describe", "k8s"])).routes, [
+      { destination: "10.244.1.0/24", gateway: "10.0.0.2" },
+      { destination: "10.244.2.0/24", gateway: "10.0.0.3" },
+    ]);
+    assert.deepEqual((await api.getNetwork(network.id)).routes, (await cli.json<HetznerNetwork[]>(["network", "list"]))[0]!.routes);
+    assert.equal(await api.deleteRoute(network.id, { destination: "10.244.2.0/24", gateway: "10.0.0.3" }), true);
+    const removed = await cli.run(["network", "remove-route", "k8s", "--destination", "10.244.1.0/24", "--gateway", "10.0.0.2"]);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.deepEqual((await cli.json<HetznerNetwork>(["network", "describe", "k8s"])).routes, []);
+    const workers = await api.serversOnNetwork(network.id, "role=worker");
+    const hcloudWorkers = await cli.json<{ id: number; private_net: { network: number; ip: string }[] }[]>(["server", "list", "-l", "role=worker"]);
+    assert.deepEqual(workers.map((w) => [w.server.id, w.ip]), hcloudWorkers.map((s) => [s.id, s.private_net.find((p) => p.network === network.id)!.ip]));
+  });
+});
+
+describe("the test server's label selectors (pure)", () => {
+  it("parses =, ==, !=, in, notin, k, !k and ANDs them", () => {
+    const labels = { role: "worker", cluster: "a", "kubernetes.io/pool": "p1" };
+    const yes = ["role=worker", "role==worker", "role!=control-plane", "missing!=x", "role in (worker, infra)", "role notin (db)", "cluster", "!missing", "cluster=a,kubernetes.io/pool=p1"];
+    const no = ["role=infra", "role!=worker", "role in (db)", "role notin (worker)", "missing", "!cluster", "cluster=a,role=db"];
+    for (const s of yes) assert.equal(matchesLabels(parseLabelSelector(s), labels), true, s);
+    for (const s of no) assert.equal(matchesLabels(parseLabelSelector(s), labels), false, s);
+    for (const bad of ["role in (a", "=x", "role=a=b", "ro le=x", ""]) assert.throws(() => parseLabelSelector(bad), /label selector/, bad);
   });
 });
 
