@@ -28,7 +28,9 @@
  *   time when the budget is full again) on every answer; a budget of `rateLimit.limit` requests refilled
  *   at `rateLimit.refillPerSecond` (the API: 3600 an hour, one a second); an empty budget answers 429
  *   `rate_limit_exceeded`;
- * - injected faults for the next calls that match (`injectError`), any error code, each used once.
+ * - injected faults for the next calls that match, each used once: any error code (`injectError`), or a
+ *   connection dropped without an answer, before the work or after it was done (`dropConnection`: the
+ *   case where a client cannot know whether its write happened).
  * Every call is logged (`requests`) with its answer, so tests can see retries, pacing and polling.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -154,6 +156,8 @@ export interface HetznerRequest {
   error?: string;
   /** Set when the answer came from `injectError`. */
   injected?: true;
+  /** Set when the connection was dropped (`dropConnection`): before or after the work was done. */
+  dropped?: "before" | "after";
 }
 
 export interface InjectedError {
@@ -165,6 +169,13 @@ export interface InjectedError {
   count?: number;
   /** For rate_limit_exceeded: the RateLimit-Reset answered, this many seconds ahead. */
   resetInSeconds?: number;
+}
+
+export interface DroppedConnection {
+  when?: (call: { method: string; path: string }) => boolean;
+  /** Whether the call's work is done before the connection drops (a write that happened, its answer lost). */
+  afterWork?: boolean;
+  count?: number;
 }
 
 class ApiError extends Error {
@@ -352,6 +363,7 @@ export class HetznerServerApi {
   /** Every call, in arrival order. */
   readonly requests: HetznerRequest[] = [];
   private readonly injected: (InjectedError & { count: number })[] = [];
+  private readonly drops: (DroppedConnection & { count: number })[] = [];
   /** Failures for the next actions that match, each used once. */
   private readonly actionFailures: { command?: string; code: string; message: string }[] = [];
   /** Work to do when a running action ends, by action id. */
@@ -424,6 +436,11 @@ export class HetznerServerApi {
   /** The next `count` calls that match answer this error instead (tests script faults with it). */
   injectError(fault: InjectedError): void {
     this.injected.push({ count: 1, ...fault });
+  }
+
+  /** The next `count` calls that match get no answer: the connection is closed, before or after the work. */
+  dropConnection(fault: DroppedConnection = {}): void {
+    this.drops.push({ count: 1, ...fault });
   }
 
   /** The next action (of `command`, if given) ends `error` with this code, changing nothing. */
@@ -523,6 +540,29 @@ export class HetznerServerApi {
     headers["RateLimit-Reset"] = String(budget.reset);
     if (!budget.ok) return sendError(new ApiError("rate_limit_exceeded", `limit of ${budget.limit} requests per hour reached`));
     const call = { method: entry.method, path: url.pathname.replace(/^\/v1/, "") };
+    let bodyError: ApiError | undefined;
+    if (raw) {
+      try {
+        entry.body = JSON.parse(raw);
+      } catch {
+        bodyError = new ApiError("json_error", "invalid JSON in request body");
+      }
+    }
+    const drop = this.drops.findIndex((d) => !d.when || d.when(call));
+    if (drop >= 0) {
+      const d = this.drops[drop]!;
+      if (--d.count <= 0) this.drops.splice(drop, 1);
+      entry.dropped = d.afterWork ? "after" : "before";
+      if (d.afterWork && !bodyError) {
+        try {
+          this.route(call.method, call.path, url.searchParams, entry.body);
+        } catch {
+          // refused: nothing done, and the client is not told either
+        }
+      }
+      res.socket?.destroy();
+      return;
+    }
     const fault = this.injected.findIndex((f) => !f.when || f.when(call));
     if (fault >= 0) {
       const f = this.injected[fault]!;
@@ -535,13 +575,7 @@ export class HetznerServerApi {
       return sendError(new ApiError(f.code, f.message ?? `injected ${f.code}`, f.code === "invalid_input" ? { fields: [] } : null));
     }
     try {
-      if (raw) {
-        try {
-          entry.body = JSON.parse(raw);
-        } catch {
-          throw new ApiError("json_error", "invalid JSON in request body");
-        }
-      }
+      if (bodyError) throw bodyError;
       const [status, body] = this.route(call.method, call.path, url.searchParams, entry.body);
       send(status, body);
     } catch (error) {

@@ -8,7 +8,7 @@ import { afterEach, describe, it } from "node:test";
 import { UsageError } from "../../errors.js";
 import { eventually } from "../../../testkit/controller.js";
 import { startHetznerServer, type HetznerNetwork, type HetznerServerApi, type HetznerServerOptions } from "../../../testkit/hetzner-server.js";
-import { callName, createHetznerApi, HetznerActionError, HetznerApiError, refillDelayMs, type HetznerApi, type HetznerSettings } from "./api.js";
+import { callName, createHetznerApi, HetznerActionError, HetznerActionTimeoutError, HetznerApiError, HetznerNetworkError, refillDelayMs, type HetznerApi, type HetznerSettings } from "./api.js";
 
 let server: HetznerServerApi;
 let network: HetznerNetwork;
@@ -133,6 +133,47 @@ describe("hetzner api: route actions", () => {
     server.injectError({ code: "service_error", when: (c) => c.method === "POST" });
     await assert.rejects(api.deleteRoute(network.id, route(1)), (e: unknown) => e instanceof HetznerApiError && e.code === "service_error");
     assert.deepEqual(posts().map((r) => r.error ?? r.status), ["invalid_input", 201, "resource_limit_exceeded", "service_error"], "each write sent once");
+  });
+});
+
+describe("hetzner api: lost answers, deadlines, cancellation", () => {
+  it("a read whose connection drops is retried; a write's is final whether or not it was done", async () => {
+    const api = await setup();
+    server.dropConnection({ when: (c) => c.method === "GET" });
+    assert.equal((await api.findNetwork("k8s"))?.id, network.id);
+    assert.equal(api.calls.retries, 1);
+    server.dropConnection({ when: (c) => c.method === "POST" });
+    await assert.rejects(api.addRoute(network.id, route(1)), HetznerNetworkError);
+    assert.deepEqual(network.routes, [], "dropped before the work: nothing done");
+    server.dropConnection({ when: (c) => c.method === "POST", afterWork: true });
+    await assert.rejects(api.addRoute(network.id, route(2)), HetznerNetworkError);
+    await eventually("the lost write's action ends", () => server.runningAction(network.id) === undefined);
+    assert.deepEqual((await api.getNetwork(network.id)).routes, [route(2)], "dropped after the work: done; only a read tells");
+    assert.equal(posts().length, 2, "no write repeated");
+  });
+
+  it("an action still running at the deadline is a HetznerActionTimeoutError; it may still succeed", async () => {
+    const api = await setup({ actionDelayMs: "manual" }, { actionTimeoutMs: 150 });
+    await assert.rejects(api.addRoute(network.id, route(1)), (e: unknown) => e instanceof HetznerActionTimeoutError && e.action.status === "running");
+    server.finishActions();
+    assert.deepEqual((await api.getNetwork(network.id)).routes, [route(1)]);
+  });
+
+  it("an abort ends the waits (a busy network, a running action) and refuses new calls", async () => {
+    const controller = new AbortController();
+    const api = await setup({ actionDelayMs: "manual" }, { signal: controller.signal });
+    const first = api.addRoute(network.id, route(1)).catch((e: unknown) => e);
+    await eventually("the first action runs", () => server.runningAction(network.id) !== undefined);
+    const second = api.addRoute(network.id, route(2)).catch((e: unknown) => e);
+    await eventually("the second is refused", () => server.requests.some((r) => r.error === "conflict"));
+    controller.abort();
+    assert.equal(((await second) as Error).name, "AbortError");
+    assert.equal(((await first) as Error).name, "AbortError");
+    const sent = server.requests.length;
+    await assert.rejects(api.listNetworks(), { name: "AbortError" });
+    assert.equal(server.requests.length, sent, "an aborted client sends nothing");
+    server.finishActions();
+    assert.deepEqual(network.routes, [route(1)], "the first action was under way: the API finishes it");
   });
 });
 

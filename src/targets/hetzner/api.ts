@@ -114,6 +114,14 @@ export class HetznerActionError extends Error {
   }
 }
 
+/** An action still running at the deadline: it may yet end either way; read the network again to know. */
+export class HetznerActionTimeoutError extends Error {
+  constructor(readonly action: Action, timeoutMs: number) {
+    super(`action ${action.id} (${action.command}) still running after ${timeoutMs} ms`);
+    this.name = "HetznerActionTimeoutError";
+  }
+}
+
 /** A call whose connection failed (refused, reset): the fetch error is its cause. */
 export class HetznerNetworkError extends Error {
   constructor(call: string, cause: unknown) {
@@ -275,7 +283,7 @@ class HetznerClient implements HetznerApi {
     let pause = this.settings.firstPollMs ?? interval;
     let current = action;
     while (current.status === "running") {
-      if (Date.now() + pause > deadline) throw new Error(`action ${action.id} (${action.command}) still running at the deadline (${this.actionTimeoutMs} ms)`);
+      if (Date.now() + pause > deadline) throw new HetznerActionTimeoutError(current, this.actionTimeoutMs);
       await delay(pause, undefined, this.settings.signal ? { signal: this.settings.signal } : {});
       pause = interval;
       this.calls.polls++;
