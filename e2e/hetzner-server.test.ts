@@ -213,6 +213,32 @@ describe("podroutes' Hetzner client and hcloud read and write the same routes", 
   });
 });
 
+describe("the test server's action endpoints", () => {
+  it("an action reads at /actions/{id}, /actions?id= and /networks/{id}/actions/{id}, and only under its own network", async () => {
+    await start({ actionDelayMs: "manual" });
+    const other = server.addNetwork({ name: "other", ipRange: "10.1.0.0/16" });
+    const get = async (path: string) => {
+      const response = await fetch(`${server.endpoint}${path}`, { headers: { Authorization: `Bearer ${server.token}` } });
+      return { status: response.status, body: (await response.json()) as { action?: { id: number; status: string }; actions?: { id: number }[]; error?: { code: string } } };
+    };
+    const post = await fetch(`${server.endpoint}/networks/${network.id}/actions/add_route`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${server.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ destination: "10.244.1.0/24", gateway: "10.0.0.2" }),
+    });
+    assert.equal(post.status, 201);
+    const { action } = (await post.json()) as { action: { id: number; status: string; command: string; resources: { id: number; type: string }[] } };
+    assert.deepEqual([action.status, action.command, action.resources], ["running", "add_route", [{ id: network.id, type: "network" }]]);
+    assert.equal((await get(`/actions/${action.id}`)).body.action?.status, "running");
+    assert.equal((await get(`/networks/${network.id}/actions/${action.id}`)).body.action?.id, action.id);
+    assert.equal((await get(`/networks/${other.id}/actions/${action.id}`)).body.error?.code, "not_found");
+    assert.deepEqual((await get(`/actions?id=${action.id}&status=running`)).body.actions?.map((a) => a.id), [action.id]);
+    server.finishActions();
+    assert.equal((await get(`/actions/${action.id}`)).body.action?.status, "success");
+    assert.deepEqual((await get(`/actions?id=${action.id}&status=running`)).body.actions, []);
+  });
+});
+
 describe("the test server's label selectors (pure)", () => {
   it("parses =, ==, !=, in, notin, k, !k and ANDs them", () => {
     const labels = { role: "worker", cluster: "a", "kubernetes.io/pool": "p1" };
