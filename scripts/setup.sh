@@ -14,6 +14,7 @@ command -v traceroute >/dev/null || need+=(traceroute)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v nc >/dev/null || need+=(netcat-openbsd)
 command -v openssl >/dev/null || need+=(openssl)
+command -v hcloud >/dev/null || need+=(hcloud-cli) # the real Hetzner Cloud CLI, the Hetzner test server's independent client
 
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
