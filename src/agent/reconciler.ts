@@ -264,8 +264,11 @@ export class Reconciler {
     const read = this.options.host?.lastState(diff.table);
     this.reportConflicts(diff.conflicts.map((c) => ({ destination: c.route.destination, node: c.route.node, holder: c.existing.nextHopLabel ?? c.existing.nextHop ?? "?" })));
 
-    let owned = diff.unchanged.length;
-    for (const change of diff.changes) if (change.action !== "create") owned++;
+    // Owned routes as the kernel holds them: the plan's lists leave some out (an owned route on a
+    // destination a foreign one also holds, at another metric, is a conflict, not unchanged; issue 25
+    // item 6), so the read counts them where there is one, and the writes' results move that count.
+    let owned = read ? ownedIn(read, this.options.proto) : diff.unchanged.length;
+    if (!read) for (const change of diff.changes) if (change.action !== "create") owned++;
     let written = 0;
     let failed = 0;
     if (diff.changes.length) {
@@ -464,6 +467,14 @@ function expectedOf(routes: Iterable<Route>): ExpectedRoutes {
   const expected = new ExpectedRoutes();
   for (const route of routes) expected.set(route.destination, route.nextHop);
   return expected;
+}
+
+/** The routes of a read that carry podroutes' protocol number, in any table. */
+function ownedIn(state: HostState, proto: number): number {
+  const mark = String(proto);
+  let owned = 0;
+  for (const route of state.routes) if (route.protocol === mark) owned++;
+  return owned;
 }
 
 function countActions(changes: { action: string }[]): { create: number; replace: number; delete: number } {
