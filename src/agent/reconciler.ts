@@ -11,7 +11,9 @@
  *   node changes  the Nodes said changed are checked again against an index of the others (NodeIndex),
  *                 and only their destinations are read and written, under the lock (host-table.ts);
  *   resync        one read of the routes compared with what the last reconcile left: nothing mapped,
- *                 nothing planned when nothing differs;
+ *                 nothing planned when nothing differs; but after a node change replaced or removed a
+ *                 route, a full one, which removes the nexthop objects the change left unused (the
+ *                 per-change write cannot prove nothing else uses them: issue 25 item 3);
  *   full          plan against everything and apply the diff: at start, after a relist, on kernel
  *                 drift, after any failure or conflict, and when a resync found a difference.
  * Without a HostTable (another target, the unit tests) every reconcile is a full one.
@@ -103,6 +105,8 @@ export class Reconciler {
   private owned = 0;
   private fullDue = true;
   private checkDue = false;
+  /** A per-change write replaced or deleted a route since the last full reconcile: its nexthop object may be unused now. */
+  private nexthopsReleased = false;
 
   /** The node this host is: `--node`/NODE_NAME, or found from its addresses by the first reconcile. */
   node: string | undefined;
@@ -163,8 +167,9 @@ export class Reconciler {
         done = touched.size ? await this.writeNodes(host.table, touched) : { written: 0, failed: 0, fields: {} };
         if (done && this.checkDue && done.failed === 0 && this.expected) {
           this.checkDue = false;
-          // A difference: the full path finds it and says what it was.
-          if (!(await host.table.holds(this.expected))) done = undefined;
+          // A difference: the full path finds it and says what it was. Nexthop objects a node change
+          // left unused: the full path's read proves what nothing uses, and its write removes them.
+          if (this.nexthopsReleased || !(await host.table.holds(this.expected))) done = undefined;
         }
       }
       if (!done) {
@@ -284,7 +289,10 @@ export class Reconciler {
     // The agent's picture of the table: exact only when everything desired is there as written.
     this.expected = failed === 0 && diff.conflicts.length === 0 ? expectedOf(this.desired.routes.values()) : undefined;
     this.fullDue = false;
-    if (read && !diff.changes.length) this.options.host!.table.remember(read);
+    // Its review removed every owned nexthop object nothing used (a write of that action alone, when no route changed).
+    if (failed === 0) this.nexthopsReleased = false;
+    // The read is what the table still holds only when nothing at all was written (no route, no nexthop object).
+    if (read && !diff.changes.length && !planned.review.actions.length) this.options.host!.table.remember(read);
     else this.options.host?.table.forget();
     return { written, failed, fields: { ...countActions(diff.changes), unchanged: diff.unchanged.length, conflicts: diff.conflicts.length } };
   }
@@ -322,6 +330,7 @@ export class Reconciler {
       this.expected = undefined;
       return undefined;
     }
+    if (done.diff.changes.some((change) => change.action !== "create")) this.nexthopsReleased = true;
     const counted = this.count(done.results);
     this.owned += counted.owned;
     if (counted.failed === 0 && done.diff.conflicts.length === 0 && this.expected) {
