@@ -398,6 +398,36 @@ describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
     assert.ok(get('podroutes_kernel_events_total{drift="true"}') >= 1);
   });
 
+  it("Nodes whose routes no host here can hold (an off-link IPv4, an IPv6-only Node on IPv4-only hosts) are left out and reported; an agent started meanwhile becomes ready and sets its Node's condition", async () => {
+    const here = worker("worker-0");
+    assert.equal(await stopAgent(here.name), 0);
+    const hostile = [nodeObject("offlink", "192.0.2.7", "10.200.70.0/24"), nodeObject("v6only", "fd00:240::26", "fd00:200:6::/64")];
+    for (const node of hostile) await api().put(node);
+    const own = (await api().nodes()).find((n) => n.metadata.name === here.name)!;
+    const status = own.status as { conditions: { type: string; status: string; reason?: string }[] };
+    await api().put({ ...own, metadata: { ...own.metadata, resourceVersion: undefined }, status: { ...status, conditions: status.conditions.map((c) => (c.type === "NetworkUnavailable" ? { ...c, status: "True", reason: "NoRouteCreated" } : c)) } });
+    await startAgent(here.name, { NODE_NAME: undefined });
+    await ready(here.name);
+    const condition = await within(10_000, async () =>
+      ((await api().nodes()).find((n) => n.metadata.name === here.name)!.status as typeof status).conditions.some((c) => c.type === "NetworkUnavailable" && c.status === "False" && c.reason === "PodroutesAgentReady"),
+    );
+    assert.ok(condition !== undefined, `NetworkUnavailable not False on ${here.name}\n${logs([here.name])}`);
+    assert.ok(await converged(), logs());
+    for (const w of served) {
+      const m = await metrics(w.name);
+      assert.equal(m.get("podroutes_unroutable_routes"), 2, `${w.name}\n${logs([w.name])}`);
+      assert.equal(m.get("podroutes_quarantined_nodes"), 0, w.name);
+    }
+    assert.match(agents.get(here.name)!.log(), /"msg":"route left out: this host cannot hold it; every other route is still served","node":"offlink","destination":"10\.200\.70\.0\/24"/);
+    for (const node of hostile) await api().remove(node.metadata.name);
+    const back = await within(10_000, async () => {
+      for (const w of served) if ((await metrics(w.name)).get("podroutes_unroutable_routes") !== 0) return false;
+      return true;
+    });
+    assert.ok(back !== undefined, logs());
+    assert.ok(await converged(), logs());
+  });
+
   it("SIGKILL of an agent: its `ip monitor` child dies with it, not at the next kernel event", async () => {
     const here = worker("worker-0");
     const agent = agents.get(here.name)!;

@@ -100,4 +100,42 @@ describe("the agent's reconciler on a real kernel table", { ...needsRoot(), time
       await agent.close();
     }
   });
+
+  it("Nodes whose routes this IPv4-only host cannot hold (an IPv6-only Node, an off-link IPv4, a dual-stack Node's IPv6 half) are left out and reported; the rest is written and the sync converges (issue 25 item 2)", async () => {
+    const nodes = new Map([
+      ["node-0", node("node-0", ["10.240.0.20"], "10.200.0.0/24")],
+      ["node-1", node("node-1", ["10.240.0.21"], "10.200.1.0/24")],
+      ["node-6", node("node-6", ["fd00:240::26"], "fd00:200:6::/64")],
+      ["node-7", node("node-7", ["192.0.2.7"], "10.200.7.0/24")],
+      ["node-8", { ...node("node-8", ["10.240.0.28", "fd00:240::28"], "10.200.8.0/24"), spec: { podCIDRs: ["10.200.8.0/24", "fd00:200:8::/64"] } }],
+    ]);
+    const agent = agentOn(NS, nodes);
+    const leftOut = () => agent.lines.filter((line) => line.msg === "route left out: this host cannot hold it; every other route is still served").map((line) => `${line.node} ${line.destination}`).sort();
+    try {
+      const first = await agent.reconciler.reconcile(["list"]);
+      assert.equal(first.result, "changed", JSON.stringify(agent.lines.filter((line) => line.level !== "debug")));
+      assert.equal(first.nodeServed, true);
+      assert.equal(agent.reconciler.converged, true, "ready: every route that can be written is in");
+      assert.deepEqual(await ownedRoutes(), ["10.200.1.0/24 via 10.240.0.21", "10.200.8.0/24 via 10.240.0.28"]);
+      assert.equal(agent.metrics.unroutable.get(), 3);
+      assert.equal(agent.metrics.quarantined.get(), 0, "the Nodes themselves are well-formed");
+      assert.deepEqual(leftOut(), ["node-6 fd00:200:6::/64", "node-7 10.200.7.0/24", "node-8 fd00:200:8::/64"]);
+      // The resync tries them again: still left out, not a failure, not logged again.
+      agent.reconciler.requireCheck();
+      assert.notEqual((await agent.reconciler.reconcile(["periodic resync"])).result, "failed");
+      assert.equal(leftOut().length, 3);
+      // A Node fixed is served at once.
+      nodes.set("node-7", node("node-7", ["10.240.0.27"], "10.200.7.0/24"));
+      agent.reconciler.nodesChanged(["node-7"]);
+      assert.equal((await agent.reconciler.reconcile(["node-7 changed"])).result, "changed");
+      assert.deepEqual(await ownedRoutes(), ["10.200.1.0/24 via 10.240.0.21", "10.200.7.0/24 via 10.240.0.27", "10.200.8.0/24 via 10.240.0.28"]);
+      assert.equal(agent.metrics.unroutable.get(), 2);
+      assert.ok(agent.lines.some((line) => line.msg === "route no longer left out" && line.node === "node-7"));
+      agent.reconciler.requireCheck();
+      assert.notEqual((await agent.reconciler.reconcile(["periodic resync"])).result, "failed");
+      assert.equal(agent.metrics.unroutable.get(), 2);
+    } finally {
+      await agent.close();
+    }
+  });
 });
