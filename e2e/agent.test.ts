@@ -400,6 +400,7 @@ describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
 
   it("Nodes whose routes no host here can hold (an off-link IPv4, an IPv6-only Node on IPv4-only hosts) are left out and reported; an agent started meanwhile becomes ready and sets its Node's condition", async () => {
     const here = worker("worker-0");
+    await ready(here.name);
     assert.equal(await stopAgent(here.name), 0);
     const hostile = [nodeObject("offlink", "192.0.2.7", "10.200.70.0/24"), nodeObject("v6only", "fd00:240::26", "fd00:200:6::/64")];
     for (const node of hostile) await api().put(node);
