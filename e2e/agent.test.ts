@@ -8,7 +8,8 @@
  * started and stopped by its PID, and the lab is removed in `after`, even when a test fails.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -29,6 +30,23 @@ const HEALTH = "http://127.0.0.1:9465";
 const DEADLINE_MS = 2000;
 /** After a 10 s API outage, every agent has reconnected and converged within this long of the server listening again. */
 const RECONNECT_DEADLINE_MS = 5000;
+
+/** The processes whose parent is `pid` and whose command line matches, from /proc. */
+async function childrenOf(pid: number, cmdline: RegExp): Promise<{ pid: number; cmdline: string }[]> {
+  const found: { pid: number; cmdline: string }[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const status = await readFile(`/proc/${entry}/status`, "utf8");
+      if (Number(/^PPid:\s+(\d+)$/m.exec(status)?.[1]) !== pid) continue;
+      const line = (await readFile(`/proc/${entry}/cmdline`, "utf8")).split("\0").join(" ").trim();
+      if (cmdline.test(line)) found.push({ pid: Number(entry), cmdline: line });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
 
 describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
   let state: LabState;
@@ -378,6 +396,59 @@ describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
     assert.ok(get("podroutes_watch_restarts_total") >= 1);
     assert.ok(Math.abs(get("podroutes_last_successful_sync_timestamp_seconds") - Date.now() / 1000) < 600);
     assert.ok(get('podroutes_kernel_events_total{drift="true"}') >= 1);
+  });
+
+  it("Nodes whose routes no host here can hold (an off-link IPv4, an IPv6-only Node on IPv4-only hosts) are left out and reported; an agent started meanwhile becomes ready and sets its Node's condition", async () => {
+    const here = worker("worker-0");
+    await ready(here.name);
+    assert.equal(await stopAgent(here.name), 0);
+    const hostile = [nodeObject("offlink", "192.0.2.7", "10.200.70.0/24"), nodeObject("v6only", "fd00:240::26", "fd00:200:6::/64")];
+    for (const node of hostile) await api().put(node);
+    const own = (await api().nodes()).find((n) => n.metadata.name === here.name)!;
+    const status = own.status as { conditions: { type: string; status: string; reason?: string }[] };
+    await api().put({ ...own, metadata: { ...own.metadata, resourceVersion: undefined }, status: { ...status, conditions: status.conditions.map((c) => (c.type === "NetworkUnavailable" ? { ...c, status: "True", reason: "NoRouteCreated" } : c)) } });
+    await startAgent(here.name, { NODE_NAME: undefined });
+    await ready(here.name);
+    const condition = await within(10_000, async () =>
+      ((await api().nodes()).find((n) => n.metadata.name === here.name)!.status as typeof status).conditions.some((c) => c.type === "NetworkUnavailable" && c.status === "False" && c.reason === "PodroutesAgentReady"),
+    );
+    assert.ok(condition !== undefined, `NetworkUnavailable not False on ${here.name}\n${logs([here.name])}`);
+    assert.ok(await converged(), logs());
+    for (const w of served) {
+      const m = await metrics(w.name);
+      assert.equal(m.get("podroutes_unroutable_routes"), 2, `${w.name}\n${logs([w.name])}`);
+      assert.equal(m.get("podroutes_quarantined_nodes"), 0, w.name);
+    }
+    assert.match(agents.get(here.name)!.log(), /"msg":"route left out: this host cannot hold it; every other route is still served","node":"offlink","destination":"10\.200\.70\.0\/24"/);
+    for (const node of hostile) await api().remove(node.metadata.name);
+    const back = await within(10_000, async () => {
+      for (const w of served) if ((await metrics(w.name)).get("podroutes_unroutable_routes") !== 0) return false;
+      return true;
+    });
+    assert.ok(back !== undefined, logs());
+    assert.ok(await converged(), logs());
+  });
+
+  it("SIGKILL of an agent: its `ip monitor` child dies with it, not at the next kernel event", async () => {
+    const here = worker("worker-0");
+    const agent = agents.get(here.name)!;
+    await ready(here.name);
+    const monitors = await childrenOf(agent.pid, /\bmonitor\b/);
+    assert.equal(monitors.length, 1, `the agent runs one ip monitor: ${JSON.stringify(monitors)}`);
+    const monitor = monitors[0]!;
+    // A fresh lab's IPv6 link-local addresses finish their duplicate address detection a second or two
+    // after it came up, and those kernel events would end an orphaned monitor too: wait until there are none.
+    const quiet = await within(10_000, async () => (await run("ip", ["-n", here.netns, "-6", "address", "show", "tentative"])).stdout.trim() === "", 50);
+    assert.ok(quiet !== undefined, "IPv6 addresses still tentative after 10 s");
+    agent.child.kill("SIGKILL");
+    assert.equal(await agent.exited, null, "killed");
+    await removeLabProcess(LAB, agent.pid);
+    // No kernel event in the namespace meanwhile: nothing but the agent's death can end the monitor.
+    const gone = await within(5000, async () => !existsSync(`/proc/${monitor.pid}`), 20);
+    if (gone === undefined) process.kill(monitor.pid, "SIGKILL"); // ours: started by the agent this test started
+    assert.ok(gone !== undefined, `ip monitor (PID ${monitor.pid}: ${monitor.cmdline}) still runs 5 s after its agent was killed`);
+    await startAgent(here.name, { NODE_NAME: undefined });
+    await ready(here.name);
   });
 
   it("SIGTERM with --cleanup-on-exit removes the routes and nexthop objects it owns, and nothing else", async () => {

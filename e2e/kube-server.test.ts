@@ -400,6 +400,47 @@ describe("watch semantics", () => {
     const event = JSON.parse(text.trim()) as { type: string; object: { kind: string; code: number; reason: string; status: string } };
     assert.deepEqual([event.type, event.object.kind, event.object.code, event.object.reason, event.object.status], ["ERROR", "Status", 410, "Expired", "Failure"]);
   });
+
+  it("a version newer than the server's (after a rewind), answered as the real kube-apiserver (v1.37) answers it: the watch is a silent 200 until the revision passes it, a list at it a 504 Too large", async () => {
+    const own = await startKubeServer({ bookmarkIntervalMs: 50, nodes: [node(0)] });
+    try {
+      const ca = await readFile(own.caFile);
+      const get = (query: string, until?: (text: string) => boolean) =>
+        new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const request = httpsRequest(new URL(`${own.url}/api/v1/nodes?${query}`), { ca, headers: { Authorization: "Bearer admin-token" } }, (response) => {
+            let text = "";
+            response.on("data", (chunk: Buffer) => {
+              text += chunk.toString();
+              if (until?.(text)) request.destroy();
+            });
+            response.on("close", () => resolve({ status: response.statusCode ?? 0, text }));
+          });
+          request.on("error", (error) => (until ? undefined : reject(error)));
+          request.end();
+        });
+      for (let i = 1; i <= 5; i++) own.put("nodes", node(i));
+      const ahead = Number(own.resourceVersion);
+      own.rewind(2);
+      const list = await get(`resourceVersion=${ahead}&resourceVersionMatch=NotOlderThan&limit=1`);
+      assert.equal(list.status, 504);
+      const status = JSON.parse(list.text) as { reason: string; message: string; details: { causes: { reason: string }[]; retryAfterSeconds: number } };
+      assert.deepEqual([status.reason, status.details.causes[0]!.reason, status.details.retryAfterSeconds], ["Timeout", "ResourceVersionTooLarge", 1]);
+      assert.match(status.message, new RegExp(`^Timeout: Too large resource version: ${ahead}, current: 2$`));
+      // A whole watch (1 s, bookmarks asked for every 50 ms) while the server is behind: nothing at all.
+      const silent = await get(`watch=true&resourceVersion=${ahead}&allowWatchBookmarks=true&timeoutSeconds=1`);
+      assert.deepEqual([silent.status, silent.text], [200, ""]);
+      // Once past it, only what came after the version asked for is served.
+      const watching = get(`watch=true&resourceVersion=${ahead}&allowWatchBookmarks=true&timeoutSeconds=10`, (text) => text.includes("worker-9"));
+      // Opened before or after these writes, the watch gets the same: the history after the rewind is kept.
+      while (Number(own.resourceVersion) < ahead) own.put("nodes", node(8));
+      own.put("nodes", node(9));
+      const events = (await watching).text.trim().split("\n").map((line) => JSON.parse(line) as { type: string; object: KubeObject });
+      assert.deepEqual(events.filter((e) => e.type !== "BOOKMARK").map((e) => `${e.type} ${e.object.metadata.name}`), ["ADDED worker-9"]);
+      assert.ok(events.every((e) => Number(e.object.metadata.resourceVersion) > ahead));
+    } finally {
+      await own.close();
+    }
+  });
 });
 
 describe("the test server as its own process", () => {

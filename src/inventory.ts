@@ -219,8 +219,9 @@ export interface Claimant<K> {
  * The checks between nodes, against an index of every node's claims (name, internal IPs, pod ranges)
  * that can take one node in or out at a time, so a long-running process re-checks only the nodes a
  * change touches. The rules: of two nodes claiming one name, one internal IP or overlapping pod ranges,
- * the later one (by `compare`; the older keeps being served) is at fault, naming the earlier; a node whose
- * internal IP lies inside any pod range (its own included) is at fault. Whatever was added and removed
+ * the later one (by `compare`; the older keeps being served) is at fault, naming the earlier; so too of a
+ * node whose internal IP lies inside another's pod range and that other node (a node whose IP lies inside
+ * its own range is at fault). Whatever was added and removed
  * in whatever order, a node's problems depend only on the nodes in the index now. Pure (no I/O).
  */
 export class ClaimIndex<K> {
@@ -301,10 +302,23 @@ export class ClaimIndex<K> {
       }
     });
     // A node IP inside a pod range would route the node's own traffic to itself, or to another node.
+    // Between two nodes the later one is at fault, like every other clash: a newcomer whose pod range
+    // swallows the nodes' own network must not quarantine every established node (issue 25 item 1).
     for (const { address } of addresses) {
       for (const [prefixLength, byNetwork] of this.byRange[address.family]) {
         for (const holder of byNetwork.get(addressNetwork(address, prefixLength))) {
+          if (holder.claimant !== claimant && !this.older(holder.claimant, claimant)) continue;
           say(`internal IP lies inside pod CIDR ${holder.range.text} of node ${holder.claimant.checked.node.name}`, address.text);
+        }
+      }
+    }
+    for (const range of ranges) {
+      for (const other of this.ipsByNetwork[range.family].get(range.prefixLength)?.get(range.network) ?? []) {
+        if (other === claimant || !this.older(other, claimant)) continue;
+        for (const { address } of other.checked.addresses) {
+          if (address.family === range.family && addressNetwork(address, range.prefixLength) === range.network) {
+            say(`pod CIDR contains internal IP ${address.text} of node ${other.checked.node.name} (${describe(other.checked.node)})`, range.text);
+          }
         }
       }
     }
@@ -316,7 +330,11 @@ export class ClaimIndex<K> {
     const { node, addresses, ranges } = claimant.checked;
     const found = new Set<Claimant<K>>();
     if (node.name) for (const other of this.byName.get(node.name)) found.add(other);
-    for (const { address } of addresses) for (const other of this.byIp.get(address.text)) found.add(other);
+    for (const { address } of addresses) {
+      for (const other of this.byIp.get(address.text)) found.add(other);
+      // Nodes whose pod range contains this IP: which of the two is at fault depends on their ages.
+      for (const [prefixLength, byNetwork] of this.byRange[address.family]) for (const holder of byNetwork.get(addressNetwork(address, prefixLength))) found.add(holder.claimant);
+    }
     for (const range of ranges) {
       for (const other of this.overlapping(range)) found.add(other.claimant);
       // Nodes whose internal IP lies inside this range (its prefix length is indexed while it is in the index).

@@ -14,7 +14,12 @@
  *   answer with `expiredWatchAs: "http"`), BOOKMARK events when `allowWatchBookmarks`, `timeoutSeconds`,
  *   `sendInitialEvents` (synthetic ADDED then a BOOKMARK annotated `k8s.io/initial-events-end`; it needs
  *   `resourceVersionMatch=NotOlderThan` and bookmarks, else 422, as the real server checks), objects
- *   leaving or entering a label selector seen as DELETED/ADDED;
+ *   leaving or entering a label selector seen as DELETED/ADDED; a watch from a version newer than the
+ *   server's (after `rewind`) is answered as kube-apiserver's watch cache answers it (seen on the real
+ *   one, v1.37): 200 and silence, no event and no bookmark, until the revision passes that version, and
+ *   then only what came after it; a list at such a version (`resourceVersion`, with or without
+ *   `resourceVersionMatch=NotOlderThan`) is a 504 "Too large resource version" with the cause
+ *   ResourceVersionTooLarge (the real one waits 3 s for its revision to get there first; no wait here);
  * - an expired continue token is an HTTP 410; all error bodies are `kind: Status`;
  * - discovery: /version, /api, /apis, /api/v1, /apis/coordination.k8s.io[/v1]; lists are plain JSON
  *   (kubectl falls back from the Table format it asks for).
@@ -144,6 +149,8 @@ interface Watcher {
   selector: Requirement[];
   fieldName?: string;
   bookmarks: boolean;
+  /** The version it was opened from: nothing at or before it is sent (events, bookmarks). */
+  from: number;
   response: ServerResponse;
   /** The bearer token that opened it. */
   token?: string;
@@ -351,6 +358,17 @@ export class KubeApiServer {
     const count = this.watchers.size;
     for (const watcher of [...this.watchers]) this.endWatch(watcher, "destroy");
     return count;
+  }
+
+  /**
+   * The revision goes back to `revision` (an etcd restored from a backup, a fresh store under the same
+   * address): the history is gone and every watch is cut, the objects stay. A client that watches again
+   * from its newer version hears nothing (see the watch), and a list at it is "Too large resource version".
+   */
+  rewind(revision: number): void {
+    this.revision = this.compactedRevision = revision;
+    this.history = [];
+    this.dropWatches();
   }
 
   /** Ends every watch cleanly (as `timeoutSeconds` does). */
@@ -588,6 +606,8 @@ export class KubeApiServer {
 
   private list(resource: ResourceName, matches: (object: KubeObject) => boolean, query: Record<string, string>): { code: number; body: unknown } {
     const info = RESOURCES[resource];
+    const at = Number(query.resourceVersion ?? "");
+    if (query.resourceVersion && !query.continue && Number.isInteger(at) && at > this.revision) return { code: 504, body: tooLargeStatus(at, this.revision) };
     let after = "";
     let listRevision = this.revision;
     if (query.continue) {
@@ -665,7 +685,7 @@ export class KubeApiServer {
     recorded.code = 200;
     response.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked", "Cache-Control": "no-cache, private" });
     response.flushHeaders();
-    const watcher: Watcher = { resource, ...(recorded.token ? { token: recorded.token } : {}), ...(scope.namespace ? { namespace: scope.namespace } : {}), selector: scope.selector, ...(scope.fieldName ? { fieldName: scope.fieldName } : {}), bookmarks, response, held: [], timers: [] };
+    const watcher: Watcher = { resource, ...(recorded.token ? { token: recorded.token } : {}), ...(scope.namespace ? { namespace: scope.namespace } : {}), selector: scope.selector, ...(scope.fieldName ? { fieldName: scope.fieldName } : {}), bookmarks, from: from ?? this.revision, response, held: [], timers: [] };
     if (expired) {
       this.send(watcher, { type: "ERROR", object: expiredStatus });
       response.end();
@@ -693,6 +713,7 @@ export class KubeApiServer {
   }
 
   private deliver(watcher: Watcher, change: Change, matches: (object: KubeObject) => boolean): void {
+    if (change.rv <= watcher.from) return;
     const now = matches(change.object);
     const before = change.previous ? matches(change.previous) : false;
     if (change.type === "DELETED") {
@@ -708,6 +729,8 @@ export class KubeApiServer {
   }
 
   private sendBookmark(watcher: Watcher, annotations?: Record<string, string>): void {
+    // The watch cache sends nothing at or before the version a watch started from.
+    if (this.revision < watcher.from) return;
     const info = RESOURCES[watcher.resource];
     this.send(watcher, { type: "BOOKMARK", object: { kind: info.kind, apiVersion: info.apiVersion, metadata: { resourceVersion: String(this.revision), ...(annotations ? { annotations } : {}) } } });
   }
@@ -749,6 +772,14 @@ export class KubeApiServer {
     }
     for (const watcher of this.watchers) if (watcher.resource === resource) this.deliver(watcher, change, this.watcherMatches(watcher));
   }
+}
+
+/** kube-apiserver's answer to a version newer than its own (storage.NewTooLargeResourceVersionError), as the real one gives it. */
+function tooLargeStatus(asked: number, current: number): object {
+  return statusBody(504, "Timeout", `Timeout: Too large resource version: ${asked}, current: ${current}`, {
+    causes: [{ reason: "ResourceVersionTooLarge", message: "Too large resource version" }],
+    retryAfterSeconds: 1,
+  });
 }
 
 export interface KubeconfigSettings {

@@ -94,7 +94,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // The store keeps what routing and node status read of each Node, not images, managedFields and the rest.
   const reflector = new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView, pageSize: NODE_LIST_PAGE });
   metrics.registry.collected("podroutes_watch_restarts_total", "Node watches opened again after one ended", "counter", () => reflector.counters.watchRestarts);
-  metrics.registry.collected("podroutes_relists_total", "full lists of Nodes after the first (410 Expired, a failure before a watch could resume)", "counter", () => reflector.counters.relists);
+  metrics.registry.collected("podroutes_relists_total", "full lists of Nodes after the first (410 Expired, a resourceVersion newer than the API server's, a failure before a watch could resume)", "counter", () => reflector.counters.relists);
 
   const runner = localRunner();
   let reconciler: Reconciler | undefined;

@@ -19,7 +19,7 @@
  * id taken by someone meanwhile makes `nexthop add` fail (it never takes over an object) and the change
  * fails, which also sends the agent through the full path. The one thing the per-change write does not do
  * is remove nexthop objects left unused: proving nothing uses one needs the whole table, so that waits for
- * the next full write.
+ * the next full reconcile, which the next resync after such a write is (reconciler.ts).
  */
 import { createHash } from "node:crypto";
 import { changeDestination, diffTable, type TableDiff } from "../plan/plan.js";

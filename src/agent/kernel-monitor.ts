@@ -3,12 +3,39 @@
  * the agent's own network namespace, its lines parsed by kernel-events.ts. If the process dies it is
  * started again (after 0.5 s, doubling to 30 s while it keeps dying), and the caller hears of it: while it
  * was down, changes went unseen, so a reconcile is due.
+ *
+ * The process dies with the agent, however the agent dies: it runs under `setpriv --pdeathsig KILL`
+ * (util-linux, in the image and on every Debian host), so the kernel kills it when the agent's process
+ * goes, SIGKILL and crashes included. Without that an `ip monitor` outlives a killed agent until the next
+ * kernel event makes its write to the closed pipe fail, which on a quiet host can be never (issue 25 item 5).
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { delimiter, join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseMonitorLine, type KernelEvent } from "./kernel-events.js";
 
 export const MONITOR_ARGS = ["-N", "monitor", "route", "nexthop", "link", "address"];
+
+/**
+ * `program args` run so that the kernel kills it when this process dies (PR_SET_PDEATHSIG through
+ * setpriv, which then execs the program: the PID is the program's); as given when setpriv is not on PATH.
+ */
+export function diesWithParent(program: string, args: string[], path = process.env.PATH ?? ""): { program: string; args: string[] } {
+  const setpriv = path
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, "setpriv"))
+    .find((file) => {
+      try {
+        accessSync(file, constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  return setpriv ? { program: setpriv, args: ["--pdeathsig", "KILL", "--", program, ...args] } : { program, args };
+}
 
 export interface KernelMonitorOptions {
   onEvent(event: KernelEvent): void;
@@ -35,7 +62,8 @@ export class KernelMonitor {
   }
 
   private spawn(): void {
-    const { program, args } = this.options.command ?? { program: "ip", args: MONITOR_ARGS };
+    const command = this.options.command ?? { program: "ip", args: MONITOR_ARGS };
+    const { program, args } = diesWithParent(command.program, command.args);
     const child = spawn(program, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     this.startedAt = Date.now();

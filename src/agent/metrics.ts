@@ -14,6 +14,7 @@ export function agentMetrics() {
     desiredRoutes: registry.gauge("podroutes_desired_routes", "routes this host should hold: every other served node's pod CIDRs"),
     ownedRoutes: registry.gauge("podroutes_owned_routes", "routes on this host that carry podroutes' protocol number, after the last reconcile"),
     conflicts: registry.gauge("podroutes_conflicting_routes", "pod CIDR destinations held by a route podroutes does not own (reported, never overwritten)"),
+    unroutable: registry.gauge("podroutes_unroutable_routes", "routes to other nodes' pod CIDRs this host cannot hold (a next hop on none of its networks, an IPv6 one on an IPv4-only host, a pod CIDR over one of its networks): left out and reported, the rest served"),
     quarantined: registry.gauge("podroutes_quarantined_nodes", "Nodes left out of routing because their object is malformed (bad or overlapping pod CIDR, no InternalIP of its family)"),
     syncs: registry.counter("podroutes_syncs_total", "reconciles by result: unchanged (nothing written), changed, failed"),
     syncDuration: registry.histogram("podroutes_sync_duration_seconds", "time of one reconcile: read the kernel table, plan, write the diff", [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),

@@ -8,6 +8,8 @@ import { createLogger } from "../observe/log.js";
 import type { Inventory } from "../model.js";
 import { MemoryTarget } from "../targets/memory/memory.js";
 import type { TableRef } from "../targets/target.js";
+import type { HostState } from "../targets/linux/iproute.js";
+import type { HostTable } from "./host-table.js";
 import { agentMetrics } from "./metrics.js";
 import { Reconciler, routingChanged, type NodeStore } from "./reconciler.js";
 
@@ -167,6 +169,42 @@ describe("agent reconciler", () => {
     assert.equal(metrics.ownedRoutes.get(), 3);
     assert.equal(metrics.syncs.get({ result: "changed" }), 3);
     assert.equal(reconciler.desired.routes.get("10.200.5.0/24")?.nextHop, "10.240.0.25");
+  });
+
+  // issue 25 item 6: an owned route beside a foreign one at another metric was left out of the count.
+  it("counts owned routes as the kernel's read holds them, a foreign route at another metric beside one included", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const metrics = agentMetrics();
+    let reconciler: Reconciler;
+    const target = new HostMemoryTarget(() => reconciler.table());
+    // What the kernel holds: the agent's two routes at metric 0, and `proto static metric 100` beside one.
+    const read: HostState = {
+      routes: [
+        { dst: "10.200.1.0/24", gateway: "10.240.0.21", dev: "eth0", protocol: "150", metric: 0, table: "main" },
+        { dst: "10.200.1.0/24", gateway: "10.240.0.99", dev: "eth0", protocol: "static", metric: 100, table: "main" },
+        { dst: "10.200.2.0/24", gateway: "10.240.0.22", dev: "eth0", protocol: "150", metric: 0, table: "main" },
+      ],
+      nexthops: [],
+      nexthopObjects: false,
+      addresses: [],
+    };
+    // The memory target's table has one route a destination: the plan sees the foreign one there (a conflict).
+    target.table("node-0").set("10.200.1.0/24", { destination: "10.200.1.0/24", nextHop: "10.240.0.99", owned: false });
+    target.table("node-0").set("10.200.2.0/24", { destination: "10.200.2.0/24", nextHop: "10.240.0.22", owned: true });
+    const table = { remember: () => {}, forget: () => {} } as unknown as HostTable;
+    reconciler = new Reconciler({
+      target,
+      store: listed(cluster()),
+      proto: 150,
+      node: "node-0",
+      hostAddresses: async () => [],
+      host: { table, lastState: () => read },
+      metrics,
+      log: createLogger({ format: "json", level: "debug", write: (line) => lines.push(JSON.parse(line)) }),
+    });
+    await reconciler.reconcile(["list"]);
+    assert.equal(metrics.conflicts.get(), 1);
+    assert.equal(metrics.ownedRoutes.get(), 2, "both proto-150 routes the kernel holds");
   });
 
   it("checks again only the Nodes said changed (a resync does not validate them all again)", async () => {

@@ -5,13 +5,19 @@
  * added here is what a long-running process needs around it: it refuses to plan before a complete list
  * (an API error must never read as "no nodes"), it keeps serving every good Node while reporting the bad
  * ones, it remembers what it planned (so kernel events can be told from its own writes), and it counts
- * what it did in metrics and logs.
+ * what it did in metrics and logs. A route this host cannot hold (the target refuses it before writing:
+ * its next hop is on none of the host's networks, an IPv6 one on an IPv4-only host, its pod CIDR covers
+ * one of them) is left out and reported, not a failure: one hostile Node must not keep the sync failing,
+ * readiness and NetworkUnavailable=False from following the routes that can be written (issue 25 item 2).
+ * Each full reconcile, a resync's included, tries such routes again.
  *
  * Three ways through, cheapest first, each only when it is sure to give what the full one would:
  *   node changes  the Nodes said changed are checked again against an index of the others (NodeIndex),
  *                 and only their destinations are read and written, under the lock (host-table.ts);
  *   resync        one read of the routes compared with what the last reconcile left: nothing mapped,
- *                 nothing planned when nothing differs;
+ *                 nothing planned when nothing differs; but after a node change replaced or removed a
+ *                 route, a full one, which removes the nexthop objects the change left unused (the
+ *                 per-change write cannot prove nothing else uses them: issue 25 item 3);
  *   full          plan against everything and apply the diff: at start, after a relist, on kernel
  *                 drift, after any failure or conflict, and when a resync found a difference.
  * Without a HostTable (another target, the unit tests) every reconcile is a full one.
@@ -103,6 +109,10 @@ export class Reconciler {
   private owned = 0;
   private fullDue = true;
   private checkDue = false;
+  /** Routes the target refused as the route's own problem, by destination: left out, reported, tried again by each full reconcile. */
+  private unroutable = new Map<string, { node: string; reason: string }>();
+  /** A per-change write replaced or deleted a route since the last full reconcile: its nexthop object may be unused now. */
+  private nexthopsReleased = false;
 
   /** The node this host is: `--node`/NODE_NAME, or found from its addresses by the first reconcile. */
   node: string | undefined;
@@ -163,8 +173,10 @@ export class Reconciler {
         done = touched.size ? await this.writeNodes(host.table, touched) : { written: 0, failed: 0, fields: {} };
         if (done && this.checkDue && done.failed === 0 && this.expected) {
           this.checkDue = false;
-          // A difference: the full path finds it and says what it was.
-          if (!(await host.table.holds(this.expected))) done = undefined;
+          // A difference: the full path finds it and says what it was. Nexthop objects a node change
+          // left unused: the full path's read proves what nothing uses, and its write removes them.
+          // Routes left out as unroutable are tried again (the host's networks may have changed).
+          if (this.nexthopsReleased || this.unroutable.size || !(await host.table.holds(this.expected))) done = undefined;
         }
       }
       if (!done) {
@@ -264,24 +276,34 @@ export class Reconciler {
     const read = this.options.host?.lastState(diff.table);
     this.reportConflicts(diff.conflicts.map((c) => ({ destination: c.route.destination, node: c.route.node, holder: c.existing.nextHopLabel ?? c.existing.nextHop ?? "?" })));
 
-    let owned = diff.unchanged.length;
-    for (const change of diff.changes) if (change.action !== "create") owned++;
+    // Owned routes as the kernel holds them: the plan's lists leave some out (an owned route on a
+    // destination a foreign one also holds, at another metric, is a conflict, not unchanged; issue 25
+    // item 6), so the read counts them where there is one, and the writes' results move that count.
+    let owned = read ? ownedIn(read, this.options.proto) : diff.unchanged.length;
+    if (!read) for (const change of diff.changes) if (change.action !== "create") owned++;
     let written = 0;
     let failed = 0;
+    const refused = new Map<string, { node: string; reason: string }>();
     if (diff.changes.length) {
       const counted = this.count(outcomeOfTable?.results ?? []);
       written = counted.written;
       failed = counted.failed;
       owned += counted.owned;
+      for (const result of counted.refused) refused.set(changeDestination(result.change), refusalOfResult(result));
     }
+    // Every desired route was planned: what was refused now is the whole of what is left out.
+    this.reportUnroutable(refused, undefined);
     this.owned = owned;
     // Written while the desired routes stayed those of the last converged reconcile: repairs of drift.
     if (written && this.convergedVersion === this.desiredVersion) metrics.driftRepairs.inc({}, written);
     if (failed === 0) this.convergedVersion = this.desiredVersion;
     // The agent's picture of the table: exact only when everything desired is there as written.
-    this.expected = failed === 0 && diff.conflicts.length === 0 ? expectedOf(this.desired.routes.values()) : undefined;
+    this.expected = failed === 0 && diff.conflicts.length === 0 ? expectedOf([...this.desired.routes.values()].filter((route) => !this.unroutable.has(route.destination))) : undefined;
     this.fullDue = false;
-    if (read && !diff.changes.length) this.options.host!.table.remember(read);
+    // Its review removed every owned nexthop object nothing used (a write of that action alone, when no route changed).
+    if (failed === 0) this.nexthopsReleased = false;
+    // The read is what the table still holds only when nothing at all was written (no route, no nexthop object).
+    if (read && !diff.changes.length && !planned.review.actions.length) this.options.host!.table.remember(read);
     else this.options.host?.table.forget();
     return { written, failed, fields: { ...countActions(diff.changes), unchanged: diff.unchanged.length, conflicts: diff.conflicts.length } };
   }
@@ -319,11 +341,13 @@ export class Reconciler {
       this.expected = undefined;
       return undefined;
     }
+    if (done.diff.changes.some((change) => change.action !== "create")) this.nexthopsReleased = true;
     const counted = this.count(done.results);
     this.owned += counted.owned;
+    this.reportUnroutable(new Map(counted.refused.map((result) => [changeDestination(result.change), refusalOfResult(result)])), destinations);
     if (counted.failed === 0 && done.diff.conflicts.length === 0 && this.expected) {
       for (const destination of destinations) this.expected.delete(destination);
-      for (const route of routes) this.expected.set(route.destination, route.nextHop);
+      for (const route of routes) if (!this.unroutable.has(route.destination)) this.expected.set(route.destination, route.nextHop);
       this.convergedVersion = this.desiredVersion;
     } else {
       this.expected = undefined;
@@ -359,13 +383,18 @@ export class Reconciler {
     this.routesOf.delete(route.node, route);
   }
 
-  /** Counts a write's results in the metrics: written, failed, and the change in owned routes. */
-  private count(results: ChangeResult[]): { written: number; failed: number; owned: number } {
+  /** Counts a write's results in the metrics: written, failed, refused (not failures), and the change in owned routes. */
+  private count(results: ChangeResult[]): { written: number; failed: number; owned: number; refused: ChangeResult[] } {
     const { metrics, log } = this.options;
     let written = 0;
     let owned = 0;
     const failures: string[] = [];
+    const refused: ChangeResult[] = [];
     for (const result of results) {
+      if (!result.ok && result.refused) {
+        refused.push(result);
+        continue;
+      }
       if (!result.ok) {
         countError(metrics, "target");
         failures.push(`${result.change.action} ${changeDestination(result.change)}: ${result.error}`);
@@ -378,7 +407,27 @@ export class Reconciler {
     }
     // One line however many failed: a link down refuses every route at once.
     if (failures.length) log.warn("route changes failed", { failed: failures.length, first: failures.slice(0, 5) });
-    return { written, failed: failures.length, owned };
+    return { written, failed: failures.length, owned, refused };
+  }
+
+  /**
+   * The routes left out as unroutable: `refused` replaces what was known of `destinations` (all of them
+   * when undefined: a full reconcile). Each newly left out is logged once (and counted as an input error:
+   * the Node asks for what this host cannot do), each back in once; the gauge holds how many there are.
+   */
+  private reportUnroutable(refused: Map<string, { node: string; reason: string }>, destinations: ReadonlySet<string> | undefined): void {
+    const { metrics, log } = this.options;
+    const before = this.unroutable;
+    const now = new Map(destinations ? [...before].filter(([destination]) => !destinations.has(destination)) : []);
+    for (const [destination, entry] of refused) now.set(destination, entry);
+    for (const [destination, entry] of now) {
+      if (before.get(destination)?.reason === entry.reason) continue;
+      countError(metrics, "input");
+      log.warn("route left out: this host cannot hold it; every other route is still served", { node: entry.node, destination, reason: entry.reason });
+    }
+    for (const [destination, entry] of before) if (!now.has(destination)) log.info("route no longer left out", { node: entry.node, destination });
+    this.unroutable = now;
+    metrics.unroutable.set(now.size);
   }
 
   /** `--node`/NODE_NAME, else the Node one of this host's addresses belongs to (found once). */
@@ -452,6 +501,12 @@ export function routingChanged(previous: unknown, current: unknown): boolean {
   return fields(previous) !== fields(current);
 }
 
+/** The node and the reason of a refused change (only creates and replaces are ever refused). */
+function refusalOfResult(result: ChangeResult): { node: string; reason: string } {
+  const node = result.change.action === "delete" ? "?" : result.change.route.node;
+  return { node, reason: result.error ?? "refused" };
+}
+
 /** What a reconcile wrote, for its metrics and its log line. */
 interface Written {
   written: number;
@@ -464,6 +519,14 @@ function expectedOf(routes: Iterable<Route>): ExpectedRoutes {
   const expected = new ExpectedRoutes();
   for (const route of routes) expected.set(route.destination, route.nextHop);
   return expected;
+}
+
+/** The routes of a read that carry podroutes' protocol number, in any table. */
+function ownedIn(state: HostState, proto: number): number {
+  const mark = String(proto);
+  let owned = 0;
+  for (const route of state.routes) if (route.protocol === mark) owned++;
+  return owned;
 }
 
 function countActions(changes: { action: string }[]): { create: number; replace: number; delete: number } {

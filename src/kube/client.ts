@@ -31,6 +31,7 @@ export interface KubeStatus {
 /** What went wrong, as a word a loop can act on and a metric can count. */
 export type ApiFailure =
   | "expired" // 410: a resourceVersion or continue token older than the server keeps
+  | "too-large" // 504 with the cause ResourceVersionTooLarge: a resourceVersion newer than the server's (its etcd went back)
   | "unauthorized" // 401
   | "forbidden" // 403
   | "not-found" // 404
@@ -74,7 +75,17 @@ export function errorFromStatus(status: unknown, fallbackCode: number | undefine
   const code = typeof s.code === "number" ? s.code : fallbackCode;
   const reason = typeof s.reason === "string" && s.reason ? s.reason : code ? `HTTP${code}` : "Unknown";
   const message = typeof s.message === "string" && s.message ? s.message : `${reason}`;
-  return new KubeApiError(`${what}: ${code ?? ""} ${message}`.replace(/: {2}/, ": "), code, reason, s.kind === "Status" ? (s as KubeStatus) : undefined);
+  return new KubeApiError(`${what}: ${code ?? ""} ${message}`.replace(/: {2}/, ": "), code, reason, s.kind === "Status" ? (s as KubeStatus) : undefined, isTooLargeResourceVersion(s, code, message) ? { failure: "too-large" } : undefined);
+}
+
+/**
+ * "Too large resource version", as client-go's isTooLargeResourceVersionError reads it: a 504 Timeout
+ * whose causes say ResourceVersionTooLarge, or (servers before the cause existed) whose message says so.
+ */
+function isTooLargeResourceVersion(status: Partial<KubeStatus>, code: number | undefined, message: string): boolean {
+  if (code !== 504) return false;
+  if (status.details?.causes?.some((cause) => cause?.reason === "ResourceVersionTooLarge")) return true;
+  return message.includes("Too large resource version");
 }
 
 export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";

@@ -88,6 +88,39 @@ describe("Node → inventory", () => {
     assert.deepEqual(result.general, []);
   });
 
+  // issue 25 item 1: a newcomer whose pod CIDR swallows the nodes' own network once quarantined every node.
+  it("a new Node whose pod CIDR contains established Nodes' InternalIPs is the one left out", () => {
+    const established = [
+      kubeNode("worker-0", [["InternalIP", "10.240.0.20"]], ["10.200.0.0/24"], { created: "2026-01-01T00:00:00Z" }),
+      kubeNode("worker-1", [["InternalIP", "10.240.0.21"]], ["10.200.1.0/24"], { created: "2026-01-01T00:00:01Z" }),
+    ];
+    for (const [ip, cidr] of [["10.240.0.32", "10.240.0.0/24"], ["10.250.0.9", "10.240.0.0/24"], ["10.240.0.32", "10.0.0.0/8"], ["192.168.0.9", "10.0.0.0/8"]] as const) {
+      const result = inventoryFromNodes([...established, kubeNode("netclash", [["InternalIP", ip]], [cidr], { created: "2026-01-02T00:00:00Z" })], { source: "kubernetes" });
+      assert.deepEqual(result.inventory.nodes.map((n) => n.name), ["worker-0", "worker-1"], `${ip} ${cidr}`);
+      assert.deepEqual([...result.quarantined.keys()], ["netclash"], `${ip} ${cidr}`);
+      assert.ok(result.quarantined.get("netclash")!.some((p) => /contains internal IP 10\.240\.0\.20 of node worker-0/.test(p.message)), `${ip} ${cidr}`);
+    }
+    // The other way round stays as it was: a newcomer whose IP lies in an established pod CIDR is at fault.
+    const late = inventoryFromNodes([...established, kubeNode("late", [["InternalIP", "10.200.1.7"]], [], { created: "2026-01-02T00:00:00Z" })], { source: "kubernetes" });
+    assert.deepEqual([...late.quarantined.keys()], ["late"]);
+    assert.match(late.quarantined.get("late")![0]!.message, /internal IP lies inside pod CIDR 10\.200\.1\.0\/24 of node worker-1/);
+  });
+
+  it("one at a time too: the netclash Node added to a running index leaves the others served, and its delete changes nothing else", () => {
+    const index = new NodeIndex({ source: "kubernetes" });
+    index.set("worker-0", kubeNode("worker-0", [["InternalIP", "10.240.0.20"]], ["10.200.0.0/24"], { created: "2026-01-01T00:00:00Z" }));
+    index.set("worker-1", kubeNode("worker-1", [["InternalIP", "10.240.0.21"]], ["10.200.1.0/24"], { created: "2026-01-01T00:00:01Z" }));
+    index.set("netclash", kubeNode("netclash", [["InternalIP", "10.240.0.32"]], ["10.240.0.0/24"], { created: "2026-01-02T00:00:00Z" }));
+    assert.deepEqual(index.inventory().nodes.map((n) => n.name), ["worker-0", "worker-1"]);
+    assert.deepEqual([...index.quarantined.keys()], ["netclash"]);
+    // An established Node whose IP moves into the newcomer's range: still the newcomer at fault.
+    index.set("worker-1", kubeNode("worker-1", [["InternalIP", "10.240.0.77"]], ["10.200.1.0/24"], { created: "2026-01-01T00:00:01Z" }));
+    assert.deepEqual([...index.quarantined.keys()], ["netclash"]);
+    index.delete("netclash");
+    assert.deepEqual(index.inventory().nodes.map((n) => n.name), ["worker-0", "worker-1"]);
+    assert.equal(index.quarantined.size, 0);
+  });
+
   it("an empty list is a general problem, not a quarantine", () => {
     const result = inventoryFromNodes([], { source: "kubernetes" });
     assert.equal(result.inventory.nodes.length, 0);

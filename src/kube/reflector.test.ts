@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { startKubeServer, type KubeApiServer, type KubeServerOptions, type RecordedRequest } from "../../testkit/kube-server.js";
-import { KubeClient } from "./client.js";
+import { errorFromStatus, KubeClient } from "./client.js";
 import { discoverConnection } from "./kubeconfig.js";
 import { Backoff, continueTokenIn, DEFAULT_BACKOFF, listAll, Reflector, type ReflectorEvent, type ReflectorOptions } from "./reflector.js";
 import type { KubeNode } from "./nodes.js";
@@ -257,6 +257,57 @@ describe("reflector", () => {
     await h.next(synced, "relist");
     assert.equal(h.reflector.counters.relists, 1);
     assert.equal(h.reflector.counters.errors.expired ?? 0, 0, "an expiry is a relist, not an error");
+  });
+
+  it("an API server whose revision went backwards (etcd restored): the watch from the newer version hears nothing, so the version is checked; 'Too large resource version' relists, and what came after the rewind is seen", async () => {
+    const h = await harness();
+    await h.next(synced, "synced");
+    await watching(h, 1);
+    // Writes the reflector sees move its version well past where the store will go back to.
+    for (let i = 0; i < 5; i++) {
+      const seen = h.next((e) => e.type === "modified", "modified");
+      h.server.put("nodes", node("worker-1", { round: String(i) }));
+      await seen;
+    }
+    const ours = Number(h.reflector.resourceVersion);
+    h.server.rewind(2);
+    h.server.remove("nodes", "worker-2");
+    assert.ok(Number(h.server.resourceVersion) < ours, `the server (${h.server.resourceVersion}) is behind the reflector (${ours})`);
+    const relisted = await h.next((e) => e.type === "synced" && !h.reflector.store.has("worker-2"), "relist after the rewind");
+    assert.equal(relisted.type, "synced");
+    assert.equal(h.reflector.counters.relists, 1);
+    assert.ok((h.reflector.counters.errors["too-large"] ?? 0) >= 1, JSON.stringify(h.reflector.counters.errors));
+    const check = h.server.requests.find((r) => r.verb === "list" && r.query.resourceVersion === String(ours));
+    assert.equal(check?.code, 504, "the version check at the reflector's version was answered Too large");
+    assert.equal(check?.query.resourceVersionMatch, "NotOlderThan");
+    // The watch after the relist serves: a Node created now is seen.
+    const added = h.next((e) => e.type === "added" && e.object.metadata.name === "worker-9", "worker-9 added");
+    h.server.put("nodes", node("worker-9"));
+    await added;
+  });
+
+  it("504 ResourceVersionTooLarge as the watch's ERROR event or HTTP answer: relists, as client-go does", async () => {
+    const tooLarge = { kind: "Status", code: 504, reason: "Timeout", message: "Timeout: Too large resource version: 9, current: 2", details: { causes: [{ reason: "ResourceVersionTooLarge", message: "Too large resource version" }], retryAfterSeconds: 1 } };
+    assert.equal(errorFromStatus(tooLarge, 504, "WATCH x").failure, "too-large");
+    assert.equal(errorFromStatus({ ...tooLarge, details: undefined }, 504, "WATCH x").failure, "too-large", "servers before the cause: by the message");
+    assert.equal(errorFromStatus({ kind: "Status", code: 504, reason: "Timeout", message: "request timed out" }, 504, "GET x").failure, "timeout");
+    for (const how of ["event", "http"] as const) {
+      let lists = 0;
+      const client = {
+        request: async () => ({ items: [node("worker-0")], metadata: { resourceVersion: String(++lists) } }),
+        watch: async function* () {
+          if (how === "http") throw errorFromStatus(tooLarge, 504, "WATCH /api/v1/nodes");
+          yield { type: "ERROR", object: tooLarge };
+        },
+      } as unknown as KubeClient;
+      const reflector = new Reflector<KubeNode>({ client, path: "/api/v1/nodes", backoff: { initialMs: 5, maxMs: 5, jitter: 0, resetAfterMs: 60_000 } });
+      const stop = new AbortController();
+      const running = reflector.run(stop.signal);
+      await until(() => reflector.counters.relists >= 2, `${how}: relists`);
+      stop.abort();
+      await running;
+      assert.ok((reflector.counters.errors["too-large"] ?? 0) >= 2, how);
+    }
   });
 
   it("a continue token that expired between pages: one full list without paging", async () => {

@@ -10,6 +10,15 @@
  *   when the watch had been serving, or when it is the first refusal since a watch last served — the
  *   usual answer of an API server back from a restart; after the backoff when watches keep being refused
  *   at their start, so a server that expires everything is not hammered);
+ * - a resourceVersion newer than the server's (its etcd restored from a backup or replaced by an empty
+ *   one): 504 "Too large resource version" (cause ResourceVersionTooLarge), as the watch's answer or an
+ *   ERROR event → list again, as client-go does. A real kube-apiserver's watch cache does not say so to
+ *   a watch, though: it answers 200 and stays silent (no event, no bookmark) until its revision passes
+ *   the one asked for, then serves only what came after it, so everything in between would be lost. Only
+ *   a list at that version is refused (after a 3 s wait). So before watching again after a failure (an
+ *   API server that went away may come back with another store) or after a watch that ended with
+ *   nothing at all, not even a bookmark, the reflector asks for one object at its version
+ *   (`resourceVersionMatch=NotOlderThan`, `limit=1`); "too large" there means list again (issue 25 item 4);
  * - any other failure → try again after a backoff of 0.8 s doubling to 30 s, plus up to the same again
  *   as jitter (client-go's 800ms/30s/2m/2.0/1.0), reset after 2 minutes without failure; but during the
  *   first minute of a run of failures the delay stops growing at 1.6 s (3.2 s with jitter), so an API
@@ -277,27 +286,37 @@ export class Reflector<T extends KubeObject> {
   async run(signal: AbortSignal): Promise<void> {
     let needList = true;
     let watched = false;
+    /** The server may not be the one the version is from (it went away, or a watch heard nothing): check before watching. */
+    let checkVersion = false;
     while (!signal.aborted) {
       let phase: "list" | "watch" = needList ? "list" : "watch";
       try {
         if (needList) {
           await this.list(signal);
           needList = false;
+          checkVersion = false;
         }
         phase = "watch";
+        if (checkVersion) {
+          await this.checkVersion(signal);
+          checkVersion = false;
+        }
         if (watched) this.counters.watchRestarts++;
         watched = true;
         const outcome = await this.watch(signal);
-        if (outcome === "expired") needList = true;
+        if (outcome === "expired" || outcome === "too-large") needList = true;
+        if (outcome === "silent") checkVersion = true;
         if (outcome !== "short") continue;
         throw new KubeApiError(`WATCH ${this.options.path}: the watch closed at once with no event`, 200, "ShortWatch", undefined, { failure: "network" });
       } catch (error) {
         if (signal.aborted) break;
         const failure = error instanceof KubeApiError ? error : new KubeApiError(`${phase} ${this.options.path}: ${(error as Error).message}`, undefined, "Unexpected", undefined, { cause: error, failure: "decode" });
-        if (failure.failure === "expired") needList = true;
+        if (failure.failure === "expired" || failure.failure === "too-large") needList = true;
+        else checkVersion = true;
         this.counters.errors[failure.failure] = (this.counters.errors[failure.failure] ?? 0) + 1;
-        const relistNow = failure.failure === "expired" && !this.expiredAtStart;
-        this.expiredAtStart = failure.failure === "expired";
+        const refused = failure.failure === "expired" || failure.failure === "too-large";
+        const relistNow = refused && !this.expiredAtStart;
+        this.expiredAtStart = refused;
         const retryInMs = relistNow ? 0 : this.backoff.next(this.options.now());
         this.emit({ type: "error", error: failure, phase, retryInMs });
         await sleep(retryInMs, undefined, { signal }).catch(() => undefined);
@@ -338,8 +357,33 @@ export class Reflector<T extends KubeObject> {
     this.emit({ type: "synced", resourceVersion: result.resourceVersion, objects: this.store.size });
   }
 
+  /**
+   * Asks for one object at `resourceVersion` or newer: a server whose revision is behind it (etcd
+   * restored, or a fresh store) answers 504 "Too large resource version" (KubeApiError "too-large",
+   * thrown: list again). A server that cannot answer this (`resourceVersionMatch` unknown: 400/422) says
+   * nothing either way, and the watch goes on; any other failure is thrown as one.
+   */
+  private async checkVersion(signal: AbortSignal): Promise<void> {
+    if (!this.resourceVersion) return;
+    try {
+      await this.options.client.request("GET", this.options.path, {
+        query: {
+          resourceVersion: this.resourceVersion,
+          resourceVersionMatch: "NotOlderThan",
+          limit: 1,
+          labelSelector: this.options.labelSelector || undefined,
+          fieldSelector: this.options.fieldSelector || undefined,
+        },
+        signal,
+      });
+    } catch (error) {
+      if (error instanceof KubeApiError && error.failure === "invalid") return;
+      throw error;
+    }
+  }
+
   /** One watch, from `resourceVersion`; how it ended decides what comes next. */
-  private async watch(signal: AbortSignal): Promise<"closed" | "expired" | "short"> {
+  private async watch(signal: AbortSignal): Promise<"closed" | "silent" | "expired" | "too-large" | "short"> {
     const { min, max } = this.options.watchTimeoutSeconds;
     const timeoutSeconds = Math.floor(min + this.options.random() * (max - min + 1));
     const started = this.options.now();
@@ -363,12 +407,14 @@ export class Reflector<T extends KubeObject> {
         // A watch that had been serving relists at once; one refused at its start (its version was
         // already too old) goes through the backoff, so a server that expires everything is not hammered.
         if (error.failure === "expired" && (received > 1 || this.options.now() - started >= SHORT_WATCH_MS)) return "expired";
+        if (error.failure === "too-large" && received > 1) return "too-large";
         throw error;
       }
       this.apply(event);
     }
     if (!signal.aborted && received === 0 && this.options.now() - started < SHORT_WATCH_MS) return "short";
-    return "closed";
+    // Its whole time without an event or a bookmark: the server may be behind this version (see checkVersion).
+    return received === 0 ? "silent" : "closed";
   }
 
   private apply(event: WatchEvent<T>): void {

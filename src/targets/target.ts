@@ -57,6 +57,12 @@ export interface ChangeResult {
   error?: string;
   /** Not written because a route podroutes does not own took the destination after the plan. */
   conflict?: boolean;
+  /**
+   * Not written, nothing tried: this host cannot hold the route as long as the Node and the host's
+   * networks stay as they are (a next hop on no network it is on, a pod CIDR over one of its networks).
+   * The route's own problem, not a failure of the host: the agent leaves it out and reports it.
+   */
+  refused?: boolean;
 }
 
 /** Progress of a long write, shown on a TTY; targets call it as changes finish. */

@@ -8,7 +8,7 @@
  * is started and stopped by its PID; everything it writes lives in `stateDir`.
  */
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { run } from "../../src/process.js";
@@ -46,6 +46,13 @@ export interface ControlPlane {
    * still up: compact it there), and starts it again over the same store, waiting until it is ready.
    */
   crashApiServer(whileDown?: () => Promise<void>): Promise<void>;
+  /**
+   * The store's revision goes backwards, as after etcd is restored from a backup or replaced by an empty
+   * one: kube-apiserver is killed, etcd stopped, its data directory moved aside (a fresh, empty store:
+   * only what kube-apiserver bootstraps is written again, at revisions from 1), and both started again,
+   * waiting until the API server is ready. Resolves to the new store's revision.
+   */
+  freshEtcd(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -148,6 +155,20 @@ export async function startControlPlane(options: {
     "--allow-privileged=true",
     "--v=1",
   ];
+  const etcdArgv = [
+    binaries.path.etcd,
+    "--name", "controller",
+    "--data-dir", join(dir, "etcd"),
+    "--listen-client-urls", "http://127.0.0.1:2379",
+    "--advertise-client-urls", "http://127.0.0.1:2379",
+    "--listen-peer-urls", "http://127.0.0.1:2380",
+    "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+    "--initial-cluster", "controller=http://127.0.0.1:2380",
+    "--listen-metrics-urls", "http://127.0.0.1:2381",
+    // A test's store: losing it with the machine is fine, and fsync would cost every write.
+    "--unsafe-no-fsync",
+    "--log-level", "warn",
+  ];
   const processes: ControlPlaneProcess[] = [];
   const inNetns = (argv: string[]) => ["ip", "netns", "exec", options.netns, ...argv];
   const launch = async (argv: string[], what: string) => {
@@ -185,29 +206,31 @@ export async function startControlPlane(options: {
       await options.onStarted?.(restarted);
       await waitReady(plane, [restarted]);
     },
+    async freshEtcd() {
+      const apiserverAt = processes.findIndex((p) => p.what === "kube-apiserver");
+      const etcdAt = processes.findIndex((p) => p.what === "etcd");
+      const [apiserver, etcd] = [processes[apiserverAt]!, processes[etcdAt]!];
+      apiserver.child.kill("SIGKILL");
+      if (apiserver.child.exitCode === null && apiserver.child.signalCode === null) await new Promise((resolve) => apiserver.child.once("exit", resolve));
+      await stopProcess(etcd);
+      await rename(join(dir, "etcd"), join(dir, `etcd-before-${Date.now()}`));
+      await mkdir(join(dir, "etcd"), { mode: 0o700 });
+      const etcdAgain = start(inNetns(etcdArgv), etcd.logFile, etcd.what);
+      processes[etcdAt] = etcdAgain;
+      await options.onStarted?.(etcdAgain);
+      const apiserverAgain = start(inNetns(apiserverArgv), apiserver.logFile, apiserver.what);
+      processes[apiserverAt] = apiserverAgain;
+      await options.onStarted?.(apiserverAgain);
+      await waitReady(plane, [etcdAgain, apiserverAgain]);
+      return compact(options.netns, false);
+    },
     async stop() {
       for (const process of [...processes].reverse()) await stopProcess(process);
     },
   };
   try {
     progress("starting etcd");
-    const etcd = await launch(
-      [
-        binaries.path.etcd,
-        "--name", "controller",
-        "--data-dir", join(dir, "etcd"),
-        "--listen-client-urls", "http://127.0.0.1:2379",
-        "--advertise-client-urls", "http://127.0.0.1:2379",
-        "--listen-peer-urls", "http://127.0.0.1:2380",
-        "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-        "--initial-cluster", "controller=http://127.0.0.1:2380",
-        "--listen-metrics-urls", "http://127.0.0.1:2381",
-        // A test's store: losing it with the machine is fine, and fsync would cost every write.
-        "--unsafe-no-fsync",
-        "--log-level", "warn",
-      ],
-      "etcd",
-    );
+    const etcd = await launch(etcdArgv, "etcd");
     progress("starting kube-apiserver");
     const apiserver = await launch(apiserverArgv, "kube-apiserver");
     progress("waiting for kube-apiserver to be ready");
@@ -261,8 +284,8 @@ async function waitReady(plane: ControlPlane, watched: ControlPlaneProcess[]): P
   throw new Error(`kube-apiserver not ready within 120 s: ${last}\n${tail(watched.at(-1)!.logFile)}`);
 }
 
-/** etcd's v3 HTTP gateway (no etcdctl needed): the current revision, then a compaction at it. */
-async function compact(netns: string): Promise<number> {
+/** etcd's v3 HTTP gateway (no etcdctl needed): the current revision, then (unless told not to) a compaction at it. */
+async function compact(netns: string, compaction = true): Promise<number> {
   const post = async (path: string, body: unknown) => {
     const script = `fetch("http://127.0.0.1:2379${path}",{method:"POST",body:process.argv[1]}).then(async r=>{const t=await r.text();if(!r.ok){process.stderr.write(t);process.exit(1)}process.stdout.write(t)},e=>{process.stderr.write(String(e));process.exit(2)})`;
     const result = await run("ip", ["netns", "exec", netns, process.execPath, "-e", script, JSON.stringify(body)]);
@@ -273,7 +296,7 @@ async function compact(netns: string): Promise<number> {
   const header = await post("/v3/kv/range", { key: Buffer.from("/registry/").toString("base64"), limit: 1 });
   const revision = Number(header.header?.revision);
   if (!Number.isFinite(revision)) throw new Error("etcd gave no revision");
-  await post("/v3/kv/compaction", { revision, physical: true });
+  if (compaction) await post("/v3/kv/compaction", { revision, physical: true });
   return revision;
 }
 

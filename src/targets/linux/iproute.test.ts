@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Route } from "../../model.js";
 import type { Change } from "../target.js";
-import { BATCH_END, batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState, resultsFromState, ROUTES_BATCH, unusedNexthops, type HostState } from "./iproute.js";
+import { BATCH_END, batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState, resultsFromState, ROUTES_BATCH, unusedNexthops, type HostState, hostNetworks, refusalLasts } from "./iproute.js";
 
 // What `ip -N -json -force -batch -` printed for READ_BATCH in a lab worker (trimmed).
 const routes = [
@@ -208,5 +208,21 @@ describe("issue 8: the write path under motion", () => {
     assert.equal(batch.refused.length, 0);
     assert.equal(batch.lines.length, 150_000 + 200 * 250 / 50);
     assert.equal(batchResults(batch, many, "").filter((r) => r.ok).length, 150_000);
+  });
+});
+
+describe("refusals that last (the route's own problem) and those that do not (the host's)", () => {
+  const host = (connected: string[], addresses: string[]) =>
+    hostNetworks({ routes: connected.map((dst) => ({ dst, dev: "eth0", protocol: "kernel", ...(dst.includes(":") ? {} : { scope: "link" }) })), nexthops: [], nexthopObjects: true, addresses });
+  const ipv4Only = host(["10.240.0.0/24", "fe80::/64"], ["127.0.0.1", "::1", "10.240.0.20", "fe80::1"]);
+  it("a next hop on none of the host's networks of its family, or of a family the host has no address of, lasts", () => {
+    assert.equal(refusalLasts({ nextHop: "192.0.2.7" }, ipv4Only), true, "off-link IPv4 beside 10.240.0.0/24");
+    assert.equal(refusalLasts({ nextHop: "fd00:240::26" }, ipv4Only), true, "IPv6 on an IPv4-only host (loopback and link-local do not count)");
+    assert.equal(refusalLasts({ nextHop: "10.240.0.21" }, ipv4Only), true, "on-link: a refusal of its pod CIDR (over a host network) is the route's");
+  });
+  it("a host with addresses of the family but no connected network of it (its link down) does not: a failure, tried again", () => {
+    const linkDown = host(["fe80::/64"], ["127.0.0.1", "10.240.0.20", "2001:db8::20"]);
+    assert.equal(refusalLasts({ nextHop: "10.240.0.21" }, linkDown), false);
+    assert.equal(refusalLasts({ nextHop: "2001:db8::21" }, linkDown), false);
   });
 });

@@ -314,6 +314,24 @@ export function refusalOf(
   return undefined;
 }
 
+/**
+ * Whether refusalOf's refusal of `route` is the route's own and lasts while the Node and the host's
+ * networks stay as they are: a pod CIDR over a network or an address of this host; a next hop on none
+ * of the host's networks while the host is on networks of that family (192.0.2.7 beside 10.240.0.0/24),
+ * or has no address of that family at all (an IPv6 next hop on an IPv4-only host). Not the route's: a
+ * host with addresses of the family but no connected network of it (its link is down, which took the
+ * connected routes with it): every route of the family is refused until it is back, a failure of the host.
+ * Loopback and link-local addresses make no host "of a family" (every IPv4-only host has ::1 and fe80::).
+ */
+export function refusalLasts(route: { nextHop: string }, host: HostNetworks): boolean {
+  const nextHop = parseAddress(route.nextHop);
+  if (!nextHop || onLinkDevice(host.connected, route.nextHop)) return true;
+  const routable = (address: Address) => !(address.family === 4 ? /^(127\.|169\.254\.)/.test(address.text) : /^(::1$|fe[89ab])/i.test(address.text));
+  const connectedOfFamily = host.connected.some(({ range }) => range.family === nextHop.family && !(range.family === 6 && /^fe[89ab]/i.test(range.text)));
+  const addressOfFamily = host.addresses.some((address) => address.family === nextHop.family && routable(address));
+  return connectedOfFamily || !addressOfFamily;
+}
+
 /** `route del` naming exactly one route: the mark, its type, destination, table and metric. */
 function deleteLine(route: ObservedRoute, proto: number): string {
   const slot = observedSlot(route);
@@ -364,7 +382,7 @@ export function buildWriteBatch(state: HostState, changes: Change[], options: Ba
     const { route } = change;
     const refusal = options.refusals?.has(route) ? options.refusals.get(route) : refusalOf(route, host, options.nodeOfNextHop);
     if (refusal) {
-      refused.push({ change, ok: false, error: `${refusal}; nothing was written for ${route.destination}` });
+      refused.push({ change, ok: false, error: `${refusal}; nothing was written for ${route.destination}`, ...(refusalLasts(route, host) ? { refused: true } : {}) });
       continue;
     }
     const device = onLinkDevice(host.connected, route.nextHop)!;
