@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { buildFailure, cacheDir, goModuleDir, pinnedRelease, versionLdflags } from "../testkit/kubernetes/binaries.js";
+import { buildFailure, cacheDir, goModuleDir, pinnedRelease, versionLdflags } from "../src/lab/kubernetes/binaries.js";
 
 describe("the real Kubernetes programs' build", () => {
   it("pins one release, whose staging modules are all replaced by that release's v0.x", () => {

@@ -17,7 +17,8 @@ import { addLabProcess, labDown, labUp, nodeCommand, removeLabProcess, type LabS
 import { checkPodPaths } from "../src/lab/paths.js";
 import { run } from "../src/process.js";
 import { getIn, inClusterEnv, startAgentProcess, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
-import { realControlPlaneGate, startControlPlane, type ControlPlane } from "../testkit/kubernetes/control-plane.js";
+import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const LAB = `kreal${process.pid % 100000}`;

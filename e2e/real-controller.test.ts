@@ -1,6 +1,6 @@
 /**
  * `podroutes controller --target gcp`, two replicas, against the REAL kube-apiserver, etcd and
- * kube-controller-manager (testkit/kubernetes), all in one network namespace that has only loopback (the seed's controller address on it),
+ * kube-controller-manager (src/lab/kubernetes), all in one network namespace that has only loopback (the seed's controller address on it),
  * beside the Compute Engine test server (its own process there). deploy/controller/rbac.yaml is applied
  * with the real kubectl; each replica holds its ServiceAccount's TokenRequest token. Proven as the real
  * server stores it: one leader on a real coordination.k8s.io Lease, every Node's NetworkUnavailable
@@ -19,7 +19,8 @@ import { run } from "../src/process.js";
 import { startLogged, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
 import { BIN } from "../testkit/cli.js";
 import { FAST_ELECTION, LEASE } from "../testkit/controller.js";
-import { realControlPlaneGate, startControlPlane, type ControlPlane } from "../testkit/kubernetes/control-plane.js";
+import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const GCE_MAIN = fileURLToPath(new URL("../testkit/gce-server-main.js", import.meta.url));

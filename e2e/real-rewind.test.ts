@@ -16,7 +16,8 @@ import { after, before, describe, it } from "node:test";
 import { addLabProcess, labDown, labUp, nodeCommand, removeLabProcess, type LabState, type LabWorker } from "../src/lab/lab.js";
 import { run } from "../src/process.js";
 import { getIn, startAgentProcess, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
-import { realControlPlaneGate, startControlPlane, type ControlPlane } from "../testkit/kubernetes/control-plane.js";
+import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 
 const LAB = `krew${process.pid % 100000}`;
 const HEALTH = "http://127.0.0.1:9465";

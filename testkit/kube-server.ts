@@ -1,6 +1,6 @@
 /**
  * A Kubernetes API test server (no real kube-apiserver can run here), faithful where podroutes, kubectl
- * and @kubernetes/client-node depend on it. HTTPS with its own CA (kube-pki.ts), bearer tokens or client
+ * and @kubernetes/client-node depend on it. HTTPS with its own CA (src/lab/kubernetes/pki.ts), bearer tokens or client
  * certificates, and per-token RBAC-like rules (verb × resource[/subresource]) answered with real 403
  * Status bodies, so a test can prove an agent needs exactly the permissions it is given.
  *
@@ -44,7 +44,7 @@ import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { matchesSelector, parseSelector, SelectorError, type Requirement } from "../src/kube/selector.js";
 import { applyPatch, PATCH_TYPES, PatchError } from "./kube-patch.js";
-import { issueClientCertificate, makePki, type Pki } from "./kube-pki.js";
+import { issueClientCertificate, makePki, type Pki } from "../src/lab/kubernetes/pki.js";
 
 export interface KubeObject {
   apiVersion?: string;

@@ -12,7 +12,7 @@ import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { PodroutesError, type ErrorKind } from "../../src/errors.js";
+import { PodroutesError, type ErrorKind } from "../../errors.js";
 
 /** go build's flags besides -ldflags (static, reproducible paths, no VCS stamp). */
 const BUILD_FLAGS = ["-trimpath", "-buildvcs=false"];

@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run } from "../src/process.js";
+import { run } from "../../process.js";
 
 export interface Pki {
   dir: string;

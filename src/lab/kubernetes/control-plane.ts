@@ -10,10 +10,9 @@
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { run } from "../../src/process.js";
-import { needsRoot } from "../root.js";
-import { makePki, type Pki } from "../kube-pki.js";
+import { spawn, type ChildProcess } from "node:child_process";
+import { run } from "../../process.js";
+import { makePki, type Pki } from "./pki.js";
 import { kubernetesBinaries, type KubernetesBinaries } from "./binaries.js";
 
 /** One program of the control plane, started by this module. */
@@ -298,22 +297,4 @@ async function compact(netns: string, compaction = true): Promise<number> {
   if (!Number.isFinite(revision)) throw new Error("etcd gave no revision");
   if (compaction) await post("/v3/kv/compaction", { revision, physical: true });
   return revision;
-}
-
-/**
- * Options for a `describe` that runs the real control plane: it needs root (namespaces) and Go (to build
- * it). In CI a missing Go fails loudly; elsewhere the tests skip, saying why.
- */
-export function realControlPlaneGate(): { skip?: string } {
-  const root = needsRoot();
-  if (root.skip || process.env.PODROUTES_KUBERNETES_BIN_DIR) return root;
-  try {
-    execFileSync("go", ["version"], { stdio: "pipe" });
-    return {};
-  } catch {
-    if (process.env.CI) throw new Error("CI=true but Go is not on PATH: the real kube-apiserver, etcd and kube-controller-manager are built with it (polyglot machines have Go 1.26)");
-    const reason = "SKIPPED: needs Go to build the real kube-apiserver, etcd and kube-controller-manager (or PODROUTES_KUBERNETES_BIN_DIR); CI runs these";
-    process.stderr.write(`\n*** ${reason} ***\n`);
-    return { skip: reason };
-  }
 }
