@@ -8,7 +8,7 @@
  * The lab's state file is written before anything is created, so `lab down` removes exactly what the
  * lab made, even after a half-finished `lab up`.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { RawInventory } from "../inventory.js";
@@ -39,10 +39,35 @@ export interface LabState extends Omit<LabTopology, "workers"> {
   workers: LabWorker[];
   /** `creating` until `lab up` finished. */
   status: "creating" | "up";
-  /** Processes the lab started (sshd per worker), by pid, so `lab down` ends exactly those. */
-  processes?: { netns: string; pid: number; what: string }[];
+  /**
+   * Processes the lab started (sshd per worker, the control plane, agents), by pid, so `lab down` ends
+   * exactly those; `program`, when known, is what /proc/PID/cmdline must start with (a PID that went to
+   * another process since is left alone).
+   */
+  processes?: LabProcess[];
+  /** The real control plane (`lab up --kubernetes`). */
+  kubernetes?: LabKubernetes;
   /** Extra data other parts of podroutes keep with the lab (SSH keys, known_hosts). */
   extra?: Record<string, unknown>;
+}
+
+export interface LabProcess {
+  netns: string;
+  pid: number;
+  what: string;
+  program?: string;
+}
+
+export interface LabKubernetes {
+  /** The Kubernetes release of the programs (`v1.37.2`). */
+  release: string;
+  /** https://CONTROLLER_IP:6443, reachable from the lab's namespaces only. */
+  url: string;
+  /** The admin's kubeconfig; use it from a lab namespace (`ip netns exec NAME-jumpbox kubectl --kubeconfig ...`). */
+  kubeconfig: string;
+  caFile: string;
+  /** Where the control plane keeps its store, certificates and logs. */
+  dir: string;
 }
 
 export function labStatePath(name: string): string {
@@ -106,7 +131,19 @@ export interface LabUpOptions {
   name?: string;
   topology?: string;
   workers?: number;
+  /** Also the real control plane: etcd, kube-apiserver, kube-controller-manager and the workers' Nodes. */
+  kubernetes?: boolean;
   log?: (line: string) => void;
+}
+
+/** Whether the process recorded as `entry` still runs as that program (not a PID since reused). */
+export function labProcessAlive(entry: LabProcess): boolean {
+  try {
+    const argv0 = readFileSync(`/proc/${entry.pid}/cmdline`, "utf8").split("\0")[0] ?? "";
+    return entry.program === undefined || argv0 === entry.program;
+  } catch {
+    return false;
+  }
 }
 
 /** Builds the lab; a second call with the lab already up changes nothing and returns it. */
@@ -117,8 +154,12 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
   const existing = await loadLab(name);
   if (existing) {
     const present = await existingNamespaces();
-    if (existing.status === "up" && labNamespaces(existing).every((ns) => present.has(ns))) {
-      log(`lab ${name} is already up (${existing.workers.length} workers, ${existing.topology})`);
+    const whole = existing.status === "up" && labNamespaces(existing).every((ns) => present.has(ns)) && (existing.processes ?? []).every(labProcessAlive);
+    if (whole && options.kubernetes && !existing.kubernetes) {
+      throw new Error(`lab: lab ${name} is up without its control plane; nothing was changed. Take it down first (podroutes lab down${name === DEFAULT_LAB ? "" : ` --lab ${name}`}), then lab up --kubernetes`);
+    }
+    if (whole) {
+      log(`lab ${name} is already up (${existing.workers.length} workers, ${existing.topology}${existing.kubernetes ? `; Kubernetes ${existing.kubernetes.release} at ${existing.kubernetes.url}, kubeconfig ${existing.kubernetes.kubeconfig}` : ""}): nothing was changed`);
       return { state: existing, created: false };
     }
     log(`lab ${name} is incomplete: removing it before building it again`);
@@ -157,6 +198,7 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
     await buildWorker(state, worker, index);
     log(`${worker.name} ${worker.internalIP} pods ${worker.podCIDR} (pod ${worker.podIP}, netns ${worker.netns})`);
   }
+  if (options.kubernetes) await (await import("./kubernetes/lab-cluster.js")).startLabCluster(state, log);
   state.status = "up";
   await saveLab(state);
   return { state, created: true };
@@ -208,7 +250,7 @@ export async function addLabWorker(name = DEFAULT_LAB): Promise<{ state: LabStat
  * `lab down` ends it even if its starter could not; whoever stops it removes it again, so `lab down`
  * never signals a PID that has since gone to another process.
  */
-export async function addLabProcess(name: string, entry: { netns: string; pid: number; what: string }): Promise<void> {
+export async function addLabProcess(name: string, entry: LabProcess): Promise<void> {
   const state = await requireLab(name);
   state.processes = [...(state.processes ?? []), entry];
   await saveLab(state);
@@ -254,14 +296,7 @@ export async function labDown(name = DEFAULT_LAB, log: (line: string) => void = 
     log(`lab ${name} is not up: nothing to remove`);
     return false;
   }
-  for (const proc of state.processes ?? []) {
-    try {
-      process.kill(proc.pid, "SIGTERM");
-      log(`stopped ${proc.what} (pid ${proc.pid})`);
-    } catch {
-      // already gone
-    }
-  }
+  await stopLabProcesses(state.processes ?? [], log);
   const present = await existingNamespaces();
   for (const worker of state.workers) {
     if (present.has(worker.netns) && present.has(worker.podNetns)) {
@@ -279,6 +314,41 @@ export async function labDown(name = DEFAULT_LAB, log: (line: string) => void = 
   await rm(state.stateDir, { recursive: true, force: true });
   await rm(labStatePath(name), { force: true });
   return true;
+}
+
+/**
+ * Ends the lab's processes one at a time, newest first (the agents and kubelets before the API server,
+ * kube-apiserver before etcd: an API server whose etcd is gone does not finish its shutdown): SIGTERM,
+ * then SIGKILL if it still runs 10 s later; resolves once every one is gone.
+ */
+export async function stopLabProcesses(processes: LabProcess[], log: (line: string) => void = () => {}): Promise<void> {
+  const gone = async (proc: LabProcess, ms: number) => {
+    const deadline = performance.now() + ms;
+    while (labProcessAlive(proc)) {
+      if (performance.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return true;
+  };
+  for (const proc of [...processes].reverse()) {
+    if (!labProcessAlive(proc)) continue;
+    try {
+      process.kill(proc.pid, "SIGTERM");
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (await gone(proc, 10_000)) {
+      log(`stopped ${proc.what} (pid ${proc.pid})`);
+      continue;
+    }
+    try {
+      process.kill(proc.pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+    await gone(proc, 10_000);
+    log(`killed ${proc.what} (pid ${proc.pid}): still running 10 s after SIGTERM`);
+  }
 }
 
 /** The lab's nodes as a node source sees them. */

@@ -18,6 +18,8 @@ import { kubernetesBinaries, type KubernetesBinaries } from "./binaries.js";
 /** One program of the control plane, started by this module. */
 export interface ControlPlaneProcess {
   what: string;
+  /** The program's path: what /proc/PID/cmdline starts with while it is this process (`ip netns exec` execs it). */
+  program: string;
   child: ChildProcess;
   logFile: string;
   pid: number;
@@ -57,12 +59,14 @@ export interface ControlPlane {
 
 const SERVICE_CIDR = "10.32.0.0/24";
 
-function start(argv: string[], logFile: string, what: string): ControlPlaneProcess {
+function start(argv: string[], logFile: string, what: string, detached = false, program = argv[0]!): ControlPlaneProcess {
   const fd = openSync(logFile, "a");
   try {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd] });
+    // Detached (`lab up`): a process group of its own and no pipe to us, so it outlives the command.
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], detached });
     child.once("error", () => {});
-    return { what, child, logFile, pid: child.pid! };
+    if (detached) child.unref();
+    return { what, program, child, logFile, pid: child.pid! };
   } finally {
     closeSync(fd);
   }
@@ -99,6 +103,11 @@ export async function startControlPlane(options: {
   nodeCIDRMaskSize?: number;
   progress?: (line: string) => void;
   onStarted?: (process: ControlPlaneProcess) => Promise<void> | void;
+  /**
+   * The programs outlive this process (`podroutes lab up --kubernetes`; `lab down` ends them by the PIDs
+   * `onStarted` recorded). Without it they are this process's children, as a test harness wants them.
+   */
+  detached?: boolean;
 }): Promise<ControlPlane> {
   const progress = options.progress ?? (() => {});
   const binaries = await kubernetesBinaries(progress);
@@ -171,7 +180,7 @@ export async function startControlPlane(options: {
   const processes: ControlPlaneProcess[] = [];
   const inNetns = (argv: string[]) => ["ip", "netns", "exec", options.netns, ...argv];
   const launch = async (argv: string[], what: string) => {
-    const started = start(inNetns(argv), join(dir, `${what}.log`), what);
+    const started = start(inNetns(argv), join(dir, `${what}.log`), what, options.detached, argv[0]);
     processes.push(started);
     await options.onStarted?.(started);
     return started;
@@ -200,7 +209,7 @@ export async function startControlPlane(options: {
       old.child.kill("SIGKILL");
       if (old.child.exitCode === null && old.child.signalCode === null) await new Promise((resolve) => old.child.once("exit", resolve));
       await whileDown?.();
-      const restarted = start(inNetns(apiserverArgv), old.logFile, old.what);
+      const restarted = start(inNetns(apiserverArgv), old.logFile, old.what, options.detached, old.program);
       processes[index] = restarted;
       await options.onStarted?.(restarted);
       await waitReady(plane, [restarted]);
@@ -214,10 +223,10 @@ export async function startControlPlane(options: {
       await stopProcess(etcd);
       await rename(join(dir, "etcd"), join(dir, `etcd-before-${Date.now()}`));
       await mkdir(join(dir, "etcd"), { mode: 0o700 });
-      const etcdAgain = start(inNetns(etcdArgv), etcd.logFile, etcd.what);
+      const etcdAgain = start(inNetns(etcdArgv), etcd.logFile, etcd.what, options.detached, etcd.program);
       processes[etcdAt] = etcdAgain;
       await options.onStarted?.(etcdAgain);
-      const apiserverAgain = start(inNetns(apiserverArgv), apiserver.logFile, apiserver.what);
+      const apiserverAgain = start(inNetns(apiserverArgv), apiserver.logFile, apiserver.what, options.detached, apiserver.program);
       processes[apiserverAt] = apiserverAgain;
       await options.onStarted?.(apiserverAgain);
       await waitReady(plane, [etcdAgain, apiserverAgain]);
