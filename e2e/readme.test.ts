@@ -70,10 +70,25 @@ export function anchors(markdown: string): Set<string> {
   return result;
 }
 
-/** Inline code spans of a line outside code blocks (a table's `\|` is the `|` it shows). */
-function inlineCode(text: string): string[] {
-  return [...text.matchAll(/(`+)(.+?)\1/g)].map((m) => m[2]!.trim().replace(/\\\|/g, "|"));
+/** The prose of a markdown text: its paragraphs outside code blocks, each with the number of its first line. */
+function paragraphs(markdown: string): { number: number; text: string }[] {
+  const result: { number: number; text: string }[] = [];
+  let lines: Line[] = [];
+  const flush = () => {
+    if (lines.length) result.push({ number: lines[0]!.number, text: lines.map((line) => line.text).join("\n") });
+    lines = [];
+  };
+  for (const line of linesOf(markdown)) {
+    if (line.fenced || !line.text.trim()) flush();
+    else lines.push(line);
+  }
+  flush();
+  return result;
 }
+
+/** Inline code spans `...` (which may wrap across lines) and what is left around them; `at` finds an offset's line. */
+const INLINE_CODE = /(`+)([\s\S]+?)\1/g;
+const lineAt = (paragraph: { number: number; text: string }, offset: number) => paragraph.number + (paragraph.text.slice(0, offset).match(/\n/g)?.length ?? 0);
 
 /**
  * Problems with the relative links of one markdown file (`file` relative to the repository, `read` its
@@ -81,16 +96,17 @@ function inlineCode(text: string): string[] {
  */
 export function linkProblems(file: string, markdown: string, read: (path: string) => string | undefined): string[] {
   const problems: string[] = [];
-  for (const line of linesOf(markdown)) {
-    if (line.fenced) continue;
-    const prose = line.text.replace(/(`+).+?\1/g, "");
-    const links = [...prose.matchAll(/\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g), ...prose.matchAll(/^\s*\[[^\]]+\]:\s*(\S+)/g)].map((m) => m[1]!);
-    for (const link of links) {
+  for (const paragraph of paragraphs(markdown)) {
+    // Code is not a link: blanked out, newlines kept, so offsets still find their line.
+    const prose = paragraph.text.replace(INLINE_CODE, (code) => code.replace(/[^\n]/g, " "));
+    const links = [...prose.matchAll(/\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g), ...prose.matchAll(/^\s*\[[^\]]+\]:\s*(\S+)/gm)];
+    for (const match of links) {
+      const link = match[1]!;
       if (/^[a-z][a-z0-9+.-]*:/i.test(link)) continue; // https:, mailto:: not ours to check
       const [path, anchor] = link.split("#", 2) as [string, string | undefined];
       const target = path === "" ? file : join(dirname(file), decodeURIComponent(path));
       const text = read(target);
-      const where = `${file}:${line.number}: ${link}`;
+      const where = `${file}:${lineAt(paragraph, match.index)}: ${link}`;
       if (text === undefined) problems.push(`${where}: ${target} does not exist`);
       else if (anchor !== undefined && !anchors(text).has(anchor.toLowerCase())) problems.push(`${where}: ${target} has no heading with the anchor #${anchor}`);
     }
@@ -145,11 +161,17 @@ export async function commandProblems(argv: string[]): Promise<string[]> {
   return problems;
 }
 
-/** Every podroutes command line of a markdown file, with where it is. */
+/** Every podroutes command line of a markdown file (code blocks' lines, inline code), with where it is. */
 function commandLines(file: string, markdown: string): { where: string; argv: string[] }[] {
-  return linesOf(markdown).flatMap((line) =>
-    (line.fenced ? [line.text] : inlineCode(line.text)).flatMap((shell) => podroutesCommands(shell).map((argv) => ({ where: `${file}:${line.number}`, argv }))),
+  const inBlocks = linesOf(markdown)
+    .filter((line) => line.fenced)
+    .flatMap((line) => podroutesCommands(line.text).map((argv) => ({ where: `${file}:${line.number}`, argv })));
+  const inline = paragraphs(markdown).flatMap((paragraph) =>
+    [...paragraph.text.matchAll(INLINE_CODE)].flatMap((match) =>
+      podroutesCommands(match[2]!.replace(/\s+/g, " ").trim().replace(/\\\|/g, "|")).map((argv) => ({ where: `${file}:${lineAt(paragraph, match.index)}`, argv })),
+    ),
   );
+  return [...inBlocks, ...inline];
 }
 
 /** The lines of a markdown text's code blocks, comments dropped. */
@@ -231,9 +253,18 @@ describe("the docs checks themselves", () => {
 
   it("accepts good links and reports a missing file and a missing anchor, with file:line", () => {
     assert.deepEqual(linkProblems("docs/b.md", pages["docs/b.md"]!, readPage), []);
-    assert.deepEqual(linkProblems("docs/c.md", "text\n[gone](missing.md) and [no heading](a.md#nowhere)\n`[not a link](x.md)`\n", readPage), [
+    assert.deepEqual(linkProblems("docs/c.md", "text\n[gone](missing.md) and [no heading](a.md#nowhere)\n`[not a link](x.md)` and [a link that\nwraps](gone.md)\n", readPage), [
       "docs/c.md:2: missing.md: docs/missing.md does not exist",
       "docs/c.md:2: a.md#nowhere: docs/a.md has no heading with the anchor #nowhere",
+      "docs/c.md:4: gone.md: docs/gone.md does not exist",
+    ]);
+  });
+
+  it("finds command lines in code blocks and in inline code that wraps across lines, each with its line", () => {
+    const markdown = "Run `podroutes plan\n--target gcp` first.\n\n```sh\npodroutes list # a comment\n```\nNot `podroutes_ready`.\n";
+    assert.deepEqual(commandLines("x.md", markdown), [
+      { where: "x.md:5", argv: ["list"] },
+      { where: "x.md:1", argv: ["plan", "--target", "gcp"] },
     ]);
   });
 
