@@ -12,9 +12,10 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { CommanderError } from "commander";
+import { CommanderError, type Command } from "commander";
 import { CONTROLLER_TARGETS } from "../src/cli/controller-command.js";
 import { programFor } from "../src/cli/main.js";
+import { nodeSources } from "../src/sources/registry.js";
 import { targetFactory, targets } from "../src/targets/registry.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -174,6 +175,40 @@ function commandLines(file: string, markdown: string): { where: string; argv: st
   return [...inBlocks, ...inline];
 }
 
+/** Every flag the CLI has: of every command, with every target's and every node source's flags. Pure. */
+export function everyFlag(): Set<string> {
+  const flags = new Set(["--help", "-h"]);
+  const everyCommand = (command: Command): Command[] => [command, ...command.commands.flatMap(everyCommand)];
+  const lines = [[], ...targets.flatMap((t) => [["plan", "--target", t.name], ["controller", "--target", t.name]]), ...nodeSources.map((s) => ["plan", "--nodes", s.name])];
+  for (const argv of lines) {
+    for (const command of everyCommand(programFor(argv))) {
+      for (const option of command.options) for (const flag of [option.long, option.short]) if (flag) flags.add(flag);
+    }
+  }
+  return flags;
+}
+
+/** The commands a span of inline code may start with and still be about podroutes' flags (`apply --yes`). */
+const PODROUTES_WORDS = new Set(["podroutes", "plan", "apply", "delete", "list", "verify", "demo", "lab", "agent", "controller"]);
+
+/**
+ * Flags named in a file's inline code that podroutes does not have: in spans about podroutes, those that
+ * start with a flag (`--ssh-user`, `--nodes gcp --network N`) or with one of its commands (`lab up --ssh`);
+ * another program's command line (`npm run build --silent`, `NODE_OPTIONS=--max-semi-space-size=4`) is not
+ * podroutes'.
+ */
+export function proseFlagProblems(file: string, markdown: string, known: Set<string>): string[] {
+  return paragraphs(markdown).flatMap((paragraph) =>
+    [...paragraph.text.matchAll(INLINE_CODE)].flatMap((match) => {
+      const code = match[2]!.replace(/\s+/g, " ").trim().replace(/\[|\]/g, " ");
+      const first = code.split(" ")[0]!;
+      if (!first.startsWith("-") && !PODROUTES_WORDS.has(first)) return [];
+      const unknown = [...code.matchAll(/(?:^|[\s(|])(--?[a-zA-Z][a-zA-Z0-9-]*)/g)].map((m) => m[1]!).filter((flag) => !known.has(flag));
+      return unknown.map((flag) => `${file}:${lineAt(paragraph, match.index)}: \`${code}\`: podroutes has no flag ${flag}`);
+    }),
+  );
+}
+
 /** The lines of a markdown text's code blocks, comments dropped. */
 function shellLines(markdown: string): string[] {
   return linesOf(markdown)
@@ -188,6 +223,7 @@ const read = (path: string): string | undefined => {
   return statSync(full).isDirectory() ? "" : readFileSync(full, "utf8");
 };
 const FILES = markdownFiles();
+const FLAGS = everyFlag();
 const README = read("README.md")!;
 
 describe("README and docs/", () => {
@@ -207,6 +243,10 @@ describe("README and docs/", () => {
         for (const problem of await commandProblems(argv)) problems.push(`${where}: podroutes ${argv.join(" ")}: ${problem}`);
       }
       assert.deepEqual(problems, []);
+    });
+
+    it(`${file}: every flag its inline code names is one podroutes has`, () => {
+      assert.deepEqual(proseFlagProblems(file, markdown, FLAGS), []);
     });
 
     it(`${file}: every code block is closed`, () => {
@@ -266,6 +306,12 @@ describe("the docs checks themselves", () => {
       { where: "x.md:5", argv: ["list"] },
       { where: "x.md:1", argv: ["plan", "--target", "gcp"] },
     ]);
+  });
+
+  it("knows every flag of the CLI, and reports a flag podroutes lacks in inline code about podroutes only", () => {
+    for (const flag of ["--target", "--ssh-user", "--gcp-tag", "--lease-name", "--resync", "--ssh", "--yes", "-y", "-o"]) assert.ok(FLAGS.has(flag), flag);
+    const markdown = "Use `--ssh-usr` and `apply --yess`, or `lab up --ssh`;\nnot `npm run build --silent` nor `NODE_OPTIONS=--max-semi-space-size=4`.";
+    assert.deepEqual(proseFlagProblems("x.md", markdown, FLAGS), ["x.md:1: `--ssh-usr`: podroutes has no flag --ssh-usr", "x.md:1: `apply --yess`: podroutes has no flag --yess"]);
   });
 
   it("finds podroutes in pipelines, lists and after environment assignments, and nothing else", () => {
