@@ -1,5 +1,5 @@
 /**
- * The exit codes the README documents, and the one place an error's kind becomes one:
+ * The exit codes the README and docs/commands.md document, and the one place an error's kind becomes one:
  *   0 success / no changes · 1 failure (a change or a check failed, a target unreachable, busy)
  *   2 changes pending (plan --detailed-exitcode) · 3 bad input or usage (nothing was changed)
  */

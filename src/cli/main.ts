@@ -140,3 +140,19 @@ export async function main(argv: string[]): Promise<number> {
     return exitCodeOf(error);
   }
 }
+
+/**
+ * The program a command line would run, built and never run: the commands with exactly the flags that
+ * command line's target and node source give them, every action replaced by one that does nothing, and
+ * commander's words sent to `writeErr`. No I/O: the docs test parses every command line the README and
+ * docs/ show with it.
+ */
+export function programFor(argv: string[], writeErr: (text: string) => void = () => {}): Command {
+  const program = buildProgram(createOutput("table"), scanArgv(argv), () => {}, async () => EXIT.ok);
+  const everyCommand = (command: Command): Command[] => [command, ...command.commands.flatMap(everyCommand)];
+  for (const command of everyCommand(program)) {
+    command.configureOutput({ writeOut: () => {}, writeErr, outputError: (text, write) => write(text) });
+    if (command.commands.length === 0) command.action(() => {});
+  }
+  return program;
+}
