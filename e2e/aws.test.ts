@@ -5,6 +5,9 @@
  * Dummy credentials, instance metadata off, 127.0.0.1 only.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import {
   AttachNetworkInterfaceCommand,
@@ -606,5 +609,59 @@ describe("podroutes CLI with --nodes aws --target aws, cross-checked by the aws 
     const deleted = await runCli(["delete", "--yes", ...alone], { env });
     assert.equal(deleted.code, 0, deleted.stdout + deleted.stderr);
     assert.deepEqual([...(await routesOf(client, cloud.tableIds[0]!)).keys()].sort(), ["0.0.0.0/0", "10.240.0.0/16", "192.168.50.0/24"]);
+  });
+});
+
+describe("delete and list without --nodes, where the instances are not tagged as the cluster's", () => {
+  let m: Moto;
+  let cloud: CloudFixture;
+  let client: EC2Client;
+  let env: Record<string, string>;
+  let nodesFile: string;
+
+  before(async () => {
+    m = await server();
+    await m.reset();
+    client = m.client();
+    // The table is the cluster's by tag; its nodes are not (launched without kubernetes.io/cluster/...).
+    cloud = await buildCluster(client, { tables: 1, untaggedNodes: true });
+    const dir = mkdtempSync(join(tmpdir(), "podroutes-aws-untagged-"));
+    nodesFile = join(dir, "nodes.txt");
+    writeFileSync(nodesFile, SEED_NODES.map((n) => `${n.ip} ${n.podCIDR} ${n.name}`).join("\n") + "\n");
+    env = offlineAwsEnv(m.endpoint);
+  });
+  after(() => {
+    client?.destroy();
+    rmSync(dirname(nodesFile), { recursive: true, force: true });
+  });
+
+  const common = () => ["--target", "aws", "--endpoint", m.endpoint, "--route-table", cloud.tableIds[0]!, "--cluster-cidr", SEED_CLUSTER_CIDR];
+
+  it("delete says which routes it cannot attribute and how to act, exits 1, and never speaks of an inventory it does not have; with --nodes it removes them", async () => {
+    const applied = await runCli(["apply", "--yes", "--nodes", nodesFile, ...common()], { env });
+    assert.equal(applied.code, 0, applied.stdout + applied.stderr);
+    assert.equal([...(await routesOf(client, cloud.tableIds[0]!)).keys()].filter((d) => d.startsWith("10.200.")).length, 3);
+
+    const deleted = await runCli(["delete", "--yes", ...common()], { env });
+    const said = deleted.stdout + deleted.stderr;
+    assert.equal(deleted.code, 1, said);
+    assert.doesNotMatch(said, /inventory/);
+    for (const node of cloud.instances) assert.match(said, new RegExp(`10\\.200\\.\\d\\.0/24 via ${node.eniId}`), said);
+    assert.match(said, /kubernetes\.io\/cluster\/kubernetes/);
+    assert.match(said, /--nodes/);
+    assert.equal([...(await routesOf(client, cloud.tableIds[0]!)).keys()].filter((d) => d.startsWith("10.200.")).length, 3, "nothing it cannot attribute was deleted");
+
+    const listed = await runCli(["list", ...common()], { env });
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stderr, /3 routes in the cluster CIDR .*cannot be attributed/);
+    const json = jsonOf<{ destination: string; owned: boolean; unattributed?: string }[]>(await runCli(["list", "-o", "json", ...common()], { env }));
+    assert.deepEqual(json.map((r) => `${r.destination} ${r.owned} ${r.unattributed !== undefined}`), ["10.200.0.0/24 false true", "10.200.1.0/24 false true", "10.200.2.0/24 false true"]);
+
+    const named = await runCli(["delete", "--yes", "--nodes", nodesFile, ...common()], { env });
+    assert.equal(named.code, 0, named.stdout + named.stderr);
+    assert.deepEqual([...(await routesOf(client, cloud.tableIds[0]!)).keys()].filter((d) => d.startsWith("10.200.")), []);
+    const again = await runCli(["delete", "--yes", ...common()], { env });
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.doesNotMatch(again.stdout, /inventory/);
   });
 });

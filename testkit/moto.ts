@@ -173,7 +173,7 @@ export async function launchInstance(
  */
 export async function buildCluster(
   ec2: EC2Client,
-  options: { cluster?: string; tables?: number; nodes?: { name: string; ip: string; podCIDR?: string }[] } = {},
+  options: { cluster?: string; tables?: number; nodes?: { name: string; ip: string; podCIDR?: string }[]; untaggedNodes?: boolean } = {},
 ): Promise<CloudFixture> {
   const nodes = options.nodes ?? SEED_NODES;
   const strangerVpcId = (await ec2.send(new CreateVpcCommand({ CidrBlock: "10.240.0.0/16" }))).Vpc!.VpcId!;
@@ -196,7 +196,8 @@ export async function buildCluster(
     tableIds.push(id);
   }
   const instances: FixtureInstance[] = [];
-  for (const node of nodes) instances.push(await launchInstance(ec2, subnetId, node, clusterTag));
+  // untaggedNodes: the table is the cluster's by tag, its instances are not (a cluster built by hand).
+  for (const node of nodes) instances.push(await launchInstance(ec2, subnetId, node, options.untaggedNodes ? {} : clusterTag));
   return { vpcId, subnetId, igwId, tableIds, instances, stranger };
 }
 

@@ -7,7 +7,7 @@ import { apply, converge, observe, plan } from "../apply/engine.js";
 import { DEFAULT_CLUSTER, InputError, validateInventory } from "../inventory.js";
 import type { Inventory } from "../model.js";
 import type { ResolvedOptions } from "../options.js";
-import { hasChanges, type Plan } from "../plan/plan.js";
+import { hasChanges, unattributedRoutes, type Plan } from "../plan/plan.js";
 import { planJson, renderColumns, renderPlan, renderReport, reportJson } from "../plan/render.js";
 import { parseNodesFile } from "../sources/file.js";
 import { nodeSources } from "../sources/registry.js";
@@ -83,7 +83,7 @@ async function withTarget(args: RouteArgs, out: Output, body: (context: Context)
 }
 
 function printPlan(out: Output, planned: Plan, verb?: string): void {
-  out.result(planJson(planned), () => renderPlan(planned, { verb }));
+  out.result(planJson(planned), () => renderPlan(planned, { verb, deleting: verb === DELETE_VERB }));
 }
 
 async function confirm(out: Output, question: string): Promise<boolean> {
@@ -117,6 +117,8 @@ export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: b
  * planned: every change done, every table reached, and no foreign route on a destination podroutes
  * wants unless --allow-conflicts accepts them.
  */
+const DELETE_VERB = "remove these routes";
+
 export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, out: Output): Promise<number> {
   const mode = args.command === "delete" ? "delete" : "apply";
   // Nobody looks at the plan before it is written (--yes): each table is locked, read once, planned and
@@ -127,18 +129,20 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
     let shown = false;
     const show = (planned: Plan) => {
       out.endProgress();
-      if (!out.json) out.human(renderPlan(planned, { verb: mode === "delete" ? "remove these routes" : undefined }));
+      if (!out.json) out.human(renderPlan(planned, mode === "delete" ? { verb: DELETE_VERB, deleting: true } : {}));
       shown = true;
     };
     const converged = unattended ? await converge(target, inventory, { ...planOptions, onPlanned: show }) : { plan: await plan(target, inventory, planOptions) };
     const planned = converged.plan;
     out.endProgress();
     const conflictsFail = planned.summary.conflicts > 0 && flags.allowConflicts !== true;
+    // A delete asked to remove the cluster's routes: those it cannot attribute may be some of them.
+    const mayRemain = mode === "delete" ? unattributedRoutes(planned).length : 0;
     if (!converged.report && (!hasChanges(planned) || flags.dryRun)) {
-      printPlan(out, planned, mode === "delete" ? "remove these routes" : undefined);
+      printPlan(out, planned, mode === "delete" ? DELETE_VERB : undefined);
       if (flags.dryRun && hasChanges(planned)) out.human("\n--dry-run: nothing was changed.");
       else if (conflictsFail) out.human("\nThe target does not end as planned: remove the routes in the way, or pass --allow-conflicts to accept them.");
-      return planned.tables.some((t) => t.error !== undefined) || (conflictsFail && !flags.dryRun) ? EXIT.failed : EXIT.ok;
+      return planned.tables.some((t) => t.error !== undefined) || (conflictsFail && !flags.dryRun) || (mayRemain && !flags.dryRun) ? EXIT.failed : EXIT.ok;
     }
     if (planned.review.refusals.length) {
       printPlan(out, planned);
@@ -158,7 +162,8 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
     const done = report;
     // The JSON form only for -o json|yaml: 5,000 changes cost a cold process milliseconds to convert.
     out.result(out.json ? reportJson(done) : undefined, () => renderReport(done, { allowConflicts: flags.allowConflicts === true }), { alwaysHuman: true });
-    return done.ok && (done.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
+    if (mayRemain) out.human(`${mayRemain} route${mayRemain === 1 ? "" : "s"} in the cluster CIDR that may be the cluster's ${mayRemain === 1 ? "was" : "were"} left (see "?" above).`);
+    return done.ok && !mayRemain && (done.counts.conflicts === 0 || flags.allowConflicts === true) ? EXIT.ok : EXIT.failed;
   }, { lockAhead: unattended });
 }
 
@@ -209,6 +214,15 @@ export async function listCommand(args: RouteArgs, out: Output): Promise<number>
       rows.map(({ table, route }) => ({ table: table.id, ...(table.node ? { node: table.node } : {}), ...route })),
       () => renderColumns(listing.columns, rows.map(({ table, route }) => listing.row(table, route))),
     );
+    const unknown = rows.filter(({ route }) => route.unattributed !== undefined);
+    if (unknown.length) {
+      out.warn(
+        [
+          `${unknown.length} route${unknown.length === 1 ? "" : "s"} in the cluster CIDR may be the cluster's but cannot be attributed to it (not owned, left alone by delete):`,
+          ...unknown.map(({ table, route }) => `  ${table.id}: ${route.destination} via ${route.nextHopLabel ?? route.nextHop ?? "?"}: ${route.unattributed}`),
+        ].join("\n"),
+      );
+    }
     for (const { table, error } of observed) if (error !== undefined) out.error(`${table.id}: cannot read: ${error}`);
     return observed.some((o) => o.error !== undefined) ? EXIT.failed : EXIT.ok;
   });

@@ -21,6 +21,8 @@ export interface TableDiff {
   changes: Change[];
   unchanged: Route[];
   conflicts: Conflict[];
+  /** Foreign routes that may be the cluster's, though nothing says so (ObservedRoute.unattributed); absent when none. */
+  unattributed?: ObservedRoute[];
   /** The table could not be read, so nothing is planned for it: why. */
   error?: string;
 }
@@ -136,6 +138,7 @@ export function diffTable(table: TableRef, desired: Route[], observed: ObservedR
   }
 
   for (const route of observed) {
+    if (!route.owned && route.unattributed !== undefined && !wanted.has(route.destination)) (diff.unattributed ??= []).push(route);
     if (!route.owned || wanted.has(route.destination)) continue;
     if (!isResponsibleForRoute(route.destination, options.clusterCIDR)) continue;
     diff.changes.push({ action: "delete", current: route });
@@ -229,6 +232,11 @@ export function summarize(tables: TableDiff[]): PlanSummary {
     summary.conflicts += table.conflicts.length;
   }
   return summary;
+}
+
+/** Every route of the plan that may be the cluster's though nothing says so, with its table. */
+export function unattributedRoutes(plan: Plan): { table: string; route: ObservedRoute }[] {
+  return plan.tables.flatMap((t) => (t.unattributed ?? []).map((route) => ({ table: t.table.id, route })));
 }
 
 export function hasChanges(plan: Plan): boolean {

@@ -32,9 +32,9 @@ function tableTitle(table: TableDiff): string {
 }
 
 /** Human plan, terraform style. */
-export function renderPlan(plan: Plan, options: { verb?: string } = {}): string {
+export function renderPlan(plan: Plan, options: { verb?: string; deleting?: boolean } = {}): string {
   const lines: string[] = [];
-  const changed = plan.tables.filter((t) => t.changes.length || t.conflicts.length || t.error !== undefined);
+  const changed = plan.tables.filter((t) => t.changes.length || t.conflicts.length || t.unattributed?.length || t.error !== undefined);
   for (const action of plan.review.actions) lines.push(`  ~ ${action.table}: ${action.description}`);
   for (const table of changed) {
     lines.push(`  ${tableTitle(table)}`);
@@ -45,6 +45,7 @@ export function renderPlan(plan: Plan, options: { verb?: string } = {}): string 
         `      ! ${conflict.route.destination}: a route podroutes does not own is there (via ${via(conflict.existing)}${conflict.existing.protocol ? `, proto ${conflict.existing.protocol}` : ""}${conflict.existing.name ? `, ${conflict.existing.name}` : ""}); left alone, ${conflict.route.node}'s route is not written`,
       );
     }
+    for (const route of table.unattributed ?? []) lines.push(`      ? ${route.destination} via ${via(route)}: left alone: ${route.unattributed}`);
   }
   const out: string[] = [];
   const s = plan.summary;
@@ -58,6 +59,8 @@ export function renderPlan(plan: Plan, options: { verb?: string } = {}): string 
   const unreadable = plan.tables.filter((t) => t.error !== undefined).length;
   if (unreadable && unreadable === plan.tables.length) {
     out.push(`Nothing could be planned: ${unreadable === 1 ? "the table" : `none of the ${unreadable} tables`} could be read.`);
+  } else if (!hasChanges(plan) && options.deleting) {
+    out.push(`No changes: no route that podroutes owns was found${unreadable ? ` in the ${plan.tables.length - unreadable} tables that could be read` : ""}.`);
   } else if (!hasChanges(plan)) {
     out.push(`No changes. ${s.unchanged} route${s.unchanged === 1 ? "" : "s"} already match the inventory${unreadable ? ` in the ${plan.tables.length - unreadable} tables that could be read` : ""}.`);
   } else {
@@ -65,6 +68,8 @@ export function renderPlan(plan: Plan, options: { verb?: string } = {}): string 
       `Plan: ${s.create} to add, ${s.replace} to replace, ${s.delete} to destroy${plan.review.actions.length ? `, ${plan.review.actions.length} other actions` : ""}. ${s.unchanged} unchanged.`,
     );
   }
+  const unknown = plan.tables.reduce((n, t) => n + (t.unattributed?.length ?? 0), 0);
+  if (unknown) out.push(`${unknown} route${unknown === 1 ? "" : "s"} in the cluster CIDR may be the cluster's but cannot be attributed to it (see "?" above)${options.deleting ? ": not removed" : ""}.`);
   if (s.conflicts) out.push(`${s.conflicts} conflict${s.conflicts === 1 ? "" : "s"}: routes podroutes does not own sit on its destinations (see "!" above).`);
   if (unreadable && unreadable < plan.tables.length) out.push(`${unreadable} table${unreadable === 1 ? "" : "s"} could not be read: nothing is planned for ${unreadable === 1 ? "it" : "them"}.`);
   return out.join("\n");
@@ -99,6 +104,7 @@ export function planJson(plan: Plan) {
       ...(t.error !== undefined ? { error: t.error } : {}),
       changes: t.changes.map(changeJson),
       conflicts: t.conflicts.map((c) => ({ destination: c.route.destination, wanted: c.route, existing: c.existing })),
+      ...(t.unattributed ? { unattributed: t.unattributed } : {}),
       unchanged: t.unchanged.map((r) => r.destination),
     })),
   };

@@ -41,6 +41,12 @@ export interface ObservedRoute {
   protocol?: string;
   /** False when the target reports the route as broken (AWS blackhole); treated as needing a replace. */
   healthy?: boolean;
+  /**
+   * Set on a foreign route that may be the cluster's, though nothing here says so: inside the cluster CIDR
+   * through a next hop no node list names and no tag marks (AWS without --nodes). Why, and how to
+   * attribute it; `delete` leaves it and says so, `list` shows it.
+   */
+  unattributed?: string;
   /** Target-specific fields, printed by `list -o json`. */
   details?: Record<string, unknown>;
 }

@@ -301,7 +301,7 @@ export function observeRoute(
   route: Ec2Route,
   tableId: string,
   index: HopIndex,
-  context: { ranges: Cidr[]; nodeAddresses: Set<string> },
+  context: { ranges: Cidr[]; nodeAddresses: Set<string>; cluster?: string },
 ): { observed: ObservedRoute; inCluster: boolean } | undefined {
   const destination = destinationOf(route);
   if (!destination) return undefined;
@@ -319,6 +319,12 @@ export function observeRoute(
     clusterNode = addresses.some((a) => context.nodeAddresses.has(a)) || index.clusterTagged(h);
   }
   const owned = inCluster && pointsAtNode && (blackhole || clusterNode);
+  // Without a node list only the tag tells the cluster's instances: a route in the cluster CIDR through
+  // an untagged one may be the cluster's all the same (a cluster built by hand). Left alone, and said.
+  const unattributed =
+    inCluster && pointsAtNode && !owned && context.nodeAddresses.size === 0 && context.cluster !== undefined
+      ? `its next hop ${handle.id} is not tagged ${clusterTagKey(context.cluster)}, and no --nodes names the cluster's nodes: name them with --nodes (a file, or aws), or tag their instances, to have podroutes manage it`
+      : undefined;
   const state = blackhole ? "blackhole" : (route.State ?? "active");
   return {
     inCluster,
@@ -327,6 +333,7 @@ export function observeRoute(
       ...(nextHop && !blackhole ? { nextHop } : {}),
       nextHopLabel: handle.id,
       owned,
+      ...(unattributed ? { unattributed } : {}),
       ...(blackhole ? { healthy: false } : {}),
       details: {
         routeTable: tableId,
@@ -450,7 +457,7 @@ export class AwsTarget implements Target {
     } catch (error) {
       throw this.fail("cannot look up the interfaces and instances its routes point at", error, tableId);
     }
-    const context = { ranges: this.ranges, nodeAddresses: new Set(inventoryAddresses(inventory)) };
+    const context = { ranges: this.ranges, nodeAddresses: new Set(inventoryAddresses(inventory)), cluster: this.settings.cluster };
     const out: ObservedRoute[] = [];
     for (const route of routes) {
       const seen = observeRoute(route, tableId, index, context);
