@@ -5,6 +5,15 @@
 // than dist/src is not the code just built: then the modules of dist/src run instead.
 import { statSync } from "node:fs";
 
+// A reader that went away (`podroutes list | head`): stop quietly with the status of a process ended by
+// SIGPIPE (128 + 13), as git and kubectl do, instead of an unhandled EPIPE and its stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error) => {
+    if (error.code === "EPIPE") process.exit(141);
+    throw error;
+  });
+}
+
 const bundle = new URL("../dist/podroutes.mjs", import.meta.url);
 const modules = new URL("../dist/src/cli/main.js", import.meta.url);
 const modifiedMs = (url) => statSync(url, { throwIfNoEntry: false })?.mtimeMs ?? -Infinity;

@@ -14,7 +14,8 @@ import { nodeSources } from "../src/sources/registry.js";
 import { run } from "../src/process.js";
 import { ownershipMarker } from "../src/targets/gcp/target.js";
 import { targets } from "../src/targets/registry.js";
-import { runCli, type CliResult } from "../testkit/cli.js";
+import { BIN, runCli, type CliResult } from "../testkit/cli.js";
+import { spawn } from "node:child_process";
 import { startGceServer, type GceServer } from "../testkit/gce-server.js";
 
 const NETWORK = "kubernetes-the-hard-way";
@@ -188,6 +189,29 @@ describe("help", () => {
   };
   /** The long flags help lists. */
   const flagsIn = (text: string) => new Set([...text.matchAll(/^\s+(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!));
+
+  it("--help with a target that does not exist says so and lists the targets, exit 3, as without --help", async () => {
+    const known = targets.map((t) => t.name).join(", ");
+    for (const argv of [["plan", "--target", "hetzner", "--help"], ["apply", "-h", "--target", "nosuch"], ["delete", "--target=nosuch", "--help"]]) {
+      const result = await runCli(argv);
+      assert.equal(result.code, 3, `${argv.join(" ")}: ${result.stdout}${result.stderr}`);
+      assert.match(result.stderr, new RegExp(`--target "(hetzner|nosuch)": must be one of ${known}`));
+      assert.equal(result.stdout, "", "no help of another target");
+    }
+    const controller = await runCli(["controller", "--target", "local", "--help"]);
+    assert.equal(controller.code, 3, controller.stdout + controller.stderr);
+    assert.match(controller.stderr, /--target "local": must be one of gcp, aws, ssh/);
+  });
+
+  it("a reader that goes away (podroutes ... | head) ends podroutes quietly, without a stack trace", async () => {
+    const child = spawn(process.execPath, [BIN, "plan", "--target", "gcp", "--help"], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout!.destroy();
+    let stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.doesNotMatch(stderr, /EPIPE|Unhandled|at /, stderr);
+    assert.notEqual(code, 0, "the output was not all written");
+  });
 
   it("plan --target gcp --help shows the common flags and gcp's, and no other target's or source's", async () => {
     const flags = flagsIn(await help(["plan", "--target", "gcp", "--help"]));

@@ -13,7 +13,7 @@ import { nodeSources } from "../sources/registry.js";
 import { targetFactory, targets } from "../targets/registry.js";
 import { chooseNodes, commonOptions, DEFAULT_TARGET, pluginOptions, routeArgs, scanArgv, type ArgvScan, type RouteCommand } from "./args.js";
 import { agentCommand, runAgent } from "./agent-command.js";
-import { controllerCommand, runController } from "./controller-command.js";
+import { CONTROLLER_TARGETS, controllerCommand, runController } from "./controller-command.js";
 import { changedNothing, EXIT, exitCodeOf } from "./exit-codes.js";
 import { catalogue } from "./help.js";
 import { addLabCommands } from "./lab-commands.js";
@@ -122,8 +122,27 @@ function buildProgram(out: Output, scan: ArgvScan, setCode: (code: number) => vo
 }
 
 /** Runs the CLI; returns the exit code instead of exiting, so tests and `demo` can call it. */
+/**
+ * `--help` with a target that does not exist: the help of a target podroutes does not have would be
+ * someone else's flags, so the command runs without `--help` and says what is wrong (exit 3), exactly
+ * as it does without it.
+ */
+export function withoutHelpForUnknownTarget(argv: string[], scan: ArgvScan): string[] {
+  if (scan.target === undefined) return argv;
+  const known =
+    scan.command === "controller"
+      ? (CONTROLLER_TARGETS as readonly string[]).includes(scan.target)
+      : ROUTE_COMMANDS.some(([name]) => name === scan.command)
+        ? targetFactory(scan.target) !== undefined
+        : true;
+  if (known) return argv;
+  const end = argv.indexOf("--");
+  return argv.filter((arg, i) => (end >= 0 && i > end) || (arg !== "--help" && arg !== "-h"));
+}
+
 export async function main(argv: string[]): Promise<number> {
   const scan = scanArgv(argv);
+  argv = withoutHelpForUnknownTarget(argv, scan);
   const out = createOutput(scan.output === "json" || scan.output === "yaml" ? scan.output : "table");
   let code: number = EXIT.ok;
   const program = buildProgram(out, scan, (c) => (code = c), main);
