@@ -90,3 +90,35 @@ describe("local target inside a node's namespace (dual stack)", { ...gate, timeo
     assert.match(await ip(["-4", "route", "show"]), /10\.240\.0\.0\/24 dev eth0/, "the host's own routes stay");
   });
 });
+
+describe("a next hop that is a broadcast address of the host's network", { ...gate, timeout: 60_000 }, () => {
+  const NS2 = `prbcast${process.pid % 100000}`;
+  let dir: string;
+  let file: string;
+  let host: NodeNamespace;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "podroutes-bcast-"));
+    file = join(dir, "nodes.txt");
+    // The seeds' routing table; node-b's address is the broadcast of the host's 10.240.0.0/16.
+    await writeFile(file, "10.240.0.20 10.200.0.0/24 node-0\n10.240.255.255 10.200.1.0/24 node-b\n10.240.0.22 10.200.2.0/24 node-2\n");
+    host = await nodeNamespace(NS2, "10.240.0.20/16");
+  });
+  after(async () => {
+    await host?.remove();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("is refused in the plan, naming the node and the address; the rest is written, and the kernel never sees it", async () => {
+    const cli = (args: string[]) => runCli([...args, "--nodes", file, "--target", "local", "--cluster-cidr", "10.200.0.0/16"], { netns: NS2 });
+    const planned = await cli(["plan"]);
+    assert.match(planned.stdout + planned.stderr, /next hop 10\.240\.255\.255 of node node-b is the broadcast address of 10\.240\.0\.0\/16/);
+    const applied = await cli(["apply", "--yes"]);
+    assert.equal(applied.code, 1, applied.stdout + applied.stderr);
+    assert.match(applied.stdout, /next hop 10\.240\.255\.255 of node node-b is the broadcast address of 10\.240\.0\.0\/16/);
+    assert.doesNotMatch(applied.stdout + applied.stderr, /Nexthop has invalid gateway/);
+    const routes = await host.ip(["-4", "route", "show", "proto", "150"]);
+    assert.match(routes, /10\.200\.2\.0\/24 nhid \d+ via 10\.240\.0\.22 dev eth0/);
+    assert.doesNotMatch(routes, /10\.200\.1\.0/);
+  });
+});

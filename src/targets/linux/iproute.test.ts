@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Route } from "../../model.js";
 import type { Change } from "../target.js";
-import { BATCH_END, batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState, resultsFromState, ROUTES_BATCH, unusedNexthops, type HostState, hostNetworks, refusalLasts } from "./iproute.js";
+import { BATCH_END, batchResults, buildWriteBatch, connectedNetworks, NEXTHOP_ID_BASE, observedRoutes, onLinkDevice, parseHostState, resultsFromState, ROUTES_BATCH, unusedNexthops, type HostState, hostNetworks, refusalLasts, refusalOf } from "./iproute.js";
 
 // What `ip -N -json -force -batch -` printed for READ_BATCH in a lab worker (trimmed).
 const routes = [
@@ -224,5 +224,20 @@ describe("refusals that last (the route's own problem) and those that do not (th
     const linkDown = host(["fe80::/64"], ["127.0.0.1", "10.240.0.20", "2001:db8::20"]);
     assert.equal(refusalLasts({ nextHop: "10.240.0.21" }, linkDown), false);
     assert.equal(refusalLasts({ nextHop: "2001:db8::21" }, linkDown), false);
+  });
+});
+
+describe("a broadcast next hop", () => {
+  const host = (connected: string[]) => hostNetworks({ routes: connected.map((dst) => ({ dst, dev: "eth0", protocol: "kernel", scope: "link" })), nexthops: [], nexthopObjects: true, addresses: ["10.240.0.20"] });
+  const wanted = (nextHop: string) => ({ destination: "10.200.1.0/24", nextHop, node: "node-b" });
+  it("is refused, naming the node, the address and the network, on every prefix up to /30", () => {
+    assert.match(refusalOf(wanted("10.240.255.255"), host(["10.240.0.0/16"]), () => "node-b")!, /next hop 10\.240\.255\.255 of node node-b is the broadcast address of 10\.240\.0\.0\/16/);
+    assert.match(refusalOf(wanted("192.168.7.255"), host(["192.168.7.0/24"]), () => "node-b")!, /broadcast address of 192\.168\.7\.0\/24/);
+    assert.match(refusalOf(wanted("10.0.0.3"), host(["10.0.0.0/30"]), () => "node-b")!, /broadcast/);
+  });
+  it("is not on a /31 or /32 (no broadcast there), nor for the network's other addresses", () => {
+    assert.equal(refusalOf(wanted("10.0.0.1"), host(["10.0.0.0/31"]), () => "node-b"), undefined);
+    assert.equal(refusalOf(wanted("10.240.255.254"), host(["10.240.0.0/16"]), () => "node-b"), undefined);
+    assert.equal(refusalOf(wanted("10.240.0.0"), host(["10.240.0.0/16"]), () => "node-b"), undefined, "the kernel takes the network address");
   });
 });

@@ -311,7 +311,22 @@ export function refusalOf(
   if (!onLinkDevice(host.connected, route.nextHop)) {
     return `next hop ${route.nextHop} of node ${nodeOfNextHop(route.nextHop)} is not on-link here (no connected network holds it)`;
   }
+  const broadcastOf = broadcastNetwork(host.connected, route.nextHop);
+  if (broadcastOf) {
+    return `next hop ${route.nextHop} of node ${nodeOfNextHop(route.nextHop)} is the broadcast address of ${broadcastOf.range.text}, a network this host is connected to on ${broadcastOf.dev}: the kernel refuses it as a gateway`;
+  }
   return undefined;
+}
+
+/**
+ * The connected IPv4 network whose broadcast address (its last, for prefixes up to /30) `gateway` is,
+ * if any: the kernel holds a broadcast route for it and refuses it as a next hop ("Nexthop has invalid
+ * gateway"), so such a route is refused in the plan rather than failing in the write.
+ */
+export function broadcastNetwork(networks: { dev: string; range: Cidr }[], gateway: string): { dev: string; range: Cidr } | undefined {
+  const address = parseAddress(gateway);
+  if (address?.family !== 4) return undefined;
+  return networks.find(({ range }) => range.family === 4 && range.prefixLength <= 30 && addressInCidr(address, range) && address.value === range.network + 2 ** (32 - range.prefixLength) - 1);
 }
 
 /**
