@@ -263,6 +263,21 @@ describe("gcp target against the local Compute Engine server", () => {
     });
   }
 
+  it("an endpoint without the operations list (404) and without the batch path: the list is asked once, the operations are waited on together, within the in-flight limit", async () => {
+    server.latencyMs = 200;
+    server.operationsFilter = "missing";
+    server.routesQuota = 1000;
+    server.refuseBatches = true;
+    const { target: t } = await target({ maxInFlight: 50, initialInFlight: 50 });
+    const { report } = await converge(t, inventory(nodes(250)));
+    assert.equal(report.ok, true, JSON.stringify(report.tables.flatMap((x) => x.results.filter((c) => !c.ok))));
+    assert.equal([...server.routes.keys()].filter((name) => name.startsWith("kubernetes-route-")).length, 250);
+    const lists = server.requestLog.filter((r) => r.method === "GET" && r.path.endsWith("/global/operations")).length;
+    assert.equal(lists, 1, "the 404 is remembered: asked once, never again");
+    assert.ok(server.stats.peakWaits > 1, `operations waited on one at a time (peak ${server.stats.peakWaits})`);
+    assert.ok(server.stats.peakWaits <= 50, `${server.stats.peakWaits} waits at once, past the in-flight limit of 50`);
+  });
+
   // The server does the insert, then its answer never arrives: held past the client's 400 ms limit (a
   // timeout), or the connection closed well before it (a failed connection). Both are retried.
   for (const lost of [

@@ -123,6 +123,8 @@ export interface GceStats {
   throttled: number;
   /** The most operations RUNNING at once. */
   peakRunning: number;
+  /** The most `wait` calls held at once. */
+  peakWaits: number;
 }
 
 type Answer = { status: number; body: unknown; replayed?: true; multipart?: { contentType: string; text: string } };
@@ -222,8 +224,11 @@ export class GceServer {
   waitHoldMs: number;
   waitEarlyReturnRate: number;
   throttleAbove: number | undefined;
-  /** How `globalOperations.list` treats a filter: as the API documents it, refused (400), or ignored (every operation). */
-  operationsFilter: "honour" | "refuse" | "ignore" = "honour";
+  /**
+   * How `globalOperations.list` treats a filter: as the API documents it, refused (400), ignored (every
+   * operation), or the list missing altogether (404: emulators, proxies).
+   */
+  operationsFilter: "honour" | "refuse" | "ignore" | "missing" = "honour";
   /** An endpoint without the batch path (a proxy, an emulator): batch requests get 404. */
   refuseBatches = false;
   private random: () => number;
@@ -231,6 +236,8 @@ export class GceServer {
   private readonly networks = new Map<string, number>();
   /** Operations not yet DONE. */
   private running = 0;
+  /** `wait` calls being held. */
+  private waitsHeld = 0;
   readonly routes = new Map<string, GceRoute>();
   /** Names with an insert in flight: taken (409), not yet visible. */
   private readonly pendingInserts = new Set<string>();
@@ -274,6 +281,7 @@ export class GceServer {
       byMethod: {},
       throttled: 0,
       peakRunning: 0,
+      peakWaits: 0,
     };
   }
 
@@ -307,6 +315,18 @@ export class GceServer {
     this.timers.clear();
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** A `wait` call's answer: held until DONE, or at most waitHoldMs (the real API: about 2 minutes); callers loop. */
+  private async waitAnswer(entry: { op: Operation; done: Promise<void> }): Promise<Answer> {
+    if (entry.op.status !== "DONE" && this.waitEarlyReturnRate > 0 && this.random() < this.waitEarlyReturnRate) {
+      this.stats.earlyWaits++;
+      return { status: 200, body: { ...entry.op } };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([entry.done, new Promise((resolve) => (timer = setTimeout(resolve, this.waitHoldMs)).unref())]);
+    clearTimeout(timer);
+    return { status: 200, body: { ...entry.op } };
   }
 
   /** Clears routes, networks, instances, operations, faults, limits and counters. */
@@ -440,6 +460,7 @@ export class GceServer {
         if (earlier) return { status: 200, body: { ...this.operations.get(earlier)!.op }, replayed: true };
       }
       if (rest === "/global/routes" && method === "POST") return this.insertRoute(body, url.searchParams.get("requestId") ?? undefined);
+      if (rest === "/global/operations" && method === "GET" && this.operationsFilter === "missing") throw new ApiError(404, "notFound", "Not Found");
       if (rest === "/global/operations" && method === "GET" && this.operationsFilter !== "honour" && url.searchParams.has("filter")) {
         if (this.operationsFilter === "refuse") throw new ApiError(400, "invalid", `Invalid value for field 'filter': '${url.searchParams.get("filter")}'. Invalid list filter expression.`);
         url.searchParams.delete("filter");
@@ -458,19 +479,18 @@ export class GceServer {
         if (!entry) throw new ApiError(404, "notFound", `The resource 'projects/${this.project}/global/operations/${m[1]}' was not found`);
         if (m[2] && method === "POST") {
           this.stats.waits++;
-          if (entry.op.status !== "DONE" && this.waitEarlyReturnRate > 0 && this.random() < this.waitEarlyReturnRate) {
-            this.stats.earlyWaits++;
-            return { status: 200, body: { ...entry.op } };
+          this.waitsHeld++;
+          this.stats.peakWaits = Math.max(this.stats.peakWaits, this.waitsHeld);
+          try {
+            return await this.waitAnswer(entry);
+          } finally {
+            this.waitsHeld--;
           }
-          // The real wait holds the call until DONE or about 2 minutes, then answers as it stands; callers loop.
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([entry.done, new Promise((resolve) => (timer = setTimeout(resolve, this.waitHoldMs)).unref())]);
-          clearTimeout(timer);
-          return { status: 200, body: { ...entry.op } };
         }
         if (!m[2] && method === "GET") return { status: 200, body: entry.op };
       }
       if (rest === "/global/networks" && method === "GET") {
+
         const names = [...new Set([...this.routes.values()].map((r) => r.network.split("/").pop()!))];
         return { status: 200, body: this.list("compute#networkList", names.map((n) => ({ kind: "compute#network", name: n, selfLink: this.networkUrl(n) })), url, "global/networks") };
       }

@@ -594,7 +594,8 @@ class ComputeClient implements ComputeApi {
    * list, so a list covers only operations still awaited and the few of their wave). Operations started
    * together finish together, so a wave of 200 inserts is confirmed by about two calls. Each cycle
    * settles at least the operation it waited on; an early answer pauses as `waitOne` does. An API that
-   * refuses the filter (400) gets one `wait` per operation from then on.
+   * refuses the filter (400) or has no list (404) gets one `wait` per operation from then on, every
+   * pending operation's at once (they are at most the writes in flight).
    */
   private async confirmWaves(): Promise<void> {
     this.confirming = true;
@@ -658,8 +659,9 @@ class ComputeClient implements ComputeApi {
     try {
       listed = await this.list("/global/operations", `(clientOperationId eq "(${waves.join("|")}).*") (status eq "DONE")`, (page) => (page.items ?? []) as Operation[]);
     } catch (error) {
-      // A filter the API does not take: one wait per operation, as before. Anything else: the next cycle waits again.
-      if (error instanceof ComputeError && error.status === 400) this.filterRefused = true;
+      // A filter the API does not take (400), or no operations list at all (404: emulators, proxies): one
+      // wait per operation from then on, all at once. Anything else: the next cycle waits again.
+      if (error instanceof ComputeError && (error.status === 400 || error.status === 404)) this.filterRefused = true;
       return;
     }
     // An API that ignored the filter would answer every operation of the project: never ask it again.
