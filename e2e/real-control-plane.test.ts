@@ -185,6 +185,35 @@ describe("the agent against the real kube-apiserver, etcd and kube-controller-ma
     assert.ok(await within(DEADLINE_MS, async () => (await owned(w.name)).get(target.podCIDR) === target.internalIP) !== undefined, logs());
   });
 
+  it("Events as the real API server stores them: a Node whose internal IP lies in another's pod CIDR is quarantined, and its own agent says so on it", async () => {
+    // worker-3's agent still runs (the join test above); its Node comes back with an address inside
+    // worker-1's pod CIDR, so it is the later claimant, left out of routing, and its agent posts the Event.
+    const taken = state.workers[1]!;
+    const inside = taken.podCIDR.replace(/\.0\/24$/, ".7");
+    const self = state.workers[3]!;
+    const bad = { apiVersion: "v1", kind: "Node", metadata: { name: self.name }, status: { addresses: [{ type: "InternalIP", address: inside }] } };
+    await kubectl(["delete", "node", self.name, "--ignore-not-found", "--wait=true"]);
+    await kubectl(["create", "-f", "-"], JSON.stringify(bad));
+    try {
+      type StoredEvent = { reason: string; type: string; message: string; count?: number; source?: { component?: string; host?: string }; involvedObject: { kind: string; name: string; uid?: string } };
+      let events: StoredEvent[] = [];
+      const posted = await within(15_000, async () => {
+        events = (JSON.parse(await kubectl(["get", "events", "-n", "default", "--field-selector", `involvedObject.name=${self.name}`, "-o", "json"])) as { items: StoredEvent[] }).items;
+        return events.some((e) => e.reason === "PodroutesQuarantined");
+      }, 200);
+      assert.ok(posted !== undefined, `no PodroutesQuarantined Event on Node ${self.name}\n${logs()}`);
+      const event = events.find((e) => e.reason === "PodroutesQuarantined")!;
+      assert.equal(event.type, "Warning");
+      assert.equal(event.involvedObject.kind, "Node");
+      assert.equal(event.involvedObject.uid, (await nodeJson(self.name)).metadata.uid, "the Event names the Node by its uid, as the server stored it");
+      assert.match(event.message, new RegExp(inside.replace(/\./g, "\\.")));
+      // worker-1, whose pod CIDR holds the address, keeps its routes everywhere; the quarantined Node gets none.
+      assert.ok(await converged(state.workers.slice(0, 3)), logs());
+    } finally {
+      await kubectl(["delete", "node", self.name, "--wait=true"]);
+    }
+  });
+
   it("a relist after a real 410 Gone: the API server crashes, etcd is compacted past the agents' resourceVersion, and they list again", async () => {
     const relists = async (name: string) => {
       const body = (await getIn(worker(name).netns, `${HEALTH}/metrics`)).body;
