@@ -44,18 +44,18 @@ const podCidr = (i: number) => `10.${100 + (i >> 8)}.${i & 255}.0/24`;
 /** A pod CIDR no node has, for the k-th change. */
 const movedCidr = (k: number, round: number) => `10.${130 + round}.${k & 255}.0/24`;
 
-async function must(args: string[], stdin?: string): Promise<string> {
+export async function must(args: string[], stdin?: string): Promise<string> {
   const result = await run("ip", args, stdin);
   if (result.code !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
   return result.stdout;
 }
 
 /** The agent's medians are nearest-rank (the lower one of an even count), like its p99. */
-const median = (values: number[]) => percentile(values, 50);
+export const median = (values: number[]) => percentile(values, 50);
 
 /** `ip monitor` in the namespace, lines kept with their arrival time. */
-function monitor() {
-  const child = spawn("ip", ["-n", NS, "monitor", "route", "nexthop"], { stdio: ["ignore", "pipe", "ignore"] });
+export function monitor(ns = NS) {
+  const child = spawn("ip", ["-n", ns, "monitor", "route", "nexthop"], { stdio: ["ignore", "pipe", "ignore"] });
   const lines: { at: number; text: string }[] = [];
   const waiters: { match: RegExp; resolve: (at: number) => void }[] = [];
   createInterface({ input: child.stdout, crlfDelay: Infinity }).on("line", (text) => {
@@ -77,10 +77,10 @@ function monitor() {
 }
 
 /** Polls /readyz from inside the namespace every 2 ms; resolves with the Date.now() of the first 200. */
-function readyWatcher(): { ready: Promise<number>; stop(): void } {
+export function readyWatcher(ns = NS): { ready: Promise<number>; stop(): void } {
   const script =
     "const poll = () => fetch('http://127.0.0.1:9465/readyz').then((r) => r.status === 200 ? (console.log(Date.now()), process.exit(0)) : setTimeout(poll, 2), () => setTimeout(poll, 2)); poll();";
-  const child = spawn("ip", ["netns", "exec", NS, process.execPath, "-e", script], { stdio: ["ignore", "pipe", "ignore"] });
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", script], { stdio: ["ignore", "pipe", "ignore"] });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   return { ready: new Promise((resolve, reject) => child.on("exit", (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`readyz poller exited ${code}`))))), stop: () => child.kill() };
@@ -116,21 +116,21 @@ export function asTheKubeletMakesIt(node: KubeObject, i: number): KubeObject {
 }
 
 /** The CPU time the process itself used (user + system, not its children), in ms. */
-async function cpuMs(pid: number): Promise<number> {
+export async function cpuMs(pid: number): Promise<number> {
   const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
   // After the command name: state is field 3, utime 14 and stime 15 (1-based), in clock ticks (100/s).
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
 /** Resident memory in MB, with its split: anonymous (heaps: V8's and malloc's) and file-backed (the node binary's pages). */
-async function rssMb(pid: number): Promise<{ total: number; anon: number; file: number }> {
+export async function rssMb(pid: number): Promise<{ total: number; anon: number; file: number }> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)![1]) / 1024;
   return { total: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile") };
 }
 
-async function ownedCount(): Promise<number> {
-  return JSON.parse(await must(["-n", NS, "-json", "route", "show", "proto", "150"])).length;
+export async function ownedCount(ns = NS): Promise<number> {
+  return JSON.parse(await must(["-n", ns, "-json", "route", "show", "proto", "150"])).length;
 }
 
 export async function run_(): Promise<void> {

@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   gcp: async () => (await import("./gcp.js")).run(),
   ssh: async () => (await import("./ssh.js")).run(),
   agent: async () => (await import("./agent.js")).run(),
+  "agent-real": async () => (await import("./agent-real.js")).run(),
   controller: async () => (await import("./controller.js")).run(),
   inventory: async () => (await import("./inventory.js")).run(),
 };

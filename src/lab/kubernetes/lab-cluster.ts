@@ -6,15 +6,23 @@
  * outlives `lab up` and is recorded in the lab's state, before anything can fail, for `lab down`.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createKubeClient } from "../../kube/client.js";
 import { discoverConnection } from "../../kube/kubeconfig.js";
 import { run } from "../../process.js";
-import { loadLab, saveLab, type LabState } from "../lab.js";
+import { labProcessAlive, loadLab, saveLab, type LabProcess, type LabState } from "../lab.js";
 import { startControlPlane } from "./control-plane.js";
 import { registerNode, runHeartbeats } from "./kubelets.js";
+
+function logTail(file: string, lines = 10): string {
+  try {
+    return readFileSync(file, "utf8").trim().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(none)";
+  }
+}
 
 /** bin/podroutes.js of this installation, from dist/src/lab/kubernetes (modules) or dist/ (the bundle). */
 function podroutesBin(): string {
@@ -47,7 +55,7 @@ export async function storedPodCIDRs(state: LabState): Promise<Map<string, strin
  */
 export async function startLabCluster(state: LabState, log: (line: string) => void): Promise<void> {
   const dir = join(state.stateDir, "kubernetes");
-  const record = async (entry: { pid: number; what: string; program: string }) => {
+  const record = async (entry: Omit<LabProcess, "netns">) => {
     state.processes = [...(state.processes ?? []), { netns: state.controllerNetns!, ...entry }];
     await saveLab(state);
   };
@@ -65,26 +73,32 @@ export async function startLabCluster(state: LabState, log: (line: string) => vo
   log(`Kubernetes ${plane.binaries.release}: kube-apiserver at ${plane.url}`);
 
   const logFile = join(dir, "kubelets.log");
+  let kubelets: LabProcess | undefined;
   const fd = openSync(logFile, "a");
   try {
     const argv = ["ip", "netns", "exec", state.controllerNetns!, process.execPath, podroutesBin(), "lab", "kubelets", "--lab", state.name];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], detached: true });
     child.once("error", () => {});
     child.unref();
-    await record({ pid: child.pid!, what: "the workers' kubelets (Node registration, Leases, status)", program: process.execPath });
+    kubelets = { netns: state.controllerNetns!, pid: child.pid!, what: "the workers' kubelets (Node registration, Leases, status)", program: process.execPath };
+    await record(kubelets);
   } finally {
     closeSync(fd);
   }
 
-  const deadline = performance.now() + 60_000;
+  // Generous: on a loaded machine the controller manager's informers take their time to start.
+  const deadline = performance.now() + 180_000;
   let cidrs = new Map<string, string>();
   while (performance.now() < deadline) {
     cidrs = await storedPodCIDRs(state);
     if (state.workers.every((w) => cidrs.get(w.name))) break;
+    if (kubelets && !labProcessAlive(kubelets)) throw new Error(`lab: the kubelets' process ended; its log ends:\n${logTail(logFile)}`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   const missing = state.workers.filter((w) => !cidrs.get(w.name));
-  if (missing.length) throw new Error(`lab: no pod CIDR from kube-controller-manager within 60 s for ${missing.map((w) => w.name).join(", ")} (logs in ${dir})`);
+  if (missing.length) {
+    throw new Error(`lab: no pod CIDR from kube-controller-manager within 180 s for ${missing.map((w) => w.name).join(", ")} (logs in ${dir}); the kubelets' log ends:\n${logTail(logFile)}\nkube-controller-manager's:\n${logTail(join(dir, "kube-controller-manager.log"))}`);
+  }
   const wrong = state.workers.filter((w) => cidrs.get(w.name) !== w.podCIDR);
   if (wrong.length) {
     throw new Error(`lab: kube-controller-manager gave ${wrong.map((w) => `${w.name} ${cidrs.get(w.name)}`).join(", ")}, but the lab's pods are in ${wrong.map((w) => w.podCIDR).join(", ")}`);
@@ -108,9 +122,19 @@ export async function runLabKubelets(name: string, log: (line: string) => void):
     const state = await loadLab(name);
     for (const worker of state?.workers ?? []) {
       if (registered.includes(worker.name)) continue;
-      const cidr = await registerNode(client, { name: worker.name, internalIP: worker.internalIP }, { signal: stop.signal });
-      registered.push(worker.name);
-      log(`registered Node ${worker.name} (${worker.internalIP}): podCIDR ${cidr}`);
+      // As a kubelet does: a failed registration (the API server restarting, a controller manager slow
+      // to hand out the CIDR on a loaded machine) is tried again, never given up; in the workers' order.
+      for (let attempt = 1; !stop.signal.aborted; attempt++) {
+        try {
+          const cidr = await registerNode(client, { name: worker.name, internalIP: worker.internalIP }, { signal: stop.signal, timeoutMs: 30_000 });
+          registered.push(worker.name);
+          log(`registered Node ${worker.name} (${worker.internalIP}): podCIDR ${cidr}`);
+          break;
+        } catch (error) {
+          log(`registering Node ${worker.name} (attempt ${attempt}): ${(error as Error).message}; trying again`);
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
     }
   };
   await registerNew();
