@@ -17,7 +17,8 @@ import { addLabProcess, labDown, labUp, nodeCommand, removeLabProcess, type LabS
 import { checkPodPaths } from "../src/lab/paths.js";
 import { run } from "../src/process.js";
 import { getIn, inClusterEnv, startAgentProcess, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
-import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import type { ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import { labControlPlane } from "../testkit/kubernetes/lab-plane.js";
 import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
@@ -100,16 +101,7 @@ describe("the agent against the real kube-apiserver, etcd and kube-controller-ma
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "podroutes-real-cp-"));
     ({ state } = await labUp({ name: LAB, workers: 4 }));
-    const started = performance.now();
-    plane = await startControlPlane({
-      netns: state.controllerNetns!,
-      address: state.controllerIP!,
-      stateDir: join(dir, "control-plane"),
-      clusterCIDR: "10.200.0.0/16",
-      progress: (line) => process.stderr.write(`# ${line}\n`),
-      onStarted: (p) => addLabProcess(LAB, { netns: state.controllerNetns!, pid: p.pid, what: p.what }),
-    });
-    process.stderr.write(`# real control plane ${plane.binaries.release} ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+    plane = await labControlPlane(state, dir);
   });
 
   after(async () => {

@@ -16,7 +16,8 @@ import { after, before, describe, it } from "node:test";
 import { addLabProcess, labDown, labUp, nodeCommand, removeLabProcess, type LabState, type LabWorker } from "../src/lab/lab.js";
 import { run } from "../src/process.js";
 import { getIn, startAgentProcess, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
-import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import type { ControlPlane } from "../src/lab/kubernetes/control-plane.js";
+import { labControlPlane } from "../testkit/kubernetes/lab-plane.js";
 import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 
 const LAB = `krew${process.pid % 100000}`;
@@ -59,14 +60,7 @@ describe("the agent when the real API server's revision goes backwards (etcd rep
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "podroutes-real-rewind-"));
     ({ state } = await labUp({ name: LAB, workers: 3 }));
-    plane = await startControlPlane({
-      netns: state.controllerNetns!,
-      address: state.controllerIP!,
-      stateDir: join(dir, "control-plane"),
-      clusterCIDR: "10.200.0.0/16",
-      progress: (line) => process.stderr.write(`# ${line}\n`),
-      onStarted: (p) => addLabProcess(LAB, { netns: state.controllerNetns!, pid: p.pid, what: p.what }),
-    });
+    plane = await labControlPlane(state, dir);
   });
 
   after(async () => {

@@ -26,9 +26,9 @@
  *   of a batch gets 429 or 503 alone, a timeout only as the whole batch. At random (`faultRate`), or
  *   scripted for the next call that matches (`injectFault`).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { listenOnLoopback, stopLoopback } from "./loopback-server.js";
 import { randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
 
 export interface GceRoute {
   kind: "compute#route";
@@ -304,17 +304,12 @@ export class GceServer {
   }
 
   async start(): Promise<this> {
-    this.server = createServer((req, res) => void this.serve(req, res));
-    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
-    this.port = (this.server.address() as AddressInfo).port;
+    ({ server: this.server, port: this.port } = await listenOnLoopback((req, res) => void this.serve(req, res)));
     return this;
   }
 
   async stop(): Promise<void> {
-    for (const timer of this.timers) clearTimeout(timer);
-    this.timers.clear();
-    this.server?.closeAllConnections();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await stopLoopback(this.server, this.timers);
   }
 
   /** A `wait` call's answer: held until DONE, or at most waitHoldMs (the real API: about 2 minutes); callers loop. */

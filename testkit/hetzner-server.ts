@@ -33,9 +33,9 @@
  *   case where a client cannot know whether its write happened).
  * Every call is logged (`requests`) with its answer, so tests can see retries, pacing and polling.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { listenOnLoopback, stopLoopback } from "./loopback-server.js";
 import { randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import ipaddr from "ipaddr.js";
 
 export interface HetznerRoute {
@@ -389,18 +389,12 @@ export class HetznerServerApi {
   }
 
   async start(): Promise<this> {
-    this.server = createServer((req, res) => void this.serve(req, res));
-    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
-    this.port = (this.server.address() as AddressInfo).port;
+    ({ server: this.server, port: this.port } = await listenOnLoopback((req, res) => void this.serve(req, res)));
     return this;
   }
 
   async stop(): Promise<void> {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    if (!this.server) return;
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    await stopLoopback(this.server, this.timers);
   }
 
   /** Adds a network; its first subnet (a `cloud` one) is `subnet` or the whole ip_range. */
