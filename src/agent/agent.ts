@@ -15,13 +15,11 @@
  * is still repaired. Stopping leaves the routes in place (pods keep working across agent upgrades),
  * unless cleanup was asked for.
  */
-import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import { apply, messageOf, plan } from "../apply/engine.js";
 import { kindOf } from "../errors.js";
 import { realClock } from "../controller/leader.js";
 import { createKubeClient, type KubeClient } from "../kube/client.js";
-import { EventRecorder } from "../kube/events.js";
 import { discoverConnection } from "../kube/kubeconfig.js";
 import { routingView, type KubeNode } from "../kube/nodes.js";
 import { Reflector } from "../kube/reflector.js";
@@ -37,7 +35,7 @@ import { ReconcileLoop } from "./loop.js";
 import { countError } from "../observe/metrics.js";
 import { releaseHeap } from "./memory.js";
 import { agentMetrics, type AgentMetrics } from "./metrics.js";
-import { AGENT_COMPONENT, networkReadyPatch, NODE_EVENTS_NAMESPACE, quarantineEvent } from "./node-status.js";
+import { networkReadyPatch, NODE_EVENTS_NAMESPACE, quarantineEvent } from "./node-status.js";
 import { PathProbes, type PathProbeOptions } from "./paths/probes.js";
 import { Reconciler, routingChanged, type SyncOutcome } from "./reconciler.js";
 
@@ -174,7 +172,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const paths = options.pathProbes && new PathProbes(options.pathProbes, {
     nodes: () => reflector.store.values(),
     self: () => reconciler!.node,
-    events: new EventRecorder(client, { component: AGENT_COMPONENT, instance: options.node ?? hostname() }),
+    postEvent: async (event) => void (await client.request("POST", `/api/v1/namespaces/${NODE_EVENTS_NAMESPACE}/events`, { body: event })),
     registry: metrics.registry,
     log,
     clock: realClock,

@@ -22,7 +22,7 @@ function agent(self: string, nodes: () => KubeNode[], clock: FakeClock) {
   const registry = new Registry();
   const probes = new PathProbes(
     { ratePerSecond: 2, minIntervalMs: 5000, timeoutMs: 100, failuresToUnreachable: 3, port: PORT, addressOffset: 1, eventDelayMs: 2000 },
-    { nodes, self: () => self, events: { record: async (n, reason, message, options) => (events.push({ node: n.name, reason, message, ...(options?.type ? { type: options.type } : {}) }), "created") }, registry, log: quiet, clock },
+    { nodes, self: () => self, postEvent: async (event: any) => void events.push({ node: event.involvedObject.name, reason: event.reason, message: event.message, type: event.type }), registry, log: quiet, clock },
   );
   return { probes, events, registry };
 }

@@ -3,15 +3,18 @@
  * the datagrams, and this file runs them at the rate bound and reports: metrics with no label per peer
  * (peers by state, probes by result, a round-trip histogram), the unreachable peers on `/debug/paths`
  * and in the log, an Event on this node's own Node when paths turn unreachable and when they recover
- * (transitions of a few seconds gathered into one Event each way, repeats counted by kube/events.ts'
- * EventRecorder), and, if asked, in readiness.
+ * (transitions of a few seconds gathered into one Event each way, and no more than one Event of a reason a
+ * minute: later transitions wait and go into the next), and, if asked, in readiness. Events are created,
+ * never patched: the agent's RBAC grants `create events` only (kube/events.ts' EventRecorder patches
+ * counts, which would need `patch events` on every node).
  */
 import { messageOf } from "../../apply/engine.js";
 import type { Clock } from "../../controller/leader.js";
-import type { EventRecorder, NodeRef } from "../../kube/events.js";
+import { nodeEvent, type NodeRef } from "../../kube/events.js";
 import type { KubeNode } from "../../kube/nodes.js";
 import type { Logger } from "../../observe/log.js";
 import type { Registry } from "../../observe/metrics.js";
+import { AGENT_COMPONENT } from "../node-status.js";
 import { pathPeers } from "./peers.js";
 import { PathProber, type ProbeResult } from "./prober.js";
 import { cycleMs, PathSchedule, type PathPeer, type Transition } from "./schedule.js";
@@ -20,6 +23,8 @@ export const PATHS_UNREACHABLE_REASON = "PodroutesPathsUnreachable";
 export const PATHS_RECOVERED_REASON = "PodroutesPathsRecovered";
 /** Peers named in one log line or Event message; the rest are counted (the full list is on /debug/paths). */
 const NAMED = 20;
+/** Events of one reason no closer together than this. */
+const EVENT_SPACING_MS = 60_000;
 /** How often the peers are read again from the store when no Node event said so (a backstop). */
 const PEERS_REFRESH_MS = 30_000;
 
@@ -51,7 +56,8 @@ export interface PathProbeDeps {
   nodes: () => Iterable<KubeNode>;
   /** The node this host is, once known. */
   self: () => string | undefined;
-  events: Pick<EventRecorder, "record">;
+  /** Creates an Event (core/v1) in the API; throws when the API refuses. */
+  postEvent: (event: object) => Promise<void>;
   registry: Registry;
   log: Logger;
   clock: Clock;
@@ -68,6 +74,7 @@ export class PathProbes {
   private cancelTick: (() => void) | undefined;
   private cancelFlush: (() => void) | undefined;
   private pendingTransitions: Transition[] = [];
+  private lastEventAt = -Infinity;
   private stopped = false;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly metrics;
@@ -164,7 +171,9 @@ export class PathProbes {
     if (!transition) return;
     this.metrics.transitions.inc({ to: transition.to });
     this.pendingTransitions.push(transition);
-    this.cancelFlush ??= this.deps.clock.after(this.options.eventDelayMs, () => void this.flush());
+    const now = this.deps.clock.now();
+    const at = Math.max(now + this.options.eventDelayMs, this.lastEventAt + EVENT_SPACING_MS);
+    this.cancelFlush ??= this.deps.clock.after(at - now, () => void this.flush());
   }
 
   private updateGauges(): void {
@@ -175,6 +184,7 @@ export class PathProbes {
   /** The transitions of the last few seconds: one log line and one Event each way. */
   private async flush(): Promise<void> {
     this.cancelFlush = undefined;
+    this.lastEventAt = this.deps.clock.now();
     const transitions = this.pendingTransitions;
     this.pendingTransitions = [];
     const node = this.ownNodeRef();
@@ -197,7 +207,7 @@ export class PathProbes {
   private async event(node: NodeRef | undefined, reason: string, message: string, type: "Warning" | "Normal"): Promise<void> {
     if (!node) return;
     try {
-      await this.deps.events.record(node, reason, message, { type });
+      await this.deps.postEvent(nodeEvent(node, { reason, message, type }, { component: AGENT_COMPONENT, instance: node.name }, this.deps.clock.wallNow()));
     } catch (error) {
       this.deps.log.warn("path probes: could not post the Event", { node: node.name, reason, error: messageOf(error) });
     }
