@@ -15,8 +15,8 @@ describe("path peers", () => {
     assert.equal(addressInPodCidr("10.200.1.1/24", 1), undefined, "host bits set");
   });
 
-  it("this node's address and every other node's with its pod CIDR and next hop as the key; nodes without an IPv4 pod CIDR left out", () => {
-    const nodes = [node("w0", ["10.200.0.0/24"], "10.240.0.20"), node("w1", ["fd00::/64", "10.200.1.0/24"], "10.240.0.21"), node("cp", []), node("bad", "10.200.9.0/24")];
+  it("this node's address and every other node's with its pod CIDR and next hop as the key; nodes without an IPv4 pod CIDR or InternalIP left out", () => {
+    const nodes = [node("w0", ["10.200.0.0/24"], "10.240.0.20"), node("w1", ["fd00::/64", "10.200.1.0/24"], "10.240.0.21"), node("cp", []), node("bad", "10.200.9.0/24"), node("no-ip", ["10.200.8.0/24"])];
     assert.deepEqual(pathPeers(nodes, "w0", 1), { own: "10.200.0.1", peers: [{ name: "w1", target: "10.200.1.1", key: "10.200.1.0/24 via 10.240.0.21" }] });
     assert.deepEqual(pathPeers(nodes, "cp", 1).own, undefined);
   });

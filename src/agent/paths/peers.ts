@@ -1,6 +1,6 @@
 /**
  * The paths to probe, read from the Nodes the agent watches: for this node and every peer with an IPv4
- * pod CIDR, the address `offset` into it (1 by default: the bridge gateway, the first address, as
+ * pod CIDR (peers also with an IPv4 InternalIP, the next hop), the address `offset` into it (1 by default: the bridge gateway, the first address, as
  * Kubernetes the Hard Way's bridge config has it), and what the path depends on (pod CIDR, next hop). Pure.
  */
 import type { KubeNode } from "../../kube/nodes.js";
@@ -38,8 +38,13 @@ export function pathPeers(nodes: Iterable<KubeNode>, self: string | undefined, o
     if (typeof name !== "string" || podCidr === undefined) continue;
     const target = addressInPodCidr(podCidr, offset);
     if (target === undefined) continue;
-    if (name === self) own = target;
-    else peers.push({ name, target, key: `${podCidr} via ${internalIPv4(node) ?? "?"}` });
+    if (name === self) {
+      own = target;
+      continue;
+    }
+    // No next hop, no route to it (the agents leave such a Node out): nothing to probe.
+    const nextHop = internalIPv4(node);
+    if (nextHop !== undefined) peers.push({ name, target, key: `${podCidr} via ${nextHop}` });
   }
   return { ...(own !== undefined ? { own } : {}), peers };
 }
