@@ -108,6 +108,10 @@ describe("agents' path probes in the lab", { ...gate, timeout: 400_000 }, () => 
   });
 
   it("every agent probes every peer's bridge gateway from its own, and every path is reachable", async () => {
+    for (const w of state.workers) {
+      const up = await within(60_000, async () => (await getIn(w.netns, `${HEALTH}/readyz`)).status === 200, 200);
+      assert.ok(up !== undefined, `agent on ${w.name} not ready\n${logs()}`);
+    }
     const took = await within(REPORTED_WITHIN_MS, allReachable, 500);
     assert.ok(took !== undefined, `not all paths reachable: ${JSON.stringify(await unreachableByWorker())}\n${logs()}`);
     for (const w of state.workers) {
