@@ -160,6 +160,8 @@ export class PathProbes {
   }
 
   private finished(peer: PathPeer, result: ProbeResult): void {
+    // Probes cut short by stop() say nothing about the path.
+    if (this.stopped) return;
     if ("rttMs" in result) {
       this.metrics.probes.inc({ result: "reply" });
       this.metrics.rtt.observe(result.rttMs / 1000);
