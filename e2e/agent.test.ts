@@ -305,7 +305,7 @@ describe("podroutes agent in the lab", { ...gate, timeout: 300_000 }, () => {
     assert.ok(event !== undefined, `no Event on ${bad.name}: ${JSON.stringify(await api().events())}\n${logs([bad.name])}`);
     const events = (await api().events()) as any[];
     assert.match(events.find((e) => e.involvedObject.name === bad.name).message, /no IPv4 internal IP/);
-    assert.equal(new Set(events.map((e) => e.source?.host)).size, 1, "only the quarantined node's own agent posts it");
+    assert.equal(new Set(events.filter((e) => e.reason === "PodroutesQuarantined").map((e) => e.source?.host)).size, 1, "only the quarantined node's own agent posts it");
     for (const w of state.workers.filter((w) => agents.get(w.name)?.running)) assert.equal((await metrics(w.name)).get("podroutes_quarantined_nodes"), 1, w.name);
     await api().put({ ...node, metadata: { ...node.metadata, resourceVersion: undefined } });
     assert.ok((await within(10_000, () => converged())) !== undefined, logs());

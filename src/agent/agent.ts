@@ -18,6 +18,7 @@
 import { performance } from "node:perf_hooks";
 import { apply, messageOf, plan } from "../apply/engine.js";
 import { kindOf } from "../errors.js";
+import { realClock } from "../controller/leader.js";
 import { createKubeClient, type KubeClient } from "../kube/client.js";
 import { discoverConnection } from "../kube/kubeconfig.js";
 import { routingView, type KubeNode } from "../kube/nodes.js";
@@ -35,6 +36,7 @@ import { countError } from "../observe/metrics.js";
 import { releaseHeap } from "./memory.js";
 import { agentMetrics, type AgentMetrics } from "./metrics.js";
 import { networkReadyPatch, NODE_EVENTS_NAMESPACE, quarantineEvent } from "./node-status.js";
+import { PathProbes, type PathProbeOptions } from "./paths/probes.js";
 import { Reconciler, routingChanged, type SyncOutcome } from "./reconciler.js";
 
 /** Kernel events wait this long for the rest of their burst (a link flap prints dozens of lines). */
@@ -52,6 +54,8 @@ export interface AgentOptions {
   proto: number;
   setNodeCondition: boolean;
   cleanupOnExit: boolean;
+  /** Path probes to every peer's pod CIDR (paths/); undefined: off. `readiness`: /readyz fails while a path is unreachable. */
+  pathProbes?: PathProbeOptions & { readiness: boolean };
   log: Logger;
   env: NodeJS.ProcessEnv;
 }
@@ -165,6 +169,19 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
   });
 
+  const paths = options.pathProbes && new PathProbes(options.pathProbes, {
+    nodes: () => reflector.store.values(),
+    self: () => reconciler!.node,
+    postEvent: async (event) => void (await client.request("POST", `/api/v1/namespaces/${NODE_EVENTS_NAMESPACE}/events`, { body: event })),
+    registry: metrics.registry,
+    log,
+    clock: realClock,
+  });
+  // Only what moves a path (a Node added or gone, a pod CIDR or next hop changed), not heartbeats.
+  reflector.subscribe((event) => {
+    if (event.type === "added" || event.type === "deleted" || event.type === "synced" || (event.type === "modified" && routingChanged(event.previous, event.object))) paths?.nodesChanged();
+  });
+
   const monitor = new KernelMonitor({
     onEvent: (event) => {
       const reason = driftReason(event, reconciler!.desired);
@@ -187,13 +204,18 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       const busy = loop.busyFor();
       return busy > WEDGED_AFTER_MS ? { ok: false, detail: `a reconcile has run for ${Math.round(busy / 1000)} s` } : { ok: true, detail: busy ? "reconciling" : "idle" };
     },
-    ready: () => (reconciler!.converged ? { ok: true, detail: "first full sync done" } : { ok: false, detail: reflector.hasSynced ? "first sync not done yet" : "waiting for a complete list of Nodes" }),
+    ready: () => {
+      if (!reconciler!.converged) return { ok: false, detail: reflector.hasSynced ? "first sync not done yet" : "waiting for a complete list of Nodes" };
+      return paths && options.pathProbes!.readiness ? paths.readiness() : { ok: true, detail: "first full sync done" };
+    },
     metrics: () => metrics.registry.text(),
+    pages: { "/debug/paths": () => paths?.debug() ?? { enabled: false } },
   });
   log.info("agent started", { api: client.server, via: connection.description, node: options.node ?? "(from this host's addresses)", listen: `${health.address.host}:${health.address.port}`, resyncSeconds: options.resyncMs / 1000, proto: options.proto });
 
   // The monitor first, so nothing that happens after the first read goes unseen.
   monitor.start();
+  paths?.start();
   const abort = new AbortController();
   const reflecting = reflector.run(abort.signal);
   const resync = setInterval(() => {
@@ -206,6 +228,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     health,
     async stop() {
       clearInterval(resync);
+      await paths?.stop();
       abort.abort();
       await loop.stop();
       await Promise.all([reflecting, monitor.stop()]);

@@ -6,10 +6,11 @@ import { Command, type Option } from "commander";
 import { startAgent, type AgentOptions } from "../agent/agent.js";
 import { parseListen } from "../observe/health.js";
 import { createLogger, LOG_FORMATS, type LogFormat } from "../observe/log.js";
-import { duration, readOptions, type OptionSpec } from "../options.js";
+import { duration, readOptions, wholeNumber, type OptionSpec } from "../options.js";
 import { contextOption, kubeconfigOption } from "../sources/kubernetes.js";
 import { protoOption } from "../targets/linux/factories.js";
 import { parseOnly } from "./args.js";
+import { PATH_PROBE_DEFAULTS } from "../agent/paths/probes.js";
 import { EXIT } from "./exit-codes.js";
 
 export const agentOptions: OptionSpec[] = [
@@ -21,6 +22,12 @@ export const agentOptions: OptionSpec[] = [
   protoOption,
   { flags: "--set-node-condition", description: "set this Node's NetworkUnavailable condition to False once its routes are in place" },
   { flags: "--cleanup-on-exit", description: "on SIGTERM, delete the routes and nexthops podroutes owns on this host (default: leave them)" },
+  { flags: "--path-probes <on|off>", description: "probe the path to every peer's pod CIDR with UDP datagrams the agents answer (reported on /metrics, /debug/paths, Events)", default: "on", choices: ["on", "off"] },
+  { flags: "--path-probe-rate <per-second>", description: "path probes sent per second at most (at 5,000 Nodes, 2 covers every peer in 42 minutes)", default: "2", parse: wholeNumber(1, 100) },
+  { flags: "--path-probe-every <duration>", description: "a peer is probed again no sooner than this (a changed path is probed at once)", default: "30s", parse: duration(1000, 3_600_000) },
+  { flags: "--path-probe-port <port>", description: "the UDP port every agent answers path probes on, on its pod CIDR's probe address", default: "9466", parse: wholeNumber(1, 65535) },
+  { flags: "--path-probe-address <n>", description: "which address of a pod CIDR is probed and probed from: the n-th (1: the CNI bridge's gateway, as Kubernetes the Hard Way's bridge config has it)", default: "1", parse: wholeNumber(0, 65535) },
+  { flags: "--path-probe-readiness", description: "/readyz fails while a path to a peer's pod CIDR is unreachable (default: paths are reported, readiness is routes only)" },
   { flags: "--log-format <format>", description: "logs: one JSON object per line, or text", default: "json", choices: LOG_FORMATS },
 ];
 
@@ -39,6 +46,18 @@ export function agentArgs(flags: Record<string, unknown>, env: NodeJS.ProcessEnv
     proto: values.proto as number,
     setNodeCondition: values.setNodeCondition === true,
     cleanupOnExit: values.cleanupOnExit === true,
+    ...(values.pathProbes === "on"
+      ? {
+          pathProbes: {
+            ratePerSecond: values.pathProbeRate as number,
+            minIntervalMs: values.pathProbeEvery as number,
+            port: values.pathProbePort as number,
+            addressOffset: values.pathProbeAddress as number,
+            readiness: values.pathProbeReadiness === true,
+            ...PATH_PROBE_DEFAULTS,
+          },
+        }
+      : {}),
     logFormat: values.logFormat as LogFormat,
   };
 }

@@ -17,6 +17,8 @@ export interface HealthEndpoints {
   live(): CheckResult;
   ready(): CheckResult;
   metrics(): string;
+  /** More GET pages by path (`/debug/paths`): JSON bodies. */
+  pages?: Record<string, () => object>;
 }
 
 /** `HOST:PORT` or `[IPv6]:PORT`, port 0-65535 (0: any free port). Pure; throws saying what is wrong. */
@@ -44,9 +46,14 @@ export async function serveHealth(listen: { host: string; port: number }, endpoi
       response.writeHead(200, { "Content-Type": EXPOSITION_CONTENT_TYPE }).end(request.method === "HEAD" ? undefined : endpoints.metrics());
       return;
     }
+    const page = endpoints.pages && Object.hasOwn(endpoints.pages, path!) ? endpoints.pages[path!] : undefined;
+    if (page) {
+      response.writeHead(200, { "Content-Type": "application/json" }).end(request.method === "HEAD" ? undefined : `${JSON.stringify(page(), null, 2)}\n`);
+      return;
+    }
     const check = path === "/livez" || path === "/healthz" ? endpoints.live() : path === "/readyz" ? endpoints.ready() : undefined;
     if (!check) {
-      response.writeHead(404, { "Content-Type": "text/plain" }).end("not found: /healthz, /livez, /readyz, /metrics\n");
+      response.writeHead(404, { "Content-Type": "text/plain" }).end(`not found: /healthz, /livez, /readyz, /metrics${Object.keys(endpoints.pages ?? {}).map((p) => `, ${p}`).join("")}\n`);
       return;
     }
     response.writeHead(check.ok ? 200 : 503, { "Content-Type": "text/plain" }).end(`${check.ok ? "ok" : "not ok"}: ${check.detail}\n`);
