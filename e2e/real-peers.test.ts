@@ -35,9 +35,10 @@ async function timed(lab: PeerLab, what: string, since: number, deadlineMs: numb
   log(`${what}: ${((performance.now() - since) / 1000).toFixed(2)} s from start (${WORKERS} workers)`);
 }
 
-async function kernelPeer(lab: PeerLab, what: string, start: () => Promise<void>): Promise<void> {
+async function kernelPeer(lab: PeerLab, what: string, prepare: () => Promise<() => Promise<void>>): Promise<void> {
+  const launch = await prepare();
   const started = performance.now();
-  await start();
+  await launch();
   await timed(lab, `${what}: every route in place`, started, 180_000, () => lab.kernelRoutesInPlace());
   assert.deepEqual(await lab.podPathFailures(), [], lab.logs());
   for (const p of lab.processes) assert.ok(p.running, `${p.what} exited\n${lab.logs()}`);
@@ -78,8 +79,9 @@ describe("the real peers (flannel, kube-router, Kubernetes' route controller) ag
     after(() => lab.down());
 
     it("writes a k8s-node-route per Node to the Compute API (CLUSTER-UID, next hop the Node's instance) and sets NetworkUnavailable=False", async () => {
+      const launch = await startRouteController(lab, binaries, gce);
       const started = performance.now();
-      await startRouteController(lab, binaries, gce);
+      await launch();
       const nodes = async () => (JSON.parse(await lab.kubectl(["get", "nodes", "-o", "json"])) as { items: any[] }).items;
       await timed(lab, "route controller: every route in the Compute API", started, 120_000, async () => (await gceRoutes(lab, gce)).length === WORKERS);
       const routes = await gceRoutes(lab, gce);

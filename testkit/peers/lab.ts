@@ -99,43 +99,57 @@ export class PeerLab {
   }
 }
 
+/**
+ * Each starter below applies the system's RBAC and gets its tokens, then resolves to the function that
+ * starts its processes: what is timed is the systems' own work, not our kubectl calls.
+ */
+export type Launch = () => Promise<void>;
+
 /** podroutes' agent per worker, as its DaemonSet runs it: in-cluster with its ServiceAccount's token (deploy/). */
-export async function startPodroutesAgents(lab: PeerLab): Promise<void> {
+export async function startPodroutesAgents(lab: PeerLab): Promise<Launch> {
   for (const file of ["namespace.yaml", "agent-rbac.yaml"]) await lab.kubectl(["apply", "--server-side", "-f", join(DEPLOY, file)]);
   const token = await lab.token("podroutes", "podroutes-agent");
-  for (const w of lab.state.workers) {
-    const env = await inClusterEnv(join(lab.dir, `sa-${w.name}`), lab.state.kubernetes!, token, "podroutes");
-    const agent = startAgentProcess(nodeCommand(lab.state, w.name, []), ["--listen", "127.0.0.1:9465", "--resync", "10m", "--set-node-condition", "--log-format", "json"], join(lab.dir, `agent-${w.name}.log`), { ...env, NODE_NAME: w.name });
-    await lab.record(w.netns, agent, process.execPath);
-  }
+  const envs = new Map<string, Record<string, string>>();
+  for (const w of lab.state.workers) envs.set(w.name, await inClusterEnv(join(lab.dir, `sa-${w.name}`), lab.state.kubernetes!, token, "podroutes"));
+  return async () => {
+    for (const w of lab.state.workers) {
+      const env = envs.get(w.name)!;
+      const agent = startAgentProcess(nodeCommand(lab.state, w.name, []), ["--listen", "127.0.0.1:9465", "--resync", "10m", "--set-node-condition", "--log-format", "json"], join(lab.dir, `agent-${w.name}.log`), { ...env, NODE_NAME: w.name });
+      await lab.record(w.netns, agent, process.execPath);
+    }
+  };
 }
 
 /** flanneld --kube-subnet-mgr, backend host-gw, per worker, with flannel's own RBAC. */
-export async function startFlannel(lab: PeerLab, binaries: PeerBinaries): Promise<void> {
+export async function startFlannel(lab: PeerLab, binaries: PeerBinaries): Promise<Launch> {
   await lab.kubectl(["apply", "--server-side", "-f", "-"], FLANNEL_RBAC);
   const kubeconfig = await lab.serviceAccountKubeconfig("kube-flannel", "flannel");
   const netConf = join(lab.dir, "net-conf.json");
   await writeFile(netConf, JSON.stringify({ Network: lab.state.clusterCIDR, Backend: { Type: "host-gw" } }));
-  for (const w of lab.state.workers) {
-    await lab.start(w.netns, [
-      binaries.path.flannel, "--kube-subnet-mgr", `--kubeconfig-file=${kubeconfig}`, "--iface=eth0",
-      `--net-config-path=${netConf}`, `--subnet-file=${join(lab.dir, `subnet-${w.name}.env`)}`, "--ip-masq=false",
-    ], `flanneld on ${w.name}`, { NODE_NAME: w.name });
-  }
+  return async () => {
+    for (const w of lab.state.workers) {
+      await lab.start(w.netns, [
+        binaries.path.flannel, "--kube-subnet-mgr", `--kubeconfig-file=${kubeconfig}`, "--iface=eth0",
+        `--net-config-path=${netConf}`, `--subnet-file=${join(lab.dir, `subnet-${w.name}.env`)}`, "--ip-masq=false",
+      ], `flanneld on ${w.name}`, { NODE_NAME: w.name });
+    }
+  };
 }
 
 /** kube-router, routing only (iBGP full mesh between the workers), per worker, with kube-router's own RBAC. */
-export async function startKubeRouter(lab: PeerLab, binaries: PeerBinaries): Promise<void> {
+export async function startKubeRouter(lab: PeerLab, binaries: PeerBinaries): Promise<Launch> {
   await lab.kubectl(["apply", "--server-side", "-f", "-"], KUBE_ROUTER_RBAC);
   const kubeconfig = await lab.serviceAccountKubeconfig("kube-system", "kube-router");
-  for (const w of lab.state.workers) {
-    await lab.start(w.netns, [
-      binaries.path["kube-router"], `--kubeconfig=${kubeconfig}`, `--hostname-override=${w.name}`,
-      "--run-router=true", "--run-firewall=false", "--run-service-proxy=false",
-      // No CNI config written to the machine's /etc/cni, no tunnels (one subnet), no masquerading.
-      "--enable-cni=false", "--enable-overlay=false", "--enable-pod-egress=false", "--bgp-graceful-restart=false",
-    ], `kube-router on ${w.name}`);
-  }
+  return async () => {
+    for (const w of lab.state.workers) {
+      await lab.start(w.netns, [
+        binaries.path["kube-router"], `--kubeconfig=${kubeconfig}`, `--hostname-override=${w.name}`,
+        "--run-router=true", "--run-firewall=false", "--run-service-proxy=false",
+        // No CNI config written to the machine's /etc/cni, no tunnels (one subnet), no masquerading.
+        "--enable-cni=false", "--enable-overlay=false", "--enable-pod-egress=false", "--bgp-graceful-restart=false",
+      ], `kube-router on ${w.name}`);
+    }
+  };
 }
 
 export interface GceEndpoint {
@@ -161,25 +175,25 @@ export async function gceRoutes(lab: PeerLab, gce: GceEndpoint): Promise<{ name:
 }
 
 /** Kubernetes' route controller for the cluster, with the bootstrap policy's own route-controller RBAC. */
-export async function startRouteController(lab: PeerLab, binaries: PeerBinaries, gce: GceEndpoint): Promise<void> {
+export async function startRouteController(lab: PeerLab, binaries: PeerBinaries, gce: GceEndpoint): Promise<Launch> {
   // The bootstrap policy binds system:controller:route-controller to this ServiceAccount.
   await lab.kubectl(["create", "serviceaccount", "route-controller", "-n", "kube-system"]);
   const kubeconfig = await lab.serviceAccountKubeconfig("kube-system", "route-controller");
   const tokenFile = join(lab.dir, "gce-token");
   await writeFile(tokenFile, "route-controller-test-token\n");
-  await lab.start(lab.state.controllerNetns!, [
+  return async () => void await lab.start(lab.state.controllerNetns!, [
     binaries.path["route-controller"], `--kubeconfig=${kubeconfig}`, "--cluster-name=kubernetes", `--cluster-cidr=${lab.state.clusterCIDR}`,
     `--compute-endpoint=${gce.endpoint}`, `--project=${gce.project}`, `--network=${GCE_NETWORK}`, `--zones=${GCE_ZONE}`, `--access-token-file=${tokenFile}`,
   ], "route controller", { GCE_METADATA_HOST: "127.0.0.1:9" });
 }
 
 /** `podroutes controller --target gcp`, one replica, with deploy/controller/rbac.yaml's ServiceAccount. */
-export async function startPodroutesController(lab: PeerLab, gce: GceEndpoint): Promise<void> {
+export async function startPodroutesController(lab: PeerLab, gce: GceEndpoint): Promise<Launch> {
   for (const file of ["namespace.yaml", "controller/rbac.yaml"]) await lab.kubectl(["apply", "--server-side", "-f", join(DEPLOY, file)]);
   const kubeconfig = await lab.serviceAccountKubeconfig("podroutes", "podroutes-controller");
   const tokenFile = join(lab.dir, "gcp-token");
   await writeFile(tokenFile, "podroutes-controller-test-token\n");
-  await lab.start(lab.state.controllerNetns!, [
+  return async () => void await lab.start(lab.state.controllerNetns!, [
     process.execPath, BIN, "controller", "--target=gcp", `--project=${gce.project}`, `--network=${GCE_NETWORK}`, `--compute-endpoint=${gce.endpoint}`,
     `--access-token-file=${tokenFile}`, `--cluster-cidr=${lab.state.clusterCIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench",
     "--resync=10m", "--listen=127.0.0.1:0", "--log-format=json",
