@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   "agent-real": async () => (await import("./agent-real.js")).run(),
   controller: async () => (await import("./controller.js")).run(),
   inventory: async () => (await import("./inventory.js")).run(),
+  peers: async () => (await import("./peers.js")).run(),
 };
 
 const wanted = process.argv.slice(2);

@@ -14,6 +14,8 @@ command -v traceroute >/dev/null || need+=(traceroute)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v nc >/dev/null || need+=(netcat-openbsd)
 command -v openssl >/dev/null || need+=(openssl)
+command -v ipset >/dev/null || need+=(ipset) # kube-router (a peer in the benchmarks) refuses to start without it
+command -v gcc >/dev/null || need+=(gcc libc6-dev) # flannel (a peer) is built with cgo
 command -v hcloud >/dev/null || need+=(hcloud-cli) # the real Hetzner Cloud CLI, the Hetzner test server's independent client
 
 if ((${#need[@]})); then

@@ -55,12 +55,57 @@ export function pinnedRelease(moduleDir = goModuleDir()): string {
 
 /** The cache directory for these pins: a digest of everything that decides the binaries. */
 export function cacheDir(moduleDir = goModuleDir()): string {
+  return goCacheDir(kubernetesPrograms(moduleDir));
+}
+
+/**
+ * Go programs built from a module of ours (pinned by its go.mod and go.sum) into a cache outside the
+ * repository: the control plane's (below) and the peers' the benchmarks compare podroutes with
+ * (testkit/peers). One builder for both, so both get the lock, the stamp and the progress lines.
+ */
+export interface GoPrograms {
+  /** What is built, for messages: "Kubernetes programs". */
+  what: string;
+  moduleDir: string;
+  /** The cache's subdirectory: "kubernetes", "peers". */
+  cacheName: string;
+  /** The pinned release that names the cache directory (`v1.37.2`). */
+  release: string;
+  /** Files of the module, besides go.mod and go.sum, that decide the binaries (mains of ours). */
+  sources: string[];
+  /** `go build` package arguments. */
+  packages: string[];
+  /** The binaries the build leaves (each package's last path element). */
+  programs: readonly string[];
+  /** -X flags (versions); -s -w are added. */
+  ldflags: string[];
+  /** cgo on (flannel's udp backend needs it); off builds static binaries. */
+  cgo?: boolean;
+}
+
+/** The cache directory of a set of programs: a digest of the pins, our sources and how they are built. */
+export function goCacheDir(spec: GoPrograms): string {
   const digest = createHash("sha256");
-  for (const file of ["go.mod", "go.sum", "etcd/main.go"]) digest.update(`${file}\0`).update(readFileSync(join(moduleDir, file)));
+  for (const file of ["go.mod", "go.sum", ...spec.sources]) digest.update(`${file}\0`).update(readFileSync(join(spec.moduleDir, file)));
   // How they are built decides them too.
-  digest.update(`${BUILD_FLAGS.join(" ")}\0${versionLdflags(pinnedRelease(moduleDir)).join(" ")}`);
+  digest.update(`${BUILD_FLAGS.join(" ")}\0${spec.ldflags.join(" ")}`);
+  if (spec.cgo) digest.update("\0cgo");
   const base = process.env.PODROUTES_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "podroutes");
-  return join(base, "kubernetes", `${pinnedRelease(moduleDir)}-${digest.digest("hex").slice(0, 12)}`);
+  return join(base, spec.cacheName, `${spec.release}-${digest.digest("hex").slice(0, 12)}`);
+}
+
+function kubernetesPrograms(moduleDir: string): GoPrograms {
+  const release = pinnedRelease(moduleDir);
+  return {
+    what: "Kubernetes programs",
+    moduleDir,
+    cacheName: "kubernetes",
+    release,
+    sources: ["etcd/main.go"],
+    packages: ["./etcd", "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager"],
+    programs: PROGRAMS,
+    ldflags: versionLdflags(release),
+  };
 }
 
 function located(dir: string, release: string): KubernetesBinaries {
@@ -89,31 +134,36 @@ export async function kubernetesBinaries(progress: (line: string) => void = () =
     if (missing.length) throw new KubernetesBuildError(`PODROUTES_KUBERNETES_BIN_DIR=${given} has no ${missing.join(", ")}`);
     return located(given, "(given)");
   }
-  const moduleDir = goModuleDir();
-  const release = pinnedRelease(moduleDir);
-  const dir = cacheDir(moduleDir);
+  const spec = kubernetesPrograms(goModuleDir());
+  return located(await buildGoPrograms(spec, progress), spec.release);
+}
+
+/** Builds `spec`'s programs unless its cache directory has them; resolves to the directory holding them. */
+export async function buildGoPrograms(spec: GoPrograms, progress: (line: string) => void = () => {}): Promise<string> {
+  const dir = goCacheDir(spec);
   const done = join(dir, "bin", ".complete");
-  if (existsSync(done)) return located(join(dir, "bin"), release);
+  if (existsSync(done)) return join(dir, "bin");
   await mkdir(dir, { recursive: true });
   // flock(1) serializes builders of the same pins; the loser finds the stamp and returns.
   const staging = join(dir, `bin.${process.pid}`);
   const script = [
     `[ -e ${JSON.stringify(done)} ] && exit 0`,
     `rm -rf ${JSON.stringify(staging)} && mkdir -p ${JSON.stringify(staging)}`,
-    `exec go build -v ${BUILD_FLAGS.join(" ")} -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager`,
+    `exec go build -v ${BUILD_FLAGS.join(" ")} -ldflags "$LDFLAGS" -o ${JSON.stringify(staging + "/")} ${spec.packages.join(" ")}`,
   ].join("\n");
-  const ldflags = ["-s", "-w", ...versionLdflags(release)].join(" ");
-  const output = await goBuild(["flock", join(dir, ".lock"), "sh", "-c", script], moduleDir, { ...process.env, CGO_ENABLED: "0", LDFLAGS: ldflags }, progress);
+  const ldflags = ["-s", "-w", ...spec.ldflags].join(" ");
+  const env = { ...process.env, CGO_ENABLED: spec.cgo ? "1" : "0", LDFLAGS: ldflags };
+  const output = await goBuild(["flock", join(dir, ".lock"), "sh", "-c", script], spec.moduleDir, env, spec.what, progress);
   if (!existsSync(done)) {
-    if (!PROGRAMS.every((p) => existsSync(join(staging, p)))) throw new KubernetesBuildError(`building Kubernetes ${release} left no binaries:\n${output}`);
+    if (!spec.programs.every((p) => existsSync(join(staging, p)))) throw new KubernetesBuildError(`building the ${spec.what} (${spec.release}) left no binaries:\n${output}`);
     await rm(join(dir, "bin"), { recursive: true, force: true });
     await rename(staging, join(dir, "bin"));
-    await writeFile(done, `${release}\n`);
+    await writeFile(done, `${spec.release}\n`);
   }
-  return located(join(dir, "bin"), release);
+  return join(dir, "bin");
 }
 
-function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, progress: (line: string) => void): Promise<string> {
+function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, what: string, progress: (line: string) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
     const errors: string[] = [];
@@ -127,7 +177,7 @@ function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, progress: 
         // go build -v names each package as it builds it; everything else is an error or a download.
         if (/^[\w.-]+(\/[\w.@~+-]+)*$/.test(line)) {
           // About 2,000 packages: a line every 100 is progress enough.
-          if (++packages % 100 === 0) progress(`building Kubernetes programs: ${packages} packages compiled`);
+          if (++packages % 100 === 0) progress(`building ${what}: ${packages} packages compiled`);
         }
         else if (line.trim()) {
           errors.push(line);
@@ -136,22 +186,22 @@ function goBuild(argv: string[], cwd: string, env: NodeJS.ProcessEnv, progress: 
       }
     });
     child.stdout.resume();
-    child.once("error", (error) => reject(new KubernetesBuildError(`${argv[0]}: ${error.message} (is Go installed? the real control plane is built with it)`)));
+    child.once("error", (error) => reject(new KubernetesBuildError(`${argv[0]}: ${error.message} (is Go installed? the ${what} are built with it)`)));
     child.once("exit", (code) => {
       if (code === 0) return resolve(errors.join("\n"));
-      resolve(Promise.reject(new KubernetesBuildError(buildFailure(errors))));
+      resolve(Promise.reject(new KubernetesBuildError(buildFailure(errors, what))));
     });
   });
 }
 
 /** The operator's words for a failed build: the module the proxy would not serve, else go's own lines. */
-export function buildFailure(lines: string[]): string {
+export function buildFailure(lines: string[], what = "Kubernetes programs"): string {
   const fetch = lines.find((line) => /reading https?:\/\/\S+: \d{3}|dial tcp|proxyconnect|no such host|unrecognized import path|verifying .*: checksum mismatch/.test(line));
   // The proxy's URL names the module it failed to serve (https://HOST/MODULE/@v/VERSION.mod); the
   // line's first module@version is only the one that required it.
   const fromUrl = fetch?.match(/https?:\/\/[^/\s]+\/(\S+?)\/@v\/(v[^/\s]+?)\.(?:mod|zip|info)\b/);
   const module = fromUrl ?? fetch?.match(/(?:go: )?([\w.-]+\.[\w.-]+(?:\/[\w.~-]+)+)@(v[\w.+-]+)/);
-  if (fetch) return `building the real Kubernetes programs: the Go module proxy did not serve ${module ? `${module[1]}@${module[2]}` : "a module"}: ${fetch.trim()}`;
-  if (lines.some((line) => /go: command not found|executable file not found/.test(line))) return "building the real Kubernetes programs needs Go (go not found on PATH)";
-  return `building the real Kubernetes programs failed:\n${lines.slice(-20).join("\n")}`;
+  if (fetch) return `building the real ${what}: the Go module proxy did not serve ${module ? `${module[1]}@${module[2]}` : "a module"}: ${fetch.trim()}`;
+  if (lines.some((line) => /go: command not found|executable file not found/.test(line))) return `building the real ${what} needs Go (go not found on PATH)`;
+  return `building the real ${what} failed:\n${lines.slice(-20).join("\n")}`;
 }

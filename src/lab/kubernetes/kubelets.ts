@@ -32,7 +32,14 @@ export function kubeletNodeObject(node: KubeletNode, now = new Date()): object {
   return {
     apiVersion: "v1",
     kind: "Node",
-    metadata: { name: node.name, labels: { "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64" } },
+    metadata: {
+      name: node.name,
+      labels: { "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64" },
+      // The kubelet registers every Node with this one (attach/detach by the controller, its default), so
+      // no real Node comes without annotations: flannel's subnet manager writes into the map unchecked
+      // and panics on a Node that has none.
+      annotations: { "volumes.kubernetes.io/controller-managed-attach-detach": "true" },
+    },
     status: {
       addresses: [
         { type: "InternalIP", address: node.internalIP },

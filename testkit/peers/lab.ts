@@ -1,0 +1,201 @@
+/**
+ * Each system of the peers comparison (issue 21) started as it runs on a cluster, in a fresh lab with the
+ * real control plane (`lab up --kubernetes`): podroutes' agent and flanneld and kube-router one per
+ * worker in the worker's namespace (host network); Kubernetes' route controller one for the cluster in
+ * the controller's namespace, beside the Compute Engine test server. Shared by e2e/real-peers.test.ts
+ * and `npm run bench -- peers`. Every process is recorded with the lab (ended by PID by `lab down` too).
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { addLabProcess, labDown, labUp, nodeCommand, type LabState } from "../../src/lab/lab.js";
+import { labKubectl } from "../../src/lab/kubernetes/lab-cluster.js";
+import { checkPodPaths } from "../../src/lab/paths.js";
+import { run } from "../../src/process.js";
+import type { Check } from "../../src/targets/target.js";
+import { inClusterEnv, startAgentProcess, startLogged, within, writeKubeconfig, type Started } from "../agent-lab.js";
+import { BIN } from "../cli.js";
+import type { PeerBinaries } from "./binaries.js";
+import { FLANNEL_RBAC, KUBE_ROUTER_RBAC } from "./rbac.js";
+
+const GCE_MAIN = fileURLToPath(new URL("../gce-server-main.js", import.meta.url));
+const DEPLOY = fileURLToPath(new URL("../../../deploy/", import.meta.url));
+export const GCE_NETWORK = "kubernetes-the-hard-way";
+export const GCE_ZONE = "us-west1-c";
+
+export const SYSTEMS = ["podroutes", "flannel", "kube-router", "route-controller"] as const;
+export type System = (typeof SYSTEMS)[number];
+
+/** A fresh lab with the real control plane; `down()` removes its processes, namespaces and files whatever happened. */
+export class PeerLab {
+  state!: LabState;
+  dir!: string;
+  readonly processes: Started[] = [];
+  constructor(
+    readonly name: string,
+    readonly workers = 3,
+    readonly log: (line: string) => void = () => {},
+  ) {}
+
+  async up(): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), `podroutes-${this.name}-`));
+    await labDown(this.name);
+    ({ state: this.state } = await labUp({ name: this.name, workers: this.workers, kubernetes: true, log: this.log }));
+  }
+
+  async down(): Promise<void> {
+    for (const started of this.processes) await started.stop().catch(() => undefined);
+    await labDown(this.name);
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  async kubectl(args: string[], input?: string): Promise<string> {
+    const result = await labKubectl(this.state, args, input);
+    if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${result.stderr.trim()}`);
+    return result.stdout;
+  }
+
+  async token(namespace: string, serviceAccount: string): Promise<string> {
+    return (await this.kubectl(["create", "token", serviceAccount, "-n", namespace, "--duration", "2h"])).trim();
+  }
+
+  /** A kubeconfig holding the ServiceAccount's TokenRequest token, as its pod would have. */
+  async serviceAccountKubeconfig(namespace: string, serviceAccount: string): Promise<string> {
+    return writeKubeconfig(join(this.dir, `${serviceAccount}.kubeconfig`), this.state.kubernetes!, await this.token(namespace, serviceAccount));
+  }
+
+  /** Records a process this lab's user started inside `netns` (argv[0] is what /proc/PID/cmdline shows once `ip netns exec` exec'd it). */
+  async record(netns: string, started: Started, program: string): Promise<Started> {
+    this.processes.push(started);
+    await addLabProcess(this.name, { netns, pid: started.pid, what: started.what, program });
+    return started;
+  }
+
+  /** Starts `argv` inside `netns`, with a bare environment plus `env`. */
+  async start(netns: string, argv: string[], what: string, env: NodeJS.ProcessEnv = {}): Promise<Started> {
+    const started = startLogged(["ip", "netns", "exec", netns, ...argv], join(this.dir, `${what.replace(/\W+/g, "-")}.log`), what, { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: this.dir, ...env });
+    return this.record(netns, started, argv[0]!);
+  }
+
+  logs(lines = 15): string {
+    return this.processes.map((p) => `--- ${p.what}:\n${p.log().trim().split("\n").slice(-lines).join("\n")}`).join("\n");
+  }
+
+  /** Each worker's route to every other worker's pod CIDR: next hop that worker's internal IP (whoever wrote it). */
+  async kernelRoutesInPlace(): Promise<boolean> {
+    for (const w of this.state.workers) {
+      const shown = await run("ip", ["-n", w.netns, "-json", "route", "show"]);
+      if (shown.code !== 0) return false;
+      const routes = new Map((JSON.parse(shown.stdout || "[]") as { dst: string; gateway?: string }[]).map((r) => [r.dst, r.gateway ?? ""]));
+      if (this.state.workers.some((o) => o !== w && routes.get(o.podCIDR) !== o.internalIP)) return false;
+    }
+    return true;
+  }
+
+  async podPathFailures(): Promise<string[]> {
+    const checks: Check[] = await checkPodPaths(this.state);
+    return checks.filter((c) => !c.ok).map((c) => c.message);
+  }
+}
+
+/**
+ * Each starter below applies the system's RBAC and gets its tokens, then resolves to the function that
+ * starts its processes: what is timed is the systems' own work, not our kubectl calls.
+ */
+export type Launch = () => Promise<void>;
+
+/** podroutes' agent per worker, as its DaemonSet runs it: in-cluster with its ServiceAccount's token (deploy/). */
+export async function startPodroutesAgents(lab: PeerLab): Promise<Launch> {
+  for (const file of ["namespace.yaml", "agent-rbac.yaml"]) await lab.kubectl(["apply", "--server-side", "-f", join(DEPLOY, file)]);
+  const token = await lab.token("podroutes", "podroutes-agent");
+  const envs = new Map<string, Record<string, string>>();
+  for (const w of lab.state.workers) envs.set(w.name, await inClusterEnv(join(lab.dir, `sa-${w.name}`), lab.state.kubernetes!, token, "podroutes"));
+  return async () => {
+    for (const w of lab.state.workers) {
+      const env = envs.get(w.name)!;
+      const agent = startAgentProcess(nodeCommand(lab.state, w.name, []), ["--listen", "127.0.0.1:9465", "--resync", "10m", "--set-node-condition", "--log-format", "json"], join(lab.dir, `agent-${w.name}.log`), { ...env, NODE_NAME: w.name });
+      await lab.record(w.netns, agent, process.execPath);
+    }
+  };
+}
+
+/** flanneld --kube-subnet-mgr, backend host-gw, per worker, with flannel's own RBAC. */
+export async function startFlannel(lab: PeerLab, binaries: PeerBinaries): Promise<Launch> {
+  await lab.kubectl(["apply", "--server-side", "-f", "-"], FLANNEL_RBAC);
+  const kubeconfig = await lab.serviceAccountKubeconfig("kube-flannel", "flannel");
+  const netConf = join(lab.dir, "net-conf.json");
+  await writeFile(netConf, JSON.stringify({ Network: lab.state.clusterCIDR, Backend: { Type: "host-gw" } }));
+  return async () => {
+    for (const w of lab.state.workers) {
+      await lab.start(w.netns, [
+        binaries.path.flannel, "--kube-subnet-mgr", `--kubeconfig-file=${kubeconfig}`, "--iface=eth0",
+        `--net-config-path=${netConf}`, `--subnet-file=${join(lab.dir, `subnet-${w.name}.env`)}`, "--ip-masq=false",
+      ], `flanneld on ${w.name}`, { NODE_NAME: w.name });
+    }
+  };
+}
+
+/** kube-router, routing only (iBGP full mesh between the workers), per worker, with kube-router's own RBAC. */
+export async function startKubeRouter(lab: PeerLab, binaries: PeerBinaries): Promise<Launch> {
+  await lab.kubectl(["apply", "--server-side", "-f", "-"], KUBE_ROUTER_RBAC);
+  const kubeconfig = await lab.serviceAccountKubeconfig("kube-system", "kube-router");
+  return async () => {
+    for (const w of lab.state.workers) {
+      await lab.start(w.netns, [
+        binaries.path["kube-router"], `--kubeconfig=${kubeconfig}`, `--hostname-override=${w.name}`,
+        "--run-router=true", "--run-firewall=false", "--run-service-proxy=false",
+        // No CNI config written to the machine's /etc/cni, no tunnels (one subnet), no masquerading.
+        "--enable-cni=false", "--enable-overlay=false", "--enable-pod-egress=false", "--bgp-graceful-restart=false",
+      ], `kube-router on ${w.name}`);
+    }
+  };
+}
+
+export interface GceEndpoint {
+  endpoint: string;
+  project: string;
+}
+
+/** The Compute Engine test server in the controller's namespace, with an instance per worker. */
+export async function startGce(lab: PeerLab, latencyMs = 50): Promise<GceEndpoint> {
+  const instances = lab.state.workers.map((w) => ({ name: w.name, zone: GCE_ZONE, networkIP: w.internalIP, network: GCE_NETWORK, canIpForward: true }));
+  const server = await lab.start(lab.state.controllerNetns!, [process.execPath, GCE_MAIN, String(latencyMs), JSON.stringify(instances)], "Compute Engine test server");
+  const up = await within(10_000, async () => server.log().includes('"endpoint"'), 50);
+  if (up === undefined) throw new Error(`the Compute Engine test server did not start\n${lab.logs()}`);
+  return JSON.parse(server.log().split("\n").find((l) => l.includes('"endpoint"'))!) as GceEndpoint;
+}
+
+/** The Compute API's routes, read from inside the controller's namespace. */
+export async function gceRoutes(lab: PeerLab, gce: GceEndpoint): Promise<{ name: string; destRange: string; nextHopInstance?: string; nextHopIp?: string; description?: string }[]> {
+  const script = "fetch(process.argv[1],{headers:{authorization:'Bearer test'}}).then(async r=>process.stdout.write(await r.text()),e=>{process.stderr.write(String(e));process.exit(2)})";
+  const result = await run("ip", ["netns", "exec", lab.state.controllerNetns!, process.execPath, "-e", script, `${gce.endpoint}projects/${gce.project}/global/routes?maxResults=500`]);
+  if (result.code !== 0) throw new Error(`listing the Compute API's routes: ${result.stderr.trim()}`);
+  return (JSON.parse(result.stdout) as { items?: [] }).items ?? [];
+}
+
+/** Kubernetes' route controller for the cluster, with the bootstrap policy's own route-controller RBAC. */
+export async function startRouteController(lab: PeerLab, binaries: PeerBinaries, gce: GceEndpoint): Promise<Launch> {
+  // The bootstrap policy binds system:controller:route-controller to this ServiceAccount.
+  await lab.kubectl(["create", "serviceaccount", "route-controller", "-n", "kube-system"]);
+  const kubeconfig = await lab.serviceAccountKubeconfig("kube-system", "route-controller");
+  const tokenFile = join(lab.dir, "gce-token");
+  await writeFile(tokenFile, "route-controller-test-token\n");
+  return async () => void await lab.start(lab.state.controllerNetns!, [
+    binaries.path["route-controller"], `--kubeconfig=${kubeconfig}`, "--cluster-name=kubernetes", `--cluster-cidr=${lab.state.clusterCIDR}`,
+    `--compute-endpoint=${gce.endpoint}`, `--project=${gce.project}`, `--network=${GCE_NETWORK}`, `--zones=${GCE_ZONE}`, `--access-token-file=${tokenFile}`,
+  ], "route controller", { GCE_METADATA_HOST: "127.0.0.1:9" });
+}
+
+/** `podroutes controller --target gcp`, one replica, with deploy/controller/rbac.yaml's ServiceAccount. */
+export async function startPodroutesController(lab: PeerLab, gce: GceEndpoint): Promise<Launch> {
+  for (const file of ["namespace.yaml", "controller/rbac.yaml"]) await lab.kubectl(["apply", "--server-side", "-f", join(DEPLOY, file)]);
+  const kubeconfig = await lab.serviceAccountKubeconfig("podroutes", "podroutes-controller");
+  const tokenFile = join(lab.dir, "gcp-token");
+  await writeFile(tokenFile, "podroutes-controller-test-token\n");
+  return async () => void await lab.start(lab.state.controllerNetns!, [
+    process.execPath, BIN, "controller", "--target=gcp", `--project=${gce.project}`, `--network=${GCE_NETWORK}`, `--compute-endpoint=${gce.endpoint}`,
+    `--access-token-file=${tokenFile}`, `--cluster-cidr=${lab.state.clusterCIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench",
+    "--resync=10m", "--listen=127.0.0.1:0", "--log-format=json",
+  ], "podroutes controller", { GCE_METADATA_HOST: "127.0.0.1:9", METADATA_SERVER_DETECTION: "none" });
+}
