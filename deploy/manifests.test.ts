@@ -150,6 +150,8 @@ describe("deploy/ manifests", () => {
       setNodeCondition: true,
       cleanupOnExit: false,
       logFormat: "json",
+      // The DaemonSet leaves the path probes at their defaults (docs/agent.md).
+      pathProbes: { addressOffset: 1, eventDelayMs: 2000, failuresToUnreachable: 3, minIntervalMs: 30000, port: 9466, ratePerSecond: 2, readiness: false, timeoutMs: 1000 },
     });
     // And the parse is strict: a flag the agent does not have, or a bad value, is refused.
     await assert.rejects(parseAgentArgv([...container.args, "--resync-period=5m"], env, (spec) => commanderOption(spec)), /unknown option '--resync-period=5m'/);
