@@ -5,23 +5,23 @@
  * routed, a route deleted by hand coming back. Each step is printed as the command a user would type.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { addLabProcess, addLabWorker, DEFAULT_LAB, labUp, nodeCommand, type LabWorker } from "../lab/lab.js";
 import { labKubectl, storedPodCIDRs } from "../lab/kubernetes/lab-cluster.js";
 import { kubeletNodeObject } from "../lab/kubernetes/kubelets.js";
 import { checkPodPaths } from "../lab/paths.js";
+import { packagePath } from "../package-path.js";
 import { run } from "../process.js";
 import { EXIT } from "./exit-codes.js";
 import type { Output } from "./output.js";
 
-/** The package's root (bin/, deploy/), from dist/src/cli or dist/ (the bundle). */
+/** The package's root (bin/, deploy/). */
 function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++, dir = dirname(dir)) if (existsSync(join(dir, "deploy", "agent-rbac.yaml"))) return dir;
-  throw new Error("demo: deploy/agent-rbac.yaml not found: run the demo from a podroutes checkout");
+  const rbac = packagePath(join("deploy", "agent-rbac.yaml"));
+  if (!rbac) throw new Error("demo: deploy/agent-rbac.yaml not found: run the demo from a podroutes checkout");
+  return dirname(dirname(rbac));
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

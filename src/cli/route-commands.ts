@@ -82,8 +82,8 @@ async function withTarget(args: RouteArgs, out: Output, body: (context: Context)
   }
 }
 
-function printPlan(out: Output, planned: Plan, verb?: string): void {
-  out.result(planJson(planned), () => renderPlan(planned, { verb, deleting: verb === DELETE_VERB }));
+function printPlan(out: Output, planned: Plan, deleting = false): void {
+  out.result(planJson(planned), () => renderPlan(planned, { deleting }));
 }
 
 async function confirm(out: Output, question: string): Promise<boolean> {
@@ -117,8 +117,6 @@ export async function planCommand(args: RouteArgs, flags: { detailedExitcode?: b
  * planned: every change done, every table reached, and no foreign route on a destination podroutes
  * wants unless --allow-conflicts accepts them.
  */
-const DELETE_VERB = "remove these routes";
-
 export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryRun?: boolean; allowConflicts?: boolean }, out: Output): Promise<number> {
   const mode = args.command === "delete" ? "delete" : "apply";
   // Nobody looks at the plan before it is written (--yes): each table is locked, read once, planned and
@@ -129,7 +127,7 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
     let shown = false;
     const show = (planned: Plan) => {
       out.endProgress();
-      if (!out.json) out.human(renderPlan(planned, mode === "delete" ? { verb: DELETE_VERB, deleting: true } : {}));
+      if (!out.json) out.human(renderPlan(planned, { deleting: mode === "delete" }));
       shown = true;
     };
     const converged = unattended ? await converge(target, inventory, { ...planOptions, onPlanned: show }) : { plan: await plan(target, inventory, planOptions) };
@@ -139,7 +137,7 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
     // A delete asked to remove the cluster's routes: those it cannot attribute may be some of them.
     const mayRemain = mode === "delete" ? unattributedRoutes(planned).length : 0;
     if (!converged.report && (!hasChanges(planned) || flags.dryRun)) {
-      printPlan(out, planned, mode === "delete" ? DELETE_VERB : undefined);
+      printPlan(out, planned, mode === "delete");
       if (flags.dryRun && hasChanges(planned)) out.human("\n--dry-run: nothing was changed.");
       else if (conflictsFail) out.human("\nThe target does not end as planned: remove the routes in the way, or pass --allow-conflicts to accept them.");
       return planned.tables.some((t) => t.error !== undefined) || (conflictsFail && !flags.dryRun) || (mayRemain && !flags.dryRun) ? EXIT.failed : EXIT.ok;

@@ -5,7 +5,7 @@
 import type { ApplyReport } from "../apply/engine.js";
 import type { Change, ObservedRoute } from "../targets/target.js";
 import type { Plan, TableDiff } from "./plan.js";
-import { hasChanges } from "./plan.js";
+import { hasChanges, unattributedRoutes } from "./plan.js";
 
 /** Bumped when the JSON shape changes incompatibly. */
 export const FORMAT_VERSION = "1.0";
@@ -32,7 +32,7 @@ function tableTitle(table: TableDiff): string {
 }
 
 /** Human plan, terraform style. */
-export function renderPlan(plan: Plan, options: { verb?: string; deleting?: boolean } = {}): string {
+export function renderPlan(plan: Plan, options: { deleting?: boolean } = {}): string {
   const lines: string[] = [];
   const changed = plan.tables.filter((t) => t.changes.length || t.conflicts.length || t.unattributed?.length || t.error !== undefined);
   for (const action of plan.review.actions) lines.push(`  ~ ${action.table}: ${action.description}`);
@@ -50,7 +50,7 @@ export function renderPlan(plan: Plan, options: { verb?: string; deleting?: bool
   const out: string[] = [];
   const s = plan.summary;
   if (lines.length) {
-    out.push(`podroutes will ${options.verb ?? "make these changes"} on target ${plan.target} (cluster ${plan.cluster}):`, "");
+    out.push(`podroutes will ${options.deleting ? "remove these routes" : "make these changes"} on target ${plan.target} (cluster ${plan.cluster}):`, "");
     for (const line of lines) out.push(line);
     out.push("");
   }
@@ -68,7 +68,7 @@ export function renderPlan(plan: Plan, options: { verb?: string; deleting?: bool
       `Plan: ${s.create} to add, ${s.replace} to replace, ${s.delete} to destroy${plan.review.actions.length ? `, ${plan.review.actions.length} other actions` : ""}. ${s.unchanged} unchanged.`,
     );
   }
-  const unknown = plan.tables.reduce((n, t) => n + (t.unattributed?.length ?? 0), 0);
+  const unknown = unattributedRoutes(plan).length;
   if (unknown) out.push(`${unknown} route${unknown === 1 ? "" : "s"} in the cluster CIDR may be the cluster's but cannot be attributed to it (see "?" above)${options.deleting ? ": not removed" : ""}.`);
   if (s.conflicts) out.push(`${s.conflicts} conflict${s.conflicts === 1 ? "" : "s"}: routes podroutes does not own sit on its destinations (see "!" above).`);
   if (unreadable && unreadable < plan.tables.length) out.push(`${unreadable} table${unreadable === 1 ? "" : "s"} could not be read: nothing is planned for ${unreadable === 1 ? "it" : "them"}.`);

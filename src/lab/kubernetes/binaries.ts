@@ -11,8 +11,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { PodroutesError, type ErrorKind } from "../../errors.js";
+import { packagePath } from "../../package-path.js";
 
 /** go build's flags besides -ldflags (static, reproducible paths, no VCS stamp). */
 const BUILD_FLAGS = ["-trimpath", "-buildvcs=false"];
@@ -38,11 +38,8 @@ export class KubernetesBuildError extends PodroutesError {
 
 /** testkit/kubernetes/go, from src/lab/kubernetes (sources) or dist/src/lab/kubernetes (the build). */
 export function goModuleDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++, dir = dirname(dir)) {
-    const candidate = join(dir, "testkit", "kubernetes", "go");
-    if (existsSync(join(candidate, "go.mod"))) return candidate;
-  }
+  const goMod = packagePath(join("testkit", "kubernetes", "go", "go.mod"));
+  if (goMod) return dirname(goMod);
   throw new KubernetesBuildError("testkit/kubernetes/go/go.mod not found: the real Kubernetes programs are built from a podroutes source checkout");
 }
 

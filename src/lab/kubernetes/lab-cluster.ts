@@ -6,11 +6,11 @@
  * outlives `lab up` and is recorded in the lab's state, before anything can fail, for `lab down`.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { createKubeClient } from "../../kube/client.js";
 import { discoverConnection } from "../../kube/kubeconfig.js";
+import { packagePath } from "../../package-path.js";
 import { run } from "../../process.js";
 import { labProcessAlive, loadLab, saveLab, type LabProcess, type LabState } from "../lab.js";
 import { startControlPlane } from "./control-plane.js";
@@ -26,12 +26,9 @@ function logTail(file: string, lines = 10): string {
 
 /** bin/podroutes.js of this installation, from dist/src/lab/kubernetes (modules) or dist/ (the bundle). */
 function podroutesBin(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++, dir = dirname(dir)) {
-    const candidate = join(dir, "bin", "podroutes.js");
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new Error("lab: bin/podroutes.js not found above " + fileURLToPath(import.meta.url));
+  const bin = packagePath(join("bin", "podroutes.js"));
+  if (!bin) throw new Error("lab: bin/podroutes.js not found in this podroutes installation");
+  return bin;
 }
 
 /** `kubectl ARGS` as the lab's admin, from the lab's jumpbox (lab addresses are reached from lab namespaces only). */
