@@ -20,7 +20,7 @@ import {
   TerminateInstancesCommand,
   type EC2Client,
 } from "@aws-sdk/client-ec2";
-import { apply, plan } from "../src/apply/engine.js";
+import { apply, plan, verifyTarget } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import type { ResolvedOptions } from "../src/options.js";
@@ -29,7 +29,7 @@ import { createEc2, type Ec2Api } from "../src/targets/aws/ec2.js";
 import { AwsTarget, type AwsTargetSettings } from "../src/targets/aws/target.js";
 import { TargetError } from "../src/targets/target.js";
 import { runCli, jsonOf } from "../testkit/cli.js";
-import { editInventory, runConformance } from "../testkit/conformance.js";
+import { editInventory, readTable, runConformance } from "../testkit/conformance.js";
 import {
   awsCli,
   buildCluster,
@@ -167,7 +167,7 @@ describe("aws target against moto", () => {
         for (const node of cloud.instances) assert.equal(routes.get(node.podCIDR!), node.eniId, `${tableId} ${node.podCIDR}`);
         assert.equal(routes.get("0.0.0.0/0"), cloud.igwId, "the gateway route is untouched");
       }
-      assert.deepEqual((await target.verify(inventory, { progress: () => {} })).filter((c) => !c.ok), []);
+      assert.deepEqual((await verifyTarget(target, inventory, { progress: () => {} })).filter((c) => !c.ok), []);
 
       calls.length = 0;
       const second = await plan(target, inventory, options);
@@ -307,12 +307,12 @@ describe("aws target against moto", () => {
       await client.send(new TerminateInstancesCommand({ InstanceIds: [gone.instanceId] }));
       const remaining = editInventory(inventory, (nodes) => nodes.filter((n) => n.name !== "worker-2"));
 
-      const observed = await target.read({ id: cloud.tableIds[0]!, scope: "shared" }, remaining);
+      const observed = await readTable(target, remaining, cloud.tableIds[0]!);
       const hole = observed.find((r) => r.destination === gone.podCIDR)!;
       assert.equal(hole.owned, true, "a blackhole inside the cluster CIDR is podroutes' to clean up");
       assert.equal(hole.healthy, false);
       assert.equal(hole.details?.state, "blackhole");
-      const failed = (await target.verify(remaining, { progress: () => {} })).filter((c) => !c.ok);
+      const failed = (await verifyTarget(target, remaining, { progress: () => {} })).filter((c) => !c.ok);
       assert.deepEqual(failed.map((c) => c.table).sort(), [...cloud.tableIds].sort());
       assert.match(failed[0]!.message, /10\.200\.2\.0\/24 via eni-/);
 
@@ -320,7 +320,7 @@ describe("aws target against moto", () => {
       assert.deepEqual(actionsOf(planned), cloud.tableIds.map((t) => `${t} delete 10.200.2.0/24`).sort());
       assert.ok((await apply(target, planned, remaining, options)).ok);
       for (const tableId of cloud.tableIds) assert.ok(!(await routesOf(client, tableId)).has("10.200.2.0/24"));
-      assert.deepEqual((await target.verify(remaining, { progress: () => {} })).filter((c) => !c.ok), []);
+      assert.deepEqual((await verifyTarget(target, remaining, { progress: () => {} })).filter((c) => !c.ok), []);
 
       // A stale inventory that still lists the terminated node must not route to its dead interface.
       const stale = await plan(target, inventory, options);
@@ -361,7 +361,7 @@ describe("aws target against moto", () => {
       assert.match(planned.review.refusals[0]!, /4 IPv4 routes.*over the route limit of 3.*--route-limit.*host routes/);
       // Even an engine that ignored the refusal makes no route call: write checks the limit itself.
       calls.length = 0;
-      const report = await apply(target, { ...planned, review: { ...planned.review, actions: [] } }, inventory, options);
+      const report = await apply(target, { ...planned, tables: planned.tables.map(({ actions: _actions, ...diff }) => diff), review: { ...planned.review, actions: [] } }, inventory, options);
       assert.ok(!report.ok);
       assert.deepEqual(calls.filter((c) => /Route$/.test(c)), []);
       for (const tableId of cloud.tableIds) assert.equal((await routesOf(client, tableId)).size, 2);
@@ -504,7 +504,7 @@ describe("aws target against moto", () => {
       await apply(target, await plan(target, inventory, options), inventory, options);
       const node = cloud.instances[1]!;
       await client.send(new ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: node.eniId, SourceDestCheck: { Value: true } }));
-      const failed = (await target.verify(inventory, { progress: () => {} })).filter((c) => !c.ok);
+      const failed = (await verifyTarget(target, inventory, { progress: () => {} })).filter((c) => !c.ok);
       assert.deepEqual(failed.map((c) => c.table), [node.name]);
       const planned = await plan(target, inventory, options);
       assert.deepEqual(planned.review.actions.map((a) => a.id), [node.eniId]);

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { apply, plan } from "../src/apply/engine.js";
+import { apply, plan, verifyTarget } from "../src/apply/engine.js";
 import { validateInventory, type RawNode } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import { readGcpNodes } from "../src/sources/gcp.js";
@@ -18,7 +18,7 @@ import { GcpTarget, ownershipMarker, type GcpTargetSettings } from "../src/targe
 import { seededRandom, startGceServer, type GceRequest, type GceServer } from "../testkit/gce-server.js";
 import { gcloud, type Gcloud } from "../testkit/gcloud.js";
 import { runCli } from "../testkit/cli.js";
-import { runConformance } from "../testkit/conformance.js";
+import { readTable, runConformance } from "../testkit/conformance.js";
 
 process.env.GCE_METADATA_HOST = "127.0.0.1:9";
 process.env.METADATA_SERVER_DETECTION = "none";
@@ -127,7 +127,7 @@ describe("gcp target against the local Compute Engine server", () => {
     const again = await plan(t, inv, { parallel: 4 });
     assert.equal(again.summary.unchanged, 3);
     assert.equal(again.summary.create + again.summary.replace + again.summary.delete, 0);
-    const rows = (await t.read({ id: NETWORK, scope: "shared" }, inv)).map((r) => t.listing.row({ id: NETWORK, scope: "shared" }, r));
+    const rows = (await readTable(t, inv, NETWORK)).map((r) => t.listing.row({ id: NETWORK, scope: "shared" }, r));
     assert.deepEqual([t.listing.columns, ...rows].map((row) => row.filter((cell) => cell !== "")), SEED_LISTING, "podroutes lists the network like the seed's gcloud output");
     const deleted = await cli.run(["compute", "routes", "delete", "kubernetes-route-10-200-0-0-24", "kubernetes-route-10-200-1-0-24", "--quiet"]);
     assert.equal(deleted.code, 0, deleted.stderr);
@@ -205,7 +205,7 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.equal(report.ok, true, JSON.stringify(report.tables));
     assert.match(server.routes.get("kubernetes-route-10-200-1-0-24")!.nextHopInstance!, /zones\/us-west1-c\/instances\/worker-1$/);
     assert.equal((await plan(t, inv, { parallel: 4 })).summary.unchanged, 2);
-    const checks = await t.verify(inv, { progress: () => {} });
+    const checks = await verifyTarget(t, inv, { progress: () => {} });
     assert.deepEqual(checks.map((c) => [c.table, c.ok]), [["worker-0", true], ["worker-1", false]]);
   });
 
@@ -469,7 +469,7 @@ describe("gcp target against the local Compute Engine server", () => {
     assert.match(server.routes.get("kubernetes-route-10-200-1-0-24")!.nextHopInstance!, /instances\/worker-1$/);
     const again = await plan(t, inv, { parallel: 4 });
     assert.deepEqual(again.summary, { create: 0, replace: 0, delete: 0, unchanged: 2, conflicts: 0 }, "no endless replace of worker-0's route");
-    const checks = await t.verify(inv, { progress: () => {} });
+    const checks = await verifyTarget(t, inv, { progress: () => {} });
     assert.deepEqual(checks.map((c) => [c.table, c.ok]), [["worker-0", true], ["worker-1", true]]);
   });
 

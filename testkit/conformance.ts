@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { apply, converge, plan } from "../src/apply/engine.js";
+import { apply, converge, observe, plan } from "../src/apply/engine.js";
 import type { Inventory } from "../src/model.js";
 import type { Target } from "../src/targets/target.js";
 import { validateInventory, type RawNode } from "../src/inventory.js";
@@ -39,10 +39,17 @@ export function editInventory(inventory: Inventory, edit: (nodes: RawNode[]) => 
 
 const options = { parallel: 4 };
 
+/** What one table holds now, as the target reads it for `list`. */
+export async function readTable(target: Target, inventory: Inventory, tableId: string) {
+  const table = (await observe(target, inventory, options)).find((observed) => observed.table.id === tableId);
+  assert.ok(table && table.error === undefined, `table ${tableId} reads: ${table?.error}`);
+  return table.routes;
+}
+
 /** A foreign route on the third node's pod CIDR, in a table that should route it to that node. */
 async function foreignRouteOnAVictim({ target, inventory, addForeignRoute, spareNextHop }: ConformanceFixture) {
   const victim = inventory.nodes[2]!;
-  const table = (await target.tables(inventory)).find((t) => t.node !== victim.name)!;
+  const table = (await target.begin(inventory).tables()).find((t) => t.node !== victim.name)!;
   await addForeignRoute(table.id, victim.podCIDRs[0]!, spareNextHop);
   return { table, victim };
 }
@@ -89,7 +96,7 @@ export function runConformance(harness: ConformanceHarness): void {
         const removed = await converge(target, inventory, { ...options, deleteAll: true });
         assert.ok(removed.report?.ok, JSON.stringify(removed.report?.tables));
         assert.equal(removed.report.counts.deleted, first.plan.summary.create);
-        const observed = await target.read(table, inventory);
+        const observed = await readTable(target, inventory, table.id);
         assert.deepEqual(observed.filter((r) => r.owned), [], "no owned route is left");
         assert.ok(observed.some((r) => !r.owned && r.destination === victim.podCIDRs[0]), "the foreign route is still there");
       }));
@@ -134,7 +141,7 @@ export function runConformance(harness: ConformanceHarness): void {
         const left = await plan(target, inventory, { ...options, deleteAll: true });
         assert.equal(left.summary.delete, 0, "delete removed every owned route");
         if (fixture.hasRoute) assert.ok(await fixture.hasRoute(table.id, victim.podCIDRs[0]!), "the foreign route survived");
-        const observed = await target.read(table, inventory);
+        const observed = await readTable(target, inventory, table.id);
         assert.ok(observed.some((r) => !r.owned && r.destination === victim.podCIDRs[0]), "the foreign route is still there");
       }));
   });

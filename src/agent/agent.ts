@@ -26,6 +26,7 @@ import { Reflector } from "../kube/reflector.js";
 import { serveHealth, type HealthServer } from "../observe/health.js";
 import type { Logger } from "../observe/log.js";
 import { HostRoutesTarget } from "../targets/linux/host-routes.js";
+import type { HostState } from "../targets/linux/iproute.js";
 import { localRunner } from "../targets/linux/runner.js";
 import type { TableRef } from "../targets/target.js";
 import { HostTable } from "./host-table.js";
@@ -106,6 +107,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // Reconciles plan for this node's table (it reaches its own pods directly); cleanup needs no node.
   let cleaningUp = false;
   const table = () => (cleaningUp && reconciler!.node === undefined ? thisHost : reconciler!.table());
+  // The host's state as last read under the lock: what a per-change write (HostTable) starts from.
+  const lastRead = new Map<string, HostState>();
   const target = new HostRoutesTarget({
     name: "local",
     proto: options.proto,
@@ -113,6 +116,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     tables: async () => [table()],
     // Waiting for the lock (a `podroutes apply` run by hand) is worth a line in the log.
     warn: (message) => log.warn(message),
+    lockedRead: (read, state) => lastRead.set(read.id, state),
   });
   const empty = { cluster: "kubernetes", nodes: [], source: "kubernetes" };
   const hostTable = new HostTable({ proto: options.proto, warn: (message) => log.warn(message) });
@@ -120,7 +124,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     target,
     store: { synced: () => reflector.hasSynced, nodes: () => reflector.store.values(), get: (name) => reflector.store.get(name) },
     proto: options.proto,
-    host: { table: hostTable, lastState: (table) => target.lastState(table) },
+    host: { table: hostTable, lastState: (table) => lastRead.get(table.id) },
     ...(options.node ? { node: options.node } : {}),
     hostAddresses: async () => (await target.state(thisHost, empty)).addresses,
     metrics,

@@ -10,6 +10,7 @@ import { needsRoot } from "../../testkit/root.js";
 import type { KubeNode } from "../kube/nodes.js";
 import { createLogger } from "../observe/log.js";
 import { HostRoutesTarget } from "../targets/linux/host-routes.js";
+import type { HostState } from "../targets/linux/iproute.js";
 import { localRunner } from "../targets/linux/runner.js";
 import { HostTable } from "./host-table.js";
 import { agentMetrics } from "./metrics.js";
@@ -34,10 +35,11 @@ function agentOn(netns: string, nodes: Map<string, KubeNode>) {
   const metrics = agentMetrics();
   const runner = localRunner(netns);
   let reconciler: Reconciler;
-  const target = new HostRoutesTarget({ name: "local", proto: PROTO, connect: async () => runner, tables: async () => [reconciler.table()], warn: () => {} });
+  const lastRead = new Map<string, HostState>();
+  const target = new HostRoutesTarget({ name: "local", proto: PROTO, connect: async () => runner, tables: async () => [reconciler.table()], warn: () => {}, lockedRead: (read, state) => lastRead.set(read.id, state) });
   const table = new HostTable({ proto: PROTO, netns, warn: () => {} });
   const store: NodeStore = { synced: () => true, nodes: () => nodes.values(), get: (name) => nodes.get(name) };
-  reconciler = new Reconciler({ target, store, proto: PROTO, node: "node-0", host: { table, lastState: (t) => target.lastState(t) }, hostAddresses: async () => [], metrics, log });
+  reconciler = new Reconciler({ target, store, proto: PROTO, node: "node-0", host: { table, lastState: (t) => lastRead.get(t.id) }, hostAddresses: async () => [], metrics, log });
   return {
     reconciler,
     metrics,

@@ -238,9 +238,13 @@ describe("agent reconciler", () => {
 
   it("counts a lock held by another run as a busy error, not a target one", async () => {
     const { reconciler, target, metrics } = setup(listed(cluster()), { node: "node-0" });
-    target.lockTable = async () => {
-      throw new BusyError("another podroutes run holds the lock on this host and did not let go within --lock-timeout 1s; nothing was changed");
-    };
+    const begin = target.begin.bind(target);
+    target.begin = (inventory) => ({
+      ...begin(inventory),
+      open: async () => {
+        throw new BusyError("another podroutes run holds the lock on this host and did not let go within --lock-timeout 1s; nothing was changed");
+      },
+    });
     assert.equal((await reconciler.reconcile(["list"])).result, "failed");
     assert.equal(metrics.errors.get({ kind: "busy" }), 1);
     assert.equal(metrics.errors.get({ kind: "target" }), 0);

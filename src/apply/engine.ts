@@ -9,7 +9,7 @@ import pLimit from "p-limit";
 import { kindOf, type ErrorKind } from "../errors.js";
 import type { Inventory } from "../model.js";
 import { desiredRoutes, diffTable, hasChanges, recheck, summarize, type Conflict, type Plan, type TableDiff } from "../plan/plan.js";
-import type { ActionResult, Change, ChangeResult, LockedTable, ObservedRoute, Progress, Review, TableRef, Target, WriteContext } from "../targets/target.js";
+import type { ActionResult, CallOptions, Change, Check, ChangeResult, ObservedRoute, OpenTable, Progress, Review, TableRef, Target, TargetRun, WriteContext } from "../targets/target.js";
 
 export interface ObservedTable {
   table: TableRef;
@@ -27,20 +27,46 @@ export interface PlanOptions {
   signal?: AbortSignal;
 }
 
+/** The target's own checks beyond the routes (packets, canIpForward, blackholes), in a run of their own. */
+export async function verifyTarget(target: Target, inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
+  const run = target.begin(inventory);
+  return run.verify ? run.verify(context) : [];
+}
+
+/** Reads every table for a look (no lock): `list`, and the first half of `plan`. */
 export async function observe(target: Target, inventory: Inventory, options: PlanOptions): Promise<ObservedTable[]> {
-  const tables = await target.tables(inventory);
+  return (await readTables(target.begin(inventory), inventory, target, options)).map(({ table, routes, error }) => ({ table, routes, ...(error !== undefined ? { error } : {}) }));
+}
+
+interface ReadTable extends ObservedTable {
+  diff: TableDiff;
+  review: Review;
+}
+
+/** Opens each table without a lock, diffs it and has the target review the diff, then lets it go. */
+async function readTables(run: TargetRun, inventory: Inventory, target: Target, options: PlanOptions): Promise<ReadTable[]> {
+  const tables = await run.tables(callOptions(options));
   const limit = pLimit(Math.max(1, options.parallel));
   let done = 0;
   return Promise.all(
     tables.map((table) =>
-      limit(async (): Promise<ObservedTable> => {
+      limit(async (): Promise<ReadTable> => {
+        let opened: OpenTable;
         try {
           options.signal?.throwIfAborted();
-          return { table, routes: await target.read(table, inventory, options.signal ? { signal: options.signal } : {}) };
+          opened = await run.open(table, { ...callOptions(options), write: false });
         } catch (error) {
-          return { table, routes: [], error: messageOf(error) };
+          const why = messageOf(error);
+          return { table, routes: [], error: why, diff: unreadable(table, why), review: noReview() };
         } finally {
           options.progress?.({ table: table.id, done: ++done, total: tables.length, message: "read" });
+        }
+        try {
+          const diff = diffOf(target, inventory, table, opened.routes, options.deleteAll === true);
+          const review = (await opened.review?.(diff)) ?? noReview();
+          return { table, routes: opened.routes, diff: withActions(diff, review), review };
+        } finally {
+          await opened.release();
         }
       }),
     ),
@@ -49,25 +75,41 @@ export async function observe(target: Target, inventory: Inventory, options: Pla
 
 /** Reads the target and plans. Tables that could not be read carry `error` and no changes. */
 export async function plan(target: Target, inventory: Inventory, options: PlanOptions): Promise<Plan> {
-  const observed = await observe(target, inventory, options);
-  const tables: TableDiff[] = observed.map(({ table, routes, error }) => {
-    const desired = options.deleteAll ? [] : desiredRoutes(inventory, table);
-    const diff = diffTable(table, desired, routes, {
-      clusterCIDR: inventory.clusterCIDR,
-      sameRoute: target.sameRoute?.bind(target),
-    });
-    return error === undefined ? diff : { table, changes: [], unchanged: [], conflicts: [], error };
-  });
-  const partial: Plan = {
-    cluster: inventory.cluster,
-    target: target.name,
-    tables,
-    summary: summarize(tables),
-    review: { warnings: [], refusals: [], actions: [] },
-  };
-  // Delete plans are reviewed too: a target may have more to undo than routes (a persistence unit).
-  if (target.review) partial.review = await target.review(partial, inventory);
-  return partial;
+  const read = await readTables(target.begin(inventory), inventory, target, options);
+  return planOf(inventory, target, read);
+}
+
+function planOf(inventory: Inventory, target: Target, passes: { diff: TableDiff; review?: Review }[]): Plan {
+  const review = noReview();
+  for (const pass of passes) {
+    for (const warning of pass.review?.warnings ?? []) if (!review.warnings.includes(warning)) review.warnings.push(warning);
+    review.refusals.push(...(pass.review?.refusals ?? []));
+    if (pass.review?.refused?.length) review.refused = [...(review.refused ?? []), ...pass.review.refused];
+    review.actions.push(...(pass.diff.actions ?? []));
+  }
+  const tables = passes.map((pass) => pass.diff);
+  return { cluster: inventory.cluster, target: target.name, tables, summary: summarize(tables), review };
+}
+
+function diffOf(target: Target, inventory: Inventory, table: TableRef, routes: ObservedRoute[], deleteAll: boolean): TableDiff {
+  const desired = deleteAll ? [] : desiredRoutes(inventory, table);
+  return diffTable(table, desired, routes, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
+}
+
+function withActions(diff: TableDiff, review: Review): TableDiff {
+  return review.actions.length ? { ...diff, actions: review.actions } : diff;
+}
+
+function unreadable(table: TableRef, error: string): TableDiff {
+  return { table, changes: [], unchanged: [], conflicts: [], error };
+}
+
+function noReview(): Review {
+  return { warnings: [], refusals: [], actions: [] };
+}
+
+function callOptions(options: { signal?: AbortSignal }): CallOptions {
+  return options.signal ? { signal: options.signal } : {};
 }
 
 export interface TableOutcome {
@@ -91,40 +133,6 @@ export interface ApplyReport {
   ok: boolean;
 }
 
-/**
- * One table's write, as the plan approved it. Where the target can lock a table, the lock is held
- * from a fresh read of the table (taken with the lock) to the end of the write, and only what the plan
- * still says is written (`recheck`): concurrent runs serialize and never leave a mix of two plans.
- */
-async function writeTable(target: Target, diff: TableDiff, inventory: Inventory, context: WriteContext): Promise<TableOutcome> {
-  if (!target.lockTable) {
-    try {
-      return { table: diff.table, results: completeResults(diff.changes, await target.write(diff.table, diff.changes, context)) };
-    } catch (error) {
-      return { table: diff.table, results: [], error: messageOf(error), changedNothing: false };
-    }
-  }
-  let locked: LockedTable;
-  try {
-    locked = await target.lockTable(diff.table, inventory, context);
-  } catch (error) {
-    return { table: diff.table, results: [], error: messageOf(error), errorKind: kindOf(error), changedNothing: true };
-  }
-  try {
-    const checked = recheck(diff, locked.routes, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
-    for (const result of checked.results) context.onResult?.(result);
-    const conflicts = checked.conflicts.length ? { conflicts: checked.conflicts } : {};
-    try {
-      const written = checked.write.length ? (await locked.write(checked.write, [], context)).results : [];
-      return { table: diff.table, results: completeResults(diff.changes, [...checked.results, ...written]), ...conflicts };
-    } catch (error) {
-      return { table: diff.table, results: checked.results, error: messageOf(error), errorKind: kindOf(error), changedNothing: false, ...conflicts };
-    }
-  } finally {
-    await locked.release();
-  }
-}
-
 export interface ApplyOptions {
   parallel: number;
   progress?: Progress;
@@ -133,37 +141,98 @@ export interface ApplyOptions {
   signal?: AbortSignal;
 }
 
-function writeContext(inventory: Inventory, options: ApplyOptions): WriteContext {
+function writeContext(options: ApplyOptions): WriteContext {
   return {
     progress: options.progress ?? (() => {}),
-    inventory,
     ...(options.onResult ? { onResult: options.onResult } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   };
 }
 
+/** What a table's write is to carry out: a plan someone approved, or whatever a fresh read under the lock calls for. */
+type WriteIntent = { approved: TableDiff } | { fresh: { deleteAll: boolean } };
+
+interface TablePass {
+  diff: TableDiff;
+  review?: Review;
+  outcome: TableOutcome;
+  actions: ActionResult[];
+}
+
 /**
- * Writes a plan someone approved (it was shown before it is written): its extra actions first, then
- * each table under its lock, re-checked against a read taken with the lock (see writeTable).
+ * The one write path, for every target and every run: open the table for a write (under its lock where
+ * the target has one), then either recheck an approved diff against that read and write only what it
+ * still says, or plan from that read and write it; release. Concurrent runs that respect the lock
+ * serialize and never leave a mix of two plans.
+ */
+async function writeTable(run: TargetRun, target: Target, inventory: Inventory, table: TableRef, intent: WriteIntent, context: WriteContext): Promise<TablePass> {
+  const planned = "approved" in intent ? intent.approved : undefined;
+  const failed = (error: unknown, changedNothing: boolean, diff?: TableDiff): TablePass => {
+    const why = messageOf(error);
+    return { diff: diff ?? planned ?? unreadable(table, why), outcome: { table, results: [], error: why, errorKind: kindOf(error), changedNothing }, actions: [] };
+  };
+  let opened: OpenTable;
+  try {
+    context.signal?.throwIfAborted();
+    const opening = run.open(table, { ...callOptions(context), write: true });
+    // What the table should hold is worked out (and cached per inventory) while its lock is taken and it is read.
+    if (!planned) desiredRoutes(inventory, table);
+    opened = await opening;
+  } catch (error) {
+    return failed(error, true);
+  }
+  try {
+    if (planned) {
+      const checked = recheck(planned, opened.routes, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
+      for (const result of checked.results) context.onResult?.(result);
+      const conflicts = checked.conflicts.length ? { conflicts: checked.conflicts } : {};
+      // A stale plan writes nothing to the table, its extra actions included.
+      const actions = checked.stale ? [] : (planned.actions ?? []);
+      const skipped = checked.stale ? (planned.actions ?? []).map((action): ActionResult => ({ action, ok: false, error: "not carried out: the table changed since the plan" })) : [];
+      if (!checked.write.length && !actions.length) return { diff: planned, outcome: { table, results: completeResults(planned.changes, checked.results), ...conflicts }, actions: skipped };
+      try {
+        const written = await opened.write(checked.write, actions, context);
+        return { diff: planned, outcome: { table, results: completeResults(planned.changes, [...checked.results, ...written.results]), ...conflicts }, actions: [...written.actions, ...skipped] };
+      } catch (error) {
+        const pass = failed(error, false);
+        return { ...pass, outcome: { ...pass.outcome, results: checked.results, ...conflicts } };
+      }
+    }
+    const diff = diffOf(target, inventory, table, opened.routes, "fresh" in intent && intent.fresh.deleteAll);
+    const review = (await opened.review?.(diff)) ?? noReview();
+    const reviewed = withActions(diff, review);
+    if (review.refusals.length || (diff.changes.length === 0 && review.actions.length === 0)) return { diff: reviewed, review, outcome: { table, results: [] }, actions: [] };
+    try {
+      const written = await opened.write(diff.changes, review.actions, context);
+      return { diff: reviewed, review, outcome: { table, results: completeResults(diff.changes, written.results) }, actions: written.actions };
+    } catch (error) {
+      return { ...failed(error, false, reviewed), review };
+    }
+  } finally {
+    await opened.release();
+  }
+}
+
+/**
+ * Writes a plan someone approved (it was shown before it is written): each table with something to do,
+ * opened for a write and rechecked against that read (writeTable), its extra actions with it.
  */
 export async function apply(target: Target, planned: Plan, inventory: Inventory, options: ApplyOptions): Promise<ApplyReport> {
-  const context = writeContext(inventory, options);
-  const actions =
-    planned.review.actions.length && target.runActions ? await target.runActions(planned.review.actions, context) : [];
-
+  const run = target.begin(inventory);
+  const context = writeContext(options);
   const limit = pLimit(Math.max(1, options.parallel));
-  const outcomes = await Promise.all(
+  const passes = await Promise.all(
     planned.tables.map((diff) =>
-      limit(async (): Promise<TableOutcome> => {
-        if (diff.error !== undefined) return { table: diff.table, results: [], error: diff.error, changedNothing: true };
-        if (diff.changes.length === 0) return { table: diff.table, results: [] };
+      limit(async (): Promise<{ outcome: TableOutcome; actions: ActionResult[] }> => {
+        if (diff.error !== undefined) return { outcome: { table: diff.table, results: [], error: diff.error, changedNothing: true }, actions: [] };
+        if (diff.changes.length === 0 && !diff.actions?.length) return { outcome: { table: diff.table, results: [] }, actions: [] };
         // Cancelled: no further table is locked or written; those done keep their results.
-        if (options.signal?.aborted) return { table: diff.table, results: [], error: messageOf(options.signal.reason), changedNothing: true };
-        return writeTable(target, diff, inventory, context);
+        if (options.signal?.aborted) return { outcome: { table: diff.table, results: [], error: messageOf(options.signal.reason), changedNothing: true }, actions: [] };
+        return writeTable(run, target, inventory, diff.table, { approved: diff }, context);
       }),
     ),
   );
-  return reportOf(planned, outcomes, actions);
+  return reportOf(planned, passes.map((pass) => pass.outcome), passes.flatMap((pass) => pass.actions));
 }
 
 /** A plan and, where anything was attempted, what became of it. */
@@ -175,74 +244,43 @@ export interface Converged {
 
 /**
  * Plans and writes in one pass, for a run nobody looks at before it writes (`apply --yes`, the agent,
- * the controller). Where the target locks tables, each table is locked first, read once under the lock,
- * planned from that read, written and released: no read before the lock and no recheck, since nothing
- * that respects the lock can change the table between that read and the write. Tables are locked one
- * at a time per worker (`parallel`), never held while waiting for another, so two runs cannot deadlock.
- * Targets without locks (cloud APIs) are planned in full, reviewed (a refusal stops everything before
- * any write), shown to `onPlanned`, then written, as `plan` and `apply` do.
+ * the controller). Where the target locks tables, each table is opened for a write (locked, read once
+ * under the lock), planned from that read, written and released: no read before the lock and no
+ * recheck, since nothing that respects the lock can change the table between that read and the write.
+ * Tables are locked one at a time per worker (`parallel`), never held while waiting for another, so two
+ * runs cannot deadlock. Targets without locks (cloud APIs) are planned in full, reviewed (a refusal
+ * stops everything before any write), shown to `onPlanned`, then written through the same path as an
+ * approved plan, rechecked against a fresh read.
  */
 export async function converge(
   target: Target,
   inventory: Inventory,
   options: PlanOptions & ApplyOptions & { onPlanned?: (planned: Plan) => void },
 ): Promise<Converged> {
-  if (!target.lockTable) {
+  if (!target.locksTables) {
     const planned = await plan(target, inventory, options);
     if (planned.review.refusals.length || !hasChanges(planned)) return { plan: planned };
     options.onPlanned?.(planned);
     return { plan: planned, report: await apply(target, planned, inventory, options) };
   }
-  const lockTable = target.lockTable.bind(target);
-  const context = writeContext(inventory, options);
-  const diffOptions = { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) };
-  const tables = await target.tables(inventory);
+  const run = target.begin(inventory);
+  const context = writeContext(options);
+  const tables = await run.tables(callOptions(options));
   const limit = pLimit(Math.max(1, options.parallel));
   let done = 0;
+  const intent: WriteIntent = { fresh: { deleteAll: options.deleteAll === true } };
   const passes = await Promise.all(
     tables.map((table) =>
-      limit(async (): Promise<{ diff: TableDiff; review?: Review; outcome: TableOutcome; actions: ActionResult[] }> => {
-        const failed = (error: unknown, changedNothing: boolean, diff?: TableDiff) => {
-          const why = messageOf(error);
-          return { diff: diff ?? { table, changes: [], unchanged: [], conflicts: [], error: why }, outcome: { table, results: [], error: why, errorKind: kindOf(error), changedNothing }, actions: [] };
-        };
-        let locked: LockedTable;
+      limit(async () => {
         try {
-          options.signal?.throwIfAborted();
-          const locking = lockTable(table, inventory, options.signal ? { signal: options.signal } : {});
-          // What the table should hold is worked out while its lock is taken and it is read.
-          desiredRoutes(inventory, table);
-          locked = await locking;
-        } catch (error) {
-          return failed(error, true);
+          return await writeTable(run, target, inventory, table, intent, context);
         } finally {
           options.progress?.({ table: table.id, done: ++done, total: tables.length, message: "read" });
-        }
-        try {
-          const desired = options.deleteAll ? [] : desiredRoutes(inventory, table);
-          const diff = diffTable(table, desired, locked.routes, diffOptions);
-          const review = (await locked.review?.(diff, inventory)) ?? { warnings: [], refusals: [], actions: [] };
-          if (review.refusals.length || (diff.changes.length === 0 && review.actions.length === 0)) return { diff, review, outcome: { table, results: [] }, actions: [] };
-          try {
-            const written = await locked.write(diff.changes, review.actions, context);
-            return { diff, review, outcome: { table, results: completeResults(diff.changes, written.results) }, actions: written.actions };
-          } catch (error) {
-            return { ...failed(error, false, diff), review };
-          }
-        } finally {
-          await locked.release();
         }
       }),
     ),
   );
-  const review: Review = { warnings: [], refusals: [], actions: [] };
-  for (const pass of passes) {
-    for (const warning of pass.review?.warnings ?? []) if (!review.warnings.includes(warning)) review.warnings.push(warning);
-    review.refusals.push(...(pass.review?.refusals ?? []));
-    review.actions.push(...(pass.review?.actions ?? []));
-  }
-  const tableDiffs = passes.map((pass) => pass.diff);
-  const planned: Plan = { cluster: inventory.cluster, target: target.name, tables: tableDiffs, summary: summarize(tableDiffs), review };
+  const planned = planOf(inventory, target, passes);
   const attempted = passes.some((pass) => pass.outcome.error !== undefined || pass.outcome.results.length || pass.actions.length);
   return { plan: planned, ...(attempted ? { report: reportOf(planned, passes.map((pass) => pass.outcome), passes.flatMap((pass) => pass.actions)) } : {}) };
 }

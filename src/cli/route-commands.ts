@@ -3,7 +3,7 @@
  * engine from checked RouteArgs, hands values to the views and returns its exit code.
  */
 import { readFile } from "node:fs/promises";
-import { apply, converge, observe, plan } from "../apply/engine.js";
+import { apply, converge, observe, plan, verifyTarget } from "../apply/engine.js";
 import { DEFAULT_CLUSTER, InputError, validateInventory } from "../inventory.js";
 import type { Inventory } from "../model.js";
 import type { ResolvedOptions } from "../options.js";
@@ -183,7 +183,7 @@ export async function verifyCommand(args: RouteArgs, out: Output): Promise<numbe
       }
     }
     for (const warning of planned.review.warnings) checks.push({ ok: true, severity: "warning", message: warning });
-    if (target.verify) checks.push(...(await target.verify(inventory, { progress: out.progress("verify") })));
+    checks.push(...(await verifyTarget(target, inventory, { progress: out.progress("verify") })));
     out.endProgress();
     const failed = checks.filter((c) => !c.ok && c.severity !== "warning");
     out.result(

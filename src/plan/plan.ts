@@ -7,25 +7,10 @@
  * destination: reported, never overwritten).
  */
 import { cidr, compareRanges, internalIpOf, routeName, sortByCidr, type Inventory, type Node, type Route } from "../model.js";
-import type { Change, ChangeResult, ObservedRoute, Review, TableRef } from "../targets/target.js";
+import type { Change, ChangeResult, Conflict, ObservedRoute, Review, TableDiff, TableRef } from "../targets/target.js";
 import { isResponsibleForRoute } from "./ownership.js";
 
-/** Someone else's route on a destination podroutes wants. */
-export interface Conflict {
-  route: Route;
-  existing: ObservedRoute;
-}
-
-export interface TableDiff {
-  table: TableRef;
-  changes: Change[];
-  unchanged: Route[];
-  conflicts: Conflict[];
-  /** Foreign routes that may be the cluster's, though nothing says so (ObservedRoute.unattributed); absent when none. */
-  unattributed?: ObservedRoute[];
-  /** The table could not be read, so nothing is planned for it: why. */
-  error?: string;
-}
+export type { Conflict, TableDiff } from "../targets/target.js";
 
 export interface PlanSummary {
   create: number;
@@ -245,9 +230,4 @@ export function hasChanges(plan: Plan): boolean {
 
 export function changeDestination(change: Change): string {
   return change.action === "delete" ? change.current.destination : change.route.destination;
-}
-
-/** A plan that removes every route podroutes owns, used by `delete`. */
-export function deleteAllPlan(tables: { table: TableRef; observed: ObservedRoute[] }[], clusterCIDR?: string): TableDiff[] {
-  return tables.map(({ table, observed }) => diffTable(table, [], observed, { clusterCIDR }));
 }

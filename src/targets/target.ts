@@ -6,7 +6,6 @@
  */
 import { PodroutesError, type ErrorKind } from "../errors.js";
 import type { Inventory, Route } from "../model.js";
-import type { TableDiff } from "../plan/plan.js";
 
 /** One table podroutes plans for. */
 export interface TableRef {
@@ -82,8 +81,6 @@ export interface CallOptions {
 
 export interface WriteContext extends CallOptions {
   progress: Progress;
-  /** The inventory being applied, for targets that translate next hops (IP → ENI, instance). */
-  inventory: Inventory;
   /**
    * Told of each change's result as soon as it is known, before the whole write returns (targets that
    * write change by change call it; the others need not): a controller sets a node's condition as soon
@@ -139,60 +136,97 @@ export interface Check {
   message: string;
 }
 
+/** Someone else's route on a destination podroutes wants. */
+export interface Conflict {
+  route: Route;
+  existing: ObservedRoute;
+}
+
 /**
- * One table held by one run: locked, read once under the lock, written under the same lock, released.
- * Everything the run learnt of the table (its state, connections' per-run data) lives here, not on the
- * target, and goes with `release`.
+ * One table's part of a plan: the value an operator approves and the write path rechecks. Targets get it
+ * in `review`; the planner (plan/plan.ts) makes it.
  */
-export interface LockedTable {
-  /** What `Target.read` returns, as read under the lock. */
+export interface TableDiff {
+  table: TableRef;
+  changes: Change[];
+  unchanged: Route[];
+  conflicts: Conflict[];
+  /** Foreign routes that may be the cluster's, though nothing says so (ObservedRoute.unattributed); absent when none. */
+  unattributed?: ObservedRoute[];
+  /** The table's extra actions (its review's), carried out with its changes under the same open table; absent when none. */
+  actions?: ExtraAction[];
+  /** The table could not be read, so nothing is planned for it: why. */
+  error?: string;
+}
+
+/** What a table's write did: one result per change and per action. */
+export interface TableWrite {
+  results: ChangeResult[];
+  actions: ActionResult[];
+}
+
+/**
+ * One table as one run holds it: read once (`routes`), reviewed and written from that same read, released.
+ * Opened for a write, it is held under the table's lock where the target has one (a host's flock), so
+ * nothing that respects the lock changes the table until `release`. Everything the run learnt of the
+ * table lives here and goes with `release`.
+ */
+export interface OpenTable {
+  /** Every route of the table that podroutes owns, and every foreign one on a destination it may want. */
   readonly routes: ObservedRoute[];
-  /** Warnings, refusals and extra actions for this table's diff, judged from the same read (see Target.review). */
-  review?(diff: TableDiff, inventory: Inventory): Promise<Review>;
+  /** Warnings, refusals and extra actions for this table's diff, judged from the same read. */
+  review?(diff: TableDiff): Promise<Review>;
   /**
-   * Carries out the table's extra actions and changes under the lock, from the read under it (one batch
-   * where the target can): once per LockedTable. One result per change and per action, as
-   * `Target.write`; throws only when nothing could be attempted.
+   * Carries out the table's extra actions, then its changes (one batch where the target can). One result
+   * per change and per action; a failed change is a result with ok=false. Throws only when nothing could
+   * be attempted. Only on a table opened for a write, once.
    */
-  write(changes: Change[], actions: ExtraAction[], context: WriteContext): Promise<{ results: ChangeResult[]; actions: ActionResult[] }>;
+  write(changes: Change[], actions: ExtraAction[], context: WriteContext): Promise<TableWrite>;
   release(): Promise<void>;
 }
 
+export interface OpenOptions extends CallOptions {
+  /**
+   * True: the run will write the table, so its lock is taken first (where the target has one). False: a
+   * read for a plan someone looks at first, or for `list`; no lock, and `write` must not be called.
+   */
+  write: boolean;
+}
+
+/**
+ * One run of podroutes against a target for one inventory: a plan, an apply, a pass of the agent or the
+ * controller. What the run looks up (instances, interfaces, quotas, a VPC) lives here, not on the target,
+ * and goes with the run.
+ */
+export interface TargetRun {
+  /** The tables podroutes plans for. */
+  tables(options?: CallOptions): Promise<TableRef[]>;
+  /** Reads one table, under its lock when `write` is set. Throws when it cannot be read (a BusyError when the lock stays held). */
+  open(table: TableRef, options: OpenOptions): Promise<OpenTable>;
+  /** Target-specific checks beyond "the tables match the plan" (packets, canIpForward, blackholes). */
+  verify?(context: { progress: Progress }): Promise<Check[]>;
+}
+
+/**
+ * The contract every target implements. The engine (apply/engine.ts) drives it: begin a run, list the
+ * tables, open each (bounded, concurrently), diff, review, write the approved or fresh diff, release.
+ */
 export interface Target {
   /** Registry name, `local`, `lab`, `ssh`, `gcp`, `aws`: prefixes every error of the target. */
   readonly name: string;
-  /** The tables podroutes plans for, given the inventory. */
-  tables(inventory: Inventory): Promise<TableRef[]>;
   /**
-   * Every route of the table that podroutes owns, and every foreign route whose destination podroutes
-   * may want (so the plan can report conflicts). Throws when the table cannot be read at all.
+   * True when a table opened for a write is locked against every other podroutes writer: a run nobody
+   * reviews then plans from that one read and writes without a recheck. False (cloud APIs have no lock a
+   * run can hold): such a run plans from a read first, and the write rechecks the plan against a fresh one.
    */
-  read(table: TableRef, inventory: Inventory, options?: CallOptions): Promise<ObservedRoute[]>;
-  /**
-   * Takes the lock that serializes the writers of one table (every podroutes run, on this machine or
-   * another) and reads the table under it. A crashed run never leaves it held. The engine either plans
-   * from that read (nobody looks at the plan first: one read, no recheck), or re-checks an approved plan
-   * against it (`recheck`) and writes only what the plan still says.
-   * Throws a BusyError when another run does not let go in time, and then nothing was changed.
-   */
-  lockTable?(table: TableRef, inventory: Inventory, options?: CallOptions): Promise<LockedTable>;
-  /**
-   * Carries out one table's changes, batched as the target likes. Returns one result per change in
-   * any order; a change that failed is a result with ok=false, not an exception. Throws only when
-   * nothing could be attempted (host unreachable), and then no change was made.
-   */
-  write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]>;
+  readonly locksTables: boolean;
+  /** Begins one run for an inventory. Cheap: nothing is read until the run asks. */
+  begin(inventory: Inventory): TargetRun;
   /** Whether an observed owned route already is the desired one; default: same next hop and healthy. */
   sameRoute?(desired: Route, observed: ObservedRoute): boolean;
-  /** Warnings, refusals and extra actions for a plan (quotas, source/dest checks, persistence). */
-  review?(plan: import("../plan/plan.js").Plan, inventory: Inventory): Promise<Review>;
-  /** Runs the extra actions of a review before the route changes; one result per action. */
-  runActions?(actions: ExtraAction[], context: WriteContext): Promise<ActionResult[]>;
-  /** Target-specific checks beyond "the tables match the plan" (packets, canIpForward, blackholes). */
-  verify?(inventory: Inventory, context: { progress: Progress }): Promise<Check[]>;
   /**
    * Columns of `list` for this target, in its users' own conventions (gcloud's NAME NETWORK DEST_RANGE
-   * NEXT_HOP PRIORITY for GCP); one row per route `read` returned.
+   * NEXT_HOP PRIORITY for GCP); one row per route a table's read returned.
    */
   listing?: { columns: string[]; row(table: TableRef, route: ObservedRoute): string[] };
   /** Releases connections and clients. */

@@ -8,12 +8,12 @@ import { describe, it } from "node:test";
 import type { Filter, Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
 import { UsageError } from "../../errors.js";
 import { validateInventory } from "../../inventory.js";
-import { clusterRanges } from "../../model.js";
+import { clusterRanges, type Inventory } from "../../model.js";
 import { plan } from "../../apply/engine.js";
 import type { Ec2Api, NextHopRef } from "./ec2.js";
 import { awsTarget } from "./factory.js";
 import { AwsTarget, createsPastLimit, HopIndex, observeRoute } from "./target.js";
-import type { Change } from "../target.js";
+import type { Change, ExtraAction, TableRef } from "../target.js";
 
 const VPC = "vpc-1";
 const CLUSTER_CIDR = "10.200.0.0/16,fd00:10:200::/56";
@@ -99,6 +99,17 @@ const inventory = validateInventory(
   { clusterCIDR: CLUSTER_CIDR },
 );
 
+
+/** One table's write through the target's contract: opened for a write in a run of its own, written, released. */
+async function writeThrough(target: AwsTarget, inventory: Inventory, table: TableRef, changes: Change[], actions: ExtraAction[] = []) {
+  const opened = await target.begin(inventory).open(table, { write: true });
+  try {
+    return await opened.write(changes, actions, { progress: () => {} });
+  } finally {
+    await opened.release();
+  }
+}
+
 describe("aws ownership: which routes of a VPC table are podroutes'", () => {
   const rows: { why: string; route: Ec2Route; owned: boolean; nextHop?: string; healthy?: false; listed: boolean }[] = [
     { why: "the VPC's local route", route: { DestinationCidrBlock: "10.240.0.0/16", GatewayId: "local", State: "active" }, owned: false, listed: false },
@@ -157,7 +168,7 @@ describe("aws review and write", () => {
     assert.deepEqual(planned.review.actions.map((a) => `${a.table} ${a.id}`), ["worker-0 eni-node0"]);
     assert.equal(planned.review.warnings.length, 1);
     assert.match(planned.review.warnings[0]!, /worker-7.*no network interface in vpc-1 holds 10\.240\.0\.77/);
-    const result = await target.runActions(planned.review.actions, { progress: () => {}, inventory: two });
+    const result = (await writeThrough(target, two, planned.tables[0]!.table, [], planned.review.actions)).actions;
     assert.deepEqual(result.map((r) => r.ok), [true]);
     assert.deepEqual(fake.calls, ["disable eni-node0"]);
   });
@@ -169,7 +180,7 @@ describe("aws review and write", () => {
     const target = new AwsTarget(fake, settings);
     const planned = await plan(target, inventory, { parallel: 2 });
     assert.deepEqual(planned.review.actions.map((a) => a.id), ["eni-node0"], "the node's own interface, not the other VPC's at the same IP");
-    const results = await target.runActions([...planned.review.actions, { table: "worker-0", id: "eni-elsewhere", description: "forged" }], { progress: () => {}, inventory });
+    const results = (await writeThrough(target, inventory, planned.tables[0]!.table, [], [...planned.review.actions, { table: "worker-0", id: "eni-elsewhere", description: "forged" }])).actions;
     assert.deepEqual(results.map((r) => [r.action.id, r.ok]), [["eni-node0", true], ["eni-elsewhere", false]]);
     assert.match(results[1]!.error!, /not in vpc-1/);
     assert.deepEqual(fake.calls, ["disable eni-node0"]);
@@ -194,7 +205,7 @@ describe("aws review and write", () => {
     assert.equal(planned.summary.create, 50);
     assert.deepEqual(planned.review.refusals, []);
     assert.deepEqual(planned.review.warnings, [], "26 of 50 in each family: far from the limit");
-    const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory: dual });
+    const results = (await writeThrough(target, dual, planned.tables[0]!.table, planned.tables[0]!.changes)).results;
     assert.ok(results.every((r) => r.ok), JSON.stringify(results.filter((r) => !r.ok)));
     assert.equal(fake.calls.filter((c) => c.startsWith("create")).length, 50);
   });
@@ -213,7 +224,7 @@ describe("aws review and write", () => {
     assert.equal(planned.review.refusals.length, 1);
     assert.match(planned.review.refusals[0]!, /rtb-1: would hold 2 IPv4 routes \(it holds 1\) that count toward the routes-per-table quota, over the route limit of 1 \(local and propagated routes do not count\)\. AWS allows 50 per family by default, up to 1000/);
     assert.doesNotMatch(planned.review.refusals[0]!, /IPv6/, "one IPv6 route fits a limit of 1");
-    const results = await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
+    const results = (await writeThrough(target, inventory, planned.tables[0]!.table, planned.tables[0]!.changes)).results;
     assert.ok(results.every((r) => !r.ok && /refused before any call/.test(r.error!)));
     assert.deepEqual(fake.calls, []);
   });
@@ -255,7 +266,7 @@ describe("aws review and write", () => {
       const planned = await plan(target, inventory, { parallel: 1 });
       const changes = planned.tables[0]!.changes.filter((c) => c.action === action && (c.action === "delete" ? c.current.destination : c.route.destination).startsWith("10.200."));
       assert.equal(changes.length, 1);
-      const [result] = await target.write(planned.tables[0]!.table, changes, { progress: () => {}, inventory });
+      const [result] = (await writeThrough(target, inventory, planned.tables[0]!.table, changes)).results;
       return result!.ok ? "ok" : result!.error!;
     };
     const hole: Ec2Route = { DestinationCidrBlock: "10.200.9.0/24", NetworkInterfaceId: "eni-gone", State: "blackhole" };
@@ -284,7 +295,7 @@ describe("aws review and write", () => {
     const target = new AwsTarget(fake, settings);
     const planned = await plan(target, inventory, { parallel: 2 });
     assert.deepEqual(planned.summary, { create: 0, replace: 0, delete: 1, unchanged: 2, conflicts: 0 });
-    await target.write(planned.tables[0]!.table, planned.tables[0]!.changes, { progress: () => {}, inventory });
+    await writeThrough(target, inventory, planned.tables[0]!.table, planned.tables[0]!.changes);
     assert.deepEqual(fake.calls, ["delete rtb-1 10.200.9.0/24"]);
   });
 });

@@ -16,7 +16,6 @@
 import type { Instance, NetworkInterface, Route as Ec2Route, RouteTable } from "@aws-sdk/client-ec2";
 import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { cidrContains, clusterRanges, internalIpOf, parseCidr, sortByCidr, type Cidr, type Family, type Inventory, type Route } from "../../model.js";
-import type { Plan } from "../../plan/plan.js";
 import { awsErrorCode, awsErrorText, type Ec2Api, type NextHopRef } from "./ec2.js";
 import {
   TargetError,
@@ -24,12 +23,16 @@ import {
   type ChangeResult,
   type Check,
   type ExtraAction,
+  type ActionResult,
   type ObservedRoute,
+  type OpenTable,
   type Progress,
   type RefusedChange,
   type Review,
+  type TableDiff,
   type TableRef,
   type Target,
+  type TargetRun,
   type WriteContext,
 } from "../target.js";
 
@@ -348,17 +351,23 @@ export function observeRoute(
   };
 }
 
+/** What one run of the AWS target looked up; it goes with the run. */
+interface AwsRunState {
+  inventory: Inventory;
+  /** The VPC of the route tables, found by `tables` (or the first table opened); every lookup is scoped to it. */
+  vpcId?: string;
+  /** The nodes' interfaces and instances, looked up once a run, shared by the tables read concurrently. */
+  index?: Promise<HopIndex>;
+  /** Descriptions fetched by `tables`, used once by the table's first open, so a plan does not describe each table twice. */
+  described: Map<string, RouteTable>;
+  /** Interfaces and instances whose source/dest check action a table of this run already carries: each is planned once. */
+  claimedHops: Set<string>;
+}
+
 export class AwsTarget implements Target {
   readonly name = "aws";
+  readonly locksTables = false;
   private readonly ranges: Cidr[];
-  /** Looked up at the start of each plan (`tables`), reused by read, review and write of that inventory. */
-  private index: { inventory: Inventory; ready: Promise<HopIndex> } | undefined;
-  /** The VPC of the route tables, found by `tables` (or `verify`); every lookup is scoped to it. */
-  private vpcId: string | undefined;
-  /** Descriptions fetched by `tables`, used once by `read` so a plan does not describe each table twice. */
-  private readonly described = new Map<string, RouteTable>();
-  /** What each table used of its routes-per-table quota when last read. */
-  private readonly quotaUsed = new Map<string, QuotaUse>();
 
   /** Paces every route write of this target: the API's throttling answers bring it down. */
   readonly concurrency: AdaptiveConcurrency;
@@ -397,16 +406,26 @@ export class AwsTarget implements Target {
     return table;
   }
 
-  async tables(_inventory: Inventory): Promise<TableRef[]> {
-    this.index = undefined;
-    this.described.clear();
-    const found = await this.describeTables();
-    for (const table of found) this.described.set(table.RouteTableId!, table);
-    return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+  /**
+   * One run: the route tables (tagged or named) and the nodes' interfaces, looked up once. A table is
+   * described when opened (once, with `tables`' own description for a plan): a write checks its plan
+   * against that description and writes each change from it.
+   */
+  begin(inventory: Inventory): TargetRun {
+    const run: AwsRunState = { inventory, described: new Map(), claimedHops: new Set() };
+    return {
+      tables: async () => {
+        const found = await this.describeTables(run);
+        for (const table of found) run.described.set(table.RouteTableId!, table);
+        return found.map((table) => ({ id: table.RouteTableId!, scope: "shared" as const }));
+      },
+      open: (table) => this.open(table, run),
+      verify: (context) => this.verify(run, context),
+    };
   }
 
   /** The route tables, all of one VPC (which becomes the scope of every lookup), or a TargetError. */
-  private async describeTables(): Promise<RouteTable[]> {
+  private async describeTables(run: AwsRunState): Promise<RouteTable[]> {
     const found = await this.describe();
     if (!found.length) {
       throw this.fail(
@@ -421,27 +440,25 @@ export class AwsTarget implements Target {
         `the route tables belong to ${byVpc.size} VPCs (${[...byVpc].map(([vpc, ids]) => `${vpc}: ${ids.join(", ")}`).join("; ")}); a cluster's nodes live in one VPC: name that VPC's tables with --route-table`,
       );
     }
-    const vpcId = [...byVpc.keys()][0]!;
-    if (vpcId !== this.vpcId) this.index = undefined;
-    this.vpcId = vpcId;
+    run.vpcId = [...byVpc.keys()][0]!;
     return found;
   }
 
-  /** The plan's index with the inventory's addresses resolved; tables read concurrently share one lookup. */
-  private indexFor(inventory: Inventory): Promise<HopIndex> {
-    if (!this.vpcId) throw this.fail("the route tables were not read yet");
-    if (!this.index || this.index.inventory !== inventory) {
-      const index = new HopIndex(this.ec2, this.settings.cluster, this.vpcId);
-      const ready = index.resolve({ addresses: inventoryAddresses(inventory) }).then(
+  /** The run's index with the inventory's addresses resolved; tables read concurrently share one lookup. */
+  private indexFor(run: AwsRunState): Promise<HopIndex> {
+    if (!run.vpcId) throw this.fail("the route tables were not read yet");
+    if (!run.index) {
+      const index = new HopIndex(this.ec2, this.settings.cluster, run.vpcId);
+      const ready = index.resolve({ addresses: inventoryAddresses(run.inventory) }).then(
         () => index,
         (error: unknown) => {
-          if (this.index?.ready === ready) this.index = undefined; // let the next call try again
+          if (run.index === ready) run.index = undefined; // let the next call try again
           throw this.fail("cannot look up the nodes' network interfaces", error);
         },
       );
-      this.index = { inventory, ready };
+      run.index = ready;
     }
-    return this.index.ready;
+    return run.index;
   }
 
   /** Observes a described table: every owned route plus every foreign route inside the cluster CIDR. */
@@ -466,32 +483,38 @@ export class AwsTarget implements Target {
     return sortByCidr(out, (route) => route.destination);
   }
 
-  async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
-    const index = await this.indexFor(inventory);
-    const described = this.described.get(table.id) ?? (await this.describeOne(table.id));
-    this.described.delete(table.id);
-    this.quotaUsed.set(table.id, quotaUse(described.Routes ?? []));
-    return this.observeTable(described, inventory, index);
+  private async open(table: TableRef, run: AwsRunState): Promise<OpenTable> {
+    const described = run.described.get(table.id) ?? (await this.describeOne(table.id));
+    run.described.delete(table.id);
+    run.vpcId ??= described.VpcId;
+    const index = await this.indexFor(run);
+    const routes = await this.observeTable(described, run.inventory, index);
+    return {
+      routes,
+      review: (diff) => this.review(diff, described, index, run),
+      write: async (changes, actions, context) => {
+        const done = actions.length ? await this.runActions(actions, index, context) : [];
+        return { results: await this.write(table, described, changes, index, context), actions: done };
+      },
+      release: async () => {},
+    };
   }
 
-  async review(plan: Plan, inventory: Inventory): Promise<Review> {
+  /** The table's quota after the diff, and the source/destination checks of the next hops it routes to. */
+  private async review(diff: TableDiff, described: RouteTable, index: HopIndex, run: AwsRunState): Promise<Review> {
     const review: Review = { warnings: [], refusals: [], actions: [] };
     const { routeLimit, nextHop } = this.settings;
-    for (const diff of plan.tables) {
-      if (diff.error !== undefined) continue;
-      const used = this.quotaUsed.get(diff.table.id);
-      if (used === undefined) continue;
-      const after = quotaUseAfter(used, diff.changes);
-      const over = overLimit(used, after, routeLimit);
-      if (over.length) {
-        review.refusals.push(
-          `aws ${diff.table.id}: would hold ${over.join("; and ")} (local and propagated routes do not count). ` +
-            `AWS allows ${DEFAULT_ROUTE_LIMIT} per family by default, up to ${MAX_ROUTE_LIMIT}: ask AWS for a higher routes-per-table quota and pass --route-limit, ` +
-            `or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
-        );
-        review.refused = [...(review.refused ?? []), ...createsPastLimit(diff.table.id, used, diff.changes, routeLimit)];
-        continue;
-      }
+    const used = quotaUse(described.Routes ?? []);
+    const after = quotaUseAfter(used, diff.changes);
+    const over = overLimit(used, after, routeLimit);
+    if (over.length) {
+      review.refusals.push(
+        `aws ${diff.table.id}: would hold ${over.join("; and ")} (local and propagated routes do not count). ` +
+          `AWS allows ${DEFAULT_ROUTE_LIMIT} per family by default, up to ${MAX_ROUTE_LIMIT}: ask AWS for a higher routes-per-table quota and pass --route-limit, ` +
+          `or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
+      );
+      review.refused = createsPastLimit(diff.table.id, used, diff.changes, routeLimit);
+    } else {
       for (const family of [4, 6] as const) {
         if (after[family] > used[family] && after[family] > routeLimit * LIMIT_WARNING_SHARE) {
           review.warnings.push(`aws ${diff.table.id}: will hold ${after[family]} of at most ${routeLimit} IPv${family} routes (--route-limit)`);
@@ -499,21 +522,18 @@ export class AwsTarget implements Target {
       }
     }
 
-    // Every next hop the plan routes to must have its source/destination check off, or EC2 drops the pods' packets.
-    const index = await this.indexFor(inventory);
+    // Every next hop the table routes to must have its source/destination check off, or EC2 drops the pods'
+    // packets. A hop several tables route to is planned once, with the first table reviewed.
     const wanted = new Map<string, Route>();
-    for (const diff of plan.tables) {
-      for (const route of [...diff.unchanged, ...diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))]) wanted.set(route.nextHop, route);
-    }
-    const seen = new Set<string>();
+    for (const route of [...diff.unchanged, ...diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))]) wanted.set(route.nextHop, route);
     for (const [address, route] of [...wanted].sort(([a], [b]) => a.localeCompare(b))) {
       const found = index.hopFor(address, nextHop);
       if ("error" in found) {
         review.warnings.push(`aws: node ${route.node}: ${found.error}; its routes will fail`);
         continue;
       }
-      if (seen.has(found.hop.id)) continue;
-      seen.add(found.hop.id);
+      if (run.claimedHops.has(found.hop.id)) continue;
+      run.claimedHops.add(found.hop.id);
       if (index.sourceDestCheck(found.hop) !== false) {
         review.actions.push({ table: route.node, id: found.hop.id, description: `disable source/dest check on ${found.hop.id} (${address})` });
       }
@@ -521,8 +541,8 @@ export class AwsTarget implements Target {
     return review;
   }
 
-  async runActions(actions: ExtraAction[], context: WriteContext): Promise<{ action: ExtraAction; ok: boolean; error?: string }[]> {
-    const index = await this.indexFor(context.inventory);
+  /** Turns off the source/destination checks a table's review asked for, only inside the tables' VPC. */
+  private async runActions(actions: ExtraAction[], index: HopIndex, context: WriteContext): Promise<ActionResult[]> {
     let done = 0;
     return Promise.all(
       actions.map((action) =>
@@ -544,10 +564,8 @@ export class AwsTarget implements Target {
     );
   }
 
-  async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
-    // Read the table again: each change must still fit what was planned, and the limit must hold.
-    const fresh = await this.describeOne(table.id);
-    const index = await this.indexFor(context.inventory);
+  /** Each change checked against the table as described when it was opened for this write, and the limit with it. */
+  private async write(table: TableRef, fresh: RouteTable, changes: Change[], index: HopIndex, context: WriteContext): Promise<ChangeResult[]> {
     const byDestination = new Map<string, Ec2Route>();
     for (const route of fresh.Routes ?? []) {
       const destination = destinationOf(route);
@@ -622,11 +640,11 @@ export class AwsTarget implements Target {
     return table.Routes?.find((route) => destinationOf(route)?.text === destination);
   }
 
-  async verify(inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
-    this.index = undefined;
+  private async verify(run: AwsRunState, context: { progress: Progress }): Promise<Check[]> {
+    const { inventory } = run;
     const checks: Check[] = [];
-    const tables = await this.describeTables();
-    const index = await this.indexFor(inventory);
+    const tables = await this.describeTables(run);
+    const index = await this.indexFor(run);
     let done = 0;
     for (const table of tables) {
       const tableId = table.RouteTableId!;

@@ -15,9 +15,8 @@
 import { AdaptiveConcurrency, writeEachChange } from "../each-change.js";
 import { createHash } from "node:crypto";
 import { parseCidr, type Inventory, type Route } from "../../model.js";
-import type { Plan } from "../../plan/plan.js";
 import { ComputeError, computeErrorText, interfaceOn, type ComputeApi, type ComputeInstance, type ComputeRoute } from "./compute.js";
-import { TargetError, type Change, type ChangeResult, type Check, type ObservedRoute, type Progress, type RefusedChange, type Review, type TableRef, type Target, type WriteContext } from "../target.js";
+import { TargetError, type Change, type ChangeResult, type Check, type ObservedRoute, type Progress, type RefusedChange, type Review, type TableDiff, type TableRef, type Target, type TargetRun, type WriteContext } from "../target.js";
 
 export type NextHopKind = "ip" | "instance";
 
@@ -92,9 +91,14 @@ export class InstanceIndex {
   }
 }
 
+/** What one run of the GCP target looked up: the project's instances, listed once when needed. */
+interface GcpRunState {
+  instances?: Promise<InstanceIndex>;
+}
+
 export class GcpTarget implements Target {
   readonly name = "gcp";
-  private instances: Promise<InstanceIndex> | undefined;
+  readonly locksTables = false;
   /** Paces every write of this target: the API's throttling answers bring it down. */
   readonly concurrency: AdaptiveConcurrency;
 
@@ -110,26 +114,42 @@ export class GcpTarget implements Target {
     return new TargetError(this.name, error === undefined ? message : `${message}: ${computeErrorText(error)}`, { cause: error, table: this.settings.network });
   }
 
+  /**
+   * One run: the network is the one table; its routes are listed when it is opened, each time (a write
+   * rechecks its plan against that list), the instances at most once a run.
+   */
+  begin(inventory: Inventory): TargetRun {
+    const run: GcpRunState = {};
+    return {
+      tables: async () => [{ id: this.settings.network, scope: "shared" }],
+      open: async (table) => {
+        const routes = await this.read(table, run);
+        return {
+          routes,
+          review: (diff) => this.review(diff, run),
+          write: async (changes, _actions, context) => ({ results: await this.write(table, changes, context, run), actions: [] }),
+          release: async () => {},
+        };
+      },
+      verify: (context) => this.verify(inventory, context, run),
+    };
+  }
+
   /** Instances of the project (only needed for `--next-hop instance` and canIpForward checks). */
-  private instanceIndex(): Promise<InstanceIndex> {
-    this.instances ??= this.compute.listInstances().then(
+  private instanceIndex(run: GcpRunState): Promise<InstanceIndex> {
+    run.instances ??= this.compute.listInstances().then(
       (list) => new InstanceIndex(list, this.settings.network),
       (error: unknown) => {
-        this.instances = undefined;
+        run.instances = undefined;
         throw this.fail("cannot list instances", error);
       },
     );
-    return this.instances;
+    return run.instances;
   }
 
   /** Server-side filter: every route of the network (full-match regex on its URL). */
   private networkFilter(): string {
     return `network eq ".*/global/networks/${this.settings.network}"`;
-  }
-
-  async tables(_inventory: Inventory): Promise<TableRef[]> {
-    this.instances = undefined;
-    return [{ id: this.settings.network, scope: "shared" }];
   }
 
   /** One API route as podroutes sees it; undefined for routes it never reports (IPv6 oddities aside). */
@@ -160,14 +180,14 @@ export class GcpTarget implements Target {
     };
   }
 
-  async read(table: TableRef, inventory: Inventory): Promise<ObservedRoute[]> {
+  private async read(table: TableRef, run: GcpRunState): Promise<ObservedRoute[]> {
     let routes: ComputeRoute[];
     try {
       routes = await this.compute.listRoutes(this.networkFilter());
     } catch (error) {
       throw this.fail("cannot list routes", error);
     }
-    const index = routes.some((r) => r.nextHopInstance) || this.settings.nextHop === "instance" ? await this.instanceIndex() : undefined;
+    const index = routes.some((r) => r.nextHopInstance) || this.settings.nextHop === "instance" ? await this.instanceIndex(run) : undefined;
     // Every route of the network, as `gcloud compute routes list` shows it: the planner acts only on
     // owned ones and reports foreign ones only where they sit on a wanted destination.
     const out: ObservedRoute[] = [];
@@ -189,23 +209,22 @@ export class GcpTarget implements Target {
     );
   }
 
-  async review(plan: Plan, inventory: Inventory): Promise<Review> {
+  /** The quota this diff needs, and canIpForward on the instances it routes to. */
+  private async review(diff: TableDiff, run: GcpRunState): Promise<Review> {
     const review: Review = { warnings: [], refusals: [], actions: [] };
     let creates = 0;
     let replaces = 0;
     let deletes = 0;
-    for (const diff of plan.tables) {
-      for (const change of diff.changes) {
-        if (change.action === "create") creates++;
-        else if (change.action === "replace") replaces++;
-        else deletes++;
-      }
+    for (const change of diff.changes) {
+      if (change.action === "create") creates++;
+      else if (change.action === "replace") replaces++;
+      else deletes++;
     }
     // GCP drops forwarded packets of instances without canIpForward; it can only be set at creation.
     // Checked for the routes this plan writes (`verify` checks every node): a controller's plan with
     // nothing to write then lists no instances. Read beside the quota: neither waits for the other.
-    const hops = new Set(plan.tables.flatMap((d) => d.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route]))).map((r) => r.nextHop));
-    const instances = hops.size ? this.instanceIndex().then((index) => ({ index }), (error: unknown) => ({ error })) : undefined;
+    const hops = new Set(diff.changes.flatMap((c) => (c.action === "delete" ? [] : [c.route])).map((r) => r.nextHop));
+    const instances = hops.size ? this.instanceIndex(run).then((index) => ({ index }), (error: unknown) => ({ error })) : undefined;
     if (creates + replaces > 0) {
       let quota: { limit: number; usage: number } | undefined;
       try {
@@ -223,13 +242,11 @@ export class GcpTarget implements Target {
               `Ask for a higher ROUTES quota, or route pods with host routes on the nodes (--target ssh) for a cluster this large`,
           );
           let room = quota.limit - quota.usage - Math.min(replaces, this.settings.maxInFlight);
-          review.refused = plan.tables.flatMap((diff) =>
-            diff.changes.flatMap((change): RefusedChange[] => {
-              if (change.action !== "create" || room-- > 0) return [];
-              const message = `the project's ROUTES quota (${quota.limit}, ${quota.usage} used) has no room for ${change.route.destination}: ask for a higher ROUTES quota`;
-              return [{ table: diff.table.id, change, limit: "quota", message }];
-            }),
-          );
+          review.refused = diff.changes.flatMap((change): RefusedChange[] => {
+            if (change.action !== "create" || room-- > 0) return [];
+            const message = `the project's ROUTES quota (${quota.limit}, ${quota.usage} used) has no room for ${change.route.destination}: ask for a higher ROUTES quota`;
+            return [{ table: diff.table.id, change, limit: "quota", message }];
+          });
         } else if (after > quota.limit * QUOTA_WARNING_SHARE) {
           review.warnings.push(`gcp: the project will use ${after} of its ${quota.limit} ROUTES quota`);
         }
@@ -244,7 +261,6 @@ export class GcpTarget implements Target {
         else if (!instance && this.settings.nextHop === "instance") review.warnings.push(`gcp: no instance has internal IP ${ip}; its routes will fail`);
       }
     }
-    void inventory;
     return review;
   }
 
@@ -294,8 +310,8 @@ export class GcpTarget implements Target {
     }
   }
 
-  async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
-    const index = this.settings.nextHop === "instance" ? await this.instanceIndex() : undefined;
+  private async write(table: TableRef, changes: Change[], context: WriteContext, run: GcpRunState): Promise<ChangeResult[]> {
+    const index = this.settings.nextHop === "instance" ? await this.instanceIndex(run) : undefined;
     return writeEachChange(
       changes,
       { table: table.id, concurrency: this.concurrency, progress: context.progress, errorText: computeErrorText, ...(context.onResult ? { onResult: context.onResult } : {}) },
@@ -318,9 +334,8 @@ export class GcpTarget implements Target {
     return undefined;
   }
 
-  async verify(inventory: Inventory, context: { progress: Progress }): Promise<Check[]> {
-    this.instances = undefined;
-    const index = await this.instanceIndex();
+  private async verify(inventory: Inventory, context: { progress: Progress }, run: GcpRunState): Promise<Check[]> {
+    const index = await this.instanceIndex(run);
     const checks: Check[] = [];
     let done = 0;
     for (const node of inventory.nodes) {

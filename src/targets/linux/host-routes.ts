@@ -4,7 +4,7 @@
  * routes carrying it are replaced or deleted, and `ip route del proto N ...` refuses any other.
  *
  * Writes happen under the table's lock (runner.ts), taken with one read of the table under it
- * (`lockTable`); the batch is built from that same read. A run nobody reviews plans from that read; an
+ * (`open` for a write); the batch is built from that same read. A run nobody reviews plans from that read; an
  * approved plan is checked against it first (the engine's recheck). Residual race, which
  * no lock can close: a writer that ignores the lock (`ip route replace DST via X proto static` by hand)
  * between that read and the batch. `route add` then fails rather than overwrite it, but `route replace`
@@ -17,8 +17,8 @@
  * --proto for the second cluster). `list`/`delete` by the mark alone (no nodes) act for whoever owns it.
  */
 import type { Inventory, Route } from "../../model.js";
-import { changeDestination, desiredRoutes, type Plan, type TableDiff } from "../../plan/plan.js";
-import type { ActionResult, CallOptions, Change, ChangeResult, ExtraAction, LockedTable, ObservedRoute, Review, TableRef, Target, WriteContext } from "../target.js";
+import { changeDestination, desiredRoutes } from "../../plan/plan.js";
+import type { ActionResult, CallOptions, Change, ChangeResult, Check, ExtraAction, ObservedRoute, OpenOptions, OpenTable, Progress, Review, TableDiff, TableRef, Target, TargetRun, WriteContext } from "../target.js";
 import { TargetError } from "../target.js";
 import {
   batchFailures,
@@ -50,7 +50,9 @@ export interface HostRoutesOptions {
   /** How to run `ip` on a table's node; called once per table and cached. */
   connect(table: TableRef, inventory: Inventory): Promise<IpRunner>;
   /** Extra checks for `verify` (packets on the lab). */
-  verify?: Target["verify"];
+  verify?(inventory: Inventory, context: { progress: Progress }): Promise<Check[]>;
+  /** Told of each table's state as read under its lock (the agent keeps what a per-change write needs of it). */
+  lockedRead?(table: TableRef, state: HostState): void;
 }
 
 /** The review action that removes podroutes' nexthop objects nothing uses. */
@@ -58,21 +60,21 @@ export const UNUSED_NEXTHOPS_ACTION = "unused-nexthops";
 
 export class HostRoutesTarget implements Target {
   readonly name: string;
+  readonly locksTables = true;
+  /** One `ip` runner per node (a process, an SSH connection), kept for the target's life: runs share it. */
   private readonly runners = new Map<string, Promise<IpRunner>>();
-  /**
-   * Each table's state as last read for a plan (unlocked: a plan someone looks at first), for review.
-   * A run that plans under the lock keeps its read in its LockedTable instead.
-   */
-  private readonly planned = new Map<string, HostState>();
-  /** Each table's state as last read (for `lastState`). */
-  private readonly lastRead = new Map<string, HostState>();
 
   constructor(private readonly options: HostRoutesOptions) {
     this.name = options.name;
   }
 
-  tables(inventory: Inventory): Promise<TableRef[]> {
-    return this.options.tables(inventory, this);
+  begin(inventory: Inventory): TargetRun {
+    const { verify } = this.options;
+    return {
+      tables: () => this.options.tables(inventory, this),
+      open: (table, options) => this.open(table, inventory, options),
+      ...(verify ? { verify: (context: { progress: Progress }) => verify(inventory, context) } : {}),
+    };
   }
 
   runner(table: TableRef, inventory: Inventory): Promise<IpRunner> {
@@ -93,18 +95,13 @@ export class HostRoutesTarget implements Target {
     return parseHostReads(reads);
   }
 
-  /** The table's state as last read, locked or not (the agent keeps what a per-change write needs of it). */
-  lastState(table: TableRef): HostState | undefined {
-    return this.lastRead.get(table.id);
-  }
-
-  /** The host's routing state, read now (`IpRunner.read`). */
+  /** The host's routing state, read now (`IpRunner.read`), without the lock. */
   async state(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<HostState> {
     const runner = await this.runner(table, inventory);
     return this.parse(await runner.read(options), runner.where, table);
   }
 
-  /** What `read` returns of a state: owned routes, and foreign ones on destinations this table should get. */
+  /** What a read returns of a state: owned routes, and foreign ones on destinations this table should get. */
   private observe(state: HostState, table: TableRef, inventory: Inventory): ObservedRoute[] {
     // Foreign routes matter only on a destination this table should get (a conflict); the node's own
     // pod network, for one, is the CNI bridge's business.
@@ -112,19 +109,25 @@ export class HostRoutesTarget implements Target {
     return observedRoutes(state, this.options.proto).filter((route) => route.owned || wanted.has(route.destination));
   }
 
-  async read(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<ObservedRoute[]> {
-    const state = await this.state(table, inventory, options);
-    this.planned.set(table.id, state);
-    this.lastRead.set(table.id, state);
-    return this.observe(state, table, inventory);
-  }
-
   /**
-   * Takes the table's lock and reads the table under it (the runner's one `flock`, then the read);
-   * the LockedTable writes from that read. Refuses (nothing changed) a host whose protocol
-   * number another cluster's routes carry.
+   * For a write: takes the table's lock and reads the table under it (the runner's one `flock`, then the
+   * read), and writes from that read. Refuses (nothing changed) a host whose protocol number another
+   * cluster's routes carry. For a look: one read, no lock.
    */
-  async lockTable(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<LockedTable> {
+  async open(table: TableRef, inventory: Inventory, options: OpenOptions): Promise<OpenTable> {
+    // The review and the write judge the same read: the routes this host refuses are found once.
+    const refusals = new Map<Route, string | undefined>();
+    if (!options.write) {
+      const state = await this.state(table, inventory, options);
+      return {
+        routes: this.observe(state, table, inventory),
+        review: async (diff) => this.reviewTable(diff, state, inventory, refusals),
+        write: async () => {
+          throw new TargetError(this.name, "a table opened for a read cannot be written", { table: table.id });
+        },
+        release: async () => {},
+      };
+    }
     const runner = await this.runner(table, inventory);
     const { proto, lockTimeout } = this.options;
     // A run with an inventory writes for its cluster; `delete` by the mark alone (no nodes) for whoever owns it.
@@ -142,7 +145,7 @@ export class HostRoutesTarget implements Target {
     let state: HostState;
     try {
       state = this.parse(host.state, runner.where, table);
-      this.lastRead.set(table.id, state);
+      this.options.lockedRead?.(table, state);
       if (cluster !== undefined && host.owner !== undefined && host.owner !== cluster && holdsOwned(state, proto)) {
         throw new TargetError(
           this.name,
@@ -155,28 +158,16 @@ export class HostRoutesTarget implements Target {
       throw error;
     }
     const held = { host, where: runner.where };
-    // The review and the write judge the same read: the routes this host refuses are found once.
-    const refusals = new Map<Route, string | undefined>();
     return {
       routes: this.observe(state, table, inventory),
-      review: async (diff, reviewed) => this.reviewTable(diff, state, reviewed, refusals),
-      write: async (changes, actions, context) => this.writeLocked(table, held, state, changes, actions, context, refusals),
+      review: async (diff) => this.reviewTable(diff, state, inventory, refusals),
+      write: async (changes, actions, context) => this.writeLocked(table, inventory, held, state, changes, actions, context, refusals),
       release: () => host.release(),
     };
   }
 
   sameRoute(desired: { nextHop: string }, observed: ObservedRoute): boolean {
     return sameHostRoute(desired, observed);
-  }
-
-  /** Runs `body` with the table locked for the duration, as the engine does for a whole write. */
-  private async locked<T>(table: TableRef, inventory: Inventory, options: CallOptions, body: (locked: LockedTable) => Promise<T>): Promise<T> {
-    const locked = await this.lockTable(table, inventory, options);
-    try {
-      return await body(locked);
-    } finally {
-      await locked.release();
-    }
   }
 
   /**
@@ -188,6 +179,7 @@ export class HostRoutesTarget implements Target {
    */
   private async writeLocked(
     table: TableRef,
+    inventory: Inventory,
     held: { host: LockedHost; where: string },
     state: HostState,
     changes: Change[],
@@ -195,7 +187,7 @@ export class HostRoutesTarget implements Target {
     context: WriteContext,
     refusals?: Map<Route, string | undefined>,
   ): Promise<{ results: ChangeResult[]; actions: ActionResult[] }> {
-    const nodeOfNextHop = (ip: string) => context.inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
+    const nodeOfNextHop = (ip: string) => inventory.nodes.find((n) => n.internalIPs.includes(ip))?.name ?? "?";
     const batch = buildWriteBatch(state, changes, { proto: this.options.proto, nodeOfNextHop, ...(refusals ? { refusals } : {}) });
     let results: ChangeResult[];
     let cleanupError: string | undefined;
@@ -210,7 +202,7 @@ export class HostRoutesTarget implements Target {
       } else {
         const why = `ip stopped before the end of the batch on ${held.where}: ${result.stderr.trim() || `exit ${result.code}`}`;
         const refused = new Set(batch.refused.map((r) => r.change));
-        const now = await this.state(table, context.inventory, context);
+        const now = await this.state(table, inventory, context);
         results = [...batch.refused, ...resultsFromState(now, this.options.proto, changes.filter((c) => !refused.has(c)), why)];
         cleanupError = why;
       }
@@ -218,10 +210,6 @@ export class HostRoutesTarget implements Target {
     context.progress({ table: table.id, done: changes.length, total: changes.length });
     const actionResults = actions.map((action): ActionResult => (action.id === UNUSED_NEXTHOPS_ACTION && cleanupError !== undefined ? { action, ok: false, error: cleanupError } : { action, ok: true }));
     return { results, actions: actionResults };
-  }
-
-  async write(table: TableRef, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
-    return this.locked(table, context.inventory, context, async (locked) => (await locked.write(changes, [], context)).results);
   }
 
   /** Warnings (routes this host will refuse) and the unused-nexthops action, for one table's diff and state. */
@@ -248,37 +236,6 @@ export class HostRoutesTarget implements Target {
     return { warnings, refusals: [], actions };
   }
 
-  /**
-   * Podroutes' nexthop objects that nothing uses (left by a crash, or by someone deleting our routes)
-   * are removed; routes this host will refuse to write (next hop not on-link, a connected network
-   * hijacked) are warned about already in the plan.
-   */
-  async review(plan: Plan, inventory: Inventory): Promise<Review> {
-    const review: Review = { warnings: [], refusals: [], actions: [] };
-    for (const diff of plan.tables) {
-      const state = this.planned.get(diff.table.id);
-      if (!state) continue;
-      const table = this.reviewTable(diff, state, inventory);
-      review.warnings.push(...table.warnings);
-      review.actions.push(...table.actions);
-    }
-    return review;
-  }
-
-  /** Runs actions of an approved plan, each under its table's lock from a fresh read: only what is still unused now is removed. */
-  async runActions(actions: ExtraAction[], context: WriteContext): Promise<ActionResult[]> {
-    const results: ActionResult[] = [];
-    for (const action of actions) {
-      const table: TableRef = { id: action.table, scope: "host", node: action.table };
-      try {
-        results.push(...(await this.locked(table, context.inventory, context, async (locked) => (await locked.write([], [action], context)).actions)));
-      } catch (error) {
-        results.push({ action, ok: false, error: (error as Error).message });
-      }
-    }
-    return results;
-  }
-
   listing = {
     columns: ["NODE", "DEST_RANGE", "NEXT_HOP", "DEV", "PROTO"],
     row: (table: TableRef, route: ObservedRoute) => [
@@ -289,10 +246,6 @@ export class HostRoutesTarget implements Target {
       route.owned ? `${route.protocol} (podroutes)` : (route.protocol ?? ""),
     ],
   };
-
-  verify(inventory: Inventory, context: Parameters<NonNullable<Target["verify"]>>[1]) {
-    return this.options.verify ? this.options.verify(inventory, context) : Promise.resolve([]);
-  }
 
   async close(): Promise<void> {
     const runners = await Promise.allSettled(this.runners.values());

@@ -5,7 +5,7 @@
  */
 import type { Inventory } from "../../model.js";
 import { changeDestination } from "../../plan/plan.js";
-import type { Change, ChangeResult, LockedTable, ObservedRoute, TableRef, Target, WriteContext } from "../target.js";
+import type { Change, ChangeResult, ObservedRoute, OpenOptions, OpenTable, TableRef, Target, TargetRun } from "../target.js";
 
 export interface MemoryCall {
   method: "read" | "write" | "lock";
@@ -26,27 +26,34 @@ export class MemoryTarget implements Target {
 
   constructor(private readonly scope: "host" | "shared" = "host") {}
 
-  /**
-   * A lock per table, as a host's flock: holders queue and go one at a time. The table is read under it
-   * (`read`) and written under it (`write`), so whatever wraps those sees every read and write.
-   */
-  async lockTable(table: TableRef, inventory: Inventory): Promise<LockedTable> {
-    this.calls.push({ method: "lock", table: table.id });
-    const before = this.locks.get(table.id) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    this.locks.set(table.id, before.then(() => mine));
-    await before;
-    try {
-      return {
-        routes: await this.read(table, inventory),
-        write: async (changes, _actions, context) => ({ results: await this.write(table, changes, context), actions: [] }),
-        release: async () => release(),
-      };
-    } catch (error) {
-      release();
-      throw error;
+  readonly locksTables = true;
+
+  /** A run: tables per the scope; each table opened under its lock for a write, as a host's flock. */
+  begin(inventory: Inventory): TargetRun {
+    return {
+      tables: () => this.tables(inventory),
+      open: (table, options) => this.open(table, options),
+    };
+  }
+
+  /** Holders of a table's lock queue and go one at a time; the table is read under it and written under it. */
+  private async open(table: TableRef, options: OpenOptions): Promise<OpenTable> {
+    let release = () => {};
+    if (options.write) {
+      this.calls.push({ method: "lock", table: table.id });
+      const before = this.locks.get(table.id) ?? Promise.resolve();
+      const mine = new Promise<void>((resolve) => (release = resolve));
+      this.locks.set(table.id, before.then(() => mine));
+      await before;
     }
+    return {
+      routes: await this.read(table),
+      write: async (changes) => {
+        if (!options.write) throw new Error("memory: a table opened for a read was written");
+        return { results: await this.write(table, changes), actions: [] };
+      },
+      release: async () => release(),
+    };
   }
 
   async tables(inventory: Inventory): Promise<TableRef[]> {
@@ -61,12 +68,12 @@ export class MemoryTarget implements Target {
     return table;
   }
 
-  async read(table: TableRef, _inventory?: Inventory): Promise<ObservedRoute[]> {
+  async read(table: TableRef): Promise<ObservedRoute[]> {
     this.calls.push({ method: "read", table: table.id });
     return [...this.table(table.id).values()].map((route) => ({ ...route }));
   }
 
-  async write(table: TableRef, changes: Change[], _context: WriteContext): Promise<ChangeResult[]> {
+  async write(table: TableRef, changes: Change[]): Promise<ChangeResult[]> {
     this.calls.push({ method: "write", table: table.id, changes });
     const routes = this.table(table.id);
     return changes.map((change): ChangeResult => {

@@ -8,10 +8,8 @@
  * After a write, the route file is rebuilt from what the node then holds, so a partly failed write
  * persists only what is really there. A node left with no podroutes route (`delete`) loses the unit.
  */
-import pLimit from "p-limit";
 import type { Inventory } from "../../model.js";
-import type { Plan, TableDiff } from "../../plan/plan.js";
-import type { ActionResult, CallOptions, ExtraAction, LockedTable, ObservedRoute, Review, TableRef, WriteContext } from "../target.js";
+import type { ActionResult, CallOptions, ExtraAction, OpenOptions, OpenTable, TableDiff, TableRef, WriteContext } from "../target.js";
 import { HostRoutesTarget, type HostRoutesOptions } from "../linux/host-routes.js";
 import { observedRoutes } from "../linux/iproute.js";
 import type { IpResult, IpRunner } from "../linux/runner.js";
@@ -36,11 +34,6 @@ export interface SshTargetOptions extends HostRoutesOptions {
 export const PERSIST_ACTION = "persist";
 
 export class SshTarget extends HostRoutesTarget {
-  /** The route file each node holds now ("" = no unit), as last read or written. */
-  private readonly persisted = new Map<string, string>();
-  /** The route file each node should hold after the planned changes, from review. */
-  private readonly wanted = new Map<string, string>();
-
   constructor(private readonly ssh: SshTargetOptions) {
     super(ssh);
   }
@@ -57,29 +50,23 @@ export class SshTarget extends HostRoutesTarget {
     return result;
   }
 
-  override async read(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<ObservedRoute[]> {
-    const [routes, status] = await Promise.all([super.read(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
-    this.persisted.set(table.id, status.stdout);
-    return routes;
-  }
-
   /**
-   * The host-route LockedTable, plus the node's persistence: its route file read beside the locked read,
-   * the persist action in review, and the file rebuilt after the write from what the node then holds.
+   * The host-route table, plus the node's persistence: its route file read beside the routes, the persist
+   * action in review, and the file rebuilt after the write from what the node then holds.
    */
-  override async lockTable(table: TableRef, inventory: Inventory, options: CallOptions = {}): Promise<LockedTable> {
-    const [locked, status] = await Promise.allSettled([super.lockTable(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
-    if (locked.status === "rejected") throw locked.reason;
+  override async open(table: TableRef, inventory: Inventory, options: OpenOptions): Promise<OpenTable> {
+    const [opened, status] = await Promise.allSettled([super.open(table, inventory, options), this.script(table, inventory, STATUS_SCRIPT, undefined, options)]);
+    if (opened.status === "rejected") throw opened.reason;
     if (status.status === "rejected") {
-      await locked.value.release();
+      await opened.value.release();
       throw status.reason;
     }
-    const hostTable = locked.value;
+    const hostTable = opened.value;
     const persisted = status.value.stdout;
     return {
       routes: hostTable.routes,
-      review: async (diff, reviewed) => {
-        const review = (await hostTable.review?.(diff, reviewed)) ?? { warnings: [], refusals: [], actions: [] };
+      review: async (diff) => {
+        const review = (await hostTable.review?.(diff)) ?? { warnings: [], refusals: [], actions: [] };
         const persist = this.persistReview(diff, persisted);
         return { ...review, warnings: [...review.warnings, ...persist.warnings], actions: [...review.actions, ...persist.actions] };
       },
@@ -88,7 +75,7 @@ export class SshTarget extends HostRoutesTarget {
         const persistActions = actions.filter((action) => action.id === PERSIST_ACTION);
         if (!persisted && !this.ssh.persist && !persistActions.length) return written;
         // The persist action is done by rebuilding the file from what the node holds after the write.
-        const failure = await this.persistWhatIsThere(table, context, persisted);
+        const failure = await this.persistWhatIsThere(table, inventory, context, persisted);
         return {
           results: failure ? written.results.map((result) => (result.ok ? { ...result, ok: false, error: failure } : result)) : written.results,
           actions: [...written.actions, ...persistActions.map((action): ActionResult => (failure ? { action, ok: false, error: failure } : { action, ok: true }))],
@@ -106,7 +93,6 @@ export class SshTarget extends HostRoutesTarget {
   private async syncPersist(table: TableRef, inventory: Inventory, content: string, options: CallOptions = {}): Promise<void> {
     if (content) await this.script(table, inventory, INSTALL_SCRIPT, content, options);
     else await this.script(table, inventory, REMOVE_SCRIPT, undefined, options);
-    this.persisted.set(table.id, content);
   }
 
   /** The route file a table's plan leaves (`content`) and the action that writes it, if one is needed. */
@@ -126,39 +112,6 @@ export class SshTarget extends HostRoutesTarget {
     return { content, actions: [action], warnings };
   }
 
-  override async review(plan: Plan, inventory: Inventory): Promise<Review> {
-    const hostRoutes = await super.review(plan, inventory);
-    const actions: ExtraAction[] = [...hostRoutes.actions];
-    const warnings: string[] = [...hostRoutes.warnings];
-    for (const diff of plan.tables) {
-      if (diff.error !== undefined) continue;
-      const persist = this.persistReview(diff, this.persisted.get(diff.table.id) ?? "");
-      this.wanted.set(diff.table.id, persist.content);
-      actions.push(...persist.actions);
-      for (const warning of persist.warnings) if (!warnings.includes(warning)) warnings.push(warning);
-    }
-    return { warnings, refusals: hostRoutes.refusals, actions };
-  }
-
-  override async runActions(actions: ExtraAction[], context: WriteContext) {
-    const limit = pLimit(Math.max(1, this.ssh.parallel));
-    const persist = actions.filter((action) => action.id === PERSIST_ACTION);
-    const others = await super.runActions(actions.filter((action) => action.id !== PERSIST_ACTION), context);
-    return [...others, ...(await Promise.all(
-      persist.map((action) =>
-        limit(async () => {
-          try {
-            const table: TableRef = { id: action.table, scope: "host", node: action.table };
-            await this.syncPersist(table, context.inventory, this.wanted.get(action.table) ?? "", context);
-            return { action, ok: true };
-          } catch (error) {
-            return { action, ok: false, error: (error as Error).message };
-          }
-        }),
-      ),
-    ))];
-  }
-
   override async close(): Promise<void> {
     await super.close();
     await this.ssh.release?.();
@@ -169,12 +122,12 @@ export class SshTarget extends HostRoutesTarget {
    * not come back at boot. Returns why it failed, if it did (the routes are written; only their
    * persistence failed, which fails the run).
    */
-  private async persistWhatIsThere(table: TableRef, context: WriteContext, current: string): Promise<string | undefined> {
-    const owned = observedRoutes(await this.state(table, context.inventory, context), this.ssh.proto).filter((r) => r.owned && r.nextHop);
+  private async persistWhatIsThere(table: TableRef, inventory: Inventory, context: WriteContext, current: string): Promise<string | undefined> {
+    const owned = observedRoutes(await this.state(table, inventory, context), this.ssh.proto).filter((r) => r.owned && r.nextHop);
     const content = this.render(table, owned.map((r) => ({ destination: r.destination, nextHop: r.nextHop! })));
     if (content === current) return undefined;
     try {
-      await this.syncPersist(table, context.inventory, content, context);
+      await this.syncPersist(table, inventory, content, context);
       return undefined;
     } catch (error) {
       return `written, but ${UNIT_NAME} could not be updated, so it would not survive a reboot: ${(error as Error).message}`;
