@@ -488,7 +488,9 @@ describe("aws target against moto", () => {
       const report = await apply(target, planned, inventory, options);
       const failed = report.tables.flatMap((t) => t.results.filter((r) => !r.ok));
       assert.equal(failed.length, 1);
-      assert.match(failed[0]!.error!, /appeared since the plan/);
+      // The one write path rechecks the approved plan against the table read for the write: a conflict, never written.
+      assert.equal(failed[0]!.conflict, true);
+      assert.match(failed[0]!.error!, /a route podroutes does not own took 10\.200\.1\.0\/24 after the plan .*not written/);
       assert.equal((await routesOf(client, cloud.tableIds[0]!)).get("10.200.1.0/24"), cloud.igwId);
       const next = await plan(target, inventory, options);
       assert.equal(next.summary.conflicts, 1);

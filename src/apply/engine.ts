@@ -25,6 +25,11 @@ export interface PlanOptions {
   deleteAll?: boolean;
   /** Cancels the reads not done yet; running ones are ended. */
   signal?: AbortSignal;
+  /**
+   * The run to plan in, when the caller writes the plan moments later in the same run (`converge`, the
+   * controller): a target without locks may then write from the plan's read. Default: a run of its own.
+   */
+  run?: TargetRun;
 }
 
 /** The target's own checks beyond the routes (packets, canIpForward, blackholes), in a run of their own. */
@@ -75,7 +80,7 @@ async function readTables(run: TargetRun, inventory: Inventory, target: Target, 
 
 /** Reads the target and plans. Tables that could not be read carry `error` and no changes. */
 export async function plan(target: Target, inventory: Inventory, options: PlanOptions): Promise<Plan> {
-  const read = await readTables(target.begin(inventory), inventory, target, options);
+  const read = await readTables(options.run ?? target.begin(inventory), inventory, target, options);
   return planOf(inventory, target, read);
 }
 
@@ -139,6 +144,8 @@ export interface ApplyOptions {
   onResult?: (result: ChangeResult) => void;
   /** Cancels what is not done yet: no further table is locked or written, running commands are ended. */
   signal?: AbortSignal;
+  /** The run the plan was made in (see PlanOptions.run); default: a run of its own, which reads every table afresh. */
+  run?: TargetRun;
 }
 
 function writeContext(options: ApplyOptions): WriteContext {
@@ -218,7 +225,7 @@ async function writeTable(run: TargetRun, target: Target, inventory: Inventory, 
  * opened for a write and rechecked against that read (writeTable), its extra actions with it.
  */
 export async function apply(target: Target, planned: Plan, inventory: Inventory, options: ApplyOptions): Promise<ApplyReport> {
-  const run = target.begin(inventory);
+  const run = options.run ?? target.begin(inventory);
   const context = writeContext(options);
   const limit = pLimit(Math.max(1, options.parallel));
   const passes = await Promise.all(
@@ -257,13 +264,13 @@ export async function converge(
   inventory: Inventory,
   options: PlanOptions & ApplyOptions & { onPlanned?: (planned: Plan) => void },
 ): Promise<Converged> {
+  const run = options.run ?? target.begin(inventory);
   if (!target.locksTables) {
-    const planned = await plan(target, inventory, options);
+    const planned = await plan(target, inventory, { ...options, run });
     if (planned.review.refusals.length || !hasChanges(planned)) return { plan: planned };
     options.onPlanned?.(planned);
-    return { plan: planned, report: await apply(target, planned, inventory, options) };
+    return { plan: planned, report: await apply(target, planned, inventory, { ...options, run }) };
   }
-  const run = target.begin(inventory);
   const context = writeContext(options);
   const tables = await run.tables(callOptions(options));
   const limit = pLimit(Math.max(1, options.parallel));

@@ -82,14 +82,16 @@ export class RouteReconciler {
     metrics.nodes.set(store.nodes().size);
     metrics.quarantined.set(mapped.quarantined.size);
 
-    const planned = await plan(target, inventory, { parallel: this.options.parallel });
+    // Planned and written in one run: a target without locks writes from the plan's read, taken moments before.
+    const run = target.begin(inventory);
+    const planned = await plan(target, inventory, { parallel: this.options.parallel, run });
     signal.throwIfAborted();
     const refused = refusedChanges(planned);
     const trimmed = withoutRefused(planned, refused);
     const hasWork = trimmed.tables.some((t) => t.changes.length) || trimmed.review.actions.length > 0;
     const writes = new StatusWrites();
     const early = hasWork ? this.earlyConditions(planned, refused, mapped, writes) : undefined;
-    const report = hasWork ? await apply(target, trimmed, inventory, { parallel: this.options.parallel, ...(early ? { onResult: early } : {}) }) : undefined;
+    const report = hasWork ? await apply(target, trimmed, inventory, { parallel: this.options.parallel, run, ...(early ? { onResult: early } : {}) }) : undefined;
     signal.throwIfAborted();
 
     const states = routeStates(planned, report, refused, inventory, mapped.quarantined);

@@ -94,6 +94,8 @@ export class InstanceIndex {
 /** What one run of the GCP target looked up: the project's instances, listed once when needed. */
 interface GcpRunState {
   instances?: Promise<InstanceIndex>;
+  /** The routes a plan of this run read, for the write that follows it in the same run (taken once). */
+  planned?: ObservedRoute[];
 }
 
 export class GcpTarget implements Target {
@@ -115,15 +117,18 @@ export class GcpTarget implements Target {
   }
 
   /**
-   * One run: the network is the one table; its routes are listed when it is opened, each time (a write
-   * rechecks its plan against that list), the instances at most once a run.
+   * One run: the network is the one table, its routes listed when it is opened; the instances at most
+   * once a run. A write opened in the run that planned it moments ago (converge, the controller) writes
+   * from the plan's list, as one pass; any other write (a plan a person approved) lists afresh and the
+   * engine rechecks the plan against that. At 5,000 routes a list is ten pages: one per pass is enough.
    */
   begin(inventory: Inventory): TargetRun {
     const run: GcpRunState = {};
     return {
       tables: async () => [{ id: this.settings.network, scope: "shared" }],
-      open: async (table) => {
-        const routes = await this.read(table, run);
+      open: async (table, { write }) => {
+        const routes = write && run.planned ? run.planned : await this.read(table, run);
+        run.planned = write ? undefined : routes;
         return {
           routes,
           review: (diff) => this.review(diff, run),
