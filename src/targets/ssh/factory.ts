@@ -125,7 +125,6 @@ export const sshTarget: TargetFactory = {
       sudo: settings.sudo,
       user: settings.user,
       cluster: options.cluster || "kubernetes",
-      parallel: options.parallel,
       async tables(inventory) {
         // Every address is checked before any connection, so a bad one fails the whole run up front.
         for (const node of inventory.nodes) checkHost(node.sshAddress ?? node.internalIPs[0] ?? "", node.name);

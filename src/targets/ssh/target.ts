@@ -26,7 +26,6 @@ export interface SshTargetOptions extends HostRoutesOptions {
   sudo: boolean;
   user: string;
   cluster: string;
-  parallel: number;
   /** Closes what the connections share (the jump host's connection). */
   release?: () => Promise<void>;
 }
