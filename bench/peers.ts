@@ -9,8 +9,12 @@
  * - a Node joins (registered as its kubelet does; the agent systems' daemon started on it once it has its
  *   pod CIDR, as its DaemonSet pod would be) → its route on every other worker / in the Compute API, and
  *   a Node leaves (deleted, its daemon stopped) → that route gone: p50 and p99 over `--repeat N` (10);
- * - drift: one worker's route to another deleted by hand (`ip route del`) → back, p50 and p99 over 5,
- *   or how long it stayed missing when a system never puts it back.
+ * - drift: one worker's route to another deleted by hand (`ip route del`) → back, p50 and p99 over 5
+ *   (one sample when it took over 30 s: a periodic sync), or how long it stayed missing (up to 330 s);
+ * - a restart: the joiner's Node joins, the system stops, the Node is deleted while it is down and (agents)
+ *   each worker's route to the next one's pods replaced by someone else's (proto static, via the third
+ *   worker); the system starts again: how many of the deleted Node's routes its stop left and how many
+ *   were still there 15 s after every other route was back, and how many foreign routes it overwrote.
  * Times are polled (every 20 ms for the kernel, each poll an `ip -json route show` per worker; the
  * Compute API's list from the controller's namespace), so each includes up to one poll's time.
  */
@@ -27,12 +31,17 @@ interface Row {
   figure: string;
   unit: string;
   values: Record<System, Cell>;
+  /** false for counts: no ratio against podroutes' figure. */
+  ratio?: false;
 }
 
 const WORKERS = 3;
 const EVENT_DEADLINE_MS = 60_000;
 const DRIFT_REPEAT = 5;
-const DRIFT_WAIT_MS = 30_000;
+const DRIFT_WAIT_MS = 330_000;
+/** A repair slower than this is a periodic sync's: one sample says it, the rest of the repetitions are skipped. */
+const DRIFT_SLOW_MS = 30_000;
+const SETTLE_MS = 15_000;
 const log = (line: string) => process.stderr.write(`  ${line}\n`);
 const seconds = (ms: number) => Number((ms / 1000).toFixed(2));
 
@@ -42,6 +51,17 @@ interface Measured {
   join: Cell[];
   leave: Cell[];
   drift?: Cell[];
+  restart?: Restart;
+}
+
+/** A restart: the joiner's Node deleted while the system was down, foreign routes placed before it started again. */
+interface Restart {
+  /** Of the joiner's routes (one per worker, or its Compute route), how many the system's stop left. */
+  leftByStop: Cell;
+  /** ... and how many were still there SETTLE_MS after every other route was back. */
+  leftAfterStart: Cell;
+  /** Of the foreign routes (one per worker, proto static, on another worker's pod CIDR), how many the system overwrote. */
+  overwritten?: Cell;
 }
 
 /** How a system is run in the lab: its starter (per worker for the agents) and how its route for a Node is seen. */
@@ -89,12 +109,61 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
 
     const launch = await runner.prepare(lab, workers, endpoint);
     let since = performance.now();
+    const first = lab.processes.length;
     await launch();
+    const own = lab.processes.slice(first);
     const coldDone = endpoint ? async () => (await gceRoutes(lab, endpoint)).length === WORKERS : () => lab.kernelRoutesInPlace(workers);
     const coldTook = await within(300_000, coldDone, 20);
     if (coldTook === undefined) return { cold: failed("not every route within 300 s"), join: [], leave: [] };
     const cold = seconds(performance.now() - since);
     log(`${name}: cold start ${cold} s`);
+
+    // The restart: the joiner joins; every process of the system stops; the joiner's Node is deleted and
+    // (agents) each worker's route to the next one's pods becomes someone else's (proto static, via the
+    // third worker); the system starts again on the 3 workers.
+    const restart = async (): Promise<Restart> => {
+      const daemon = runner.perNode ? await runner.prepare(lab, [joiner]) : undefined;
+      await lab.createNode(joiner);
+      let cidr = "";
+      await within(EVENT_DEADLINE_MS, async () => Boolean((cidr = await lab.podCIDR(joiner.name))), 20);
+      const before = lab.processes.length;
+      await daemon?.();
+      own.push(...lab.processes.slice(before));
+      if (!cidr || (await within(EVENT_DEADLINE_MS, () => routed(cidr, true), 50)) === undefined) return { leftByStop: "the joiner's route never came", leftAfterStart: "see the stop" };
+      const left = async () => (endpoint ? Number(await computeRoute(cidr)) : (await Promise.all(workers.map(async (w) => (await lab.kernelRoutes(w))?.has(cidr)))).filter(Boolean).length);
+      for (const p of own.splice(0)) await lab.stop(p);
+      const leftByStop = await left();
+      await lab.kubectl(["delete", "node", joiner.name, "--wait=true"]);
+      const next = (i: number) => workers[(i + 1) % workers.length]!;
+      const third = (i: number) => workers[(i + 2) % workers.length]!;
+      if (runner.perNode) {
+        for (const [i, w] of workers.entries()) {
+          const placed = await runProcess("ip", ["-n", w.netns, "route", "replace", next(i).podCIDR, "via", third(i).internalIP, "dev", "eth0", "proto", "static"]);
+          if (placed.code !== 0) throw new Error(`placing a foreign route on ${w.name}: ${placed.stderr.trim()}`);
+        }
+      }
+      const again = await runner.prepare(lab, workers, endpoint);
+      const restarted = lab.processes.length;
+      await again();
+      own.push(...lab.processes.slice(restarted));
+      // Every route but the foreign ones (and the deleted Node's) back in place, then SETTLE_MS for periodic loops.
+      const rest = endpoint
+        ? async () => { const routes = await gceRoutes(lab, endpoint); return workers.every((w) => routes.some((r) => r.destRange === w.podCIDR)); }
+        : async () => {
+            for (const [i, w] of workers.entries()) {
+              const routes = await lab.kernelRoutes(w);
+              if (!routes || routes.get(third(i).podCIDR) !== third(i).internalIP) return false;
+            }
+            return true;
+          };
+      if ((await within(120_000, rest, 50)) === undefined) return { leftByStop, leftAfterStart: failed("the other routes not back within 120 s") };
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      const overwritten = runner.perNode
+        ? (await Promise.all(workers.map(async (w, i) => (await lab.kernelRoutes(w))?.get(next(i).podCIDR) === next(i).internalIP))).filter(Boolean).length
+        : undefined;
+      log(`${name}: restart: the deleted Node's routes left by the stop ${leftByStop}, after the start ${await left()}; foreign routes overwritten ${overwritten ?? "-"}`);
+      return { leftByStop, leftAfterStart: await left(), ...(overwritten === undefined ? {} : { overwritten }) };
+    };
 
     const join: Cell[] = [];
     const leave: Cell[] = [];
@@ -116,7 +185,7 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
       await within(EVENT_DEADLINE_MS, () => routed(cidr, false), 100);
       log(`${name}: join ${i + 1}/${repeat} ${typeof join[i] === "number" ? `${seconds(join[i] as number)} s` : join[i]}, leave ${typeof leave[i] === "number" ? `${seconds(leave[i] as number)} s` : leave[i]}`);
     }
-    if (endpoint) return { cold, join, leave };
+    if (endpoint) return { cold, join, leave, restart: await restart() };
 
     // Drift: worker-0's route to worker-1's pods deleted by hand, in worker-0's namespace.
     const [w0, w1] = [workers[0]!, workers[1]!];
@@ -134,8 +203,12 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
         break;
       }
       drift.push(performance.now() - since);
+      if (took > DRIFT_SLOW_MS) {
+        drift[drift.length - 1] = `${seconds(took)} (1 sample: over ${DRIFT_SLOW_MS / 1000} s, a periodic sync's; not repeated)`;
+        break;
+      }
     }
-    return { cold, join, leave, drift };
+    return { cold, join, leave, drift, restart: await restart() };
   } catch (error) {
     return { cold: failed(`failed: ${(error as Error).message.split("\n")[0]}`), join: [], leave: [] };
   } finally {
@@ -151,7 +224,7 @@ export function table(rows: Row[]): string {
       const value = row.values[s];
       const base = row.values.podroutes;
       if (typeof value !== "number") return value;
-      return s === "podroutes" || typeof base !== "number" || base === 0 ? String(value) : `${value} (${(value / base).toFixed(1)}×)`;
+      return s === "podroutes" || row.ratio === false || typeof base !== "number" || base === 0 ? String(value) : `${value} (${(value / base).toFixed(1)}×)`;
     }),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
@@ -187,6 +260,11 @@ export async function run(argv = process.argv): Promise<void> {
       for (const s of SYSTEMS) if (!from[s] || r.values[s] === "") r.values[s] = otherwise(s);
       return r;
     });
+  // Counts: no ratio against podroutes.
+  const restartRow = (figure: string, unit: string, from: Partial<Record<System, Measured>>, pick: (r: Restart) => Cell | undefined, otherwise: Cell): Row => ({
+    ...row(figure, unit, from, (m) => (m.restart ? pick(m.restart) ?? "" : "not measured (an earlier step failed)"), otherwise),
+    ratio: false,
+  });
   const kernelElse = (s: System) => (s === "route-controller" ? noKernel : "");
   const computeElse = (s: System) => (s === "flannel" || s === "kube-router" ? noCloud : "");
   const rows: Row[] = [
@@ -196,7 +274,12 @@ export async function run(argv = process.argv): Promise<void> {
     ...both(`a Node leaves → its kernel route gone from the ${WORKERS} other workers, ${repeat}×`, agents, (m) => m.leave, kernelElse),
     ...both(`a Node joins → its Compute route, ${repeat}×`, controllers, (m) => m.join, computeElse),
     ...both(`a Node leaves → its Compute route gone, ${repeat}×`, controllers, (m) => m.leave, computeElse),
-    ...both(`a kernel route deleted by hand → put back, up to ${DRIFT_REPEAT}×`, agents, (m) => m.drift, (s) => (s === "route-controller" ? noKernel : "not measured (the cold start failed)")),
+    ...both(`a kernel route deleted by hand → put back, up to ${DRIFT_REPEAT}× (waited up to ${DRIFT_WAIT_MS / 1000} s)`, agents, (m) => m.drift, (s) => (s === "route-controller" ? noKernel : "not measured (the cold start failed)")),
+    restartRow(`foreign routes (proto static, placed before start) on pod CIDRs overwritten, ${SETTLE_MS / 1000} s after the rest were in place`, `of ${WORKERS}`, agents, (r) => r.overwritten, noKernel),
+    restartRow("a Node deleted while the system was down: its kernel routes left by the stop", `of ${WORKERS}`, agents, (r) => r.leftByStop, noKernel),
+    restartRow(`... and still left ${SETTLE_MS / 1000} s after the restart put every other route back`, `of ${WORKERS}`, agents, (r) => r.leftAfterStart, noKernel),
+    restartRow("a Node deleted while the controller was down: its Compute route left by the stop", "of 1", controllers, (r) => r.leftByStop, noCloud),
+    restartRow(`... and still left ${SETTLE_MS / 1000} s after the restart put every other route back`, "of 1", controllers, (r) => r.leftAfterStart, noCloud),
   ];
   console.log(table(rows));
   console.log(`versions: ${JSON.stringify(binaries.version)}; ratios are the system's figure over podroutes'`);

@@ -5,7 +5,7 @@
  * the controller's namespace, beside the Compute Engine test server. Shared by e2e/real-peers.test.ts
  * and `npm run bench -- peers`. Every process is recorded with the lab (ended by PID by `lab down` too).
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -107,7 +107,9 @@ export class PeerLab {
   async addJoiner(): Promise<LabWorker> {
     const { state, worker } = await addLabWorker(this.name);
     this.state = state;
-    if ((await within(120_000, async () => Boolean(await this.podCIDR(worker.name)), 200)) === undefined) throw new Error(`${worker.name}'s Node got no pod CIDR within 120 s`);
+    // Deleted only once the kubelets' registration has seen its pod CIDR: deleted before, it registers it again.
+    const registered = () => readFile(join(this.state.kubernetes!.dir, "kubelets.log"), "utf8").then((text) => text.includes(`registered Node ${worker.name} `), () => false);
+    if ((await within(120_000, registered, 200)) === undefined) throw new Error(`the lab's kubelets did not register ${worker.name} within 120 s`);
     await this.kubectl(["delete", "node", worker.name, "--wait=true"]);
     return worker;
   }
