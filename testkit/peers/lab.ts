@@ -5,12 +5,13 @@
  * the controller's namespace, beside the Compute Engine test server. Shared by e2e/real-peers.test.ts
  * and `npm run bench -- peers`. Every process is recorded with the lab (ended by PID by `lab down` too).
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { addLabProcess, labDown, labUp, nodeCommand, type LabState } from "../../src/lab/lab.js";
-import { labKubectl } from "../../src/lab/kubernetes/lab-cluster.js";
+import { addLabProcess, addLabWorker, labDown, labUp, nodeCommand, removeLabProcess, type LabState, type LabWorker } from "../../src/lab/lab.js";
+import { kubeletNodeObject } from "../../src/lab/kubernetes/kubelets.js";
+import { labKubectl, storedPodCIDRs } from "../../src/lab/kubernetes/lab-cluster.js";
 import { checkPodPaths } from "../../src/lab/paths.js";
 import { run } from "../../src/process.js";
 import type { Check } from "../../src/targets/target.js";
@@ -82,15 +83,52 @@ export class PeerLab {
     return this.processes.map((p) => `--- ${p.what}:\n${p.log().trim().split("\n").slice(-lines).join("\n")}`).join("\n");
   }
 
-  /** Each worker's route to every other worker's pod CIDR: next hop that worker's internal IP (whoever wrote it). */
-  async kernelRoutesInPlace(): Promise<boolean> {
-    for (const w of this.state.workers) {
-      const shown = await run("ip", ["-n", w.netns, "-json", "route", "show"]);
-      if (shown.code !== 0) return false;
-      const routes = new Map((JSON.parse(shown.stdout || "[]") as { dst: string; gateway?: string }[]).map((r) => [r.dst, r.gateway ?? ""]));
-      if (this.state.workers.some((o) => o !== w && routes.get(o.podCIDR) !== o.internalIP)) return false;
+  /** Each of `workers`' route to every other one's pod CIDR: next hop that worker's internal IP (whoever wrote it). */
+  async kernelRoutesInPlace(workers: LabWorker[] = this.state.workers): Promise<boolean> {
+    for (const w of workers) {
+      const routes = await this.kernelRoutes(w);
+      if (!routes || workers.some((o) => o !== w && routes.get(o.podCIDR) !== o.internalIP)) return false;
     }
     return true;
+  }
+
+  /** The worker's main-table routes, destination → next hop ("" when none); undefined when `ip` failed. */
+  async kernelRoutes(worker: LabWorker): Promise<Map<string, string> | undefined> {
+    const shown = await run("ip", ["-n", worker.netns, "-json", "route", "show"]);
+    if (shown.code !== 0) return undefined;
+    return new Map((JSON.parse(shown.stdout || "[]") as { dst: string; gateway?: string }[]).map((r) => [r.dst, r.gateway ?? ""]));
+  }
+
+  /**
+   * One more worker (namespace, pod) whose Node can join and leave while the systems run: built by
+   * `addLabWorker`, registered by the lab's kubelets, then its Node deleted again, so the systems start
+   * without it.
+   */
+  async addJoiner(): Promise<LabWorker> {
+    const { state, worker } = await addLabWorker(this.name);
+    this.state = state;
+    // Deleted only once the kubelets' registration has seen its pod CIDR: deleted before, it registers it again.
+    const registered = () => readFile(join(this.state.kubernetes!.dir, "kubelets.log"), "utf8").then((text) => text.includes(`registered Node ${worker.name} `), () => false);
+    if ((await within(120_000, registered, 200)) === undefined) throw new Error(`the lab's kubelets did not register ${worker.name} within 120 s`);
+    await this.kubectl(["delete", "node", worker.name, "--wait=true"]);
+    return worker;
+  }
+
+  /** Registers the worker's Node as its kubelet does (the lab's kubelets then keep its Lease). */
+  async createNode(worker: LabWorker): Promise<void> {
+    await this.kubectl(["create", "-f", "-"], JSON.stringify(kubeletNodeObject({ name: worker.name, internalIP: worker.internalIP })));
+  }
+
+  /** The Node's pod CIDR as the API server stores it, "" when it has none or no such Node. */
+  async podCIDR(node: string): Promise<string> {
+    return (await storedPodCIDRs(this.state)).get(node) ?? "";
+  }
+
+  /** Stops one of this lab's processes by its PID and forgets it (so `lab down` never signals a reused PID). */
+  async stop(started: Started): Promise<void> {
+    await started.stop();
+    await removeLabProcess(this.name, started.pid);
+    this.processes.splice(this.processes.indexOf(started), 1);
   }
 
   async podPathFailures(): Promise<string[]> {
@@ -106,13 +144,13 @@ export class PeerLab {
 export type Launch = () => Promise<void>;
 
 /** podroutes' agent per worker, as its DaemonSet runs it: in-cluster with its ServiceAccount's token (deploy/). */
-export async function startPodroutesAgents(lab: PeerLab): Promise<Launch> {
+export async function startPodroutesAgents(lab: PeerLab, workers: LabWorker[] = lab.state.workers): Promise<Launch> {
   for (const file of ["namespace.yaml", "agent-rbac.yaml"]) await lab.kubectl(["apply", "--server-side", "-f", join(DEPLOY, file)]);
   const token = await lab.token("podroutes", "podroutes-agent");
   const envs = new Map<string, Record<string, string>>();
-  for (const w of lab.state.workers) envs.set(w.name, await inClusterEnv(join(lab.dir, `sa-${w.name}`), lab.state.kubernetes!, token, "podroutes"));
+  for (const w of workers) envs.set(w.name, await inClusterEnv(join(lab.dir, `sa-${w.name}`), lab.state.kubernetes!, token, "podroutes"));
   return async () => {
-    for (const w of lab.state.workers) {
+    for (const w of workers) {
       const env = envs.get(w.name)!;
       const agent = startAgentProcess(nodeCommand(lab.state, w.name, []), ["--listen", "127.0.0.1:9465", "--resync", "10m", "--set-node-condition", "--log-format", "json"], join(lab.dir, `agent-${w.name}.log`), { ...env, NODE_NAME: w.name });
       await lab.record(w.netns, agent, process.execPath);
@@ -121,13 +159,13 @@ export async function startPodroutesAgents(lab: PeerLab): Promise<Launch> {
 }
 
 /** flanneld --kube-subnet-mgr, backend host-gw, per worker, with flannel's own RBAC. */
-export async function startFlannel(lab: PeerLab, binaries: PeerBinaries): Promise<Launch> {
+export async function startFlannel(lab: PeerLab, binaries: PeerBinaries, workers: LabWorker[] = lab.state.workers): Promise<Launch> {
   await lab.kubectl(["apply", "--server-side", "-f", "-"], FLANNEL_RBAC);
   const kubeconfig = await lab.serviceAccountKubeconfig("kube-flannel", "flannel");
   const netConf = join(lab.dir, "net-conf.json");
   await writeFile(netConf, JSON.stringify({ Network: lab.state.clusterCIDR, Backend: { Type: "host-gw" } }));
   return async () => {
-    for (const w of lab.state.workers) {
+    for (const w of workers) {
       await lab.start(w.netns, [
         binaries.path.flannel, "--kube-subnet-mgr", `--kubeconfig-file=${kubeconfig}`, "--iface=eth0",
         `--net-config-path=${netConf}`, `--subnet-file=${join(lab.dir, `subnet-${w.name}.env`)}`, "--ip-masq=false",
@@ -137,11 +175,11 @@ export async function startFlannel(lab: PeerLab, binaries: PeerBinaries): Promis
 }
 
 /** kube-router, routing only (iBGP full mesh between the workers), per worker, with kube-router's own RBAC. */
-export async function startKubeRouter(lab: PeerLab, binaries: PeerBinaries): Promise<Launch> {
+export async function startKubeRouter(lab: PeerLab, binaries: PeerBinaries, workers: LabWorker[] = lab.state.workers): Promise<Launch> {
   await lab.kubectl(["apply", "--server-side", "-f", "-"], KUBE_ROUTER_RBAC);
   const kubeconfig = await lab.serviceAccountKubeconfig("kube-system", "kube-router");
   return async () => {
-    for (const w of lab.state.workers) {
+    for (const w of workers) {
       await lab.start(w.netns, [
         binaries.path["kube-router"], `--kubeconfig=${kubeconfig}`, `--hostname-override=${w.name}`,
         "--run-router=true", "--run-firewall=false", "--run-service-proxy=false",
