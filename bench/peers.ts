@@ -118,17 +118,28 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
     const cold = seconds(performance.now() - since);
     log(`${name}: cold start ${cold} s`);
 
-    // The restart: the joiner joins; every process of the system stops; the joiner's Node is deleted and
-    // (agents) each worker's route to the next one's pods becomes someone else's (proto static, via the
-    // third worker); the system starts again on the 3 workers.
-    const restart = async (): Promise<Restart> => {
+    /**
+     * The joiner's Node registered as its kubelet does and, for the agents, its daemon started once the Node
+     * has its pod CIDR (as its DaemonSet pod would be): the CIDR ("" when none came in time), the processes
+     * started, and when the registration began (the clock of a join).
+     */
+    const registerJoiner = async (): Promise<{ cidr: string; started: Started[]; registeredAt: number }> => {
       const daemon = runner.perNode ? await runner.prepare(lab, [joiner]) : undefined;
+      const registeredAt = performance.now();
       await lab.createNode(joiner);
       let cidr = "";
       await within(EVENT_DEADLINE_MS, async () => Boolean((cidr = await lab.podCIDR(joiner.name))), 20);
       const before = lab.processes.length;
       await daemon?.();
-      own.push(...lab.processes.slice(before));
+      return { cidr, started: lab.processes.slice(before), registeredAt };
+    };
+
+    // The restart: the joiner joins; every process of the system stops; the joiner's Node is deleted and
+    // (agents) each worker's route to the next one's pods becomes someone else's (proto static, via the
+    // third worker); the system starts again on the 3 workers.
+    const restart = async (): Promise<Restart> => {
+      const { cidr, started } = await registerJoiner();
+      own.push(...started);
       if (!cidr || (await within(EVENT_DEADLINE_MS, () => routed(cidr, true), 50)) === undefined) return { leftByStop: "the joiner's route never came", leftAfterStart: "see the stop" };
       const left = async () => (endpoint ? Number(await computeRoute(cidr)) : (await Promise.all(workers.map(async (w) => (await lab.kernelRoutes(w))?.has(cidr)))).filter(Boolean).length);
       for (const p of own.splice(0)) await lab.stop(p);
@@ -168,14 +179,8 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
     const join: Cell[] = [];
     const leave: Cell[] = [];
     for (let i = 0; i < repeat; i++) {
-      const daemon = runner.perNode ? await runner.prepare(lab, [joiner]) : undefined;
-      since = performance.now();
-      await lab.createNode(joiner);
-      let cidr = "";
-      await within(EVENT_DEADLINE_MS, async () => Boolean((cidr = await lab.podCIDR(joiner.name))), 20);
-      const before = lab.processes.length;
-      await daemon?.();
-      const started: Started[] = lab.processes.slice(before);
+      const { cidr, started, registeredAt } = await registerJoiner();
+      since = registeredAt;
       join.push(cidr ? await until(since, EVENT_DEADLINE_MS, () => routed(cidr, true), `route to ${cidr}`) : "no pod CIDR");
       since = performance.now();
       await lab.kubectl(["delete", "node", joiner.name, "--wait=true"]);

@@ -8,7 +8,7 @@
 import pLimit from "p-limit";
 import { kindOf, type ErrorKind } from "../errors.js";
 import type { Inventory } from "../model.js";
-import { desiredRoutes, diffTable, hasChanges, recheck, summarize, type Conflict, type Plan, type TableDiff } from "../plan/plan.js";
+import { desiredRoutes, diffTable, hasChanges, recheck, summarize, type Conflict, type DiffOptions, type Plan, type TableDiff } from "../plan/plan.js";
 import type { ActionResult, CallOptions, Change, Check, ChangeResult, ObservedRoute, OpenTable, Progress, Review, TableRef, Target, TargetRun, WriteContext } from "../targets/target.js";
 
 export interface ObservedTable {
@@ -96,9 +96,14 @@ function planOf(inventory: Inventory, target: Target, passes: { diff: TableDiff;
   return { cluster: inventory.cluster, target: target.name, tables, summary: summarize(tables), review };
 }
 
+/** What the planner and the recheck judge ownership and sameness by: the inventory's cluster CIDR, the target's sameRoute. */
+function diffOptions(target: Target, inventory: Inventory): DiffOptions {
+  return { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) };
+}
+
 function diffOf(target: Target, inventory: Inventory, table: TableRef, routes: ObservedRoute[], deleteAll: boolean): TableDiff {
   const desired = deleteAll ? [] : desiredRoutes(inventory, table);
-  return diffTable(table, desired, routes, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
+  return diffTable(table, desired, routes, diffOptions(target, inventory));
 }
 
 function withActions(diff: TableDiff, review: Review): TableDiff {
@@ -190,12 +195,13 @@ async function writeTable(run: TargetRun, target: Target, inventory: Inventory, 
   }
   try {
     if (planned) {
-      const checked = recheck(planned, opened.routes, { clusterCIDR: inventory.clusterCIDR, sameRoute: target.sameRoute?.bind(target) });
+      const checked = recheck(planned, opened.routes, diffOptions(target, inventory));
       for (const result of checked.results) context.onResult?.(result);
       const conflicts = checked.conflicts.length ? { conflicts: checked.conflicts } : {};
       // A stale plan writes nothing to the table, its extra actions included.
-      const actions = checked.stale ? [] : (planned.actions ?? []);
-      const skipped = checked.stale ? (planned.actions ?? []).map((action): ActionResult => ({ action, ok: false, error: "not carried out: the table changed since the plan" })) : [];
+      const approvedActions = planned.actions ?? [];
+      const actions = checked.stale ? [] : approvedActions;
+      const skipped = checked.stale ? approvedActions.map((action): ActionResult => ({ action, ok: false, error: "not carried out: the table changed since the plan" })) : [];
       if (!checked.write.length && !actions.length) return { diff: planned, outcome: { table, results: completeResults(planned.changes, checked.results), ...conflicts }, actions: skipped };
       try {
         const written = await opened.write(checked.write, actions, context);
