@@ -9,58 +9,33 @@
  * route in the kernel (p50, p99). A real API server will not change a pod CIDR once set, so the change
  * here is what it allows: a Node's InternalIP (a new next hop, a status patch as the kubelet's).
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { performance } from "node:perf_hooks";
 import { startControlPlane } from "../src/lab/kubernetes/control-plane.js";
-import { getIn, inClusterEnv, nodeObject, startAgentProcess } from "../testkit/agent-lab.js";
+import { getIn, inClusterEnv, startAgentProcess } from "../testkit/agent-lab.js";
 import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
-import { asTheKubeletMakesIt, cpuMs, median, monitor, ownedCount, readyWatcher, rssMb } from "./agent.js";
+import { cpuMs, median, monitor, ownedCount, readyWatcher, rssMb } from "./agent.js";
 import { percentile } from "./stats.js";
+import { apiLoader, createKubeletNodes, nodeIp, podCidr, type ApiLoader } from "./real-plane.js";
 
 const NS = `prbenchreal${process.pid % 100000}`;
 const NODES = Number(process.env.BENCH_NODES ?? 5000);
 const CHANGES = 100;
 const SELF = "node-0";
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
-const LOADER = fileURLToPath(new URL("./api-loader.js", import.meta.url));
 
-const nodeIp = (i: number) => `10.240.${(i + 2) >> 8}.${(i + 2) & 255}`;
 /** A next hop no node has, for the k-th change: the /16's upper half. */
 const movedIp = (k: number) => `10.240.${200 + (k >> 8)}.${k & 255}`;
-const podCidr = (i: number) => `10.${100 + (i >> 8)}.${i & 255}.0/24`;
-
-/** The API loader in the namespace: requests in, answers out, by id. */
-function loader(url: string, caFile: string, token: string, parallel: number) {
-  const child = spawn("ip", ["netns", "exec", NS, process.execPath, LOADER, url, caFile, token, String(parallel)], { stdio: ["pipe", "pipe", "inherit"] });
-  const waiting = new Map<number, (answer: { status: number; error?: string }) => void>();
-  createInterface({ input: child.stdout!, crlfDelay: Infinity }).on("line", (line) => {
-    const answer = JSON.parse(line) as { id: number; status: number; error?: string };
-    waiting.get(answer.id)?.(answer);
-    waiting.delete(answer.id);
-  });
-  let next = 0;
-  return {
-    send(method: string, path: string, body?: unknown, contentType?: string): Promise<{ status: number; error?: string }> {
-      const id = next++;
-      const answered = new Promise<{ status: number; error?: string }>((resolve) => waiting.set(id, resolve));
-      child.stdin!.write(`${JSON.stringify({ id, method, path, body, contentType })}\n`);
-      return answered;
-    },
-    stop: () => child.kill(),
-  };
-}
 
 export async function run(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-real-"));
   await flatNamespace(NS, `${nodeIp(0)}/16`);
   let plane: Awaited<ReturnType<typeof startControlPlane>> | undefined;
   let agent: ReturnType<typeof startAgentProcess> | undefined;
-  let api: ReturnType<typeof loader> | undefined;
+  let api: ApiLoader | undefined;
   const kernel = monitor(NS);
   try {
     plane = await startControlPlane({ netns: NS, address: nodeIp(0), stateDir: join(dir, "control-plane"), clusterCIDR: "10.0.0.0/8", progress: (line) => process.stderr.write(`# ${line}\n`) });
@@ -72,19 +47,11 @@ export async function run(): Promise<void> {
     await must(["apply", "--server-side", "-f", join(DEPLOY, "namespace.yaml")]);
     await must(["apply", "--server-side", "-f", join(DEPLOY, "agent-rbac.yaml")]);
     const token = await plane.createToken("podroutes", "podroutes-agent");
-    api = loader(plane.url, plane.caFile, plane.adminToken, 32);
+    api = apiLoader(NS, plane.url, plane.caFile, plane.adminToken, 32);
 
     // --- 5,000 Nodes through the API, as kubelets make them ---
     const created = performance.now();
-    const answers = await Promise.all(
-      Array.from({ length: NODES }, (_, i) => {
-        const kubelets = asTheKubeletMakesIt(nodeObject(`node-${i}`, nodeIp(i), podCidr(i)), i);
-        const { managedFields: _drop, ...metadata } = kubelets.metadata as Record<string, unknown>;
-        return api!.send("POST", "/api/v1/nodes", { ...kubelets, metadata });
-      }),
-    );
-    const failed = answers.filter((a) => a.status !== 201);
-    if (failed.length) throw new Error(`${failed.length} Node creates failed, e.g. ${failed[0]!.status} ${failed[0]!.error}`);
+    await createKubeletNodes(api, NODES);
     const createMs = performance.now() - created;
     const sample = JSON.parse(await must(["get", "node", "node-1", "-o", "json"]));
     const nodeBytes = JSON.stringify(sample).length;

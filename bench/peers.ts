@@ -50,6 +50,8 @@ interface Measured {
   cold: Cell;
   join: Cell[];
   leave: Cell[];
+  /** How long each leave's `kubectl delete node --wait=true` itself took: a floor every leave includes. */
+  deleting?: Cell[];
   drift?: Cell[];
   restart?: Restart;
 }
@@ -178,19 +180,24 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
 
     const join: Cell[] = [];
     const leave: Cell[] = [];
+    const deleting: Cell[] = [];
     for (let i = 0; i < repeat; i++) {
       const { cidr, started, registeredAt } = await registerJoiner();
       since = registeredAt;
       join.push(cidr ? await until(since, EVENT_DEADLINE_MS, () => routed(cidr, true), `route to ${cidr}`) : "no pod CIDR");
+      // The removal is watched from the delete on, while kubectl runs and the joiner's daemon stops: a
+      // check begun only after those would time them too (a graceful stop of 100 ms and more).
       since = performance.now();
+      const removed = cidr ? until(since, EVENT_DEADLINE_MS, () => routed(cidr, false), `removal of ${cidr}`) : Promise.resolve<Cell>("no pod CIDR");
       await lab.kubectl(["delete", "node", joiner.name, "--wait=true"]);
+      deleting.push(performance.now() - since);
       for (const p of started) await lab.stop(p);
-      leave.push(cidr ? await until(since, EVENT_DEADLINE_MS, () => routed(cidr, false), `removal of ${cidr}`) : "no pod CIDR");
+      leave.push(await removed);
       // Whatever happened, the joiner's Node is gone and its routes too before the next join.
       await within(EVENT_DEADLINE_MS, () => routed(cidr, false), 100);
       log(`${name}: join ${i + 1}/${repeat} ${typeof join[i] === "number" ? `${seconds(join[i] as number)} s` : join[i]}, leave ${typeof leave[i] === "number" ? `${seconds(leave[i] as number)} s` : leave[i]}`);
     }
-    if (endpoint) return { cold, join, leave, restart: await restart() };
+    if (endpoint) return { cold, join, leave, deleting, restart: await restart() };
 
     // Drift: worker-0's route to worker-1's pods deleted by hand, in worker-0's namespace.
     const [w0, w1] = [workers[0]!, workers[1]!];
@@ -213,7 +220,7 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
         break;
       }
     }
-    return { cold, join, leave, drift, restart: await restart() };
+    return { cold, join, leave, deleting, drift, restart: await restart() };
   } catch (error) {
     return { cold: failed(`failed: ${(error as Error).message.split("\n")[0]}`), join: [], leave: [] };
   } finally {
@@ -277,6 +284,7 @@ export async function run(argv = process.argv): Promise<void> {
     row(`cold start to every Compute route, ${WORKERS} Nodes, 50 ms per operation`, "s", controllers, (m) => m.cold, noCloud),
     ...both(`a Node joins → its kernel route on the ${WORKERS} other workers, ${repeat}×`, agents, (m) => m.join, kernelElse),
     ...both(`a Node leaves → its kernel route gone from the ${WORKERS} other workers, ${repeat}×`, agents, (m) => m.leave, kernelElse),
+    { ...row(`... of which the trigger, \`kubectl delete node --wait=true\` as a process in the lab, p50`, "s", agents, (m) => (m.deleting?.length ? spread(m.deleting)[0] : "not measured"), noKernel), ratio: false },
     ...both(`a Node joins → its Compute route, ${repeat}×`, controllers, (m) => m.join, computeElse),
     ...both(`a Node leaves → its Compute route gone, ${repeat}×`, controllers, (m) => m.leave, computeElse),
     ...both(`a kernel route deleted by hand → put back, up to ${DRIFT_REPEAT}× (waited up to ${DRIFT_WAIT_MS / 1000} s)`, agents, (m) => m.drift, (s) => (s === "route-controller" ? noKernel : "not measured (the cold start failed)")),

@@ -13,6 +13,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   controller: async () => (await import("./controller.js")).run(),
   inventory: async () => (await import("./inventory.js")).run(),
   peers: async () => (await import("./peers.js")).run(),
+  fanout: async () => (await import("./fanout.js")).run(),
 };
 
 const wanted = process.argv.slice(2);

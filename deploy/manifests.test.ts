@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
+import { DEFAULT_ROUTE_SET_SHARDS, ROUTE_SET_LEASE, shardName } from "../src/kube/route-set.js";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
@@ -149,6 +150,9 @@ describe("deploy/ manifests", () => {
       proto: 150,
       setNodeCondition: true,
       cleanupOnExit: false,
+      nodesFrom: "nodes",
+      publishRouteSet: false,
+      routeSetNamespace: "podroutes",
       logFormat: "json",
       // The DaemonSet leaves the path probes at their defaults (docs/agent.md).
       pathProbes: { addressOffset: 1, eventDelayMs: 2000, failuresToUnreachable: 3, minIntervalMs: 30000, port: 9466, ratePerSecond: 2, readiness: false, timeoutMs: 1000 },
@@ -230,6 +234,22 @@ describe("deploy/ manifests", () => {
     const binding = find("ClusterRoleBinding", "podroutes-agent");
     assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "podroutes-agent" });
     assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "podroutes-agent", namespace: "podroutes" }]);
+  });
+
+  it("the route set's Roles: read its shards; update exactly the shards the publisher writes, and its own Lease", () => {
+    const grants = (name: string) => grantsOf(find("Role", name));
+    assert.deepEqual(grants("podroutes-route-set-reader"), ["core/configmaps:get", "core/configmaps:list", "core/configmaps:watch"]);
+    const shards = Array.from({ length: DEFAULT_ROUTE_SET_SHARDS }, (_, i) => shardName(i)).join(",");
+    assert.deepEqual(grants("podroutes-route-set-publisher"), [
+      "coordination.k8s.io/leases:create",
+      `coordination.k8s.io/leases[${ROUTE_SET_LEASE}]:get`,
+      `coordination.k8s.io/leases[${ROUTE_SET_LEASE}]:update`,
+      "core/configmaps:create",
+      `core/configmaps[${shards}]:update`,
+    ]);
+    for (const name of ["podroutes-route-set-reader", "podroutes-route-set-publisher"]) {
+      assert.deepEqual(find("RoleBinding", name).subjects, [{ kind: "ServiceAccount", name: "podroutes-agent", namespace: "podroutes" }]);
+    }
   });
 });
 

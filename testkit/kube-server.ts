@@ -4,7 +4,7 @@
  * certificates, and per-token RBAC-like rules (verb × resource[/subresource]) answered with real 403
  * Status bodies, so a test can prove an agent needs exactly the permissions it is given.
  *
- * Resources: core/v1 Nodes (with the status subresource) and Events, coordination.k8s.io/v1 Leases.
+ * Resources: core/v1 Nodes (with the status subresource), Events and ConfigMaps, coordination.k8s.io/v1 Leases.
  * - get, list (`limit`/`continue` paging, `labelSelector` with =, ==, !=, in, notin, exists and !key,
  *   `fieldSelector` on metadata.name/namespace), create, update (PUT; a stale resourceVersion is 409
  *   Conflict), patch (strategic merge with Node conditions and addresses merged by `type`, JSON merge,
@@ -54,7 +54,7 @@ export interface KubeObject {
   status?: unknown;
 }
 
-export type ResourceName = "nodes" | "events" | "leases";
+export type ResourceName = "nodes" | "events" | "leases" | "configmaps";
 
 interface ResourceInfo {
   kind: string;
@@ -71,6 +71,7 @@ interface ResourceInfo {
 
 const RESOURCES: Record<ResourceName, ResourceInfo> = {
   nodes: { kind: "Node", listKind: "NodeList", apiVersion: "v1", group: "", namespaced: false, mergeKeys: { "status.conditions": "type", "status.addresses": "type" }, hasStatus: true, verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["no"] },
+  configmaps: { kind: "ConfigMap", listKind: "ConfigMapList", apiVersion: "v1", group: "", namespaced: true, mergeKeys: {}, hasStatus: false, verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["cm"] },
   events: { kind: "Event", listKind: "EventList", apiVersion: "v1", group: "", namespaced: true, mergeKeys: {}, hasStatus: false, verbs: ["create", "delete", "get", "list", "patch", "update", "watch"], shortNames: ["ev"] },
   leases: { kind: "Lease", listKind: "LeaseList", apiVersion: "coordination.k8s.io/v1", group: "coordination.k8s.io", namespaced: true, mergeKeys: {}, hasStatus: false, verbs: ["create", "delete", "get", "list", "patch", "update", "watch"] },
 };
@@ -178,7 +179,7 @@ export class KubeApiServer {
   port = 0;
   pki!: Pki;
   private server!: Server;
-  private readonly store: Record<ResourceName, Map<string, KubeObject>> = { nodes: new Map(), events: new Map(), leases: new Map() };
+  private readonly store: Record<ResourceName, Map<string, KubeObject>> = { nodes: new Map(), events: new Map(), leases: new Map(), configmaps: new Map() };
   /**
    * Each resource's keys in order, made again only after a key came or went: etcd reads a page as a
    * range of its sorted keys, where sorting all 5,000 keys for every page of 100 made this server pay

@@ -15,6 +15,7 @@
  * is still repaired. Stopping leaves the routes in place (pods keep working across agent upgrades),
  * unless cleanup was asked for.
  */
+import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import { apply, messageOf, plan } from "../apply/engine.js";
 import { kindOf } from "../errors.js";
@@ -39,6 +40,8 @@ import { agentMetrics, type AgentMetrics } from "./metrics.js";
 import { networkReadyPatch, NODE_EVENTS_NAMESPACE, quarantineEvent } from "./node-status.js";
 import { PathProbes, type PathProbeOptions } from "./paths/probes.js";
 import { Reconciler, routingChanged, type SyncOutcome } from "./reconciler.js";
+import { startRouteSetPublisher } from "./route-set-publisher.js";
+import { RouteSetSource, type NodeSource } from "./route-set-source.js";
 
 /** Kernel events wait this long for the rest of their burst (a link flap prints dozens of lines). */
 export const KERNEL_EVENT_DELAY_MS = 50;
@@ -55,6 +58,15 @@ export interface AgentOptions {
   proto: number;
   setNodeCondition: boolean;
   cleanupOnExit: boolean;
+  /**
+   * Where Nodes are read: `nodes` (a watch of every Node) or `route-set` (the shards a publisher writes,
+   * kube/route-set.ts; this Node itself is still watched alone, for its condition).
+   */
+  nodesFrom: "nodes" | "route-set";
+  /** Compete to publish the route set (with `nodesFrom: "nodes"`). */
+  publishRouteSet: boolean;
+  /** Where the route set and its Lease live. */
+  routeSetNamespace: string;
   /** Path probes to every peer's pod CIDR (paths/); undefined: off. `readiness`: /readyz fails while a path is unreachable. */
   pathProbes?: PathProbeOptions & { readiness: boolean };
   log: Logger;
@@ -97,7 +109,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const client = createKubeClient(connection);
   const metrics = agentMetrics();
   // The store keeps what routing and node status read of each Node, not images, managedFields and the rest.
-  const reflector = new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView, pageSize: NODE_LIST_PAGE });
+  const nodeWatch = options.nodesFrom === "nodes" ? new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView, pageSize: NODE_LIST_PAGE }) : undefined;
+  const reflector: NodeSource = nodeWatch ?? new RouteSetSource(client, options.routeSetNamespace, (message, fields) => log.warn(message, fields));
+  // The own Node, for its condition: in the Node watch, or watched alone (a heartbeat every 5 minutes).
+  const ownNode = nodeWatch ?? new Reflector<KubeNode>({ client, path: "/api/v1/nodes", fieldSelector: `metadata.name=${options.node ?? ""}`, transform: routingView });
   metrics.registry.collected("podroutes_watch_restarts_total", "Node watches opened again after one ended", "counter", () => reflector.counters.watchRestarts);
   metrics.registry.collected("podroutes_relists_total", "full lists of Nodes after the first (410 Expired, a resourceVersion newer than the API server's, a failure before a watch could resume)", "counter", () => reflector.counters.relists);
 
@@ -130,7 +145,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     metrics,
     log,
   });
-  const status = new NodeStatusReporter(client, reflector, metrics, log, options.setNodeCondition);
+  const status = new NodeStatusReporter(client, ownNode, metrics, log, options.setNodeCondition);
   const loop = new ReconcileLoop({
     reconcile: async (reasons) => {
       const wasReady = reconciler!.converged;
@@ -172,6 +187,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         break;
     }
   });
+
+  if (ownNode !== reflector) {
+    // Someone changed this Node's condition: set it again (with the Node watch, its "modified" case does).
+    ownNode.subscribe((event) => {
+      if (event.type === "modified" && options.setNodeCondition && networkReadyPatch(event.object, new Date())) loop.trigger(`node ${event.object.metadata.name} modified`);
+      if (event.type === "synced") loop.trigger("this Node listed");
+    });
+  }
+  const publisher = options.publishRouteSet && nodeWatch
+    ? startRouteSetPublisher({ client, namespace: options.routeSetNamespace, identity: options.node ?? hostname(), nodes: nodeWatch, registry: metrics.registry, log })
+    : undefined;
 
   const paths = options.pathProbes && new PathProbes(options.pathProbes, {
     nodes: () => reflector.store.values(),
@@ -221,7 +247,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   monitor.start();
   paths?.start();
   const abort = new AbortController();
-  const reflecting = reflector.run(abort.signal);
+  const reflecting = Promise.all([reflector.run(abort.signal), ownNode === reflector ? undefined : ownNode.run(abort.signal)]);
   const resync = setInterval(() => {
     reconciler!.requireCheck();
     loop.trigger("periodic resync");
@@ -233,6 +259,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     async stop() {
       clearInterval(resync);
       await paths?.stop();
+      await publisher?.stop();
       abort.abort();
       await loop.stop();
       await Promise.all([reflecting, monitor.stop()]);
@@ -268,7 +295,7 @@ class NodeStatusReporter {
 
   constructor(
     private readonly client: KubeClient,
-    private readonly reflector: Reflector<KubeNode>,
+    private readonly reflector: { store: ReadonlyMap<string, KubeNode> },
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
     private readonly setCondition: boolean,

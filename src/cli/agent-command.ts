@@ -12,6 +12,7 @@ import { protoOption } from "../targets/linux/factories.js";
 import { parseOnly } from "./args.js";
 import { PATH_PROBE_DEFAULTS } from "../agent/paths/probes.js";
 import { EXIT } from "./exit-codes.js";
+import { UsageError } from "../errors.js";
 
 export const agentOptions: OptionSpec[] = [
   kubeconfigOption,
@@ -28,6 +29,9 @@ export const agentOptions: OptionSpec[] = [
   { flags: "--path-probe-port <port>", description: "the UDP port every agent answers path probes on, on its pod CIDR's probe address", default: "9466", parse: wholeNumber(1, 65535) },
   { flags: "--path-probe-address <n>", description: "which address of a pod CIDR is probed and probed from: the n-th (1: the CNI bridge's gateway, as Kubernetes the Hard Way's bridge config has it)", default: "1", parse: wholeNumber(0, 65535) },
   { flags: "--path-probe-readiness", description: "/readyz fails while a path to a peer's pod CIDR is unreachable (default: paths are reported, readiness is routes only)" },
+  { flags: "--nodes-from <source>", description: "where Nodes are read: a watch of every Node, or the route set one agent publishes (--publish-route-set; at thousands of Nodes, what reaches each agent is then one shard per route change instead of every kubelet's status report)", default: "nodes", choices: ["nodes", "route-set"] },
+  { flags: "--publish-route-set", description: "compete for the Lease podroutes-route-set and, while holding it, publish every Node's name, pod CIDRs and addresses as the route set (with --nodes-from nodes)" },
+  { flags: "--route-set-namespace <namespace>", description: "where the route set and its Lease live", default: "podroutes", env: "POD_NAMESPACE" },
   { flags: "--log-format <format>", description: "logs: one JSON object per line, or text", default: "json", choices: LOG_FORMATS },
 ];
 
@@ -37,6 +41,9 @@ export type AgentArgs = Omit<AgentOptions, "log" | "env"> & { logFormat: LogForm
 /** The agent's flags as commander collected them, checked and parsed (every bad flag at once). Pure. */
 export function agentArgs(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): AgentArgs {
   const values = readOptions(agentOptions, { ...flags, env });
+  // The route set has every Node but not their conditions: this Node's is watched by name.
+  if (values.nodesFrom === "route-set" && values.node === undefined) throw new UsageError("--nodes-from route-set needs --node (or NODE_NAME): this Node is watched by its name");
+  if (values.nodesFrom === "route-set" && values.publishRouteSet === true) throw new UsageError("--publish-route-set needs --nodes-from nodes: the publisher watches every Node");
   return {
     ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig as string } : {}),
     ...(values.context !== undefined ? { context: values.context as string } : {}),
@@ -45,6 +52,9 @@ export function agentArgs(flags: Record<string, unknown>, env: NodeJS.ProcessEnv
     listen: values.listen as AgentArgs["listen"],
     proto: values.proto as number,
     setNodeCondition: values.setNodeCondition === true,
+    nodesFrom: values.nodesFrom as AgentArgs["nodesFrom"],
+    publishRouteSet: values.publishRouteSet === true,
+    routeSetNamespace: values.routeSetNamespace as string,
     cleanupOnExit: values.cleanupOnExit === true,
     ...(values.pathProbes === "on"
       ? {
