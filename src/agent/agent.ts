@@ -178,7 +178,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         break;
       case "synced":
         reconciler!.nodesRelisted();
-        log.info("listed Nodes", { nodes: event.objects, resourceVersion: event.resourceVersion });
+        log.info(options.nodesFrom === "nodes" ? "listed Nodes" : "read the route set whole", { nodes: event.objects, resourceVersion: event.resourceVersion });
         loop.trigger(`complete list of ${event.objects} Nodes`);
         break;
       case "error":
