@@ -17,7 +17,8 @@ import { performance } from "node:perf_hooks";
 import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
 import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
 import { inClusterEnv, startAgentProcess, within, type Started } from "../testkit/agent-lab.js";
-import { DEFAULT_ROUTE_SET_SHARDS, ROUTE_SET_LABEL } from "../src/kube/route-set.js";
+import { DEFAULT_ROUTE_SET_SHARDS, ROUTE_SET_LABEL, ROUTE_SET_LEASE } from "../src/kube/route-set.js";
+import { DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS, fallbackOptions } from "../src/agent/route-set-fallback.js";
 import { percentile } from "./stats.js";
 import { cpuMs, rssMb } from "./agent.js";
 import { apiLoader, createKubeletNodes, nodeIp, type ApiLoader } from "./real-plane.js";
@@ -85,6 +86,7 @@ async function kubelets(api: ApiLoader, seconds: number, from: number): Promise<
 }
 
 const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+const kb = (bytes: number) => (bytes / 1e3).toFixed(1);
 
 export async function run(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-fanout-"));
@@ -189,15 +191,20 @@ export async function run(): Promise<void> {
     const ownEvents = own1.events.reduce((sum, v, i) => sum + v - own0.events[i]!, 0) / WATCHERS;
     const ownBytes = own1.bytes.reduce((sum, v, i) => sum + v - own0.bytes[i]!, 0) / WATCHERS;
     const ownHourly = ownEvents ? (ownBytes / ownEvents) * (3600 / REPORT_EVERY_S) : NaN;
-    console.log(`    and the own Node (${ownName}, watched alone): ${ownEvents.toFixed(1)} events of ${(ownBytes / Math.max(1, ownEvents) / 1024).toFixed(1)} KB in the window; ${3600 / REPORT_EVERY_S} reports an hour: ${mb(ownHourly)} MB per agent per hour`);
+    console.log(`    and the own Node (${ownName}, watched alone): ${ownEvents.toFixed(1)} events of ${(ownBytes / Math.max(1, ownEvents) / 1024).toFixed(1)} KB in the window; ${3600 / REPORT_EVERY_S} reports an hour: ${kb(ownHourly)} KB per agent per hour`);
     const beforeJoins = await shardCounter.report();
     console.log(`    a Node joins → an event on every watch of the route set: ${await joins(shardCounter, JOINS)}`);
     const afterJoins = await shardCounter.report();
     const perChange = afterJoins.bytes.reduce((sum, v, i) => sum + v - beforeJoins.bytes[i]!, 0) / WATCHERS / JOINS;
     console.log(`    each route change costs every agent ${(perChange / 1024).toFixed(1)} KB (its shard)`);
-    const routeSet = shardsHourly + ownHourly;
+    // The readers' check that a publisher still runs (agent/route-set-fallback.ts): a GET of the Lease a
+    // minute at the default bound. Its answer's body as the API server sends it, and its headers (about 300 bytes).
+    const leaseBody = (await must(["get", "--raw", `/apis/coordination.k8s.io/v1/namespaces/podroutes/leases/${ROUTE_SET_LEASE}`])).trim().length;
+    const leaseHourly = (3600_000 / fallbackOptions(DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS).checkEveryMs) * (leaseBody + 300);
+    console.log(`    and the Lease read to know a publisher runs: ${3600_000 / fallbackOptions(DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS).checkEveryMs} GETs an hour of ${leaseBody} bytes (+ headers): ${kb(leaseHourly)} KB per agent per hour`);
+    const routeSet = shardsHourly + ownHourly + leaseHourly;
     const churn = 60;
-    console.log(`  bytes per agent per hour, the route set (shards + own Node): ${mb(routeSet)} MB with no route change, ${mb(routeSet + churn * perChange)} MB with ${churn} route changes an hour`);
+    console.log(`  bytes per agent per hour, the route set (shards + own Node + Lease reads): ${kb(routeSet)} KB with no route change, ${mb(routeSet + churn * perChange)} MB with ${churn} route changes an hour`);
     console.log(`  watching every Node ÷ the route set, per agent per hour: JSON ${(everyNode.json / routeSet).toFixed(0)}× (${(everyNode.json / (routeSet + churn * perChange)).toFixed(0)}× with ${churn} route changes an hour; every Node's watch gets those too), protobuf ${(everyNode.protobuf / routeSet).toFixed(0)}×  [goal ≥ 50×]`);
   } finally {
     for (const stop of stops) stop();

@@ -153,6 +153,7 @@ describe("deploy/ manifests", () => {
       nodesFrom: "nodes",
       publishRouteSet: false,
       routeSetNamespace: "podroutes",
+      routeSetFallbackAfterMs: 180_000,
       logFormat: "json",
       // The DaemonSet leaves the path probes at their defaults (docs/agent.md).
       pathProbes: { addressOffset: 1, eventDelayMs: 2000, failuresToUnreachable: 3, minIntervalMs: 30000, port: 9466, ratePerSecond: 2, readiness: false, timeoutMs: 1000 },
@@ -236,9 +237,9 @@ describe("deploy/ manifests", () => {
     assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "podroutes-agent", namespace: "podroutes" }]);
   });
 
-  it("the route set's Roles: read its shards; update exactly the shards the publisher writes, and its own Lease", () => {
+  it("the route set's Roles: read its shards and its Lease; update exactly the shards the publisher writes, and its own Lease", () => {
     const grants = (name: string) => grantsOf(find("Role", name));
-    assert.deepEqual(grants("podroutes-route-set-reader"), ["core/configmaps:get", "core/configmaps:list", "core/configmaps:watch"]);
+    assert.deepEqual(grants("podroutes-route-set-reader"), [`coordination.k8s.io/leases[${ROUTE_SET_LEASE}]:get`, "core/configmaps:get", "core/configmaps:list", "core/configmaps:watch"]);
     const shards = Array.from({ length: DEFAULT_ROUTE_SET_SHARDS }, (_, i) => shardName(i)).join(",");
     assert.deepEqual(grants("podroutes-route-set-publisher"), [
       "coordination.k8s.io/leases:create",

@@ -25,6 +25,8 @@ import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const LAB = `krset${process.pid % 100000}`;
 const HEALTH = "http://127.0.0.1:9465";
+/** The readers' bound for a publisher gone (the default is 3 minutes). */
+const FALLBACK_S = 6;
 
 describe("the route set against the real kube-apiserver: publishers elected on a Lease, agents reading the set", { ...realControlPlaneGate(), timeout: 1_800_000 }, () => {
   let state: LabState;
@@ -40,7 +42,7 @@ describe("the route set against the real kube-apiserver: publishers elected on a
 
   async function startAgent(w: LabWorker, mode: "publisher" | "reader"): Promise<void> {
     const env = await inClusterEnv(join(dir, `sa-${w.name}`), plane!, token, "podroutes");
-    const flags = mode === "publisher" ? ["--publish-route-set"] : ["--nodes-from", "route-set"];
+    const flags = mode === "publisher" ? ["--publish-route-set"] : ["--nodes-from", "route-set", "--route-set-fallback-after", `${FALLBACK_S}s`];
     const agent = startAgentProcess(nodeCommand(state, w.name, []), [...flags, "--listen", "127.0.0.1:9465", "--resync", "10m", "--set-node-condition", "--path-probes", "off", "--log-format", "json"], join(dir, `agent-${w.name}.log`), { ...env, NODE_NAME: w.name });
     agents.set(w.name, agent);
     await addLabProcess(LAB, { netns: w.netns, pid: agent.pid, what: `podroutes agent (${mode}) on ${w.name}` });
@@ -136,5 +138,23 @@ describe("the route set against the real kube-apiserver: publishers elected on a
     assert.ok(gone !== undefined, `worker-3's routes not gone within 45 s of the publisher's death\n${logs()}`);
     process.stderr.write(`# publisher ${leader} SIGKILLed; worker-3's Node deleted; its routes gone from every live agent ${((performance.now() - killedAt) / 1000).toFixed(1)} s later (lease ${ROUTE_SET_LEASE_TIMING.leaseDurationMs / 1000} s)\n`);
     assert.equal(await leaseHolder(), standby);
+  });
+
+  it("every publisher gone: the readers fall back to watching Nodes after the bound, and a Node registered then is routed", async () => {
+    const standby = await leaseHolder();
+    const last = agents.get(standby)!;
+    last.child.kill("SIGKILL");
+    await last.exited;
+    const killedAt = performance.now();
+    const joiner = state.workers[3]!;
+    // Registered again, it gets the allocator's next pod CIDR, not its old one: any will do here.
+    const podCIDR = await registerNode(plane!, joiner);
+    const reader = worker("worker-2");
+    const routed = await within(60_000, async () => (await ownedRoutes(reader)).get(podCIDR) === joiner.internalIP, 200);
+    assert.ok(routed !== undefined, `worker-3 not routed on worker-2 within 60 s with no publisher\n${logs()}`);
+    assert.match(agents.get("worker-2")!.log(), /no publisher for a while; watching every Node/);
+    // Not before the bound: the fallback is for a publisher gone, not a slow one.
+    assert.ok(performance.now() - killedAt >= FALLBACK_S * 1000, "routed sooner than the bound: not by the fallback");
+    process.stderr.write(`# every publisher SIGKILLed; a Node registered; routed on a reader ${((performance.now() - killedAt) / 1000).toFixed(1)} s after (fallback after ${FALLBACK_S} s)\n`);
   });
 });

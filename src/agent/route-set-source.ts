@@ -46,6 +46,11 @@ export class RouteSetSource implements NodeSource {
     return this.synced;
   }
 
+  /** The shards' list or watch position, as last seen. */
+  get resourceVersion(): string {
+    return this.shards.resourceVersion ?? "";
+  }
+
   get counters(): ReflectorCounters {
     return this.shards.counters;
   }
