@@ -1,13 +1,15 @@
 /**
  * `npm run bench -- controller-scale [--nodes N] [--burst B] [--latency MS] [--aws-latency MS]
- * [--only gcp|aws] [--json FILE]` (issue 23 item 3; each option also as an environment variable:
- * PODROUTES_BENCH_NODES, _BURST, _LATENCY_MS, _AWS_LATENCY_MS): `podroutes controller` at 5,000 Nodes,
+ * [--only gcp|aws] [--json FILE] [--cpu-prof DIR]` (issue 23 item 3; each option also as an environment
+ * variable: PODROUTES_BENCH_NODES, _BURST, _LATENCY_MS, _AWS_LATENCY_MS, _ONLY, _JSON, _CPU_PROF; --cpu-prof
+ * has each controller process write a V8 CPU profile into DIR): `podroutes controller` at 5,000 Nodes,
  * a process of its own with default flags, against the Kubernetes API test server and the cloud's.
  *
  * GCP (testkit/gce-server.ts, 200 ms per operation by default):
  *   (a) initial sync: the process started against N existing Nodes with pod CIDRs, timed until every
  *       route exists and every Node shows NetworkUnavailable=False (the last condition patch's arrival
- *       at the API server), against the bound ceil(routes / in-flight) × latency;
+ *       at the API server), against the bound ceil(routes / in-flight) × latency and the floor (the same
+ *       inserts by the Compute client alone, bench/compute-floor.ts);
  *   (b) a burst of B Nodes joining at once on top: the same;
  *   (c) a resync with nothing to do, two ways: the process restarted (its first reconcile finds
  *       everything in place), and the periodic resync of that process (--resync 10s): its time from the
@@ -38,7 +40,7 @@ import { controllerKubeconfig, eventually, networkCondition } from "../testkit/c
 import { startGceServer, type GceServer } from "../testkit/gce-server.js";
 import { startKubeServer, type KubeApiServer, type RecordedRequest } from "../testkit/kube-server.js";
 import { buildCluster, offlineAwsEnv, REGION, startEc2Proxy, startMoto, type Ec2Proxy, type FixtureInstance } from "../testkit/moto.js";
-import { LATENCY_MS, nodeIp, owned, podCidr, routedWatcher, startGcpControllerProcess, tally, workers } from "./controller.js";
+import { computeFloor, LATENCY_MS, nodeIp, owned, podCidr, routedWatcher, startGcpControllerProcess, tally, workers } from "./controller.js";
 import { median } from "./stats.js";
 
 /** Pod CIDRs 10.200-219.x.0/24 for 5,000 Nodes; outside the VPC's 10.240.0.0/16 (its local route is no pod route). */
@@ -56,6 +58,8 @@ interface Settings {
   awsLatencyMs: number;
   only?: "gcp" | "aws";
   json?: string;
+  /** Where the controller processes write their CPU profiles (node --cpu-prof), if anywhere. */
+  cpuProf?: string;
 }
 
 function settings(argv: string[]): Settings {
@@ -72,6 +76,7 @@ function settings(argv: string[]): Settings {
   const burst = count("--burst", "PODROUTES_BENCH_BURST", 500, 1);
   if (burst >= MAX_ROUTE_LIMIT - 1) throw new Error(`bench controller-scale: --burst must leave room in a table of ${MAX_ROUTE_LIMIT} routes, not ${burst}`);
   const json = option("--json", "PODROUTES_BENCH_JSON");
+  const cpuProf = option("--cpu-prof", "PODROUTES_BENCH_CPU_PROF");
   return {
     nodes: count("--nodes", "PODROUTES_BENCH_NODES", 5000, 1),
     burst,
@@ -79,6 +84,7 @@ function settings(argv: string[]): Settings {
     awsLatencyMs: count("--aws-latency", "PODROUTES_BENCH_AWS_LATENCY_MS", 200, 0),
     ...(only ? { only } : {}),
     ...(json ? { json } : {}),
+    ...(cpuProf ? { cpuProf } : {}),
   };
 }
 
@@ -141,6 +147,8 @@ interface Phase {
   seconds: number;
   /** ceil(routes / in-flight) × latency, where it applies. */
   boundSeconds?: number;
+  /** The same writes by the cloud client alone, its own process (no Kubernetes, no controller), where measured. */
+  floorSeconds?: number;
   /** Cloud API calls by kind (every call; each inside a batch too) and the HTTP requests they took. */
   cloudCalls: Record<string, number>;
   cloudCallsTotal: number;
@@ -148,19 +156,30 @@ interface Phase {
   kube: ReturnType<typeof kubeTally>;
   peakRssMb: number;
   cpuSeconds: number;
+  /** CPU of the test servers over the phase: this process's (the Kubernetes API server, the GCE server or the EC2 proxy), moto's. */
+  benchProcessCpuSeconds: number;
+  motoCpuSeconds?: number;
   notes: string[];
 }
 
 const fixed = (value: number, digits = 2) => value.toFixed(digits);
 
 function table(phases: Phase[]): string {
-  const header = ["target", "phase", "nodes", "routes written", "time (s)", "bound (s)", "cloud calls", "cloud HTTP", "k8s requests (Lease aside)", "peak RSS (MB)", "CPU (s)"];
+  const header = ["target", "phase", "nodes", "routes written", "time (s)", "bound (s)", "floor (s)", "cloud calls", "cloud HTTP", "k8s requests (Lease aside)", "peak RSS (MB)", "CPU (s)", "test servers' CPU (s)"];
   const calls = (p: Phase) => `${p.cloudCallsTotal}: ${Object.entries(p.cloudCalls).filter(([, n]) => n).map(([kind, n]) => `${n} ${kind}`).join(", ") || "none"}`;
   const kube = (p: Phase) => `${p.kube.total}: ${Object.entries(p.kube.byKind).map(([kind, n]) => `${n} ${kind}`).join(", ") || "none"}`;
-  const rows = phases.map((p) => [p.target, p.phase, String(p.nodes), String(p.routesWritten), fixed(p.seconds), p.boundSeconds === undefined ? "" : fixed(p.boundSeconds), calls(p), String(p.cloudHttp), kube(p), fixed(p.peakRssMb, 0), fixed(p.cpuSeconds)]);
+  const rows = phases.map((p) => [p.target, p.phase, String(p.nodes), String(p.routesWritten), fixed(p.seconds), p.boundSeconds === undefined ? "" : fixed(p.boundSeconds), p.floorSeconds === undefined ? "" : fixed(p.floorSeconds), calls(p), String(p.cloudHttp), kube(p), fixed(p.peakRssMb, 0), fixed(p.cpuSeconds), fixed(p.benchProcessCpuSeconds) + (p.motoCpuSeconds === undefined ? "" : ` + moto ${fixed(p.motoCpuSeconds)}`)]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [header, ...rows].map((line) => line.map((c, i) => c.padEnd(widths[i]!)).join("  ")).join("\n");
 }
+
+/** This process's CPU time so far (s): the test servers it runs. */
+const ownCpu = () => {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+};
+
+const profileFlags = (s: Settings) => (s.cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${s.cpuProf}`] : []);
 
 const loads = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 
@@ -183,18 +202,19 @@ async function gcp(s: Settings, dir: string, log: (line: string) => void): Promi
   const phases: Phase[] = [];
   const bound = (routes: number) => (Math.ceil(routes / DEFAULT_MAX_IN_FLIGHT) * s.latencyMs) / 1000;
   let controller: Started | undefined;
+  const nodeFlags = profileFlags(s);
   try {
     const kubeconfig = await controllerKubeconfig(kube, dir, "bench");
-    const phase = (name: string, nodes: number, routesWritten: number, seconds: number, from: { gce: number; kube: number; cpu: number }, notes: string[], boundSeconds?: number): Phase => {
+    const phase = (name: string, nodes: number, routesWritten: number, seconds: number, from: { gce: number; kube: number; cpu: number; own: number }, notes: string[], boundSeconds?: number): Phase => {
       const calls = tally(gce.requestLog.slice(from.gce));
       const used = usage(controller!.pid);
       return {
         target: "gcp", phase: name, nodes, routesWritten, seconds, ...(boundSeconds !== undefined ? { boundSeconds } : {}),
         cloudCalls: computeCalls(calls), cloudCallsTotal: calls.total, cloudHttp: calls.http,
-        kube: kubeTally(kube.requests.slice(from.kube)), peakRssMb: used.peakRssMb, cpuSeconds: used.cpuSeconds - from.cpu, notes,
+        kube: kubeTally(kube.requests.slice(from.kube)), peakRssMb: used.peakRssMb, cpuSeconds: used.cpuSeconds - from.cpu, benchProcessCpuSeconds: ownCpu() - from.own, notes,
       };
     };
-    const mark = () => ({ gce: gce.requestLog.length, kube: kube.requests.length, cpu: controller ? usage(controller.pid).cpuSeconds : 0 });
+    const mark = () => ({ gce: gce.requestLog.length, kube: kube.requests.length, cpu: controller ? usage(controller.pid).cpuSeconds : 0, own: ownCpu() });
 
     // (a) Initial sync: N Nodes exist, the controller starts.
     const initial = workers(s.nodes);
@@ -203,7 +223,7 @@ async function gcp(s: Settings, dir: string, log: (line: string) => void): Promi
     let from = mark();
     const startedAt = Date.now();
     const start = performance.now();
-    controller = startGcpControllerProcess(gce, kubeconfig, tokenFile, join(dir, "gcp-controller.log"), [`--resync=${LONG_RESYNC}`]);
+    controller = startGcpControllerProcess(gce, kubeconfig, tokenFile, join(dir, "gcp-controller.log"), [`--resync=${LONG_RESYNC}`], nodeFlags);
     let routesMs = 0;
     const routedA = routedWatcher(kube, initial);
     await eventually("(a) every route and every condition", () => {
@@ -248,7 +268,7 @@ async function gcp(s: Settings, dir: string, log: (line: string) => void): Promi
     // (c) Resync with nothing to do: a restarted process's first reconcile, then its periodic resync.
     from = mark();
     const restartAt = performance.now();
-    controller = startGcpControllerProcess(gce, kubeconfig, tokenFile, join(dir, "gcp-controller-restart.log"), [`--resync=${SHORT_RESYNC}`]);
+    controller = startGcpControllerProcess(gce, kubeconfig, tokenFile, join(dir, "gcp-controller-restart.log"), [`--resync=${SHORT_RESYNC}`], nodeFlags);
     const first = await waitForMetrics(controller, "(c) the restarted controller reconciled", (m) => syncs(m) >= 1);
     const restartMs = performance.now() - restartAt;
     const firstSyncSeconds = first.get("podroutes_sync_duration_seconds_sum") ?? NaN;
@@ -265,6 +285,13 @@ async function gcp(s: Settings, dir: string, log: (line: string) => void): Promi
     ]);
     phases.push(c2);
     log(`gcp (c) done (load ${loads()})`);
+    await controller.stop();
+    controller = undefined;
+
+    // The floor under (a): its inserts by podroutes' Compute client alone (bench/compute-floor.ts).
+    const floor = await computeFloor(gce, tokenFile, s.nodes, s.latencyMs);
+    a.floorSeconds = floor.ms / 1000;
+    a.notes.push(`the floor: the same ${s.nodes} inserts by the Compute client alone, a process of its own, ${DEFAULT_MAX_IN_FLIGHT} in flight: ${fixed(floor.ms / 1000)} s (${floor.calls} calls in ${floor.httpRequests} HTTP requests); the controller's initial sync beyond it: ${fixed(a.seconds - floor.ms / 1000)} s`);
     return phases;
   } finally {
     await controller?.stop();
@@ -303,12 +330,12 @@ async function aws(s: Settings, dir: string, log: (line: string) => void): Promi
     const names = (count: number, first = 0) => Array.from({ length: count }, (_, i) => name(first + i));
     const start = (table: string, logFile: string, resync: string) =>
       startLogged(
-        [process.execPath, BIN, "controller", "--target=aws", `--region=${REGION}`, `--endpoint=${proxy!.endpoint}`, `--route-table=${table}`, `--route-limit=${MAX_ROUTE_LIMIT}`, `--cluster-cidr=${AWS_CLUSTER_CIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench-aws", "--listen=127.0.0.1:0", `--resync=${resync}`],
+        [process.execPath, ...profileFlags(s), BIN, "controller", "--target=aws", `--region=${REGION}`, `--endpoint=${proxy!.endpoint}`, `--route-table=${table}`, `--route-limit=${MAX_ROUTE_LIMIT}`, `--cluster-cidr=${AWS_CLUSTER_CIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench-aws", "--listen=127.0.0.1:0", `--resync=${resync}`],
         join(dir, logFile),
         "podroutes controller --target aws",
         offlineAwsEnv(proxy!.endpoint),
       );
-    const mark = () => ({ ec2: new Map(proxy!.forwarded), kube: kube.requests.length, cpu: controller ? usage(controller.pid).cpuSeconds : 0 });
+    const mark = () => ({ ec2: new Map(proxy!.forwarded), kube: kube.requests.length, cpu: controller ? usage(controller.pid).cpuSeconds : 0, own: ownCpu(), moto: usage(moto.pid).cpuSeconds });
     const phase = (name_: string, nodes: number, routesWritten: number, seconds: number, from: ReturnType<typeof mark>, notes: string[], boundSeconds?: number): Phase => {
       const calls = ec2Since(proxy!, from.ec2);
       const total = Object.values(calls).reduce((a, b) => a + b, 0);
@@ -316,7 +343,8 @@ async function aws(s: Settings, dir: string, log: (line: string) => void): Promi
       return {
         target: "aws", phase: name_, nodes, routesWritten, seconds, ...(boundSeconds !== undefined ? { boundSeconds } : {}),
         cloudCalls: calls, cloudCallsTotal: total, cloudHttp: total, // EC2 has no batch requests: a call is a request
-        kube: kubeTally(kube.requests.slice(from.kube)), peakRssMb: used.peakRssMb, cpuSeconds: used.cpuSeconds - from.cpu, notes,
+        kube: kubeTally(kube.requests.slice(from.kube)), peakRssMb: used.peakRssMb, cpuSeconds: used.cpuSeconds - from.cpu,
+        benchProcessCpuSeconds: ownCpu() - from.own, motoCpuSeconds: usage(moto.pid).cpuSeconds - from.moto, notes,
       };
     };
     const creates = () => proxy!.forwarded.get("CreateRoute") ?? 0;
@@ -406,13 +434,16 @@ async function aws(s: Settings, dir: string, log: (line: string) => void): Promi
     const byReason: Record<string, number> = {};
     for (const e of events) byReason[`${e.type}/${e.reason}`] = (byReason[`${e.type}/${e.reason}`] ?? 0) + 1;
     const sample = refused[refused.length - 1];
-    const logLines = controller.log().split("\n").filter((line) => /refus|limit/.test(line));
+    const logLines = controller.log().split("\n").filter((line) => line.startsWith("{") && /refus|limit/.test(line));
+    const reconciledLines = controller.log().split("\n").filter((line) => /"msg":"reconciled/.test(line));
+    const warnings = controller.log().split("\n").filter((line) => /Warning/.test(line) && !line.startsWith("{"));
     const bigRow = phase(`${s.nodes} Nodes on one table (more than fits)`, s.nodes, creates() - bigCreatesBefore, (lastConditionPatch(kube.requests.slice(from.kube)) - bigAt) / 1000, from, [
       `${routed.length} Nodes routed (NetworkUnavailable=False), ${refused.length} refused (NetworkUnavailable=True naming the limit); CreateRoute calls ${creates() - bigCreatesBefore} (at most ${fits} fit)`,
       `Events: ${JSON.stringify(byReason)}`,
       ...(sample ? [`${sample}'s condition: ${JSON.stringify(networkCondition(kube, sample))}`] : []),
       ...(events[0] ? [`an Event: ${events.find((e) => e.involvedObject.name === sample)?.message ?? events[0].message}`.slice(0, 600)] : []),
-      `log lines naming the limit: ${logLines.length}; the first: ${(logLines[0] ?? "").slice(0, 900)}`,
+      `log lines naming the limit: ${logLines.length} (a "node condition set" line per refused Node); the reconcile's: ${(reconciledLines[0] ?? "none").slice(0, 700)}`,
+      ...(warnings.length ? [`Node's own warnings on stderr: ${[...new Set(warnings)].join(" | ").slice(0, 600)}`] : []),
     ]);
     phases.push(bigRow);
     log(`aws ${s.nodes} done (load ${loads()})`);

@@ -118,23 +118,24 @@ function clearCluster(kube: KubeApiServer, gce: GceServer, latencyMs = LATENCY_M
 
 let joinRuns = 0;
 
-/** bench/compute-floor.ts as its own process on a fresh network: its time and calls. */
-async function computeFloor(gce: GceServer, tokenFile: string): Promise<{ ms: number; calls: number; httpRequests: number }> {
+/** bench/compute-floor.ts as its own process on a fresh network (`routes` inserts): its time and calls. */
+export async function computeFloor(gce: GceServer, tokenFile: string, routes = NODES, latencyMs = LATENCY_MS): Promise<{ ms: number; calls: number; httpRequests: number }> {
   gce.reset();
-  gce.latencyMs = LATENCY_MS;
+  gce.latencyMs = latencyMs;
   gce.routesQuota = 100_000;
   const script = fileURLToPath(new URL("./compute-floor.js", import.meta.url));
-  const { stdout } = await execFileAsync(process.execPath, [script, gce.endpoint, gce.project, tokenFile, NETWORK, String(NODES), String(DEFAULT_MAX_IN_FLIGHT)], { env: { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" } });
+  const { stdout } = await execFileAsync(process.execPath, [script, gce.endpoint, gce.project, tokenFile, NETWORK, String(routes), String(DEFAULT_MAX_IN_FLIGHT)], { env: { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" } });
   return JSON.parse(stdout) as { ms: number; calls: number; httpRequests: number };
 }
 
 /**
  * `podroutes controller --target gcp` as a process of its own against the test servers, default flags
- * but for `extraFlags` (a later flag wins); its output (JSON logs) goes to `logFile`.
+ * but for `extraFlags` (a later flag wins), Node run with `nodeFlags` (`--cpu-prof`); its output (JSON
+ * logs) goes to `logFile`.
  */
-export function startGcpControllerProcess(gce: GceServer, kubeconfig: string, tokenFile: string, logFile: string, extraFlags: string[] = []): Started {
+export function startGcpControllerProcess(gce: GceServer, kubeconfig: string, tokenFile: string, logFile: string, extraFlags: string[] = [], nodeFlags: string[] = []): Started {
   return startLogged(
-    [process.execPath, BIN, "controller", "--target=gcp", `--project=${gce.project}`, `--network=${NETWORK}`, `--compute-endpoint=${gce.endpoint}`, `--access-token-file=${tokenFile}`, `--cluster-cidr=${CLUSTER_CIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench-process", "--listen=127.0.0.1:0", ...extraFlags],
+    [process.execPath, ...nodeFlags, BIN, "controller", "--target=gcp", `--project=${gce.project}`, `--network=${NETWORK}`, `--compute-endpoint=${gce.endpoint}`, `--access-token-file=${tokenFile}`, `--cluster-cidr=${CLUSTER_CIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench-process", "--listen=127.0.0.1:0", ...extraFlags],
     logFile,
     "podroutes controller",
     { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" },
