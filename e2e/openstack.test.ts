@@ -11,6 +11,10 @@ import { apply, plan, verifyTarget } from "../src/apply/engine.js";
 import { validateInventory } from "../src/inventory.js";
 import type { Inventory } from "../src/model.js";
 import type { ResolvedOptions } from "../src/options.js";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cloudConfigFrom, createOpenStackApi, OpenStackApiError } from "../src/targets/openstack/client.js";
 import { openstackTarget } from "../src/targets/openstack/factory.js";
 import { jsonOf, runCli } from "../testkit/cli.js";
 import { readTable, runConformance } from "../testkit/conformance.js";
@@ -244,5 +248,47 @@ describe("podroutes --target openstack as a user runs it, read back by the opens
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /POST \/v3\/auth\/tokens: .*\(HTTP 401 Unauthorized\)/);
     assert.equal(c.server.requests.filter((r) => r.method === "PUT").length, before);
+  });
+});
+
+describe("podroutes' OpenStack client against the test server", () => {
+  it("pages lists by limit and marker, logs in again when the token expired, and reports Neutron's error and a 412", async () => {
+    const { server, router, ports } = await cloud({ tokenTtlMs: 200 });
+    try {
+      const api = createOpenStackApi({ config: cloudConfigFrom({ env: server.env() }), pageSize: 2 });
+      const listed = await api.listPorts({ network_id: server.networks[0]!.id });
+      assert.equal(listed.length, ports.size + 1, "every node port and the router's interface");
+      assert.deepEqual(server.requests.filter((r) => r.path === "/v2.0/ports").map((r) => r.query.get("limit")), ["2", "2", "2"]);
+      assert.ok(server.requests.filter((r) => r.path === "/v2.0/ports").slice(1).every((r) => r.query.get("marker")), "later pages by marker");
+      // Keystone's token lasts 200 ms here: a call after that logs in first (the client renews a minute early).
+      await api.getRouter(router.id);
+      assert.ok(api.calls.logins >= 2, `logged in ${api.calls.logins} times`);
+      await assert.rejects(api.getRouter("no-such-router"), (e: unknown) => e instanceof OpenStackApiError && e.status === 404 && e.type === "RouterNotFound");
+      await assert.rejects(api.setRoutes(router.id, [], router.revision_number - 1), (e: unknown) => e instanceof OpenStackApiError && e.status === 412 && /Constrained to/.test(e.message));
+      await assert.rejects(api.addExtraRoutes(router.id, [{ destination: "10.200.0.0/24", nexthop: "10.9.9.9" }]), /the nexthop is not connected with router \(HTTP 400 InvalidRoutes\)/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("--os-cloud reads clouds.yaml (OS_CLIENT_CONFIG_FILE) with an application credential", async () => {
+    const { server } = await cloud();
+    const dir = mkdtempSync(join(tmpdir(), "podroutes-clouds-"));
+    try {
+      const credential = server.options.applicationCredentials[0]!;
+      writeFileSync(
+        join(dir, "clouds.yaml"),
+        `clouds:\n  test:\n    auth_type: v3applicationcredential\n    region_name: RegionOne\n    auth:\n      auth_url: ${server.authUrl}\n      application_credential_id: ${credential.id}\n      application_credential_secret: ${credential.secret}\n`,
+      );
+      const env = { HOME: dir, OS_CLIENT_CONFIG_FILE: join(dir, "clouds.yaml") };
+      const planned = await runCli(["plan", "--os-cloud", "test", "--target", "openstack", "--router", "k8s-router", "--cluster-cidr", CLUSTER_CIDR, "-o", "json"], { env });
+      assert.equal(planned.code, 0, planned.stderr);
+      assert.equal(jsonOf(planned).summary.create, 3);
+      const login = server.requests.find((r) => r.path === "/v3/auth/tokens");
+      assert.deepEqual((login?.body as any)?.auth?.identity?.methods, ["application_credential"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await server.stop();
+    }
   });
 });
