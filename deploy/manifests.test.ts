@@ -207,7 +207,7 @@ describe("deploy/ manifests", () => {
     const gcp = find("Deployment", "podroutes-controller", "controller/deployment-gcp.yaml").spec.template.spec.containers[0].args;
     await assert.rejects(parse([...gcp, "--region=eu-west-1"]), /unknown option '--region=eu-west-1'/);
     await assert.rejects(parse([...gcp, "--renew-deadline=20s"]), /--renew-deadline 20s must be shorter than --lease-duration 15s/);
-    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, ssh/);
+    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, openstack, ssh/);
   });
 
   it("the controller's RBAC is exactly nodes get/list/watch, nodes/status patch, its Lease, and Events on Nodes", () => {
