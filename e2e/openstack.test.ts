@@ -152,6 +152,34 @@ describe("openstack target against the test server", () => {
     }
   });
 
+  it("a node whose IP no port holds is left out alone (Neutron would refuse the whole call); Neutron's own refusal is each change's error and writes nothing", async () => {
+    const { server, router } = await cloud({ maxRoutes: 2 });
+    const target = await openstackTarget.create(resolved(server));
+    try {
+      const stray = validateInventory(
+        { source: "seed", nodes: [...NODES.slice(0, 1), { name: "stray", ip: "10.240.0.77", podCIDR: "10.200.7.0/24" }].map((n) => ({ name: n.name, internalIPs: [n.ip], podCIDRs: [n.podCIDR] })) },
+        { clusterCIDR: CLUSTER_CIDR },
+      );
+      const planned = await plan(target, stray, options);
+      assert.match(planned.review.warnings.join("\n"), /node stray: no port on the router's networks holds 10\.240\.0\.77/);
+      const report = await apply(target, planned, stray, options);
+      const results = report.tables[0]!.results.map((r) => [r.change.action === "delete" ? "" : r.change.route.node, r.ok, r.error ?? ""]);
+      assert.deepEqual(results, [["worker-0", true, ""], ["stray", false, "no port on the router's networks holds 10.240.0.77 (node stray): Neutron would refuse the route; not written"]]);
+      assert.deepEqual(router.routes, [{ destination: "10.200.0.0/24", nexthop: "10.240.0.20" }]);
+
+      // Neutron's max_routes is 2, the flag's default 30: Neutron refuses the call, and every change says why.
+      const inventory = seedInventory();
+      const full = await apply(target, await plan(target, inventory, options), inventory, options);
+      assert.ok(!full.ok);
+      const failed = full.tables[0]!.results.filter((r) => !r.ok);
+      assert.equal(failed.length, 2);
+      for (const result of failed) assert.match(result.error ?? "", /add_extraroutes: .*The number of routes exceeds the maximum 2\. \(HTTP 400 RoutesExhausted\)/);
+      assert.deepEqual(router.routes, [{ destination: "10.200.0.0/24", nexthop: "10.240.0.20" }], "nothing written");
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("a route whose nexthop's port is gone is podroutes' (a deleted node's blackhole): verify names it, delete removes it", async () => {
     const { server, router } = await cloud();
     server.setRoutes(router, [{ destination: "10.200.9.0/24", nexthop: "10.240.0.77" }, { destination: "192.168.1.0/24", nexthop: "10.240.0.78" }]);

@@ -16,9 +16,10 @@
  * dozen calls need nothing but fetch.
  *
  * Retries (p-retry, exponential backoff with jitter): 5xx, 429 and lost connections, `retries` times.
- * Every call this client makes is safe to repeat: reads; the atomic extra-route calls (adding a route
- * that is there, or removing one that is not, is no error); and writes of a whole list, which carry the
- * revision they were computed from, so a repeat of one that landed is a 412, never a lost update. A 401
+ * Every call repeated is safe to repeat: reads; the atomic extra-route calls (adding a route that is
+ * there, or removing one that is not, is no error); and writes of a whole list or a port's pairs that
+ * carry the revision they were computed from, so a repeat of one that landed is a 412, never a lost
+ * update (a whole-list write without a revision is never repeated). A 401
  * logs in again once (the token expired). Lists follow `<collection>_links` rel=next (limit/marker).
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -435,7 +436,7 @@ class OpenStackClient implements OpenStackApi {
     throw new OpenStackApiError(response.status, type, detail, call);
   }
 
-  private retrying<T>(call: string, attempt: () => Promise<T>): Promise<T> {
+  private retrying<T>(call: string, attempt: () => Promise<T>, retries = this.settings.retries ?? 4): Promise<T> {
     let attempts = 0;
     return pRetry(
       async () => {
@@ -443,7 +444,7 @@ class OpenStackClient implements OpenStackApi {
         return attempt();
       },
       {
-        retries: this.settings.retries ?? 4,
+        retries,
         factor: 2,
         minTimeout: this.settings.minBackoffMs ?? 300,
         maxTimeout: this.settings.maxBackoffMs ?? 5_000,
@@ -458,8 +459,9 @@ class OpenStackClient implements OpenStackApi {
   }
 
   /** One call to a service, under the token (logging in again once on a 401), with the retries above. */
-  private call<T>(service: "network" | "compute", method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+  private call<T>(service: "network" | "compute", method: string, path: string, body?: unknown, headers: Record<string, string> = {}, repeatable = true): Promise<T> {
     const call = `${method} ${path.replace(/\?.*$/, "")}`;
+    const retries = repeatable ? undefined : 0;
     return this.retrying(call, async () => {
       const finished = this.settings.calls?.started(callName(method, path));
       let outcome = "ok";
@@ -482,7 +484,7 @@ class OpenStackClient implements OpenStackApi {
       } finally {
         finished?.(outcome);
       }
-    });
+    }, retries);
   }
 
   /** Every item of a list, page by page (`limit`, then the `next` links). */
@@ -533,7 +535,8 @@ class OpenStackClient implements OpenStackApi {
 
   async setRoutes(routerId: string, routes: ExtraRoute[], ifRevision?: number): Promise<Router> {
     const headers: Record<string, string> = ifRevision === undefined ? {} : { "If-Match": `revision_number=${ifRevision}` };
-    return routerFrom((await this.call<{ router: RawRouter }>("network", "PUT", `/routers/${encodeURIComponent(routerId)}`, { router: { routes } }, headers)).router);
+    // Unguarded, a repeat of a write that landed could undo another writer's change made in between: never repeated.
+    return routerFrom((await this.call<{ router: RawRouter }>("network", "PUT", `/routers/${encodeURIComponent(routerId)}`, { router: { routes } }, headers, ifRevision !== undefined)).router);
   }
 
   async listPorts(filter: Record<string, string | string[]>): Promise<Port[]> {

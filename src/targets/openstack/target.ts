@@ -336,7 +336,7 @@ export class OpenStackTarget implements Target {
       review: (diff) => this.review(diff, router, index, run),
       write: async (changes, actions, context) => {
         const done = actions.length ? await this.addPairs(actions, index, context) : [];
-        return { results: changes.length ? await this.write(router, changes, context) : [], actions: done };
+        return { results: changes.length ? await this.write(router, changes, index, context) : [], actions: done };
       },
       release: async () => {},
     };
@@ -415,13 +415,19 @@ export class OpenStackTarget implements Target {
   }
 
   /** The changes in one add and one remove (atomic), or one guarded whole-list PUT; every result from the router's answer. */
-  private async write(opened: Router, changes: Change[], context: WriteContext): Promise<ChangeResult[]> {
+  private async write(opened: Router, changes: Change[], index: PortIndex, context: WriteContext): Promise<ChangeResult[]> {
     const results = new Map<Change, ChangeResult>();
     const settle = (result: ChangeResult) => {
       results.set(result.change, result);
       context.onResult?.(result);
       context.progress({ table: opened.id, done: results.size, total: changes.length });
     };
+    // Neutron refuses a whole call for one nexthop off the router's subnets: such a route is left out, alone.
+    for (const change of changes) {
+      if (change.action !== "delete" && !index.byIp.has(change.route.nextHop)) {
+        settle({ change, ok: false, error: `no port on the router's networks holds ${change.route.nextHop} (node ${change.route.node}): Neutron would refuse the route; not written` });
+      }
+    }
     let atomic: boolean;
     try {
       atomic = await this.atomic();
@@ -464,25 +470,21 @@ export class OpenStackTarget implements Target {
   /** One add_extraroutes then one remove_extraroutes (the removes first when the quota has no room for both). */
   private async writeAtomic(router: Router, edit: Edit, settle: (result: ChangeResult) => void): Promise<void> {
     const addFirst = router.routes.length + edit.add.length <= this.settings.routeLimit;
-    const calls: { kind: "add" | "remove"; routes: ExtraRoute[] }[] = [
-      { kind: "add" as const, routes: edit.add },
-      { kind: "remove" as const, routes: edit.remove },
-    ].filter((c) => c.routes.length);
-    if (!addFirst) calls.reverse();
+    let remove = edit.remove;
     let answer: Router = router;
-    const failedCalls: string[] = [];
-    for (const call of calls) {
+    const failures: string[] = [];
+    for (const kind of addFirst ? (["add", "remove"] as const) : (["remove", "add"] as const)) {
+      const routes = kind === "add" ? edit.add : remove;
+      if (!routes.length) continue;
       try {
-        answer = call.kind === "add" ? await this.api.addExtraRoutes(router.id, call.routes) : await this.api.removeExtraRoutes(router.id, call.routes);
+        answer = kind === "add" ? await this.api.addExtraRoutes(router.id, routes) : await this.api.removeExtraRoutes(router.id, routes);
       } catch (error) {
-        failedCalls.push(`${call.kind}_extraroutes: ${openstackErrorText(error)}`);
+        failures.push(`${kind}_extraroutes: ${openstackErrorText(error)}`);
         // A replace whose new route did not go in keeps its old one: the remove goes on without it.
-        if (call.kind === "add" && addFirst) edit.remove = edit.remove.filter((r) => !edit.written.some((c) => c.action === "replace" && c.current.destination === r.destination));
-        const rest = calls.find((c) => c.kind === "remove");
-        if (rest) rest.routes = edit.remove;
+        if (kind === "add") remove = remove.filter((r) => !edit.written.some((c) => c.action === "replace" && c.current.destination === r.destination && c.current.nextHop === r.nexthop));
       }
     }
-    this.settleFrom(answer, edit, settle, failedCalls.join("; "));
+    this.settleFrom(answer, edit, settle, failures.join("; "));
   }
 
   /** One whole-list PUT under the revision it was computed from; "conflict" when the router changed meanwhile. */
@@ -500,11 +502,17 @@ export class OpenStackTarget implements Target {
     if (!guarded) answer = await this.api.getRouter(router.id).catch(() => answer);
     // Verify: nothing another writer held is lost (it cannot be, under the guard; without it, say so).
     const lost = routesAfter(router.routes, { add: [], remove: edit.remove }).filter((r) => !answer.routes.some((a) => sameRoute(canonical(a), r)));
-    this.settleFrom(answer, edit, settle, lost.length ? `the router lost routes in the write: ${lost.map((r) => `${r.destination} via ${r.nexthop}`).join(", ")}` : "");
+    if (lost.length) {
+      // Only possible unguarded (a Neutron without revision-if-match): said on every change, so nobody takes the write for clean.
+      const error = `written, but routes another writer held are gone from the router since (no revision-if-match to guard the write): ${lost.map((r) => `${r.destination} via ${r.nexthop}`).join(", ")}`;
+      for (const change of edit.written) settle({ change, ok: false, error });
+      return "written";
+    }
+    this.settleFrom(answer, edit, settle, "");
     return "written";
   }
 
-  /** Each written change's result from the routes the router answered with. */
+  /** Each written change's result from the routes the router answered with; `error` says why one is not there. */
   private settleFrom(answer: Router, edit: Edit, settle: (result: ChangeResult) => void, error: string): void {
     const now = answer.routes.map(canonical);
     const has = (destination: string, nexthop: string) => now.some((r) => r.destination === destination && r.nexthop === nexthop);
@@ -513,7 +521,7 @@ export class OpenStackTarget implements Target {
       if (change.action === "delete") ok = !has(change.current.destination, change.current.nextHop ?? "");
       else if (change.action === "create") ok = has(change.route.destination, change.route.nextHop);
       else ok = has(change.route.destination, change.route.nextHop) && !has(change.current.destination, change.current.nextHop ?? "");
-      settle(ok && !error ? { change, ok: true } : { change, ok: false, error: error || "the router's answer does not hold the change" });
+      settle(ok ? { change, ok: true } : { change, ok: false, error: error || "the router's answer does not hold the change; re-run plan" });
     }
   }
 
