@@ -132,6 +132,28 @@ describe("openstack target against the test server", () => {
     }
   });
 
+  it("a pair another writer adds to a node's port between podroutes' read and its write is kept (412 on the port's revision, read again)", async () => {
+    const { server, ports } = await cloud();
+    const port = ports.get("worker-0")!;
+    const target = await openstackTarget.create(resolved(server));
+    try {
+      const inventory = seedInventory();
+      const planned = await plan(target, inventory, options);
+      server.beforeWrite(
+        (call) => call.method === "PUT" && call.path === `/v2.0/ports/${port.id}`,
+        () => {
+          port.allowed_address_pairs = [...port.allowed_address_pairs, { ip_address: "10.240.0.251", mac_address: port.mac_address }];
+          port.revision_number++;
+        },
+      );
+      assert.ok((await apply(target, planned, inventory, options)).ok);
+      assert.deepEqual(port.allowed_address_pairs.map((p) => p.ip_address), ["10.240.0.251", "10.200.0.0/24"]);
+      assert.deepEqual(server.requests.filter((r) => r.method === "PUT" && r.path === `/v2.0/ports/${port.id}`).map((r) => r.status), [412, 200]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("refuses a plan over the route limit before any write; a replace at the limit removes before it adds", async () => {
     const { server, router } = await cloud({ maxRoutes: 3 });
     try {

@@ -26,7 +26,7 @@
  *   `marker` with `<collection>_links` rel=next/previous, as Neutron and Nova answer;
  * - Nova `GET /compute/v2.1/servers/detail` with `metadata` and `addresses` (fixed IPs with
  *   `OS-EXT-IPS:type`), `GET /servers/{id}`;
- * - a latency per call (`latencyMs`), and hooks that run before a write is handled (`beforeWrite`), which
+ * - a latency per call (`latencyMs`, fixed or a range), and hooks that run before a write is handled (`beforeWrite`), which
  *   is how a test makes another writer change a router between podroutes' read and its write.
  * Every call is logged (`requests`) with its answer.
  */
@@ -159,8 +159,8 @@ export interface OpenStackServerOptions {
   maxAllowedAddressPairs?: number;
   /** List `extraroute-atomic` and answer add/remove_extraroutes (default true). */
   atomic?: boolean;
-  /** Time every call takes before it is answered. */
-  latencyMs?: number;
+  /** Time every call takes before it is answered: a fixed time, or uniform between min and max. */
+  latencyMs?: number | { min: number; max: number };
 }
 
 export interface OsRequest {
@@ -221,7 +221,7 @@ export interface OpenStackServerApi {
   /** OS_AUTH_URL: `http://127.0.0.1:PORT/identity/v3`. */
   readonly authUrl: string;
   readonly base: string;
-  readonly options: Required<Omit<OpenStackServerOptions, "latencyMs" | "atomic">> & { atomic: boolean; latencyMs: number };
+  readonly options: Required<Omit<OpenStackServerOptions, "atomic">> & { atomic: boolean };
   readonly routers: OsRouter[];
   readonly networks: OsNetwork[];
   readonly subnets: OsSubnet[];
@@ -599,7 +599,8 @@ export async function startOpenStackServer(given: OpenStackServerOptions = {}): 
     const path = (prefix?.[2] ?? "").replace(/\/$/, "") || (prefix?.[2] ?? "");
     const entry: OsRequest = { method: req.method!, path, service, query: url.searchParams, headers: req.headers, status: 0 };
     requests.push(entry);
-    if (options.latencyMs) await delay(options.latencyMs);
+    const latency = typeof options.latencyMs === "number" ? options.latencyMs : options.latencyMs.min + Math.random() * (options.latencyMs.max - options.latencyMs.min);
+    if (latency > 0) await delay(latency);
     let status: number;
     let answer: unknown;
     try {

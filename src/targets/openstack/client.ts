@@ -308,6 +308,8 @@ export interface OpenStackApi {
   /** Replaces a port's pairs, only if the port is still at that revision (else a 412). */
   setAllowedAddressPairs(portId: string, pairs: AddressPair[], ifRevision: number): Promise<Port>;
   listServers(): Promise<Server[]>;
+  /** Told of each throttling answer (429), which the client retries. */
+  onThrottle(listener: () => void): void;
   readonly calls: { requests: number; retries: number; logins: number };
 }
 
@@ -361,6 +363,7 @@ export function createOpenStackApi(settings: OpenStackSettings): OpenStackApi {
 
 class OpenStackClient implements OpenStackApi {
   readonly calls = { requests: 0, retries: 0, logins: 0 };
+  private readonly throttleListeners: (() => void)[] = [];
   private session?: Promise<{ token: string; expiresAt: number; network: string; compute?: string }>;
 
   constructor(private readonly settings: OpenStackSettings) {}
@@ -451,7 +454,10 @@ class OpenStackClient implements OpenStackApi {
         randomize: true,
         shouldRetry: ({ error }) => isTransient(error),
         onFailedAttempt: ({ error }) => {
-          if (error instanceof OpenStackApiError && error.status === 429) this.settings.calls?.throttled();
+          if (error instanceof OpenStackApiError && error.status === 429) {
+            this.settings.calls?.throttled();
+            for (const listener of this.throttleListeners) listener();
+          }
         },
         ...(this.settings.signal ? { signal: this.settings.signal } : {}),
       },
@@ -501,6 +507,10 @@ class OpenStackClient implements OpenStackApi {
       next = link && page.length ? link : undefined;
     }
     return out;
+  }
+
+  onThrottle(listener: () => void): void {
+    this.throttleListeners.push(listener);
   }
 
   async extensions(): Promise<Set<string>> {

@@ -4,6 +4,7 @@
  * credentials' shape fails here, before any call.
  */
 import { readOption, readOptions, requireOption, wholeNumber, type OptionSpec, type ResolvedOptions } from "../../options.js";
+import { maxInFlightOption } from "../each-change.js";
 import type { TargetFactory } from "../registry.js";
 import { cloudConfigFrom, createOpenStackApi, readConfigFiles, type OpenStackApi } from "./client.js";
 import { DEFAULT_ROUTE_LIMIT, OpenStackTarget } from "./target.js";
@@ -40,7 +41,7 @@ export function openstackApiFrom(options: ResolvedOptions): OpenStackApi {
 export const openstackTarget: TargetFactory = {
   name: "openstack",
   description: "extra routes of a Neutron router (atomic add/remove_extraroutes, else the whole list under its revision), node ports' allowed address pairs",
-  options: [osCloudOption, routerOption, routeLimitOption, wholeListOption],
+  options: [osCloudOption, routerOption, routeLimitOption, wholeListOption, maxInFlightOption],
   defaultNodes: "openstack",
   // Without an inventory, servers with metadata kubernetes.io/cluster/<cluster> are the cluster's nodes, as for --nodes openstack.
   marksSuffice: true,
@@ -54,6 +55,8 @@ export const openstackTarget: TargetFactory = {
       router: readOption(routerOption, options)!,
       routeLimit: readOption(routeLimitOption, options)!,
       wholeList: readOption(wholeListOption, options) === true,
+      maxInFlight: readOption(maxInFlightOption, options)!,
+      ...(options.initialInFlight !== undefined ? { initialInFlight: options.initialInFlight } : {}),
     });
   },
 };

@@ -22,7 +22,7 @@
  * review; podroutes only ever adds pairs (never removes or changes one, its own included), each write
  * of a port guarded by its revision so that a pair someone adds meanwhile is kept.
  */
-import pLimit from "p-limit";
+import { AdaptiveConcurrency } from "../each-change.js";
 import { cidrContains, clusterRanges, parseCidr, sortByCidr, type Cidr, type Inventory, type Route } from "../../model.js";
 import { isRevisionConflict, openstackErrorText, type AddressPair, type ExtraRoute, type OpenStackApi, type Port, type Router } from "./client.js";
 import {
@@ -60,6 +60,10 @@ export interface OpenStackTargetSettings {
   routeLimit: number;
   /** Never use the atomic calls even when listed (`--whole-list`), for routers behind an old Neutron's policy. */
   wholeList?: boolean;
+  /** Ceiling of the port writes in flight at once; the limit adapts below it. */
+  maxInFlight: number;
+  /** Where that limit starts (default: the slow start's INITIAL_IN_FLIGHT). */
+  initialInFlight?: number;
 }
 
 export function clusterMetadataKey(cluster: string): string {
@@ -212,12 +216,16 @@ export class OpenStackTarget implements Target {
   readonly locksTables = false;
   private readonly ranges: Cidr[];
   private extensionsRead?: Promise<Set<string>>;
+  /** Paces the port writes (one per node port; the routes take one or two calls in all). */
+  readonly concurrency: AdaptiveConcurrency;
 
   constructor(
     private readonly api: OpenStackApi,
     private readonly settings: OpenStackTargetSettings,
   ) {
     this.ranges = clusterRanges(settings.clusterCIDR);
+    this.concurrency = new AdaptiveConcurrency(settings.maxInFlight, settings.initialInFlight);
+    api.onThrottle(() => this.concurrency.throttled());
   }
 
   private fail(message: string, error?: unknown, table?: string): TargetError {
@@ -380,13 +388,13 @@ export class OpenStackTarget implements Target {
       const [portId] = action.id.split(" ");
       byPort.set(portId!, [...(byPort.get(portId!) ?? []), action]);
     }
-    const limit = pLimit(8);
     let done = 0;
     const results = await Promise.all(
       [...byPort].map(([portId, mine]) =>
-        limit(async (): Promise<ActionResult[]> => {
+        this.concurrency.run(async (): Promise<ActionResult[]> => {
           const cidrs = mine.map((a) => a.id.split(" ")[1]!);
           const error = await this.addPairsToPort(portId, cidrs, index).catch((e: unknown) => openstackErrorText(e));
+          if (error === undefined) this.concurrency.succeeded();
           for (const action of mine) context.progress({ table: action.table, done: ++done, total: actions.length, message: action.description });
           return mine.map((action) => (error === undefined ? { action, ok: true } : { action, ok: false, error }));
         }),
@@ -395,10 +403,14 @@ export class OpenStackTarget implements Target {
     return results.flat();
   }
 
-  /** Why the pairs were not added, or undefined once the port holds them. */
+  /**
+   * Why the pairs were not added, or undefined once the port holds them. The first write is made from the
+   * run's read of the port; the revision guard refuses it if the port changed since, and then the port is
+   * read again, so a pair someone added meanwhile is kept.
+   */
   private async addPairsToPort(portId: string, cidrs: string[], index: PortIndex): Promise<string | undefined> {
+    let port = [...index.byIp.values()].find((p) => p.id === portId);
     for (let attempt = 1; ; attempt++) {
-      const [port] = await this.api.listPorts({ id: portId });
       if (!port) return `port ${portId} no longer exists`;
       // Never change a port off the router's networks, whatever the plan says.
       if (!index.networkIds.has(port.networkId)) return `port ${portId} is not on a network of the router: not changed`;
@@ -408,9 +420,9 @@ export class OpenStackTarget implements Target {
         await this.api.setAllowedAddressPairs(portId, pairs, port.revision);
         return undefined;
       } catch (error) {
-        // Someone changed the port since it was read: read it again, so their change is kept.
         if (!isRevisionConflict(error) || attempt >= REVISION_ATTEMPTS) throw error;
       }
+      [port] = await this.api.listPorts({ id: portId });
     }
   }
 
