@@ -31,11 +31,23 @@ const wholeListOption: OptionSpec<boolean> = {
 };
 const CLUSTER_CIDR_NEEDED = "Neutron's extra routes carry no tags, so podroutes only touches routes inside the cluster CIDR (e.g. --cluster-cidr 10.200.0.0/16)";
 
+/**
+ * Clients by login settings: `--nodes openstack` and `--target openstack` of one command share one, and so
+ * one login (a Keystone round trip) and one token.
+ */
+const clients = new Map<string, { api: OpenStackApi; signal: AbortSignal | undefined; calls: unknown }>();
+
 /** The client for a run's options: clouds.yaml or the OS_* variables, as the openstack CLI reads them. */
 export function openstackApiFrom(options: ResolvedOptions): OpenStackApi {
   const cloud = readOption(osCloudOption, options);
   const config = cloudConfigFrom({ env: options.env, ...(cloud ? { cloud, ...readConfigFiles(options.env) } : {}) });
-  return createOpenStackApi({ config, ...(options.signal ? { signal: options.signal } : {}), ...(options.calls ? { calls: options.calls } : {}) });
+  const key = JSON.stringify(config);
+  const known = clients.get(key);
+  if (known && known.signal === options.signal && known.calls === options.calls && !options.signal?.aborted) return known.api;
+  const api = createOpenStackApi({ config, ...(options.signal ? { signal: options.signal } : {}), ...(options.calls ? { calls: options.calls } : {}) });
+  if (clients.size >= 16) clients.clear();
+  clients.set(key, { api, signal: options.signal, calls: options.calls });
+  return api;
 }
 
 export const openstackTarget: TargetFactory = {

@@ -297,6 +297,8 @@ export class OpenStackTarget implements Target {
     const run: RunState = { inventory, claimedPairs: new Set() };
     return {
       tables: async () => {
+        // Read while the router and its ports are: the write needs it.
+        this.extensions().catch(() => {});
         run.router = await this.findRouter();
         return [{ id: run.router.id, scope: "shared" as const }];
       },
