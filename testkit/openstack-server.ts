@@ -308,7 +308,7 @@ export async function startOpenStackServer(given: OpenStackServerOptions = {}): 
       .filter(Boolean);
 
   /** Neutron's checks of a router's routes (extraroute_db._validate_routes). */
-  const validateRoutes = (router: OsRouter, raw: unknown): ExtraRoute[] => {
+  const validateRoutes = (raw: unknown): ExtraRoute[] => {
     if (!Array.isArray(raw)) throw new NeutronError(400, "HTTPBadRequest", `Invalid input for routes. Reason: '${JSON.stringify(raw)}' is not a list.`);
     const out: ExtraRoute[] = [];
     for (const item of raw as { destination?: unknown; nexthop?: unknown }[]) {
@@ -450,7 +450,7 @@ export async function startOpenStackServer(given: OpenStackServerOptions = {}): 
           if (!["routes", "name", "description", "admin_state_up"].includes(key)) throw new NeutronError(400, "HTTPBadRequest", `Attribute '${key}' not allowed in PUT`);
         }
         if ("routes" in update) {
-          const routes = validateRoutes(router, update.routes);
+          const routes = validateRoutes(update.routes);
           checkRoutes(router, routes);
           router.routes = routes;
         }
@@ -462,7 +462,7 @@ export async function startOpenStackServer(given: OpenStackServerOptions = {}): 
     }
     if ((m = path.match(/^\/v2\.0\/routers\/([^/]+)\/(add|remove)_extraroutes$/)) && method === "PUT" && options.atomic) {
       const router = routerOr404(m[1]!);
-      const given = validateRoutes(router, body?.router?.routes);
+      const given = validateRoutes(body?.router?.routes);
       const same = (a: ExtraRoute, b: ExtraRoute) => a.destination === b.destination && a.nexthop === b.nexthop;
       let routes: ExtraRoute[];
       if (m[2] === "add") {
@@ -708,7 +708,7 @@ export async function startOpenStackServer(given: OpenStackServerOptions = {}): 
         ...stamp,
         tags: [],
       };
-      const [address, bits] = ipaddr.parseCIDR(cidr);
+      const [address] = ipaddr.parseCIDR(cidr);
       const bytes = address.toByteArray();
       bytes[bytes.length - 1]! |= 1;
       const gateway = ipaddr.fromByteArray(bytes).toString();
@@ -726,7 +726,6 @@ export async function startOpenStackServer(given: OpenStackServerOptions = {}): 
         ...stamp,
         tags: [],
       };
-      void bits;
       net.subnets.push(subnet.id);
       networks.push(net);
       subnets.push(subnet);

@@ -23,7 +23,7 @@
  * of a port guarded by its revision so that a pair someone adds meanwhile is kept.
  */
 import { AdaptiveConcurrency } from "../each-change.js";
-import { cidrContains, clusterRanges, parseCidr, sortByCidr, type Cidr, type Inventory, type Route } from "../../model.js";
+import { cidrContains, clusterRanges, parseCidr, sortByCidr, type Cidr, type Inventory } from "../../model.js";
 import { isRevisionConflict, openstackErrorText, type AddressPair, type ExtraRoute, type OpenStackApi, type Port, type Router } from "./client.js";
 import {
   TargetError,
@@ -310,19 +310,21 @@ export class OpenStackTarget implements Target {
   /** Every owned route of the router and every foreign one inside the cluster CIDR. */
   private async observe(router: Router, run: RunState, index: PortIndex): Promise<ObservedRoute[]> {
     const nodeAddresses = new Set(run.inventory.nodes.flatMap((n) => n.internalIPs));
-    const candidates = router.routes.map((route) => ({ route, destination: parseCidr(route.destination) })).filter((c) => c.destination.ok && this.ranges.some((r) => cidrContains(r, (c.destination as { cidr: Cidr }).cidr)));
+    const candidates = router.routes.flatMap((route) => {
+      const parsed = parseCidr(route.destination);
+      return parsed.ok && this.ranges.some((range) => cidrContains(range, parsed.cidr)) ? [{ route, destination: parsed.cidr }] : [];
+    });
     // Only a nexthop no inventory names needs the servers' metadata to tell whether it is a cluster node.
     const needServers = candidates.some(({ route }) => !nodeAddresses.has(route.nexthop) && index.byIp.get(route.nexthop)?.deviceOwner.startsWith("compute:"));
     const metadata = needServers ? await this.serverMetadata(run) : new Map<string, Record<string, string>>();
     const key = clusterMetadataKey(this.settings.cluster);
     const out: ObservedRoute[] = [];
     for (const { route, destination } of candidates) {
-      if (!destination.ok) continue;
       const port = index.byIp.get(route.nexthop);
       const tagged = port ? Object.hasOwn(metadata.get(port.deviceId) ?? {}, key) : false;
       const owned = nodeAddresses.has(route.nexthop) || tagged || !port;
       out.push({
-        destination: destination.cidr.text,
+        destination: destination.text,
         nextHop: route.nexthop,
         nextHopLabel: route.nexthop,
         owned,
@@ -577,4 +579,3 @@ export class OpenStackTarget implements Target {
   async close(): Promise<void> {}
 }
 
-export type { Route };
