@@ -132,6 +132,20 @@ describe("openstack target against the test server", () => {
     }
   });
 
+  it("--whole-list writes the whole list even where the atomic calls exist", async () => {
+    const { server, router } = await cloud();
+    const target = await openstackTarget.create(resolved(server, { wholeList: true }));
+    try {
+      const inventory = seedInventory();
+      assert.ok((await apply(target, await plan(target, inventory, options), inventory, options)).ok);
+      assert.equal(router.routes.length, 3);
+      const writes = server.requests.filter((r) => r.method === "PUT" && r.path.startsWith("/v2.0/routers/")).map((r) => r.path);
+      assert.deepEqual(writes, [`/v2.0/routers/${router.id}`]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("a pair another writer adds to a node's port between podroutes' read and its write is kept (412 on the port's revision, read again)", async () => {
     const { server, ports } = await cloud();
     const port = ports.get("worker-0")!;
