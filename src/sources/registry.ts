@@ -9,6 +9,7 @@ import { awsSource } from "./aws.js";
 import { gcpSource } from "./gcp.js";
 import { vultrSource } from "./vultr.js";
 import { kubernetesSource } from "./kubernetes.js";
+import { openstackSource } from "./openstack.js";
 
 export interface NodeSourceFactory {
   name: string;
@@ -23,7 +24,7 @@ export interface NodeSourceFactory {
   read(options: ResolvedOptions): Promise<RawInventory>;
 }
 
-export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, kubernetesSource];
+export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, openstackSource, kubernetesSource];
 
 export function nodeSource(name: string): NodeSourceFactory | undefined {
   return nodeSources.find((source) => source.name === name);
