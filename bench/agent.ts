@@ -123,10 +123,10 @@ export async function cpuMs(pid: number): Promise<number> {
 }
 
 /** Resident memory in MB, with its split: anonymous (heaps: V8's and malloc's) and file-backed (the node binary's pages). */
-export async function rssMb(pid: number): Promise<{ total: number; anon: number; file: number }> {
+export async function rssMb(pid: number): Promise<{ total: number; anon: number; file: number; peak: number }> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)![1]) / 1024;
-  return { total: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile") };
+  return { total: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile"), peak: kb("VmHWM") };
 }
 
 export async function ownedCount(ns = NS): Promise<number> {

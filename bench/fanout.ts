@@ -95,6 +95,8 @@ export async function run(): Promise<void> {
   let api: ApiLoader | undefined;
   const stops: (() => void)[] = [];
   let publisher: Started | undefined;
+  /** A real reader (`--nodes-from route-set`, path probes on) beside the simulated ones: its RSS and CPU. */
+  let reader: Started | undefined;
   try {
     plane = await startControlPlane({ netns: NS, address: nodeIp(0), stateDir: join(dir, "control-plane"), clusterCIDR: "10.0.0.0/8", progress: (line) => process.stderr.write(`# ${line}\n`) });
     const must = async (args: string[]) => {
@@ -119,7 +121,7 @@ export async function run(): Promise<void> {
       if (opened === undefined) throw new Error(`${name}: not every one of the ${WATCHERS} watches opened within 60 s`);
       await new Promise((resolve) => setTimeout(resolve, 1000));
       const before = await Promise.all(counters.map((c) => c.report()));
-      const cpu0 = { apiserver: await cpuMs(apiserver.pid), etcd: await cpuMs(etcd.pid), publisher: publisher ? await cpuMs(publisher.pid) : 0 };
+      const cpu0 = { apiserver: await cpuMs(apiserver.pid), etcd: await cpuMs(etcd.pid), publisher: publisher ? await cpuMs(publisher.pid) : 0, reader: reader ? await cpuMs(reader.pid) : 0 };
       const t0 = performance.now();
       const reported = await kubelets(api!, WINDOW_S, next);
       next = reported.next;
@@ -128,12 +130,13 @@ export async function run(): Promise<void> {
       const took = (performance.now() - t0) / 1000;
       const scale = 3600 / took;
       const perAgent = (field: "bytes" | "events") => after.reduce((sum, report, k) => sum + report[field].reduce((s2, v, i) => s2 + v - before[k]![field][i]!, 0), 0) / WATCHERS;
-      const cpu = { apiserver: (await cpuMs(apiserver.pid)) - cpu0.apiserver, etcd: (await cpuMs(etcd.pid)) - cpu0.etcd, publisher: publisher ? (await cpuMs(publisher.pid)) - cpu0.publisher : 0 };
+      const cpu = { apiserver: (await cpuMs(apiserver.pid)) - cpu0.apiserver, etcd: (await cpuMs(etcd.pid)) - cpu0.etcd, publisher: publisher ? (await cpuMs(publisher.pid)) - cpu0.publisher : 0, reader: reader ? (await cpuMs(reader.pid)) - cpu0.reader : 0 };
       const rss = { apiserver: (await rssMb(apiserver.pid)).total, etcd: (await rssMb(etcd.pid)).total };
       const core = (ms: number) => `${(((ms / 1000) * scale) / 36).toFixed(1)}% of a core`;
       console.log(`  ${name}:`);
       console.log(`    per agent per hour: ${mb(perAgent("bytes") * scale)} MB, ${Math.round(perAgent("events") * scale)} events  (${reported.sent} status reports in ${took.toFixed(0)} s, ${reported.failed} failed)`);
       console.log(`    kube-apiserver ${core(cpu.apiserver)}, RSS ${rss.apiserver.toFixed(0)} MB; etcd ${core(cpu.etcd)}, RSS ${rss.etcd.toFixed(0)} MB${publisher ? `; the publisher agent ${core(cpu.publisher)}, RSS ${(await rssMb(publisher.pid)).total.toFixed(0)} MB` : ""}`);
+      if (reader) console.log(`    a reader agent (--nodes-from route-set, path probes on): ${((cpu.reader / 1000) * (3600 / WINDOW_S)).toFixed(1)} s of CPU per hour, RSS ${(await rssMb(reader.pid)).total.toFixed(0)} MB (${(await rssMb(reader.pid)).peak.toFixed(0)} MB at most), ${NODES} Nodes in its store`);
       console.log(`    API-server egress: ${((perAgent("bytes") * WATCHERS) / took / 1e3).toFixed(1)} KB/s to these ${WATCHERS}; ${mb((perAgent("bytes") * 5000) / took)} MB/s for 5,000 agents`);
       return perAgent("bytes") * scale;
     };
@@ -176,6 +179,9 @@ export async function run(): Promise<void> {
     const shardsPath = `/api/v1/namespaces/podroutes/configmaps?labelSelector=${encodeURIComponent(ROUTE_SET_LABEL)}`;
     const published = await within(60_000, async () => (await plane!.kubectl(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "name"])).stdout.trim().split("\n").filter(Boolean).length === DEFAULT_ROUTE_SET_SHARDS, 200);
     if (published === undefined) throw new Error(`the publisher did not publish ${DEFAULT_ROUTE_SET_SHARDS} shards in 60 s:\n${publisher.log()}`);
+    reader = startAgentProcess(["ip", "netns", "exec", NS], ["--node", "node-1", "--nodes-from", "route-set", "--listen", "127.0.0.1:9467", "--path-probes", "on", "--log-format", "json"], join(dir, "reader.log"), env);
+    if ((await within(120_000, async () => /"read the route set whole"/.test(reader!.log()), 200)) === undefined) throw new Error(`the reader did not read the route set in 120 s:\n${reader.log()}`);
+    await new Promise((resolve) => setTimeout(resolve, 5000)); // its first sync's work done before the window
     const shardBytes = JSON.parse((await must(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "json"]))).items.reduce((sum: number, cm: object) => sum + JSON.stringify(cm).length, 0);
     console.log(`  the route set: ${DEFAULT_ROUTE_SET_SHARDS} shards, ${(shardBytes / 1024).toFixed(0)} KB in all, published ${(published / 1000).toFixed(1)} s after the publisher started`);
     const shardCounter = watchers(plane, token, WATCHERS, "json", await from(shardsPath));
@@ -209,6 +215,7 @@ export async function run(): Promise<void> {
   } finally {
     for (const stop of stops) stop();
     await publisher?.stop();
+    await reader?.stop();
     api?.stop();
     if (plane) await plane.stop();
     await removeFlatNamespace(NS);
