@@ -118,7 +118,7 @@ export function observeRoute(route: NetworkRoute, context: ObserveContext): { ob
     inCluster && !owned && context.nodeAddresses.size === 0
       ? `its gateway ${route.gateway}${holder ? ` (server ${holder.name})` : ""} is not a server labelled ${context.selector}, and no --nodes names the cluster's nodes: name them with --nodes (a file, kubernetes or hetzner), or label their servers, to have podroutes manage it`
       : undefined;
-  const broken = stale && !named;
+  const broken = owned && stale && !named;
   return {
     inCluster,
     observed: {
