@@ -352,26 +352,29 @@ export class HetznerTarget implements Target {
     }
   }
 
-  /** add_route, followed to its end; an answer lost or an action still running is settled by reading the network. */
-  private async add(network: Network, route: NetworkRoute): Promise<string | undefined> {
+  /**
+   * add_route, followed to its end. An answer lost or an action still running at the deadline leaves the
+   * outcome unknown: the network is read, and when the route is not there (yet: its action may still be
+   * running) the add is sent once more. The API waits that out as a busy network, and refuses a second
+   * identical route as overlapping, so a refusal is settled by reading the network again.
+   */
+  private async add(network: Network, route: NetworkRoute, resent = false): Promise<string | undefined> {
     try {
       await this.api.addRoute(network.id, route);
       return undefined;
     } catch (error) {
       const refused = error instanceof HetznerApiError && error.code === "invalid_input";
       if (!uncertain(error) && !refused) throw error;
-      // The write may have landed (its answer lost, its action still running), or an earlier attempt
-      // did (then the API refuses this one as overlapping). Done only if the network now holds exactly
-      // the wanted route.
       const found = await this.routeNow(network.id, route.destination);
       if (found?.gateway === route.gateway) return undefined;
-      if (refused && found) return `${errorText(error)}: the network holds a route to ${route.destination} via ${found.gateway} since the plan; re-run plan`;
-      throw error;
+      if (found) return `${errorText(error)}: the network holds a route to ${route.destination} via ${found.gateway} since the plan; re-run plan`;
+      if (refused || resent) throw error;
+      return this.add(network, route, true);
     }
   }
 
-  /** delete_route, followed to its end; a lost answer is settled by reading the network. */
-  private async remove(network: Network, route: NetworkRoute): Promise<string | undefined> {
+  /** delete_route, followed to its end; a lost answer is settled as for add: read, then sent once more (not_found: gone). */
+  private async remove(network: Network, route: NetworkRoute, resent = false): Promise<string | undefined> {
     try {
       await this.api.deleteRoute(network.id, route); // false: already gone, the goal is met
       return undefined;
@@ -379,7 +382,8 @@ export class HetznerTarget implements Target {
       if (!uncertain(error)) throw error;
       const found = await this.routeNow(network.id, route.destination);
       if (!found) return undefined;
-      throw error;
+      if (resent || found.gateway !== route.gateway) throw error;
+      return this.remove(network, route, true);
     }
   }
 
