@@ -195,6 +195,21 @@ describe("hetzner target against the API test server", () => {
     assert.equal(rerun.counts.created, 1);
   });
 
+  it("plan warns of what the API will refuse (a pod CIDR over another route, a node no server is); apply reports it in the API's words", async () => {
+    w = await world();
+    w.network.routes.push({ destination: "10.244.2.0/23", gateway: SPARE_IP });
+    target = await hetznerTarget.create(resolved(w.server));
+    const inventory = seedInventory([...NODES, { name: "node-9", ip: "10.0.0.200", podCIDR: "10.244.9.0/24" }]);
+    const planned = await plan(target, inventory, options);
+    const warnings = planned.review.warnings.join("\n");
+    assert.match(warnings, /node-2's pod CIDR 10\.244\.2\.0\/24 overlaps the route to 10\.244\.2\.0\/23 via 10\.0\.0\.99/);
+    assert.match(warnings, /node node-9: no server on network k8s holds 10\.0\.0\.200/);
+    const report = await apply(target, planned, inventory, options);
+    const failed = Object.fromEntries(report.tables.flatMap((t) => t.results.filter((r) => !r.ok).map((r) => [r.change.action === "create" ? r.change.route.node : "?", r.error])));
+    assert.match(failed["node-2"]!, /overlaps with the destination of another route \(invalid_input\)/);
+    assert.equal(failed["node-9"], undefined, "an IP no server holds is the API's to take: it does, and the route carries nothing");
+  });
+
   it("an action that ends in error is that change's failure in the API's words; the others are written", async () => {
     w = await world();
     w.server.failNextAction({ command: "add_route", code: "action_failed", message: "route could not be installed" });

@@ -171,6 +171,8 @@ interface HetznerRunState {
   inventory: Inventory;
   /** The network, found by `tables` from its name or id. */
   network?: Promise<Network>;
+  /** That lookup's read of the network, taken by the first open for a plan so a plan reads it once. */
+  unread?: Network;
   /** The servers on the network (all, and the selector's), looked up once a run. */
   holders?: Promise<NetworkHolders>;
 }
@@ -196,8 +198,11 @@ export class HetznerTarget implements Target {
   begin(inventory: Inventory): TargetRun {
     const run: HetznerRunState = { inventory };
     return {
-      tables: async () => [{ id: (await this.networkOf(run)).name, scope: "shared" as const }],
-      open: (table) => this.open(table, run),
+      tables: async () => {
+        run.unread = await this.networkOf(run);
+        return [{ id: run.unread.name, scope: "shared" as const }];
+      },
+      open: (table, options) => this.open(table, run, options.write),
       verify: (context) => this.verify(run, context),
     };
   }
@@ -261,8 +266,11 @@ export class HetznerTarget implements Target {
     }
   }
 
-  private async open(table: TableRef, run: HetznerRunState): Promise<OpenTable> {
-    const network = await this.read(run, table);
+  /** A write reads the network afresh; a plan may use the read `tables` made. */
+  private async open(table: TableRef, run: HetznerRunState, write: boolean): Promise<OpenTable> {
+    const unread = run.unread;
+    run.unread = undefined;
+    const network = unread && !write ? unread : await this.read(run, table);
     const holders = await this.holdersOf(run, network);
     return {
       routes: this.observe(network, holders, run.inventory),
@@ -290,6 +298,10 @@ export class HetznerTarget implements Target {
       const range = parseCidr(subnet.ipRange);
       return range.ok ? [{ subnet, range: range.cidr }] : [];
     });
+    const existing = network.routes.flatMap((route) => {
+      const range = parseCidr(route.destination);
+      return range.ok ? [{ route, range: range.cidr }] : [];
+    });
     const warned = new Set<string>();
     for (const change of diff.changes) {
       if (change.action === "delete") continue;
@@ -297,6 +309,8 @@ export class HetznerTarget implements Target {
       const destination = parseCidr(route.destination);
       const overlapped = destination.ok ? subnets.find(({ range }) => cidrsOverlap(range, destination.cidr)) : undefined;
       if (overlapped) review.warnings.push(`hetzner ${network.name}: node ${route.node}'s pod CIDR ${route.destination} overlaps the network's subnet ${overlapped.subnet.ipRange}: Hetzner refuses the route`);
+      const wider = destination.ok ? existing.find((r) => r.range.text !== destination.cidr.text && cidrsOverlap(r.range, destination.cidr)) : undefined;
+      if (wider) review.warnings.push(`hetzner ${network.name}: node ${route.node}'s pod CIDR ${route.destination} overlaps the route to ${wider.route.destination} via ${wider.route.gateway}: Hetzner refuses overlapping routes`);
       if (warned.has(route.nextHop) || holders.byIp.has(route.nextHop) || inVswitchSubnet(network, route.nextHop)) continue;
       warned.add(route.nextHop);
       review.warnings.push(`hetzner: node ${route.node}: no server on network ${network.name} holds ${route.nextHop}; its routes will carry nothing (attach the server to the network at that IP)`);
