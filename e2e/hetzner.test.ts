@@ -210,6 +210,24 @@ describe("hetzner target against the API test server", () => {
     assert.equal(failed["node-9"], undefined, "an IP no server holds is the API's to take: it does, and the route carries nothing");
   });
 
+  it("a dual-stack cluster: plan warns that the IPv6 pod CIDRs will not be written, and their writes say why without a call", async () => {
+    w = await world();
+    const dual = "10.244.0.0/16,fd00:10:244::/56";
+    target = await hetznerTarget.create(resolved(w.server, { clusterCIDR: dual }));
+    const inventory = validateInventory(
+      { source: "seed", nodes: NODES.map((n, i) => ({ name: n.name, internalIPs: [n.ip, `fd00::${i + 2}`], podCIDRs: [n.podCIDR, `fd00:10:244:${i}::/64`] })) },
+      { clusterCIDR: dual },
+    );
+    const planned = await plan(target, inventory, options);
+    assert.match(planned.review.warnings.join("\n"), /node-0's pod CIDR fd00:10:244::\/64 is IPv6: Hetzner Cloud networks route IPv4 only/);
+    const report = await apply(target, planned, inventory, options);
+    const failed = report.tables.flatMap((t) => t.results.filter((r) => !r.ok).map((r) => r.error));
+    assert.equal(failed.length, 3);
+    assert.match(failed[0]!, /IPv4 only: fd00:10:244::\/64 not written/);
+    assert.deepEqual(routesOf(w.network), NODES.map((n) => `${n.podCIDR} via ${n.ip}`));
+    assert.equal(writes(w.server).length, 3, "only the IPv4 routes were sent");
+  });
+
   it("an action that ends in error is that change's failure in the API's words; the others are written", async () => {
     w = await world();
     w.server.failNextAction({ command: "add_route", code: "action_failed", message: "route could not be installed" });

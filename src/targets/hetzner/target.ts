@@ -306,6 +306,10 @@ export class HetznerTarget implements Target {
     for (const change of diff.changes) {
       if (change.action === "delete") continue;
       const { route } = change;
+      if (route.family === 6) {
+        review.warnings.push(`hetzner ${network.name}: node ${route.node}'s pod CIDR ${route.destination} is IPv6: Hetzner Cloud networks route IPv4 only, so it will not be written`);
+        continue;
+      }
       const destination = parseCidr(route.destination);
       const overlapped = destination.ok ? subnets.find(({ range }) => cidrsOverlap(range, destination.cidr)) : undefined;
       if (overlapped) review.warnings.push(`hetzner ${network.name}: node ${route.node}'s pod CIDR ${route.destination} overlaps the network's subnet ${overlapped.subnet.ipRange}: Hetzner refuses the route`);
