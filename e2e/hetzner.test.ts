@@ -158,6 +158,18 @@ describe("hetzner target against the API test server", () => {
     assert.deepEqual(writes(w.server).map((r) => r.error ?? r.status), ["locked", "locked", "conflict", 201, 201, 201]);
   });
 
+  it("a small request budget (the RateLimit-* headers) is honoured: apply paces itself and finishes", async () => {
+    w = await world({ rateLimit: { limit: 3, refillPerSecond: 40 } });
+    target = await hetznerTarget.create(resolved(w.server));
+    const inventory = seedInventory();
+    const report = await apply(target, await plan(target, inventory, options), inventory, options);
+    assert.ok(report.ok, JSON.stringify(report.tables));
+    assert.deepEqual(routesOf(w.network), NODES.map((n) => `${n.podCIDR} via ${n.ip}`));
+    const refused = w.server.requests.filter((r) => r.error === "rate_limit_exceeded").length;
+    assert.ok(refused <= 2, `paced by the headers, not by refusals: ${refused} of ${w.server.requests.length} calls refused`);
+    assert.deepEqual(writes(w.server).filter((r) => r.status === 201).length, 3, "each route written once");
+  });
+
   it("a write whose answer was lost is settled: read, sent once more, and written exactly once whether or not the first landed", async () => {
     w = await world({ actionDelayMs: 50 });
     target = await hetznerTarget.create(resolved(w.server));
