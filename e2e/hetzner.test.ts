@@ -427,6 +427,15 @@ describe("podroutes CLI with --target hetzner (--nodes hetzner by default), cros
     assert.deepEqual((await cli.json<HetznerNetwork>(["network", "describe", "k8s"])).routes, [{ destination: "192.168.50.0/24", gateway: SPARE_IP }], "hcloud's route outside the cluster CIDR survived");
   });
 
+  it("--hetzner-selector and --pod-cidr-label choose the servers and the label their pod CIDR is read from", async () => {
+    w.server.addServer({ name: "gpu-0", labels: { role: "gpu", pods: "10.244.50.0-24" }, privateNet: [{ network: w.network.id, ip: "10.0.0.50" }] });
+    const result = await runCli(["plan", "-o", "json", "--hetzner-selector", "role=gpu", "--pod-cidr-label", "pods", ...flags()], { env });
+    assert.equal(result.code, 0, result.stderr);
+    const changes = jsonOf(result).tables.flatMap((t: { changes: { action: string; destination: string; next_hop: string; node: string }[] }) => t.changes);
+    assert.deepEqual(changes.map((c: { action: string; destination: string; next_hop: string; node: string }) => `${c.action} ${c.destination} ${c.next_hop} ${c.node}`), ["create 10.244.50.0/24 10.0.0.50 gpu-0"]);
+    assert.ok(w.server.requests.some((r) => r.path === "/v1/servers" && r.query.get("label_selector") === "role=gpu"), "the selector is the API's, as hcloud server list -l sends it");
+  });
+
   it("apply past the route limit exits 1 and changes nothing; verify fails (exit 1) on a stale route", async () => {
     for (let i = 0; i < 99; i++) w.network.routes.push({ destination: `172.16.${i}.0/24`, gateway: SPARE_IP });
     const refused = await runCli(["apply", "--yes", ...flags()], { env });
