@@ -31,7 +31,7 @@ import { DEFAULT_MAX_IN_FLIGHT } from "../src/targets/each-change.js";
 import { createCompute, DEFAULT_BATCH_CALLS, type ComputeApi } from "../src/targets/gcp/compute.js";
 import { gcpTarget } from "../src/targets/gcp/factory.js";
 import { ownershipMarker } from "../src/targets/gcp/target.js";
-import { nodeObject, startLogged } from "../testkit/agent-lab.js";
+import { nodeObject, startLogged, type Started } from "../testkit/agent-lab.js";
 import { BIN } from "../testkit/cli.js";
 import { controllerKubeconfig, eventually, networkCondition, startInProcessController } from "../testkit/controller.js";
 import { FakeClock } from "../testkit/fake-clock.js";
@@ -40,12 +40,13 @@ import { startKubeServer, type KubeApiServer } from "../testkit/kube-server.js";
 import { medianBy } from "./stats.js";
 
 const NODES = 1000;
-const LATENCY_MS = 200;
+/** Compute's time per route operation here: a realistic figure (real inserts take from a fraction of a second to seconds). */
+export const LATENCY_MS = 200;
 /** A second, longer operation time (real route operations take seconds): the overhead that is per call, not per round, shrinks. */
 const SLOW_LATENCY_MS = 1000;
 const BURST = 100;
-const NETWORK = "kubernetes-the-hard-way";
-const CLUSTER_CIDR = "10.192.0.0/10";
+export const NETWORK = "kubernetes-the-hard-way";
+export const CLUSTER_CIDR = "10.192.0.0/10";
 /** The cloud route controller's period (kube-controller-manager --route-reconciliation-period). */
 const POLL_MS = 10_000;
 /** Its routes created at once (maxConcurrentRouteCreations). */
@@ -53,17 +54,19 @@ const ROUTE_CONTROLLER_IN_FLIGHT = 200;
 const RESYNC_MS = 300_000;
 const HOUR_MS = 3_600_000;
 
-const nodeIp = (i: number, shift = 0) => `10.${240 + shift}.${Math.floor(i / 200)}.${20 + (i % 200)}`;
-const podCidr = (i: number) => `10.${200 + Math.floor(i / 256)}.${i % 256}.0/24`;
+export const nodeIp = (i: number, shift = 0) => `10.${240 + shift}.${Math.floor(i / 200)}.${20 + (i % 200)}`;
+export const podCidr = (i: number) => `10.${200 + Math.floor(i / 256)}.${i % 256}.0/24`;
 const routeName = (i: number) => `kubernetes-route-${podCidr(i).replace(/[./]/g, "-")}`;
 
-function owned(gce: GceServer): number {
+export function owned(gce: GceServer): number {
   return [...gce.routes.values()].filter((r) => r.description?.startsWith(ownershipMarker("kubernetes"))).length;
 }
 
-function allRouted(kube: KubeApiServer, count: number): boolean {
-  for (let i = 0; i < count; i++) if (networkCondition(kube, `worker-${i}`)?.state !== "False/RouteCreated") return false;
-  return true;
+/** The names of `count` workers from `first` on: worker-FIRST, ... */
+export const workers = (count: number, first = 0): string[] => Array.from({ length: count }, (_, i) => `worker-${first + i}`);
+
+export function allRouted(kube: KubeApiServer, names: readonly string[]): boolean {
+  return names.every((name) => networkCondition(kube, name)?.state === "False/RouteCreated");
 }
 
 /**
@@ -71,11 +74,11 @@ function allRouted(kube: KubeApiServer, count: number): boolean {
  * time (the test server copies each Node it hands out: 1,000 copies every 20 ms took a fifth of the
  * core the test servers run on, time the controller's answers then waited for). A full look at the end.
  */
-function routedWatcher(kube: KubeApiServer, count: number): () => boolean {
+export function routedWatcher(kube: KubeApiServer, names: readonly string[]): () => boolean {
   let routed = 0;
   return () => {
-    while (routed < count && networkCondition(kube, `worker-${routed}`)?.state === "False/RouteCreated") routed++;
-    return routed === count && allRouted(kube, count);
+    while (routed < names.length && networkCondition(kube, names[routed]!)?.state === "False/RouteCreated") routed++;
+    return routed === names.length && allRouted(kube, names);
   };
 }
 
@@ -84,7 +87,9 @@ function routedWatcher(kube: KubeApiServer, count: number): () => boolean {
  * project's API rate quota): reads, writes, operation waits and operation lists alike, each call inside
  * a batch request too; `http` is the HTTP requests they took (a batch request is one).
  */
-function tally(log: GceRequest[]): { total: number; http: number; batches: number; lists: number; inserts: number; deletes: number; waits: number; operationLists: number; other: number } {
+export type ComputeTally = ReturnType<typeof tally>;
+
+export function tally(log: GceRequest[]): { total: number; http: number; batches: number; lists: number; inserts: number; deletes: number; waits: number; operationLists: number; other: number } {
   const batchRequest = (call: GceRequest) => !call.inBatch && call.path.startsWith("/batch/");
   const calls = log.filter((call) => !batchRequest(call));
   const batches = log.length - calls.length;
@@ -113,14 +118,28 @@ function clearCluster(kube: KubeApiServer, gce: GceServer, latencyMs = LATENCY_M
 
 let joinRuns = 0;
 
-/** bench/compute-floor.ts as its own process on a fresh network: its time and calls. */
-async function computeFloor(gce: GceServer, tokenFile: string): Promise<{ ms: number; calls: number; httpRequests: number }> {
+/** bench/compute-floor.ts as its own process on a fresh network (`routes` inserts): its time and calls. */
+export async function computeFloor(gce: GceServer, tokenFile: string, routes = NODES, latencyMs = LATENCY_MS): Promise<{ ms: number; calls: number; httpRequests: number }> {
   gce.reset();
-  gce.latencyMs = LATENCY_MS;
+  gce.latencyMs = latencyMs;
   gce.routesQuota = 100_000;
   const script = fileURLToPath(new URL("./compute-floor.js", import.meta.url));
-  const { stdout } = await execFileAsync(process.execPath, [script, gce.endpoint, gce.project, tokenFile, NETWORK, String(NODES), String(DEFAULT_MAX_IN_FLIGHT)], { env: { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" } });
+  const { stdout } = await execFileAsync(process.execPath, [script, gce.endpoint, gce.project, tokenFile, NETWORK, String(routes), String(DEFAULT_MAX_IN_FLIGHT)], { env: { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" } });
   return JSON.parse(stdout) as { ms: number; calls: number; httpRequests: number };
+}
+
+/**
+ * `podroutes controller --target gcp` as a process of its own against the test servers, default flags
+ * but for `extraFlags` (a later flag wins), Node run with `nodeFlags` (`--cpu-prof`); its output (JSON
+ * logs) goes to `logFile`.
+ */
+export function startGcpControllerProcess(gce: GceServer, kubeconfig: string, tokenFile: string, logFile: string, extraFlags: string[] = [], nodeFlags: string[] = []): Started {
+  return startLogged(
+    [process.execPath, ...nodeFlags, BIN, "controller", "--target=gcp", `--project=${gce.project}`, `--network=${NETWORK}`, `--compute-endpoint=${gce.endpoint}`, `--access-token-file=${tokenFile}`, `--cluster-cidr=${CLUSTER_CIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench-process", "--listen=127.0.0.1:0", ...extraFlags],
+    logFile,
+    "podroutes controller",
+    { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" },
+  );
 }
 
 interface Join {
@@ -141,12 +160,7 @@ interface Join {
  */
 async function joinAsProcess(kube: KubeApiServer, gce: GceServer, kubeconfig: string, tokenFile: string, dir: string, latencyMs: number): Promise<Join> {
   clearCluster(kube, gce, latencyMs);
-  const controller = startLogged(
-    [process.execPath, BIN, "controller", "--target=gcp", `--project=${gce.project}`, `--network=${NETWORK}`, `--compute-endpoint=${gce.endpoint}`, `--access-token-file=${tokenFile}`, `--cluster-cidr=${CLUSTER_CIDR}`, `--kubeconfig=${kubeconfig}`, "--identity=bench-process", "--listen=127.0.0.1:0"],
-    join(dir, `controller-${++joinRuns}.log`),
-    "podroutes controller",
-    { ...process.env, GCE_METADATA_HOST: "127.0.0.1:9" },
-  );
+  const controller = startGcpControllerProcess(gce, kubeconfig, tokenFile, join(dir, `controller-${++joinRuns}.log`));
   try {
     await eventually("the controller leads and listed the Nodes", () => /"msg":"listed Nodes"/.test(controller.log()), 30_000);
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -156,7 +170,7 @@ async function joinAsProcess(kube: KubeApiServer, gce: GceServer, kubeconfig: st
     const startedAt = Date.now();
     for (let i = 0; i < NODES; i++) kube.put("nodes", nodeObject(`worker-${i}`, nodeIp(i), podCidr(i)));
     let routesMs = 0;
-    const routed = routedWatcher(kube, NODES);
+    const routed = routedWatcher(kube, workers(NODES));
     await eventually(
       "every route and every condition",
       () => {
@@ -227,7 +241,7 @@ async function routeControllerWay(kube: KubeApiServer, gce: GceServer, compute: 
           }),
         ),
     );
-    if (owned(gce) === NODES && allRouted(kube, NODES)) break;
+    if (owned(gce) === NODES && allRouted(kube, workers(NODES))) break;
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, POLL_MS - (performance.now() - tick))));
   }
   return { ms: performance.now() - start, calls: tally(gce.requestLog.slice(logStart)), kubeCalls: NODES + (kube.requests.length - kubeStart) };

@@ -16,6 +16,10 @@ import { createInterface } from "node:readline";
 import { performance } from "node:perf_hooks";
 import { startControlPlane, type ControlPlane } from "../src/lab/kubernetes/control-plane.js";
 import { flatNamespace, removeFlatNamespace } from "../testkit/netns.js";
+import { inClusterEnv, startAgentProcess, within, type Started } from "../testkit/agent-lab.js";
+import { DEFAULT_ROUTE_SET_SHARDS, ROUTE_SET_LABEL, ROUTE_SET_LEASE } from "../src/kube/route-set.js";
+import { DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS, fallbackOptions } from "../src/agent/route-set-fallback.js";
+import { percentile } from "./stats.js";
 import { cpuMs, rssMb } from "./agent.js";
 import { apiLoader, createKubeletNodes, nodeIp, type ApiLoader } from "./real-plane.js";
 
@@ -23,6 +27,7 @@ const NS = `prbenchfan${process.pid % 100000}`;
 const NODES = Number(process.env.BENCH_NODES ?? 5000);
 const WATCHERS = Number(process.env.BENCH_WATCHERS ?? 50);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 60);
+const JOINS = 20;
 /** The kubelet's nodeStatusReportFrequency: a status report at least this often, changed or not. */
 const REPORT_EVERY_S = 300;
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
@@ -32,6 +37,7 @@ const KUBELET_CONDITIONS = ["MemoryPressure", "DiskPressure", "PIDPressure", "Re
 interface Report {
   bytes: number[];
   events: number[];
+  last: number[];
   open: number;
 }
 
@@ -80,6 +86,7 @@ async function kubelets(api: ApiLoader, seconds: number, from: number): Promise<
 }
 
 const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+const kb = (bytes: number) => (bytes / 1e3).toFixed(1);
 
 export async function run(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-fanout-"));
@@ -87,6 +94,7 @@ export async function run(): Promise<void> {
   let plane: ControlPlane | undefined;
   let api: ApiLoader | undefined;
   const stops: (() => void)[] = [];
+  let publisher: Started | undefined;
   try {
     plane = await startControlPlane({ netns: NS, address: nodeIp(0), stateDir: join(dir, "control-plane"), clusterCIDR: "10.0.0.0/8", progress: (line) => process.stderr.write(`# ${line}\n`) });
     const must = async (args: string[]) => {
@@ -105,35 +113,102 @@ export async function run(): Promise<void> {
     console.log(`fan-out: ${NODES} kubelet-sized Nodes (${(nodeBytes / 1024).toFixed(1)} KB of JSON each) in the REAL kube-apiserver ${plane.binaries.release}, status reports every ${REPORT_EVERY_S} s each (${(NODES / REPORT_EVERY_S).toFixed(1)}/s), ${WATCHERS} simulated agents each on its own connection, ${WINDOW_S} s a way, scaled to an hour`);
 
     let next = 0;
-    const ways: { name: string; encoding: "json" | "protobuf"; path: string }[] = [
-      { name: "watch every Node (JSON, as podroutes' agent, flannel and kube-router do)", encoding: "json", path: "/api/v1/nodes" },
-      { name: "watch every Node (protobuf)", encoding: "protobuf", path: "/api/v1/nodes" },
-    ];
-    for (const way of ways) {
-      const counter = watchers(plane, token, WATCHERS, way.encoding, way.path);
-      stops.push(counter.stop);
-      await new Promise((resolve) => setTimeout(resolve, 2000));
-      const before = await counter.report();
-      if (before.open !== WATCHERS) throw new Error(`${way.name}: ${before.open} of ${WATCHERS} watches open`);
-      const cpu0 = { apiserver: await cpuMs(apiserver.pid), etcd: await cpuMs(etcd.pid) };
+    /** Status reports for WINDOW_S with `counters` watching: per agent per hour, and the servers' cost. */
+    const measure = async (name: string, counters: ReturnType<typeof watchers>[]) => {
+      const opened = await within(60_000, async () => (await Promise.all(counters.map((c) => c.report()))).every((r) => r.open === WATCHERS), 200);
+      if (opened === undefined) throw new Error(`${name}: not every one of the ${WATCHERS} watches opened within 60 s`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const before = await Promise.all(counters.map((c) => c.report()));
+      const cpu0 = { apiserver: await cpuMs(apiserver.pid), etcd: await cpuMs(etcd.pid), publisher: publisher ? await cpuMs(publisher.pid) : 0 };
       const t0 = performance.now();
-      const reported = await kubelets(api, WINDOW_S, next);
+      const reported = await kubelets(api!, WINDOW_S, next);
       next = reported.next;
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      const after = await counter.report();
+      const after = await Promise.all(counters.map((c) => c.report()));
       const took = (performance.now() - t0) / 1000;
       const scale = 3600 / took;
-      const perAgent = (field: "bytes" | "events") => after[field].reduce((sum, v, i) => sum + v - before[field][i]!, 0) / WATCHERS;
-      const cpu = { apiserver: (await cpuMs(apiserver.pid)) - cpu0.apiserver, etcd: (await cpuMs(etcd.pid)) - cpu0.etcd };
+      const perAgent = (field: "bytes" | "events") => after.reduce((sum, report, k) => sum + report[field].reduce((s2, v, i) => s2 + v - before[k]![field][i]!, 0), 0) / WATCHERS;
+      const cpu = { apiserver: (await cpuMs(apiserver.pid)) - cpu0.apiserver, etcd: (await cpuMs(etcd.pid)) - cpu0.etcd, publisher: publisher ? (await cpuMs(publisher.pid)) - cpu0.publisher : 0 };
       const rss = { apiserver: (await rssMb(apiserver.pid)).total, etcd: (await rssMb(etcd.pid)).total };
-      console.log(`  ${way.name}:`);
+      const core = (ms: number) => `${(((ms / 1000) * scale) / 36).toFixed(1)}% of a core`;
+      console.log(`  ${name}:`);
       console.log(`    per agent per hour: ${mb(perAgent("bytes") * scale)} MB, ${Math.round(perAgent("events") * scale)} events  (${reported.sent} status reports in ${took.toFixed(0)} s, ${reported.failed} failed)`);
-      console.log(`    kube-apiserver: ${((cpu.apiserver / 1000) * scale / 3600 * 100).toFixed(0)}% of a core (${(cpu.apiserver / 1000).toFixed(1)} s CPU in the window), RSS ${rss.apiserver.toFixed(0)} MB; etcd ${((cpu.etcd / 1000) * scale / 3600 * 100).toFixed(0)}% of a core, RSS ${rss.etcd.toFixed(0)} MB`);
-      console.log(`    API-server egress to ${WATCHERS} agents: ${mb((perAgent("bytes") * WATCHERS) / took)} MB/s; for 5,000 agents: ${mb((perAgent("bytes") * 5000) / took)} MB/s`);
+      console.log(`    kube-apiserver ${core(cpu.apiserver)}, RSS ${rss.apiserver.toFixed(0)} MB; etcd ${core(cpu.etcd)}, RSS ${rss.etcd.toFixed(0)} MB${publisher ? `; the publisher agent ${core(cpu.publisher)}, RSS ${(await rssMb(publisher.pid)).total.toFixed(0)} MB` : ""}`);
+      console.log(`    API-server egress: ${((perAgent("bytes") * WATCHERS) / took / 1e3).toFixed(1)} KB/s to these ${WATCHERS}; ${mb((perAgent("bytes") * 5000) / took)} MB/s for 5,000 agents`);
+      return perAgent("bytes") * scale;
+    };
+    /** New Nodes, one at a time: time until every watch of `counter` has had an event after the create. */
+    let joined = NODES;
+    const joins = async (counter: ReturnType<typeof watchers>, times: number) => {
+      const took: number[] = [];
+      for (let k = 0; k < times; k++) {
+        const start = Date.now();
+        const t0 = performance.now();
+        await createKubeletNodes(api!, 1, joined++);
+        for (;;) {
+          const report = await counter.report();
+          if (report.last.every((at) => at >= start)) break;
+          if (performance.now() - t0 > 10_000) throw new Error(`a join not seen by every watch within 10 s`);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        took.push(performance.now() - t0);
+      }
+      return `p50 ${percentile(took, 50).toFixed(0)} ms, p99 ${percentile(took, 99).toFixed(0)} ms (${times} joins)`;
+    };
+    // Each watch starts at a list's resourceVersion, as an agent's does after its list: a watch without
+    // one would first get every Node as ADDED.
+    const listVersion = async (path: string) => (JSON.parse(await must(["get", "--raw", `${path}${path.includes("?") ? "&" : "?"}limit=1`])) as { metadata: { resourceVersion: string } }).metadata.resourceVersion;
+    const from = async (path: string) => `${path}${path.includes("?") ? "&" : "?"}resourceVersion=${await listVersion(path)}`;
+    const everyNode = { json: 0, protobuf: 0 };
+    for (const encoding of ["json", "protobuf"] as const) {
+      const counter = watchers(plane, token, WATCHERS, encoding, await from("/api/v1/nodes"));
+      stops.push(counter.stop);
+      everyNode[encoding] = await measure(`watch every Node (${encoding}${encoding === "json" ? ", as podroutes' agent, flannel and kube-router do" : ""})`, [counter]);
+      if (encoding === "json") console.log(`    a Node joins → an event on every watch: ${await joins(counter, JOINS)}`);
       counter.stop();
     }
+
+    // The route set: a publisher agent (podroutes agent --publish-route-set, in-cluster as deployed); each
+    // simulated agent watches the shards and its own Node, as `--nodes-from route-set` does.
+    await must(["apply", "--server-side", "-f", join(DEPLOY, "route-set-rbac.yaml")]);
+    const env = { ...(await inClusterEnv(join(dir, "serviceaccount"), plane, token, "podroutes")), KUBECONFIG: undefined };
+    publisher = startAgentProcess(["ip", "netns", "exec", NS], ["--node", "node-0", "--publish-route-set", "--listen", "127.0.0.1:9465", "--path-probes", "off", "--log-format", "json"], join(dir, "publisher.log"), env);
+    const shardsPath = `/api/v1/namespaces/podroutes/configmaps?labelSelector=${encodeURIComponent(ROUTE_SET_LABEL)}`;
+    const published = await within(60_000, async () => (await plane!.kubectl(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "name"])).stdout.trim().split("\n").filter(Boolean).length === DEFAULT_ROUTE_SET_SHARDS, 200);
+    if (published === undefined) throw new Error(`the publisher did not publish ${DEFAULT_ROUTE_SET_SHARDS} shards in 60 s:\n${publisher.log()}`);
+    const shardBytes = JSON.parse((await must(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "json"]))).items.reduce((sum: number, cm: object) => sum + JSON.stringify(cm).length, 0);
+    console.log(`  the route set: ${DEFAULT_ROUTE_SET_SHARDS} shards, ${(shardBytes / 1024).toFixed(0)} KB in all, published ${(published / 1000).toFixed(1)} s after the publisher started`);
+    const shardCounter = watchers(plane, token, WATCHERS, "json", await from(shardsPath));
+    // The own Node: one whose status report falls early in the window (a kubelet reports 12 times an
+    // hour), so its cost per report is measured and counted 12 times an hour.
+    const ownName = `node-${(next + 1) % NODES}`;
+    const ownNode = watchers(plane, token, WATCHERS, "json", await from(`/api/v1/nodes?fieldSelector=${encodeURIComponent(`metadata.name=${ownName}`)}`));
+    stops.push(shardCounter.stop, ownNode.stop);
+    await within(60_000, async () => (await ownNode.report()).open === WATCHERS, 200);
+    const own0 = await ownNode.report();
+    const shardsHourly = await measure("watch the route set (JSON, podroutes agent --nodes-from route-set), kubelets reporting", [shardCounter]);
+    const own1 = await ownNode.report();
+    const ownEvents = own1.events.reduce((sum, v, i) => sum + v - own0.events[i]!, 0) / WATCHERS;
+    const ownBytes = own1.bytes.reduce((sum, v, i) => sum + v - own0.bytes[i]!, 0) / WATCHERS;
+    const ownHourly = ownEvents ? (ownBytes / ownEvents) * (3600 / REPORT_EVERY_S) : NaN;
+    console.log(`    and the own Node (${ownName}, watched alone): ${ownEvents.toFixed(1)} events of ${(ownBytes / Math.max(1, ownEvents) / 1024).toFixed(1)} KB in the window; ${3600 / REPORT_EVERY_S} reports an hour: ${kb(ownHourly)} KB per agent per hour`);
+    const beforeJoins = await shardCounter.report();
+    console.log(`    a Node joins → an event on every watch of the route set: ${await joins(shardCounter, JOINS)}`);
+    const afterJoins = await shardCounter.report();
+    const perChange = afterJoins.bytes.reduce((sum, v, i) => sum + v - beforeJoins.bytes[i]!, 0) / WATCHERS / JOINS;
+    console.log(`    each route change costs every agent ${(perChange / 1024).toFixed(1)} KB (its shard)`);
+    // The readers' check that a publisher still runs (agent/route-set-fallback.ts): a GET of the Lease a
+    // minute at the default bound. Its answer's body as the API server sends it, and its headers (about 300 bytes).
+    const leaseBody = (await must(["get", "--raw", `/apis/coordination.k8s.io/v1/namespaces/podroutes/leases/${ROUTE_SET_LEASE}`])).trim().length;
+    const leaseHourly = (3600_000 / fallbackOptions(DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS).checkEveryMs) * (leaseBody + 300);
+    console.log(`    and the Lease read to know a publisher runs: ${3600_000 / fallbackOptions(DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS).checkEveryMs} GETs an hour of ${leaseBody} bytes (+ headers): ${kb(leaseHourly)} KB per agent per hour`);
+    const routeSet = shardsHourly + ownHourly + leaseHourly;
+    const churn = 60;
+    console.log(`  bytes per agent per hour, the route set (shards + own Node + Lease reads): ${kb(routeSet)} KB with no route change, ${mb(routeSet + churn * perChange)} MB with ${churn} route changes an hour`);
+    console.log(`  watching every Node ÷ the route set, per agent per hour: JSON ${(everyNode.json / routeSet).toFixed(0)}× (${(everyNode.json / (routeSet + churn * perChange)).toFixed(0)}× with ${churn} route changes an hour; every Node's watch gets those too), protobuf ${(everyNode.protobuf / routeSet).toFixed(0)}×  [goal ≥ 50×]`);
   } finally {
     for (const stop of stops) stop();
+    await publisher?.stop();
     api?.stop();
     if (plane) await plane.stop();
     await removeFlatNamespace(NS);

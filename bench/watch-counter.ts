@@ -4,7 +4,8 @@
  * (a list path: `watch=1` and `allowWatchBookmarks=true` are added), each on its own TLS connection, as
  * COUNT agents would, and counts what the API server sends each: bytes on the wire (the body, as
  * decoded from HTTP chunking) and watch events. A line "report" on stdin prints
- * `{"bytes": [...], "events": [...], "open": N}` (totals since start, one entry per watch) on stdout.
+ * `{"bytes": [...], "events": [...], "last": [...], "open": N}` (totals since start and the Date.now() of
+ * the last event, one entry per watch) on stdout.
  * JSON watch events are one per line; protobuf ones are frames of a 4-byte big-endian length.
  */
 import { readFileSync } from "node:fs";
@@ -21,6 +22,8 @@ const accept = encoding === "json" ? "application/json" : "application/vnd.kuber
 const count = Number(countText);
 const bytes = new Array<number>(count).fill(0);
 const events = new Array<number>(count).fill(0);
+/** Date.now() of each watch's last event (0: none yet). */
+const last = new Array<number>(count).fill(0);
 let open = 0;
 
 function watch(i: number): void {
@@ -44,13 +47,17 @@ function watch(i: number): void {
       res.on("data", (chunk: Buffer) => {
         bytes[i]! += chunk.length;
         if (encoding === "json") {
-          for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) events[i]!++;
+          for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) {
+            events[i]!++;
+            last[i] = Date.now();
+          }
           return;
         }
         pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
         while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
           pending = pending.subarray(4 + pending.readUInt32BE(0));
           events[i]!++;
+          last[i] = Date.now();
         }
       });
       res.on("end", () => open--);
@@ -62,5 +69,5 @@ function watch(i: number): void {
 
 for (let i = 0; i < count; i++) watch(i);
 createInterface({ input: process.stdin, crlfDelay: Infinity }).on("line", (line) => {
-  if (line.trim() === "report") process.stdout.write(`${JSON.stringify({ bytes, events, open })}\n`);
+  if (line.trim() === "report") process.stdout.write(`${JSON.stringify({ bytes, events, last, open })}\n`);
 });

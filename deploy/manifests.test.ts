@@ -76,7 +76,7 @@ function grantsOf(role: Manifest): string[] {
     .sort();
 }
 
-const CONTROLLER_DEPLOYMENTS = ["controller/deployment-aws.yaml", "controller/deployment-gcp.yaml", "controller/deployment-hetzner.yaml", "controller/deployment-ssh.yaml"];
+const CONTROLLER_DEPLOYMENTS = ["controller/deployment-aws.yaml", "controller/deployment-gcp.yaml", "controller/deployment-hetzner.yaml", "controller/deployment-openstack.yaml", "controller/deployment-ssh.yaml"];
 
 describe("deploy/ manifests", () => {
   it("every document validates against Kubernetes' OpenAPI schema for its kind", async () => {
@@ -153,6 +153,7 @@ describe("deploy/ manifests", () => {
       nodesFrom: "nodes",
       publishRouteSet: false,
       routeSetNamespace: "podroutes",
+      routeSetFallbackAfterMs: 180_000,
       logFormat: "json",
       // The DaemonSet leaves the path probes at their defaults (docs/agent.md).
       pathProbes: { addressOffset: 1, eventDelayMs: 2000, failuresToUnreachable: 3, minIntervalMs: 30000, port: 9466, ratePerSecond: 2, readiness: false, timeoutMs: 1000 },
@@ -205,12 +206,13 @@ describe("deploy/ manifests", () => {
     assert.equal(parsed.get("controller/deployment-hetzner.yaml")!.values.network, "k8s");
     const hetzner = find("Deployment", "podroutes-controller", "controller/deployment-hetzner.yaml").spec.template.spec.containers[0];
     assert.deepEqual(hetzner.env.find((e: any) => e.name === "HCLOUD_TOKEN")?.valueFrom, { secretKeyRef: { name: "hcloud", key: "token" } }, "the API token from a Secret, never in args");
+    assert.equal(parsed.get("controller/deployment-openstack.yaml")!.values.router, "k8s-router");
     assert.deepEqual([parsed.get("controller/deployment-ssh.yaml")!.values.sshKey, parsed.get("controller/deployment-ssh.yaml")!.values.knownHosts], ["/etc/podroutes/ssh/id_ed25519", "/etc/podroutes/ssh/known_hosts"]);
     // And the parse is strict: another target's flag, or election timings client-go would refuse.
     const gcp = find("Deployment", "podroutes-controller", "controller/deployment-gcp.yaml").spec.template.spec.containers[0].args;
     await assert.rejects(parse([...gcp, "--region=eu-west-1"]), /unknown option '--region=eu-west-1'/);
     await assert.rejects(parse([...gcp, "--renew-deadline=20s"]), /--renew-deadline 20s must be shorter than --lease-duration 15s/);
-    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, hetzner, ssh/);
+    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, hetzner, openstack, ssh/);
   });
 
   it("the controller's RBAC is exactly nodes get/list/watch, nodes/status patch, its Lease, and Events on Nodes", () => {
@@ -239,9 +241,9 @@ describe("deploy/ manifests", () => {
     assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "podroutes-agent", namespace: "podroutes" }]);
   });
 
-  it("the route set's Roles: read its shards; update exactly the shards the publisher writes, and its own Lease", () => {
+  it("the route set's Roles: read its shards and its Lease; update exactly the shards the publisher writes, and its own Lease", () => {
     const grants = (name: string) => grantsOf(find("Role", name));
-    assert.deepEqual(grants("podroutes-route-set-reader"), ["core/configmaps:get", "core/configmaps:list", "core/configmaps:watch"]);
+    assert.deepEqual(grants("podroutes-route-set-reader"), [`coordination.k8s.io/leases[${ROUTE_SET_LEASE}]:get`, "core/configmaps:get", "core/configmaps:list", "core/configmaps:watch"]);
     const shards = Array.from({ length: DEFAULT_ROUTE_SET_SHARDS }, (_, i) => shardName(i)).join(",");
     assert.deepEqual(grants("podroutes-route-set-publisher"), [
       "coordination.k8s.io/leases:create",

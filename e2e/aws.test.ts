@@ -419,6 +419,22 @@ describe("aws target against moto", () => {
     }
   });
 
+  it("more than 10 calls in flight on one abort signal (a controller term's): no MaxListenersExceededWarning on stderr", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on("warning", onWarning);
+    const ec2 = await createEc2({ region: REGION, endpoint: m.endpoint, credentials: { accessKeyId: "test", secretAccessKey: "test" }, signal: new AbortController().signal });
+    try {
+      const tables = await Promise.all(Array.from({ length: 20 }, () => ec2.routeTables({ ids: [cloud.tableIds[0]!] })));
+      assert.equal(tables.length, 20);
+      await new Promise((resolve) => setImmediate(resolve)); // process warnings are emitted on the next tick
+    } finally {
+      ec2.close();
+      process.off("warning", onWarning);
+    }
+    assert.deepEqual(warnings.filter((name) => name === "MaxListenersExceededWarning"), []);
+  });
+
   it("retries throttled calls (RequestLimitExceeded) with the SDK's backoff and completes", async () => {
     const proxy = await startEc2Proxy(m.endpoint, { throttle: { actions: ["CreateRoute", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute"], times: 2 } });
     const inventory = seedInventory();

@@ -18,29 +18,13 @@ import { checkPodPaths } from "../src/lab/paths.js";
 import { run } from "../src/process.js";
 import { getIn, inClusterEnv, startAgentProcess, within, writeKubeconfig, type Started } from "../testkit/agent-lab.js";
 import type { ControlPlane } from "../src/lab/kubernetes/control-plane.js";
-import { labControlPlane } from "../testkit/kubernetes/lab-plane.js";
+import { convergedOn, labControlPlane, ownedRoutes, registerNode } from "../testkit/kubernetes/lab-plane.js";
 import { realControlPlaneGate } from "../testkit/kubernetes/gate.js";
 
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const LAB = `kreal${process.pid % 100000}`;
 const HEALTH = "http://127.0.0.1:9465";
 const DEADLINE_MS = 2000;
-
-/** A Node as the kubelet registers it: addresses and conditions in status, no pod CIDR (IPAM gives it). */
-function kubeletNode(worker: LabWorker): object {
-  return {
-    apiVersion: "v1",
-    kind: "Node",
-    metadata: { name: worker.name, labels: { "kubernetes.io/hostname": worker.name, "kubernetes.io/os": "linux" } },
-    status: {
-      addresses: [
-        { type: "InternalIP", address: worker.internalIP },
-        { type: "Hostname", address: worker.name },
-      ],
-      conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "kubelet is posting ready status", lastHeartbeatTime: new Date().toISOString().replace(/\.\d+Z$/, "Z"), lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, "Z") }],
-    },
-  };
-}
 
 describe("the agent against the real kube-apiserver, etcd and kube-controller-manager", { ...realControlPlaneGate(), timeout: 1_800_000 }, () => {
   let state: LabState;
@@ -57,37 +41,14 @@ describe("the agent against the real kube-apiserver, etcd and kube-controller-ma
   };
   const nodeJson = async (name: string) => JSON.parse(await kubectl(["get", "node", name, "-o", "json"])) as any;
 
-  async function register(w: LabWorker): Promise<string> {
-    // A Node may have been deleted before: the kubelet registers it again.
-    await kubectl(["delete", "node", w.name, "--ignore-not-found", "--wait=true"]);
-    await kubectl(["create", "-f", "-"], JSON.stringify(kubeletNode(w)));
-    let cidr = "";
-    const took = await within(30_000, async () => {
-      cidr = (await nodeJson(w.name)).spec?.podCIDR ?? "";
-      return cidr !== "";
-    }, 100);
-    assert.ok(took !== undefined, `kube-controller-manager gave ${w.name} no pod CIDR in 30 s`);
-    return cidr;
-  }
+  const register = (w: LabWorker) => registerNode(plane!, w);
 
   function logs(): string {
     return [...agents].map(([name, agent]) => `--- agent ${name}:\n${agent.log().split("\n").slice(-15).join("\n")}`).join("\n");
   }
 
-  async function owned(name: string): Promise<Map<string, string>> {
-    const result = await run("ip", ["-n", worker(name).netns, "-N", "-json", "route", "show", "proto", "150"]);
-    assert.equal(result.code, 0, result.stderr);
-    return new Map((JSON.parse(result.stdout || "[]") as { dst: string; gateway?: string }[]).map((r) => [r.dst, r.gateway ?? ""]));
-  }
-
-  async function converged(workers: LabWorker[]): Promise<boolean> {
-    for (const w of workers) {
-      const routes = await owned(w.name);
-      const others = workers.filter((o) => o.name !== w.name);
-      if (routes.size !== others.length || others.some((o) => routes.get(o.podCIDR) !== o.internalIP)) return false;
-    }
-    return true;
-  }
+  const owned = (name: string) => ownedRoutes(worker(name));
+  const converged = (workers: LabWorker[]) => convergedOn(workers);
 
   async function startAgent(name: string): Promise<void> {
     const env = await inClusterEnv(join(dir, `sa-${name}`), plane!, agentToken, "podroutes");

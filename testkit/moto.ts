@@ -137,6 +137,9 @@ export interface CloudFixture {
   stranger: FixtureInstance & { vpcId: string };
 }
 
+/** Instances per bulk RunInstances call. */
+const LAUNCH_BATCH = 500;
+
 const tags = (pairs: Record<string, string>): Tag[] => Object.entries(pairs).map(([Key, Value]) => ({ Key, Value }));
 
 /** Launches one instance at a fixed private IP, tagged; returns its instance and primary ENI ids. */
@@ -173,17 +176,27 @@ export async function launchInstance(
  */
 export async function buildCluster(
   ec2: EC2Client,
-  options: { cluster?: string; tables?: number; nodes?: { name: string; ip: string; podCIDR?: string }[]; untaggedNodes?: boolean } = {},
+  options: {
+    cluster?: string;
+    tables?: number;
+    nodes?: { name: string; ip: string; podCIDR?: string }[];
+    untaggedNodes?: boolean;
+    /** The cluster's subnet (default 10.240.0.0/24; 10.240.0.0/16 for thousands of instances). */
+    subnetCidr?: string;
+    /** That many more instances after `nodes`, launched in bulk (EC2 picks their addresses): named node-0, node-1, ... */
+    launched?: number;
+  } = {},
 ): Promise<CloudFixture> {
   const nodes = options.nodes ?? SEED_NODES;
   const strangerVpcId = (await ec2.send(new CreateVpcCommand({ CidrBlock: "10.240.0.0/16" }))).Vpc!.VpcId!;
   const strangerSubnetId = (await ec2.send(new CreateSubnetCommand({ VpcId: strangerVpcId, CidrBlock: "10.240.0.0/24" }))).Subnet!.SubnetId!;
-  const stranger = { ...(await launchInstance(ec2, strangerSubnetId, { name: "stranger", ip: nodes[0]!.ip })), vpcId: strangerVpcId };
+  // Without fixed nodes, the first address EC2 hands out in the fresh subnet (.0-.3 are reserved): the first launched instance's.
+  const stranger = { ...(await launchInstance(ec2, strangerSubnetId, { name: "stranger", ip: nodes[0]?.ip ?? "10.240.0.4" })), vpcId: strangerVpcId };
 
   const cluster = options.cluster ?? "kubernetes";
   const clusterTag = { [`kubernetes.io/cluster/${cluster}`]: "owned" };
   const vpcId = (await ec2.send(new CreateVpcCommand({ CidrBlock: "10.240.0.0/16" }))).Vpc!.VpcId!;
-  const subnetId = (await ec2.send(new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: "10.240.0.0/24" }))).Subnet!.SubnetId!;
+  const subnetId = (await ec2.send(new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: options.subnetCidr ?? "10.240.0.0/24" }))).Subnet!.SubnetId!;
   const igwId = (await ec2.send(new CreateInternetGatewayCommand({}))).InternetGateway!.InternetGatewayId!;
   await ec2.send(new AttachInternetGatewayCommand({ InternetGatewayId: igwId, VpcId: vpcId }));
   const tableIds: string[] = [];
@@ -198,6 +211,22 @@ export async function buildCluster(
   const instances: FixtureInstance[] = [];
   // untaggedNodes: the table is the cluster's by tag, its instances are not (a cluster built by hand).
   for (const node of nodes) instances.push(await launchInstance(ec2, subnetId, node, options.untaggedNodes ? {} : clusterTag));
+  for (let first = 0; first < (options.launched ?? 0); first += LAUNCH_BATCH) {
+    const count = Math.min(LAUNCH_BATCH, options.launched! - first);
+    const out = await ec2.send(
+      new RunInstancesCommand({
+        ImageId: AMI,
+        MinCount: count,
+        MaxCount: count,
+        InstanceType: "t3.micro",
+        SubnetId: subnetId,
+        ...(options.untaggedNodes ? {} : { TagSpecifications: [{ ResourceType: "instance", Tags: tags(clusterTag) }] }),
+      }),
+    );
+    for (const [i, instance] of (out.Instances ?? []).entries()) {
+      instances.push({ name: `node-${first + i}`, ip: instance.PrivateIpAddress!, instanceId: instance.InstanceId!, eniId: instance.NetworkInterfaces![0]!.NetworkInterfaceId! });
+    }
+  }
   return { vpcId, subnetId, igwId, tableIds, instances, stranger };
 }
 
@@ -220,6 +249,11 @@ export interface Ec2ProxyOptions {
    * HTTP 500 InternalError, or the connection dropped. The SDK retries the same call, which has landed.
    */
   loseAnswers?: { actions: string[]; as: "500" | "drop" };
+  /**
+   * Every request waits this long before moto sees it: EC2's answer time (tens to hundreds of
+   * milliseconds), where moto on loopback answers in a few. The waits overlap, as EC2's do.
+   */
+  latencyMs?: number;
   /** Enforce EC2's CreateRoute/ReplaceRoute rules that moto skips (see startEc2Proxy). */
   routeRules?: { routeLimit: number };
 }
@@ -258,6 +292,7 @@ function quotaUse(routes: Ec2Route[], family: "v4" | "v6"): number {
 /**
  * An HTTP proxy in front of moto that makes it behave more like EC2 where podroutes depends on it.
  * What it models, and why (moto 5.2 gaps, see TESTBED.md):
+ * - latency: each request waits `latencyMs` before moto sees it, as EC2 takes its time to answer;
  * - throttling: HTTP 503 RequestLimitExceeded, exactly what a throttled EC2 sends;
  * - lost answers: the call is carried out, its answer lost (500 or a dropped connection), so the SDK's
  *   retry meets the result of its own first attempt (RouteAlreadyExists, InvalidRoute.NotFound);
@@ -371,7 +406,9 @@ export async function startEc2Proxy(upstream: string, options: Ec2ProxyOptions =
         await forward(req, res, payload, lose);
       };
       const isRouteWrite = action === "CreateRoute" || action === "ReplaceRoute" || action === "DeleteRoute";
-      void (options.routeRules && isRouteWrite ? routeWrites(pass) : pass());
+      const handle = () => void (options.routeRules && isRouteWrite ? routeWrites(pass) : pass());
+      if (options.latencyMs) setTimeout(handle, options.latencyMs);
+      else handle();
     });
   });
   server.listen(0, "127.0.0.1");

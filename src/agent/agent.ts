@@ -42,6 +42,7 @@ import { PathProbes, type PathProbeOptions } from "./paths/probes.js";
 import { Reconciler, routingChanged, type SyncOutcome } from "./reconciler.js";
 import { startRouteSetPublisher } from "./route-set-publisher.js";
 import { RouteSetSource, type NodeSource } from "./route-set-source.js";
+import { DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS, fallbackOptions, RouteSetWithFallback } from "./route-set-fallback.js";
 
 /** Kernel events wait this long for the rest of their burst (a link flap prints dozens of lines). */
 export const KERNEL_EVENT_DELAY_MS = 50;
@@ -67,6 +68,8 @@ export interface AgentOptions {
   publishRouteSet: boolean;
   /** Where the route set and its Lease live. */
   routeSetNamespace: string;
+  /** With `nodesFrom: "route-set"`: watch every Node once the route set's Lease has not changed for this long. */
+  routeSetFallbackAfterMs?: number;
   /** Path probes to every peer's pod CIDR (paths/); undefined: off. `readiness`: /readyz fails while a path is unreachable. */
   pathProbes?: PathProbeOptions & { readiness: boolean };
   log: Logger;
@@ -109,8 +112,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const client = createKubeClient(connection);
   const metrics = agentMetrics();
   // The store keeps what routing and node status read of each Node, not images, managedFields and the rest.
-  const nodeWatch = options.nodesFrom === "nodes" ? new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView, pageSize: NODE_LIST_PAGE }) : undefined;
-  const reflector: NodeSource = nodeWatch ?? new RouteSetSource(client, options.routeSetNamespace, (message, fields) => log.warn(message, fields));
+  const everyNode = () => new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView, pageSize: NODE_LIST_PAGE });
+  const nodeWatch = options.nodesFrom === "nodes" ? everyNode() : undefined;
+  const reflector: NodeSource = nodeWatch ?? new RouteSetWithFallback(new RouteSetSource(client, options.routeSetNamespace, (message, fields) => log.warn(message, fields)), {
+    client,
+    namespace: options.routeSetNamespace,
+    nodeWatch: everyNode,
+    options: fallbackOptions(options.routeSetFallbackAfterMs ?? DEFAULT_ROUTE_SET_FALLBACK_AFTER_MS),
+    now: () => performance.now(),
+    log,
+  });
   // The own Node, for its condition: in the Node watch, or watched alone (a heartbeat every 5 minutes).
   const ownNode = nodeWatch ?? new Reflector<KubeNode>({ client, path: "/api/v1/nodes", fieldSelector: `metadata.name=${options.node ?? ""}`, transform: routingView });
   metrics.registry.collected("podroutes_watch_restarts_total", "Node watches opened again after one ended", "counter", () => reflector.counters.watchRestarts);
@@ -178,7 +189,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         break;
       case "synced":
         reconciler!.nodesRelisted();
-        log.info("listed Nodes", { nodes: event.objects, resourceVersion: event.resourceVersion });
+        log.info(reflector instanceof RouteSetWithFallback && reflector.source === "route-set" ? "read the route set whole" : "listed Nodes", { nodes: event.objects, resourceVersion: event.resourceVersion });
         loop.trigger(`complete list of ${event.objects} Nodes`);
         break;
       case "error":

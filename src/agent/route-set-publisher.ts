@@ -7,7 +7,7 @@
  * a term starts by reading the set, so a new leader writes only what its predecessor left wrong.
  */
 import { messageOf } from "../apply/engine.js";
-import { DEFAULT_LEASE_DURATION_MS, DEFAULT_RENEW_DEADLINE_MS, DEFAULT_RETRY_PERIOD_MS, LeaderElector } from "../controller/leader.js";
+import { LeaderElector } from "../controller/leader.js";
 import type { KubeClient } from "../kube/client.js";
 import type { KubeNode } from "../kube/nodes.js";
 import { Reflector, type ReflectorEvent } from "../kube/reflector.js";
@@ -120,6 +120,14 @@ export interface RunningPublisher {
 }
 
 /**
+ * The route set's Lease is held on a shorter term than the controller's (15 s / 10 s / 2 s): a route
+ * change made while no publisher runs waits for the Lease to expire, so a dead publisher's term is the
+ * delay the readers see at a handover. Renewing every second costs the API server one small write a
+ * second, from one agent; the readers never watch the Lease, so it costs them nothing.
+ */
+export const ROUTE_SET_LEASE_TIMING = { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 1_000 } as const;
+
+/**
  * Competes for the route set's Lease and, while holding it, publishes the set from `nodes` after every
  * change that moves a route (the kubelets' heartbeats do not). Losing the Lease stops the writes at once
  * (the term's signal aborts them); a stop releases the Lease, so a standby takes over without waiting.
@@ -171,7 +179,7 @@ export function startRouteSetPublisher(options: {
   options.registry.collected("podroutes_route_set_shard_writes_total", "route set shards written", "counter", () => counts.written);
   // Losing the Lease is final for an elector (controller/leader.ts); the agent goes on routing, so it
   // campaigns again with a new one.
-  const settings = { namespace, name: ROUTE_SET_LEASE, identity: options.identity, leaseDurationMs: DEFAULT_LEASE_DURATION_MS, renewDeadlineMs: DEFAULT_RENEW_DEADLINE_MS, retryPeriodMs: DEFAULT_RETRY_PERIOD_MS };
+  const settings = { namespace, name: ROUTE_SET_LEASE, identity: options.identity, ...ROUTE_SET_LEASE_TIMING };
   let elector: LeaderElector | undefined;
   const stopElection = new AbortController();
   const watchingShards = shards.run(stopElection.signal);

@@ -31,6 +31,7 @@ export class RouteSetSource implements NodeSource {
   private readonly pending = new Map<number, { text: string; nodes: KubeNode[]; gone?: boolean }>();
   private listeners = new Set<(event: ReflectorEvent<KubeNode>) => void>();
   private synced = false;
+  private lastWarning: string | undefined;
 
   constructor(
     client: KubeClient,
@@ -43,6 +44,11 @@ export class RouteSetSource implements NodeSource {
 
   get hasSynced(): boolean {
     return this.synced;
+  }
+
+  /** The shards' list or watch position, as last seen. */
+  get resourceVersion(): string {
+    return this.shards.resourceVersion ?? "";
   }
 
   get counters(): ReflectorCounters {
@@ -58,6 +64,14 @@ export class RouteSetSource implements NodeSource {
     return this.shards.run(signal);
   }
 
+  /** A warning once for each state the set is in, not once per shard event while it stays there. */
+  private warnOnce(message: string, fields: Record<string, unknown>): void {
+    const text = JSON.stringify([message, fields]);
+    if (text === this.lastWarning) return;
+    this.lastWarning = text;
+    this.warn(message, fields);
+  }
+
   private emit(event: ReflectorEvent<KubeNode>): void {
     for (const listener of this.listeners) listener(event);
   }
@@ -67,9 +81,11 @@ export class RouteSetSource implements NodeSource {
       this.emit(event);
       return;
     }
+    // The first list's shards arrive one event each before its `synced`: the set is judged once, whole.
+    if (event.type !== "synced" && !this.shards.hasSynced) return;
     const changed = this.readAll();
     if (!changed) return;
-    const first = !this.synced || event.type === "synced";
+    const first = !this.synced;
     for (const shard of changed) this.replaceShard(shard, !first);
     if (first) {
       this.synced = true;
@@ -93,14 +109,15 @@ export class RouteSetSource implements NodeSource {
         seen.add(shard.shard);
         if (this.held.get(shard.shard)?.text !== shard.text) read.set(shard.shard, { text: shard.text, nodes: decodeShard(shard.text, `ConfigMap ${object.metadata.name}`) });
       } catch (error) {
-        this.warn("route set: a shard cannot be read; every Node stays as last read", { error: (error as Error).message });
+        this.warnOnce("route set: a shard cannot be read; every Node stays as last read", { error: (error as Error).message });
         return undefined;
       }
     }
     if (count === undefined || seen.size !== count) {
-      this.warn("route set: incomplete, waiting for its publisher; routes stay as they are", { shards: seen.size, of: count ?? "unknown" });
+      this.warnOnce("route set: incomplete, waiting for its publisher; routes stay as they are", { shards: seen.size, of: count ?? "unknown" });
       return undefined;
     }
+    this.lastWarning = undefined;
     // Shards of a larger set than this one: their Nodes go with them.
     for (const index of [...this.held.keys()]) if (index >= count) read.set(index, { text: "", nodes: [], gone: true });
     for (const [index, shard] of read) this.pending.set(index, shard);

@@ -8,9 +8,10 @@ import { KubeClient } from "../kube/client.js";
 import { discoverConnection } from "../kube/kubeconfig.js";
 import { readKubeNode, routingView, type KubeNode } from "../kube/nodes.js";
 import { Reflector, type ReflectorEvent } from "../kube/reflector.js";
-import { decodeShard, DEFAULT_ROUTE_SET_SHARDS, encodeRouteSet, ROUTE_SET_LABEL, shardName, shardOf, type ShardConfigMap } from "../kube/route-set.js";
+import { decodeShard, DEFAULT_ROUTE_SET_SHARDS, encodeRouteSet, ROUTE_SET_LABEL, ROUTE_SET_LEASE, shardName, shardOf, type ShardConfigMap } from "../kube/route-set.js";
 import { RouteSetPublisher } from "./route-set-publisher.js";
 import { RouteSetSource } from "./route-set-source.js";
+import { RouteSetWithFallback } from "./route-set-fallback.js";
 
 const node = (i: number, extra: Partial<KubeNode["status"]> = {}): KubeNode => ({
   apiVersion: "v1",
@@ -181,5 +182,124 @@ describe("publishing the route set and reading it, against the Kubernetes API te
     assert.equal((await publisher.publish(abort.signal)).written, 1);
     await until("the reader has worker-3 again", () => source.store.has("worker-3"));
     assert.deepEqual(routed(source.store.get("worker-3")), routed(nodes.store.get("worker-3")));
+  });
+});
+
+describe("a reader of the route set whose publisher is gone: it falls back to watching Nodes, and comes back", () => {
+  let dir: string;
+  let server: KubeApiServer;
+  let client: KubeClient;
+  const abort = new AbortController();
+  let nodes: Reflector<KubeNode>;
+  let publisher: RouteSetPublisher;
+  let reader: RouteSetWithFallback;
+  let now = 0;
+  const events: ReflectorEvent<KubeNode>[] = [];
+  const logged: string[] = [];
+  const AFTER = 60_000;
+
+  const until = async (what: string, check: () => boolean) => {
+    for (let i = 0; i < 300 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.ok(check(), what);
+  };
+  const renew = (holder: string) => {
+    const lease = server.object("leases", ROUTE_SET_LEASE, "podroutes");
+    const spec = { holderIdentity: holder, renewTime: new Date(Date.parse("2026-01-01T00:00:00Z") + now).toISOString(), leaseDurationSeconds: 4 };
+    if (lease) server.update("leases", ROUTE_SET_LEASE, (l) => void ((l as any).spec = spec), "podroutes");
+    else server.put("leases", { apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name: ROUTE_SET_LEASE, namespace: "podroutes" }, spec } as any);
+  };
+  const nodeWatches = () => server.requests.filter((r) => r.resource === "nodes" && (r.verb === "list" || r.verb === "watch")).length;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "podroutes-route-set-fallback-"));
+    server = await startKubeServer({ nodes: [1, 2, 3].map((i) => node(i)) });
+    client = new KubeClient(await discoverConnection({ kubeconfig: await server.writeKubeconfig(join(dir, "kubeconfig")) }));
+    nodes = new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView });
+    void nodes.run(abort.signal);
+    await until("the publisher's Nodes listed", () => nodes.hasSynced);
+    publisher = new RouteSetPublisher({ client, namespace: "podroutes", shards: 4, nodes: () => nodes.store.values() });
+    await publisher.publish(abort.signal);
+    renew("worker-1");
+    const log = { info: (message: string) => logged.push(message), warn: (message: string) => logged.push(message) };
+    reader = new RouteSetWithFallback(new RouteSetSource(client, "podroutes", () => undefined), {
+      client,
+      namespace: "podroutes",
+      nodeWatch: () => new Reflector<KubeNode>({ client, path: "/api/v1/nodes", transform: routingView }),
+      // Reads of the Lease are made by the test (check()), on a clock it moves.
+      options: { afterMs: AFTER, checkEveryMs: 3_600_000 },
+      now: () => now,
+      log,
+    });
+    reader.subscribe((event) => events.push(event));
+    void reader.run(abort.signal);
+    await until("the reader read the set", () => reader.hasSynced);
+  });
+  after(async () => {
+    abort.abort();
+    client.close();
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("while the Lease is renewed, it reads the set and never lists a Node", async () => {
+    server.clearRequests();
+    for (let i = 0; i < 5; i++) {
+      now += 30_000;
+      renew("worker-1");
+      await reader.check();
+    }
+    assert.equal(reader.source, "route-set");
+    assert.equal(nodeWatches(), 0);
+    assert.deepEqual([...reader.store.keys()].sort(), ["worker-1", "worker-2", "worker-3"]);
+  });
+
+  it("a failed read of the Lease judges nothing: an API server down longer than the bound does not send it to the Nodes", async () => {
+    now += AFTER * 3;
+    server.failNext(1, 503);
+    await reader.check();
+    await new Promise((resolve) => setTimeout(resolve, 150)); // time for a Node list, had one been started
+    assert.equal(reader.source, "route-set");
+    assert.equal(nodeWatches(), 0);
+    renew("worker-1");
+    await reader.check();
+    assert.equal(reader.source, "route-set");
+    assert.equal(nodeWatches(), 0);
+  });
+
+  it("the Lease unrenewed past the bound: it lists and watches every Node, switches once they are listed, and a Node that joins then is routed", async () => {
+    now += AFTER / 2;
+    await reader.check();
+    assert.equal(reader.source, "route-set", "not yet past the bound");
+    now += AFTER;
+    events.length = 0;
+    await reader.check();
+    await until("it switched to the Nodes", () => reader.source === "nodes");
+    assert.ok(events.some((e) => e.type === "synced"), "the switch is a synced event: the agent reconciles in full");
+    assert.ok(logged.some((m) => m.includes("no publisher for a while")));
+    server.put("nodes", node(7) as any);
+    await until("the joiner reached the reader without a publisher", () => reader.store.has("worker-7"));
+    assert.ok(events.some((e) => e.type === "added" && e.object.metadata.name === "worker-7"));
+  });
+
+  it("a publisher back: not on its first renewal, on the second; the set again, and the Node watch stopped", async () => {
+    await publisher.publish(abort.signal); // the new publisher's first pass: worker-7 in the set
+    now += 20_000;
+    renew("worker-2");
+    await reader.check();
+    assert.equal(reader.source, "nodes", "a Lease just taken is not yet a publisher seen renewing");
+    now += 20_000;
+    renew("worker-2");
+    events.length = 0;
+    await reader.check();
+    assert.equal(reader.source, "route-set");
+    assert.ok(events.some((e) => e.type === "synced"));
+    assert.ok(reader.store.has("worker-7"));
+    assert.equal(reader.returns, 1);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    server.clearRequests();
+    server.put("nodes", node(8) as any);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(nodeWatches(), 0, "the Node watch was stopped");
+    assert.ok(!reader.store.has("worker-8"), "Nodes come from the set again (no publisher ran for worker-8)");
   });
 });

@@ -31,6 +31,7 @@ export const agentOptions: OptionSpec[] = [
   { flags: "--path-probe-readiness", description: "/readyz fails while a path to a peer's pod CIDR is unreachable (default: paths are reported, readiness is routes only)" },
   { flags: "--nodes-from <source>", description: "where Nodes are read: a watch of every Node, or the route set one agent publishes (--publish-route-set; at thousands of Nodes, what reaches each agent is then one shard per route change instead of every kubelet's status report)", default: "nodes", choices: ["nodes", "route-set"] },
   { flags: "--publish-route-set", description: "compete for the Lease podroutes-route-set and, while holding it, publish every Node's name, pod CIDRs and addresses as the route set (with --nodes-from nodes)" },
+  { flags: "--route-set-fallback-after <duration>", description: "with --nodes-from route-set: watch every Node once the route set's Lease has not been renewed for this long (its publishers are gone), and go back to the set when one returns", default: "3m", parse: duration(3000, 24 * 3_600_000) },
   { flags: "--route-set-namespace <namespace>", description: "where the route set and its Lease live", default: "podroutes", env: "POD_NAMESPACE" },
   { flags: "--log-format <format>", description: "logs: one JSON object per line, or text", default: "json", choices: LOG_FORMATS },
 ];
@@ -55,6 +56,7 @@ export function agentArgs(flags: Record<string, unknown>, env: NodeJS.ProcessEnv
     nodesFrom: values.nodesFrom as AgentArgs["nodesFrom"],
     publishRouteSet: values.publishRouteSet === true,
     routeSetNamespace: values.routeSetNamespace as string,
+    routeSetFallbackAfterMs: values.routeSetFallbackAfter as number,
     cleanupOnExit: values.cleanupOnExit === true,
     ...(values.pathProbes === "on"
       ? {

@@ -215,7 +215,10 @@ export async function gceRoutes(lab: PeerLab, gce: GceEndpoint): Promise<{ name:
 /** Kubernetes' route controller for the cluster, with the bootstrap policy's own route-controller RBAC. */
 export async function startRouteController(lab: PeerLab, binaries: PeerBinaries, gce: GceEndpoint): Promise<Launch> {
   // The bootstrap policy binds system:controller:route-controller to this ServiceAccount.
-  await lab.kubectl(["create", "serviceaccount", "route-controller", "-n", "kube-system"]);
+  // Made once: a restart of the controller prepares it again.
+  await lab.kubectl(["create", "serviceaccount", "route-controller", "-n", "kube-system"]).catch((error: Error) => {
+    if (!/already exists/.test(error.message)) throw error;
+  });
   const kubeconfig = await lab.serviceAccountKubeconfig("kube-system", "route-controller");
   const tokenFile = join(lab.dir, "gce-token");
   await writeFile(tokenFile, "route-controller-test-token\n");

@@ -10,6 +10,7 @@
  * as well would multiply the attempts. podroutes only raises the attempt count (3 by default is too
  * few for a burst of route writes) unless `AWS_MAX_ATTEMPTS` says otherwise.
  */
+import { setMaxListeners } from "node:events";
 import type { EC2Client, Filter, Instance, NetworkInterface, RouteTable } from "@aws-sdk/client-ec2";
 import { httpUrl, readOption, type CallObserver, type OptionSpec } from "../../options.js";
 
@@ -118,6 +119,9 @@ class SdkEc2 implements Ec2Api {
     settings: Pick<Ec2Settings, "signal" | "calls"> = {},
   ) {
     this.sendOptions = settings.signal ? { abortSignal: settings.signal } : {};
+    // Each call in flight (up to --max-in-flight) listens on this one signal until it is answered: no leak,
+    // so no MaxListenersExceededWarning on stderr once more than 10 run at once.
+    if (settings.signal) setMaxListeners(0, settings.signal);
     // Inside the SDK's retry loop (which sits in the finalizeRequest step), so it sees every attempt.
     client.middlewareStack.add(
       (next, context) => async (args) => {
