@@ -6,6 +6,7 @@
 const benches: Record<string, () => Promise<unknown>> = {
   linux: async () => (await import("./linux.js")).run(),
   aws: async () => (await import("./aws.js")).run(),
+  hetzner: async () => (await import("./hetzner.js")).run(),
   gcp: async () => (await import("./gcp.js")).run(),
   openstack: async () => (await import("./openstack.js")).run(),
   ssh: async () => (await import("./ssh.js")).run(),

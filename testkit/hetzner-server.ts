@@ -132,8 +132,8 @@ export const ERROR_STATUS: Record<string, number> = {
 
 export interface HetznerServerOptions {
   token?: string;
-  /** How long an action stays `running`; "manual": until `finishActions()`. */
-  actionDelayMs?: number | "manual";
+  /** How long an action stays `running`; a function: drawn for each action (a benchmark's latency); "manual": until `finishActions()`. */
+  actionDelayMs?: number | (() => number) | "manual";
   /** What a route write gets while the network has an action running. */
   busyError?: "conflict" | "locked";
   /** Routes per network (the API: 100). */
@@ -353,7 +353,7 @@ export function hetznerServerObject(fields: { id: number; name: string; labels?:
 
 export class HetznerServerApi {
   readonly token: string;
-  actionDelayMs: number | "manual";
+  actionDelayMs: number | (() => number) | "manual";
   busyError: "conflict" | "locked";
   routeLimit: number;
   rateLimit: { limit: number; refillPerSecond: number };
@@ -488,7 +488,7 @@ export class HetznerServerApi {
       const timer = setTimeout(() => {
         this.timers.delete(timer);
         this.finish(action.id);
-      }, this.actionDelayMs);
+      }, typeof this.actionDelayMs === "function" ? this.actionDelayMs() : this.actionDelayMs);
       this.timers.add(timer);
     }
     return action;

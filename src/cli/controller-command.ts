@@ -1,5 +1,5 @@
 /**
- * `podroutes controller --target gcp|aws|openstack|ssh`: its flags (the controller's own, the common cluster flags
+ * `podroutes controller --target gcp|aws|hetzner|openstack|ssh`: its flags (the controller's own, the common cluster flags
  * and exactly the chosen target's, declared like the route commands' and checked before anything
  * starts), the arguments as a typed value, and the command that runs the controller until SIGTERM or
  * SIGINT (exit 0, the Lease released) or until it loses the Lease (exit 1, to restart clean).
@@ -18,7 +18,7 @@ import { commonOptions, parseOnly, type ArgvScan } from "./args.js";
 import { EXIT } from "./exit-codes.js";
 
 /** The targets whose routes live outside the nodes' own processes: where a cluster-wide controller fits. */
-export const CONTROLLER_TARGETS = ["gcp", "aws", "openstack", "ssh"] as const;
+export const CONTROLLER_TARGETS = ["gcp", "aws", "hetzner", "openstack", "ssh"] as const;
 
 /** A Kubernetes object name (DNS-1123 subdomain): the Lease's name and namespace. */
 function objectName(text: string): string {
@@ -104,7 +104,7 @@ export function controllerArgs(flags: Record<string, unknown>, env: NodeJS.Proce
   };
 }
 
-const DESCRIPTION = "run in the control plane (a Deployment, leader-elected): keep a cloud's VPC routes (gcp, aws, openstack) or every node's (ssh) in step with the Kubernetes API";
+const DESCRIPTION = "run in the control plane (a Deployment, leader-elected): keep a cloud's VPC routes (gcp, aws, hetzner, openstack) or every node's (ssh) in step with the Kubernetes API";
 
 /**
  * The `controller` subcommand with the controller's flags, the cluster flags and the flags of the target

@@ -8,6 +8,7 @@ import { labSource } from "./lab.js";
 import { awsSource } from "./aws.js";
 import { gcpSource } from "./gcp.js";
 import { vultrSource } from "./vultr.js";
+import { hetznerSource } from "./hetzner.js";
 import { kubernetesSource } from "./kubernetes.js";
 import { openstackSource } from "./openstack.js";
 
@@ -24,7 +25,7 @@ export interface NodeSourceFactory {
   read(options: ResolvedOptions): Promise<RawInventory>;
 }
 
-export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, openstackSource, kubernetesSource];
+export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, hetznerSource, openstackSource, kubernetesSource];
 
 export function nodeSource(name: string): NodeSourceFactory | undefined {
   return nodeSources.find((source) => source.name === name);

@@ -11,6 +11,7 @@ import { localTarget } from "./linux/factories.js";
 import { awsTarget } from "./aws/factory.js";
 import { sshTarget } from "./ssh/factory.js";
 import { gcpTarget } from "./gcp/factory.js";
+import { hetznerTarget } from "./hetzner/factory.js";
 import { openstackTarget } from "./openstack/factory.js";
 
 export interface TargetFactory {
@@ -43,7 +44,7 @@ export interface TargetFactory {
   create(options: ResolvedOptions): Promise<Target>;
 }
 
-export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget, gcpTarget, openstackTarget];
+export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget, gcpTarget, hetznerTarget, openstackTarget];
 
 export function targetFactory(name: string): TargetFactory | undefined {
   return targets.find((factory) => factory.name === name);

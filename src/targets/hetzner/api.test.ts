@@ -8,7 +8,7 @@ import { afterEach, describe, it } from "node:test";
 import { UsageError } from "../../errors.js";
 import { eventually } from "../../../testkit/controller.js";
 import { startHetznerServer, type HetznerNetwork, type HetznerServerApi, type HetznerServerOptions } from "../../../testkit/hetzner-server.js";
-import { callName, createHetznerApi, HetznerActionError, HetznerActionTimeoutError, HetznerApiError, HetznerNetworkError, refillDelayMs, type HetznerApi, type HetznerSettings } from "./api.js";
+import { callName, nextFirstPollMs, createHetznerApi, HetznerActionError, HetznerActionTimeoutError, HetznerApiError, HetznerNetworkError, refillDelayMs, type HetznerApi, type HetznerSettings } from "./api.js";
 
 let server: HetznerServerApi;
 let network: HetznerNetwork;
@@ -202,6 +202,45 @@ describe("hetzner api: the rate limit", () => {
     assert.equal(refillDelayMs({ limit: 3600, remaining: 0, resetAt: 3_600_000 }, 0), 1000);
     assert.equal(refillDelayMs({ limit: 10, remaining: 5, resetAt: 10_000 }, 5_000), 1000);
     assert.equal(refillDelayMs({ limit: 10, remaining: 10, resetAt: 0 }, 5_000), 0);
+  });
+});
+
+describe("hetzner api: the first poll of an action", () => {
+  it("nextFirstPollMs: grows by a quarter interval toward how long an action was seen running, shrinks by an interval when it had ended, never below the interval", () => {
+    assert.equal(nextFirstPollMs(500, 500, 1700), 625, "seen running at 1.7 s: a quarter interval more");
+    assert.equal(nextFirstPollMs(1500, 500, 1550), 1550, "no further than it was seen running");
+    assert.equal(nextFirstPollMs(1500, 500, undefined), 1000, "ended at the first poll: an interval less");
+    assert.equal(nextFirstPollMs(600, 500, undefined), 500, "never below the interval");
+    assert.equal(nextFirstPollMs(500, 500, 200), 500, "never shrinks on an action seen running");
+  });
+
+  it("an action seen running for a while makes the next action's first poll wait longer", async () => {
+    const api = await setup({ actionDelayMs: "manual" }, { pollIntervalMs: 40 });
+    const pollsOf = (id: number) => server.requests.filter((r) => r.path === `/v1/actions/${id}`);
+    const postAt = () => writes().at(-1)!.at;
+    const writes = () => server.requests.filter((r) => r.method === "POST");
+    const first = api.addRoute(network.id, route(1));
+    await eventually("four polls of a running action", () => server.runningAction(network.id) !== undefined && pollsOf(server.runningAction(network.id)!.id).length >= 4);
+    server.finishActions();
+    await first;
+    // Seen running for at least 3 intervals: the next first poll waits 40 + 10 ms, no sooner.
+    const second = api.addRoute(network.id, route(2));
+    await eventually("the second action runs", () => server.runningAction(network.id) !== undefined);
+    const secondId = server.runningAction(network.id)!.id;
+    const secondPost = postAt();
+    server.finishActions();
+    await second;
+    assert.ok(pollsOf(secondId)[0]!.at - secondPost >= 49, `first poll ${pollsOf(secondId)[0]!.at - secondPost} ms after the add`);
+  });
+
+  it("a fixed firstPollMs is kept", async () => {
+    const api = await setup({ actionDelayMs: 0 }, { pollIntervalMs: 10, firstPollMs: 60 });
+    for (const i of [1, 2]) await api.addRoute(network.id, route(i));
+    const [a, b] = server.requests.filter((r) => r.method === "POST");
+    for (const post of [a!, b!]) {
+      const poll = server.requests.find((r) => r.path.startsWith("/v1/actions/") && r.at >= post.at)!;
+      assert.ok(poll.at - post.at >= 59, `${poll.at - post.at} ms`);
+    }
   });
 });
 
