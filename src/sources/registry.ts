@@ -8,6 +8,7 @@ import { labSource } from "./lab.js";
 import { awsSource } from "./aws.js";
 import { gcpSource } from "./gcp.js";
 import { vultrSource } from "./vultr.js";
+import { azureSource } from "./azure.js";
 import { kubernetesSource } from "./kubernetes.js";
 
 export interface NodeSourceFactory {
@@ -23,7 +24,7 @@ export interface NodeSourceFactory {
   read(options: ResolvedOptions): Promise<RawInventory>;
 }
 
-export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, kubernetesSource];
+export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, azureSource, kubernetesSource];
 
 export function nodeSource(name: string): NodeSourceFactory | undefined {
   return nodeSources.find((source) => source.name === name);
