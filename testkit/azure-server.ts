@@ -360,6 +360,23 @@ export class AzureServerApi {
     for (const op of this.operations.values()) if (op.status === "InProgress") op.finish();
   }
 
+  /**
+   * Someone else's operation on a table, in progress until the returned function is called: the table
+   * reads Updating, and writes to it meet RetryableErrorDueToAnotherOperation meanwhile.
+   */
+  holdTable(rg: string, name: string): () => void {
+    const table = this.routeTable(rg, name);
+    if (!table) throw new Error(`no route table ${rg}/${name}`);
+    const k = key(rg, name);
+    this.busy.add(k);
+    table.properties.provisioningState = "Updating";
+    return () => {
+      this.busy.delete(k);
+      const current = this.routeTables.get(k);
+      if (current) current.properties.provisioningState = "Succeeded";
+    };
+  }
+
   /** Whether a table has an operation in progress. */
   isBusy(rg: string, name: string): boolean {
     return this.busy.has(key(rg, name));

@@ -9,11 +9,11 @@
 import type { RawInventory, RawNode } from "../inventory.js";
 import { readOption, readOptionList, type OptionSpec } from "../options.js";
 import { armEndpointOption, armErrorText, armSettingsFrom, caFileOption, createArm, credentialOption, resourceGroupOption, subscriptionOption, tokenFileOption, type ArmApi, type ArmNic, type ArmVm } from "../targets/azure/arm.js";
+import { CLUSTER_TAG } from "../targets/azure/target.js";
 import type { NodeSourceFactory } from "./registry.js";
 
 export const POD_CIDR_TAG = "pod-cidr";
 export const NODE_NAME_TAG = "node-name";
-export const CLUSTER_TAG = "k8s-azure-cluster-name";
 
 export interface TagSelector {
   key: string;

@@ -131,7 +131,8 @@ export interface ArmApi {
   listNetworkInterfaces(): Promise<ArmNic[]>;
   /** Turns IP forwarding on (a no-op when it is); read, set, PUT with If-Match, a 412 read again. */
   enableIpForwarding(nicId: string): Promise<void>;
-  listVirtualMachines(resourceGroup: string): Promise<ArmVm[]>;
+  /** The VMs of a resource group, or of the whole subscription. */
+  listVirtualMachines(resourceGroup?: string): Promise<ArmVm[]>;
   close(): void;
 }
 
@@ -283,8 +284,8 @@ export async function createArm(settings: ArmSettings): Promise<ArmApi> {
     listVirtualMachines: (resourceGroup) =>
       observe("virtualMachines.list", async () => {
         const out: ArmVm[] = [];
-        let url: string | undefined =
-          `${settings.endpoint}/subscriptions/${encodeURIComponent(settings.subscription)}/resourceGroups/${encodeURIComponent(resourceGroup)}/providers/Microsoft.Compute/virtualMachines?api-version=${COMPUTE_API_VERSION}`;
+        const scope = resourceGroup === undefined ? "" : `/resourceGroups/${encodeURIComponent(resourceGroup)}`;
+        let url: string | undefined = `${settings.endpoint}/subscriptions/${encodeURIComponent(settings.subscription)}${scope}/providers/Microsoft.Compute/virtualMachines?api-version=${COMPUTE_API_VERSION}`;
         while (url) {
           // Through the client's own pipeline: its token, agent and retries.
           const response = await client.pipeline.sendRequest(httpClient, createPipelineRequest({ url, method: "GET", ...(settings.signal ? { abortSignal: settings.signal } : {}) }));

@@ -13,7 +13,7 @@
  *
  * Azure routes carry no tags, so ownership is inferred, as on AWS: a route is podroutes' only when its
  * destination lies inside the cluster CIDR AND its next hop is a cluster node (an inventory node's
- * address), or an address no network interface of the subscription holds any more (what a deleted
+ * address, or a NIC of a VM tagged `k8s-azure-cluster-name=<cluster>`), or an address no network interface of the subscription holds any more (what a deleted
  * node's VM leaves, listed as unhealthy). Everything else — another cluster's routes, a firewall's
  * default route, the VirtualNetworkGateway routes — is never touched, and on one of our destinations is a
  * conflict for the planner to report. Route names follow cloud-provider-azure's (`NODE____10200100`,
@@ -97,6 +97,8 @@ export interface OwnershipContext {
   nodeAddresses: Set<string>;
   /** Every private IP a NIC of the subscription holds; undefined when unknown (then no route counts as dangling). */
   nicAddresses?: Set<string>;
+  /** The private IPs of the NICs of VMs tagged as the cluster's (`k8s-azure-cluster-name=<cluster>`). */
+  clusterAddresses?: Set<string>;
 }
 
 /** One ARM route as podroutes sees it, and whether it is inside the cluster CIDR. */
@@ -106,7 +108,7 @@ export function observeRoute(route: ArmRoute, context: OwnershipContext): { obse
   const inCluster = context.ranges.some((range) => cidrContains(range, destination));
   const appliance = route.nextHopType === "VirtualAppliance" && !!route.nextHopIpAddress;
   const hop = appliance ? canonical(route.nextHopIpAddress!) : undefined;
-  const clusterNode = hop !== undefined && context.nodeAddresses.has(hop);
+  const clusterNode = hop !== undefined && (context.nodeAddresses.has(hop) || context.clusterAddresses?.has(hop) === true);
   // A next hop no NIC holds: the node's VM is gone and the route carries nothing (an AWS blackhole).
   const dangling = hop !== undefined && !clusterNode && context.nicAddresses !== undefined && !context.nicAddresses.has(hop);
   const owned = inCluster && (clusterNode || dangling);
@@ -224,19 +226,34 @@ interface AzureRunState {
   claimedNics: Set<string>;
 }
 
-/** The subscription's NICs by private IP. */
+/** The subscription's NICs by private IP, and the addresses of the cluster's tagged VMs. */
 export class NicIndex {
   readonly byAddress = new Map<string, ArmNic>();
   readonly addresses = new Set<string>();
-  constructor(readonly nics: ArmNic[]) {
+  readonly clusterAddresses = new Set<string>();
+  constructor(
+    readonly nics: ArmNic[],
+    /** Ids (lowercased) of the VMs tagged as the cluster's. */
+    clusterVms: Set<string> = new Set(),
+  ) {
     for (const nic of nics) {
+      const tagged = nic.virtualMachine !== undefined && clusterVms.has(nic.virtualMachine.toLowerCase());
       for (const address of nic.addresses) {
         const text = canonical(address);
         this.addresses.add(text);
+        if (tagged) this.clusterAddresses.add(text);
         if (!this.byAddress.has(text)) this.byAddress.set(text, nic);
       }
     }
   }
+}
+
+/** cloud-provider-azure's tag of a cluster's resources, which `--nodes azure` selects VMs by too. */
+export const CLUSTER_TAG = "k8s-azure-cluster-name";
+
+/** Whether a VM carries `k8s-azure-cluster-name=<cluster>` (tag names compare case-insensitively, as Azure's do). */
+export function clusterTagged(tags: Record<string, string>, cluster: string): boolean {
+  return Object.entries(tags).some(([key, value]) => key.toLowerCase() === CLUSTER_TAG && value === cluster);
 }
 
 export class AzureTarget implements Target {
@@ -267,11 +284,11 @@ export class AzureTarget implements Target {
   }
 
   private nicIndex(run: AzureRunState): Promise<NicIndex> {
-    run.nics ??= this.arm.listNetworkInterfaces().then(
-      (nics) => new NicIndex(nics),
+    run.nics ??= Promise.all([this.arm.listNetworkInterfaces(), this.arm.listVirtualMachines()]).then(
+      ([nics, vms]) => new NicIndex(nics, new Set(vms.filter((vm) => clusterTagged(vm.tags, this.settings.cluster)).map((vm) => vm.id.toLowerCase()))),
       (error: unknown) => {
         run.nics = undefined;
-        throw this.fail("cannot list the subscription's network interfaces", error);
+        throw this.fail("cannot list the subscription's network interfaces and VMs", error);
       },
     );
     return run.nics;
@@ -288,7 +305,7 @@ export class AzureTarget implements Target {
 
   private context(run: AzureRunState, index: NicIndex): OwnershipContext {
     const nodeAddresses = new Set(run.inventory.nodes.flatMap((node) => node.internalIPs.map(canonical)));
-    return { ranges: this.ranges, nodeAddresses, nicAddresses: index.addresses };
+    return { ranges: this.ranges, nodeAddresses, nicAddresses: index.addresses, clusterAddresses: index.clusterAddresses };
   }
 
   private observeTable(table: ArmRouteTable, run: AzureRunState, index: NicIndex): ObservedRoute[] {
