@@ -34,7 +34,7 @@ const hasAz = spawnSync("az", ["--version"], { stdio: "ignore" }).status === 0;
 
 /** A server with the route table, the three nodes' VMs (tagged as the cluster's, with their pod CIDRs) and a spare VM of no cluster. */
 async function cluster(serverOptions: AzureServerOptions = {}): Promise<AzureServerApi> {
-  const server = await startAzureServer({ operationDelayMs: 20, retryAfterSeconds: 0, pageSize: 2, ...serverOptions });
+  const server = await startAzureServer({ operationDelayMs: 0, retryAfterSeconds: 0, pageSize: 2, ...serverOptions });
   server.addRouteTable(RG, TABLE);
   for (const node of NODES) server.addVirtualMachine(RG, node.name, { addresses: [node.ip], tags: { "k8s-azure-cluster-name": "kubernetes", "pod-cidr": node.podCIDR } });
   server.addVirtualMachine(RG, "spare", { addresses: [SPARE_IP] });

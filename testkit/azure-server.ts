@@ -107,7 +107,10 @@ export interface ArmVirtualMachine {
 }
 
 export interface AzureServerOptions {
-  /** How long an operation reads InProgress (and its resource Updating); "manual": until `finishOperations()`. */
+  /**
+   * How long an operation reads InProgress (and its resource Updating); 0: it has ended by the first poll
+   * (the PUT's answer still says Updating); "manual": until `finishOperations()`.
+   */
   operationDelayMs?: number | "manual";
   /** The Retry-After (seconds) of operations and busy answers: what clients wait before polling (az: 30 s without it). */
   retryAfterSeconds?: number;
@@ -762,8 +765,12 @@ export class AzureServerApi {
     };
     this.operations.set(id, operation);
     this.busy.add(resourceKey);
+    // The answer shows the resource as the PUT left it: Updating, whenever the operation ends.
+    const answer = resource ? structuredClone(resource) : undefined;
     const delayMs = this.options.operationDelayMs;
-    if (delayMs !== "manual") {
+    // 0: the operation has ended by the time anyone polls it (the first poll reads Succeeded).
+    if (delayMs === 0) operation.finish();
+    else if (delayMs !== "manual") {
       const timer = setTimeout(() => {
         this.timers.delete(timer);
         operation.finish();
@@ -773,7 +780,7 @@ export class AzureServerApi {
     const operationUrl = `${this.endpoint}/subscriptions/${this.subscriptionId}/providers/Microsoft.Network/locations/${this.options.location}/operations/${id}?api-version=2023-09-01`;
     const headers: Record<string, string> = { "Azure-AsyncOperation": operationUrl, "Retry-After": String(this.options.retryAfterSeconds) };
     if (status === 202) headers.Location = `${this.endpoint}/subscriptions/${this.subscriptionId}/providers/Microsoft.Network/locations/${this.options.location}/operationResults/${id}?api-version=2023-09-01`;
-    return { status, body: resource ? structuredClone(resource) : undefined, headers: resource && "etag" in resource ? { ...headers, ETag: String((resource as { etag: string }).etag) } : headers };
+    return { status, body: answer, headers: resource && "etag" in resource ? { ...headers, ETag: String((resource as { etag: string }).etag) } : headers };
   }
 }
 
