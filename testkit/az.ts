@@ -12,6 +12,8 @@
  * versioned). Without the shim every `az network ...` command fails while loading its arguments with
  * `AttributeError: 'NoneType' object has no attribute 'standard_medium'`. A sitecustomize.py on
  * PYTHONPATH points the profile at 2022-07-01 and the versioned operations module at the package's own.
+ * Microsoft.Compute likewise: `az vm list` fails with `API version 2022-11-01 does not have operation
+ * group 'virtual_machines'` (Debian's azure-mgmt-compute 29.0.0 ends at 2022-08-01, which the shim names).
  * The route-table commands are az's own generated REST code (aaz) and do not touch the SDK at all.
  */
 import { execFile } from "node:child_process";
@@ -34,6 +36,8 @@ from azure.cli.core.profiles import ResourceType
 from azure.cli.core.profiles._shared import AZURE_API_PROFILES
 AZURE_API_PROFILES["latest"][ResourceType.MGMT_NETWORK] = "2022-07-01"
 sys.modules["azure.mgmt.network.v2022_07_01.operations"] = importlib.import_module("azure.mgmt.network.operations")
+# Likewise Microsoft.Compute: the profile names 2022-11-01, Debian's azure-mgmt-compute 29.0.0 ends at 2022-08-01.
+AZURE_API_PROFILES["latest"][ResourceType.MGMT_COMPUTE].profile[None] = "2022-08-01"
 `;
 
 export async function azCli(server: { endpoint: string; caFile: string; tenantId: string; clientId: string; clientSecret: string }): Promise<Az> {
