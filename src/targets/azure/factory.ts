@@ -41,7 +41,7 @@ export const azureTarget: TargetFactory = {
       resourceGroup: readOption(resourceGroupOption, options)!,
       routeTables: [...new Set(readOptionList(routeTableOption, options))],
       routeLimit: readOption(routeLimitOption, options)!,
-      maxInFlight: Math.min(readOption(maxInFlightOption, options)!, 20),
+      maxInFlight: readOption(maxInFlightOption, options)!,
     };
     return new AzureTarget(await createArm(armSettingsFrom(options)), settings);
   },

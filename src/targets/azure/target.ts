@@ -63,7 +63,7 @@ export interface AzureTargetSettings {
   resourceGroup: string;
   routeTables: string[];
   routeLimit: number;
-  /** NIC updates in flight at once. */
+  /** NIC updates (IP forwarding) in flight at once (--max-in-flight); the SDK waits out ARM's 429s. */
   maxInFlight: number;
   /** Pause before re-trying a write refused as busy (tests: short). */
   busyBackoffMs?: number;
