@@ -212,7 +212,7 @@ export function createsPastLimit(table: string, used: number, changes: Change[],
       room--;
       continue;
     }
-    refused.push({ table, change, limit: "route-limit", message: `route table ${table} is at Azure's limit of ${limit} routes (--route-limit): no room for ${change.route.destination}` });
+    refused.push({ table, change, limit: "route-limit", message: `route table ${table} is at its route limit of ${limit} routes (--route-limit; Azure allows ${AZURE_ROUTE_LIMIT}): no room for ${change.route.destination}` });
   }
   return refused;
 }
