@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { request } from "node:https";
 import { after, before, describe, it } from "node:test";
 import { eventually } from "../testkit/controller.js";
 import { azCli, type Az } from "../testkit/az.js";
@@ -46,6 +47,87 @@ function withAz(options: AzureServerOptions, body: (get: () => { server: AzureSe
   });
   body(() => ({ server, az }));
 }
+
+/** One raw HTTPS call to the server, trusting its CA: status, headers, parsed body. */
+function call(server: AzureServerApi, method: string, path: string, options: { body?: unknown; headers?: Record<string, string>; token?: string } = {}) {
+  return new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: any }>((resolve, reject) => {
+    const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const req = request(
+      `${server.endpoint}${path}`,
+      { method, ca: server.caPem, headers: { Authorization: `Bearer ${options.token ?? server.token}`, ...(payload ? { "Content-Type": "application/json" } : {}), ...options.headers } },
+      (res) => {
+        let text = "";
+        res.on("data", (chunk: Buffer) => (text += chunk.toString()));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? JSON.parse(text) : undefined }));
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+describe("the ARM test server's rules, over raw HTTPS (what the SDK and az rely on)", () => {
+  let server: AzureServerApi;
+  before(async () => {
+    server = await startAzureServer({ operationDelayMs: "manual", retryAfterSeconds: 7 });
+    server.addRouteTable(RG, "pods");
+  });
+  after(() => server.stop());
+  const tablePath = () => `/subscriptions/${server.subscriptionId}/resourceGroups/${RG}/providers/Microsoft.Network/routeTables/pods`;
+
+  it("api-version is required, a token too; errors are {error:{code,message}}", async () => {
+    const bare = await call(server, "GET", tablePath());
+    assert.equal(bare.status, 400);
+    assert.deepEqual(Object.keys(bare.body.error).sort(), ["code", "message"]);
+    assert.equal(bare.body.error.code, "MissingApiVersionParameter");
+    const noToken = await call(server, "GET", `${tablePath()}?api-version=2023-09-01`, { token: "forged" });
+    assert.equal(noToken.status, 401);
+    assert.equal(noToken.body.error.code, "InvalidAuthenticationToken");
+    assert.match(String(noToken.headers["www-authenticate"]), /^Bearer authorization_uri=/);
+  });
+
+  it("a PUT answers Updating with Azure-AsyncOperation and Retry-After; the operation reads InProgress until it ends, then Succeeded; a second write meanwhile is RetryableErrorDueToAnotherOperation; a stale If-Match is 412", async () => {
+    const read = await call(server, "GET", `${tablePath()}?api-version=2023-09-01`);
+    assert.equal(read.headers.etag, read.body.etag);
+    const routes = [{ name: "a", properties: { addressPrefix: "10.200.0.0/24", nextHopType: "VirtualAppliance", nextHopIpAddress: "10.240.0.20" } }];
+    const put = await call(server, "PUT", `${tablePath()}?api-version=2023-09-01`, { body: { location: "westeurope", properties: { routes } }, headers: { "If-Match": read.body.etag } });
+    assert.equal(put.status, 200);
+    assert.equal(put.body.properties.provisioningState, "Updating");
+    assert.equal(put.headers["retry-after"], "7");
+    const operation = new URL(String(put.headers["azure-asyncoperation"]));
+    assert.equal((await call(server, "GET", operation.pathname + operation.search)).body.status, "InProgress");
+    const second = await call(server, "PUT", `${tablePath()}?api-version=2023-09-01`, { body: { location: "westeurope", properties: { routes: [] } } });
+    assert.equal(second.status, 429);
+    assert.equal(second.body.error.code, "RetryableErrorDueToAnotherOperation");
+    assert.equal(second.headers["retry-after"], "7");
+    server.finishOperations();
+    assert.equal((await call(server, "GET", operation.pathname + operation.search)).body.status, "Succeeded");
+    const after = await call(server, "GET", `${tablePath()}?api-version=2023-09-01`);
+    assert.equal(after.body.properties.provisioningState, "Succeeded");
+    assert.notEqual(after.body.etag, read.body.etag, "a new ETag for the changed table");
+    assert.equal(after.body.properties.routes[0].etag, after.body.etag, "its routes carry the table's ETag");
+    const stale = await call(server, "PUT", `${tablePath()}?api-version=2023-09-01`, { body: { location: "westeurope", properties: { routes: [] } }, headers: { "If-Match": read.body.etag } });
+    assert.equal(stale.status, 412);
+    assert.equal(stale.body.error.code, "PreconditionFailed");
+    assert.equal(server.routeTable(RG, "pods")!.properties.routes.length, 1, "nothing written by the refused PUTs");
+  });
+
+  it("a table's whole route set is validated: the route limit, one route per prefix", async () => {
+    const small = await startAzureServer({ routeLimit: 2 });
+    try {
+      small.addRouteTable(RG, "pods");
+      const path = `/subscriptions/${small.subscriptionId}/resourceGroups/${RG}/providers/Microsoft.Network/routeTables/pods?api-version=2023-09-01`;
+      const route = (name: string, prefix: string) => ({ name, properties: { addressPrefix: prefix, nextHopType: "VirtualAppliance", nextHopIpAddress: "10.240.0.20" } });
+      const over = await call(small, "PUT", path, { body: { location: "westeurope", properties: { routes: [route("a", "10.1.0.0/24"), route("b", "10.2.0.0/24"), route("c", "10.3.0.0/24")] } } });
+      assert.equal(over.status, 400);
+      assert.equal(over.body.error.code, "RouteTableRoutesLimitReached");
+      const twice = await call(small, "PUT", path, { body: { location: "westeurope", properties: { routes: [route("a", "10.1.0.0/24"), route("b", "10.1.0.0/24")] } } });
+      assert.equal(twice.body.error.code, "RouteConflict");
+    } finally {
+      await small.stop();
+    }
+  });
+});
 
 describe("az against the Azure test server", { skip: hasAz ? false : "az (azure-cli) is not installed" }, () => {
   describe("login", () => {

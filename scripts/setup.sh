@@ -17,7 +17,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v ipset >/dev/null || need+=(ipset) # kube-router (a peer in the benchmarks) refuses to start without it
 command -v gcc >/dev/null || need+=(gcc libc6-dev) # flannel (a peer) is built with cgo
 command -v hcloud >/dev/null || need+=(hcloud-cli) # the real Hetzner Cloud CLI, the Hetzner test server's independent client
-command -v az >/dev/null || need+=(azure-cli) # the real Azure CLI, the Azure test server's independent client (large: about 1 GB)
+command -v az >/dev/null || need+=(azure-cli) # the real Azure CLI, the Azure test server's independent client (large: about 1.4 GB installed)
 
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
