@@ -227,6 +227,24 @@ describe("azure target against the ARM test server", () => {
     }
   });
 
+  it("a table the cloud controller manager wrote (routes named after their nodes) is taken over as it is: nothing to change, a moved node's route keeps its name", async () => {
+    const server = await cluster();
+    try {
+      for (const node of NODES) server.setRoute(RG, TABLE, { name: node.name, addressPrefix: node.podCIDR, nextHopIpAddress: node.ip });
+      const target = await azureTarget.create(resolved(server));
+      const inventory = seedInventory();
+      const planned = await plan(target, inventory, options);
+      assert.deepEqual({ create: planned.summary.create, replace: planned.summary.replace, delete: planned.summary.delete, unchanged: planned.summary.unchanged }, { create: 0, replace: 0, delete: 0, unchanged: 3 });
+      const moved = seedInventory(NODES.map((n) => (n.name === "worker-1" ? { ...n, ip: SPARE_IP } : n)));
+      const report = await apply(target, await plan(target, moved, options), moved, options);
+      assert.ok(report.ok, JSON.stringify(report.tables));
+      assert.deepEqual(server.routeTable(RG, TABLE)!.properties.routes.map((r) => `${r.name} ${r.properties.addressPrefix} ${r.properties.nextHopIpAddress}`), ["worker-0 10.200.0.0/24 10.240.0.20", `worker-1 10.200.1.0/24 ${SPARE_IP}`, "worker-2 10.200.2.0/24 10.240.0.22"]);
+      await target.close?.();
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("--nodes azure reads the tagged VMs, their primary NICs' private IPs and pod-cidr tags, over paged lists", async () => {
     const server = await cluster();
     try {
