@@ -177,6 +177,29 @@ describe("azure target against the ARM test server", () => {
     }
   });
 
+  it("a PUT whose operation ends Failed reports every change failed with the operation's error, and a re-run finishes", async () => {
+    const server = await cluster();
+    try {
+      const target = await azureTarget.create(resolved(server));
+      const inventory = seedInventory();
+      server.failNextOperation("InternalServerError", "An error occurred while provisioning the route table.");
+      const report = await apply(target, await plan(target, inventory, options), inventory, options);
+      assert.equal(report.ok, false);
+      const errors = report.tables.flatMap((t) => t.results.map((r) => `${r.ok} ${r.error ?? ""}`));
+      assert.equal(errors.length, 3);
+      for (const error of errors) assert.match(error, /^false .*An error occurred while provisioning the route table\..*the route table PUT carrying this change did not succeed/);
+      assert.equal(server.routeTable(RG, TABLE)!.properties.provisioningState, "Failed");
+      assert.equal(routesOf(server).size, 0, "the failed PUT left the table as it was");
+      const again = await apply(target, await plan(target, inventory, options), inventory, options);
+      assert.ok(again.ok, JSON.stringify(again.tables));
+      assert.equal(routesOf(server).size, 3);
+      assert.equal(server.routeTable(RG, TABLE)!.properties.provisioningState, "Succeeded");
+      await target.close?.();
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("a table busy with another operation (RetryableErrorDueToAnotherOperation, 409) is written once that operation ended, their change kept", async () => {
     const server = await cluster({ busyStatus: 409 });
     try {

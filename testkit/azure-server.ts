@@ -30,7 +30,8 @@
  * - `subscriptions` and `tenants` lists (what `az login` reads), resource groups.
  * Faults for tests: `beforeNext` runs a function before the next matching request is handled (someone
  * else's write landing between a client's read and its write), `injectError` answers matching requests
- * with an error. Every request is logged (`requests`).
+ * with an error, `failNextOperation` ends a route table PUT's operation `Failed` (the table left as it
+ * was, marked Failed), `holdTable` keeps a table busy with someone else's operation. Every request is logged (`requests`).
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -177,7 +178,8 @@ export function makeTestCertificates(): { caPem: string; certPem: string; keyPem
 interface Operation {
   id: string;
   status: "InProgress" | "Succeeded" | "Failed";
-  /** Marks the resource Succeeded. */
+  error?: { code: string; message: string };
+  /** Ends the operation: Succeeded, or Failed when a failure was injected for it. */
   finish: () => void;
 }
 
@@ -204,6 +206,7 @@ export class AzureServerApi {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly hooks: { when: (call: { method: string; path: string }) => boolean; run: () => void | Promise<void> }[] = [];
   private readonly injected: InjectedArmError[] = [];
+  private readonly failures: { code: string; message: string }[] = [];
   private server?: Server;
   private dir = "";
   private readonly options: Required<AzureServerOptions>;
@@ -352,6 +355,11 @@ export class AzureServerApi {
   /** Runs `run` before the next request `when` matches is handled (once). */
   beforeNext(when: (call: { method: string; path: string }) => boolean, run: () => void | Promise<void>): void {
     this.hooks.push({ when, run });
+  }
+
+  /** The next route table PUT's operation ends Failed with this error (the table left as it was). */
+  failNextOperation(code: string, message: string): void {
+    this.failures.push({ code, message });
   }
 
   injectError(error: InjectedArmError): void {
@@ -511,7 +519,7 @@ export class AzureServerApi {
     if (op && method === "GET") {
       const found = this.operations.get(op[1]!);
       if (!found) throw new ArmError(404, "OperationNotFound", `Operation ${op[1]} was not found.`);
-      return { status: 200, body: { status: found.status, ...(found.status !== "InProgress" ? { endTime: new Date().toISOString() } : {}) }, headers: found.status === "InProgress" ? { "Retry-After": String(this.options.retryAfterSeconds) } : {} };
+      return { status: 200, body: { status: found.status, ...(found.status !== "InProgress" ? { endTime: new Date().toISOString() } : {}), ...(found.error ? { error: found.error } : {}) }, headers: found.status === "InProgress" ? { "Retry-After": String(this.options.retryAfterSeconds) } : {} };
     }
     if (method === "GET" && (m = rest.match(/^\/providers\/Microsoft\.(Network|Compute)\/(routeTables|networkInterfaces|virtualMachines)$/i))) {
       return this.list(url, this.collection(m[2]!), undefined);
@@ -604,6 +612,7 @@ export class AzureServerApi {
       this.checkPreconditions(headers, existing?.etag);
       this.checkNotBusy(k, name);
       const input = (body ?? {}) as { location?: string; tags?: Record<string, string>; properties?: { routes?: unknown[]; disableBgpRoutePropagation?: boolean } };
+      const previous = existing ? structuredClone(existing) : undefined;
       const table: ArmRouteTable = existing ? structuredClone(existing) : this.addRouteTableShell(rg, name, input.location);
       const routes = (input.properties?.routes ?? []).map((r, i) => this.parseRoute(r, `properties.routes[${i}]`));
       checkRouteSet(routes, this.options.routeLimit, name);
@@ -617,7 +626,19 @@ export class AzureServerApi {
       if (input.properties?.disableBgpRoutePropagation !== undefined) table.properties.disableBgpRoutePropagation = input.properties.disableBgpRoutePropagation;
       this.routeTables.set(k, table);
       this.touchTable(table);
-      return this.startOperation(k, existing ? 200 : 201, table, () => table.properties.routes.forEach((r) => (r.properties.provisioningState = "Succeeded")));
+      return this.startOperation(
+        k,
+        existing ? 200 : 201,
+        table,
+        () => table.properties.routes.forEach((r) => (r.properties.provisioningState = "Succeeded")),
+        // A failed PUT leaves the table as it was, marked Failed (a later PUT repairs it), as on Azure.
+        () => {
+          if (!previous) return void this.routeTables.delete(k);
+          const restored = { ...structuredClone(previous), properties: { ...structuredClone(previous.properties), provisioningState: "Failed" } };
+          this.routeTables.set(k, restored);
+          this.touchTable(restored);
+        },
+      );
     }
     if (method === "DELETE") {
       if (!existing) return { status: 204 };
@@ -745,7 +766,7 @@ export class AzureServerApi {
   }
 
   /** Starts a long-running operation on `resourceKey`; the answer carries its Azure-AsyncOperation URL. */
-  private startOperation(resourceKey: string, status: number, resource: { properties: { provisioningState: string } } | undefined, onDone: () => void) {
+  private startOperation(resourceKey: string, status: number, resource: { properties: { provisioningState: string } } | undefined, onDone: () => void, onFail?: () => void) {
     const id = randomUUID();
     if (resource) resource.properties.provisioningState = "Updating";
     const table = resourceKey.startsWith("nic:") ? undefined : this.routeTables.get(resourceKey);
@@ -755,6 +776,14 @@ export class AzureServerApi {
       status: "InProgress",
       finish: () => {
         if (operation.status !== "InProgress") return;
+        const failure = onFail ? this.failures.shift() : undefined;
+        if (failure) {
+          operation.status = "Failed";
+          operation.error = failure;
+          onFail!();
+          this.busy.delete(resourceKey);
+          return;
+        }
         operation.status = "Succeeded";
         onDone();
         if (resource) resource.properties.provisioningState = "Succeeded";

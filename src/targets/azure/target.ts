@@ -346,7 +346,9 @@ export class AzureTarget implements Target {
     } else if (after > used && after > routeLimit * LIMIT_WARNING_SHARE) {
       review.warnings.push(`azure ${diff.table.id}: will hold ${after} of at most ${routeLimit} routes (--route-limit)`);
     }
-    if (read.provisioningState && read.provisioningState !== "Succeeded") {
+    if (read.provisioningState === "Failed") {
+      review.warnings.push(`azure ${diff.table.id}: the route table's last operation failed (provisioningState Failed); a PUT of the whole table repairs it`);
+    } else if (read.provisioningState && read.provisioningState !== "Succeeded") {
       review.warnings.push(`azure ${diff.table.id}: the route table is ${read.provisioningState} (an operation on it is not finished); the write waits for it`);
     }
     // Every next hop must forward: Azure drops packets a NIC receives for an address not its own unless
