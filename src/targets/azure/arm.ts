@@ -222,6 +222,20 @@ export async function createArm(settings: ArmSettings): Promise<ArmApi> {
   const client = new sdk.NetworkManagementClient(credential, settings.subscription, {
     endpoint: settings.endpoint,
     ...(agent ? { agent } : {}),
+    // Each throttling answer the SDK's retry policy meets (and waits out) is told to the metrics.
+    additionalPolicies: [
+      {
+        position: "perRetry",
+        policy: {
+          name: "podroutesThrottleObserver",
+          sendRequest: async (request, next) => {
+            const response = await next(request);
+            if (response.status === 429) settings.calls?.throttled();
+            return response;
+          },
+        },
+      },
+    ],
   });
   const httpClient = createDefaultHttpClient();
   const poll = settings.pollIntervalMs !== undefined ? { updateIntervalInMs: settings.pollIntervalMs } : {};
