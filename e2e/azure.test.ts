@@ -290,10 +290,16 @@ describe("podroutes --target azure as a user runs it", () => {
     const server = await cluster();
     try {
       const env = envOf(server);
-      const pending = await runCli(["plan", "--detailed-exitcode", ...flags(server)], { env });
+      const pending = await runCli(["plan", "--detailed-exitcode", "-o", "json", ...flags(server)], { env });
       assert.equal(pending.code, 2, pending.stdout + pending.stderr);
+      const planned = jsonOf<{ tables: { table: { id: string }; changes: { action: string; destination: string; next_hop?: string }[] }[]; actions: { description: string }[] }>(pending);
+      assert.deepEqual(planned.tables.flatMap((t) => t.changes.map((c) => `${t.table.id} ${c.action} ${c.destination} ${c.next_hop}`)), NODES.map((n) => `${TABLE} create ${n.podCIDR} ${n.ip}`));
+      assert.deepEqual(planned.actions.map((a) => a.description), NODES.map((n) => `enable IP forwarding on network interface ${n.name}-nic0 (${n.ip})`));
       const applied = await runCli(["apply", "--yes", "-o", "json", ...flags(server)], { env });
       assert.equal(applied.code, 0, applied.stdout + applied.stderr);
+      const report = jsonOf<{ ok: boolean; counts: Record<string, number> }>(applied);
+      assert.equal(report.ok, true);
+      assert.equal(report.counts.created, 3, JSON.stringify(report.counts));
       assert.equal(tablePuts(server).length, 1);
       const listed = jsonOf<{ table: string; destination: string; nextHop?: string; owned: boolean; name?: string }[]>(await runCli(["list", "-o", "json", ...flags(server)], { env }));
       assert.deepEqual(listed.map((r) => `${r.table} ${r.name} ${r.destination} ${r.nextHop} ${r.owned}`), NODES.map((n) => `${TABLE} ${n.name}____${n.podCIDR.replace(/[./]/g, "")} ${n.podCIDR} ${n.ip} true`));
