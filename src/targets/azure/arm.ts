@@ -60,7 +60,7 @@ export const credentialOption: OptionSpec<"default" | "client-secret"> = {
 };
 export const tokenFileOption: OptionSpec<string> = {
   flags: "--azure-token-file <path>",
-  description: "azure: file holding an ARM access token, used as it is (instead of --azure-credential)",
+  description: "azure: file holding an ARM access token, used as it is and read again at least every 5 minutes (instead of --azure-credential)",
 };
 export const caFileOption: OptionSpec<string> = {
   flags: "--azure-ca-file <path>",
@@ -70,7 +70,8 @@ export const caFileOption: OptionSpec<string> = {
 export interface ArmSettings {
   subscription: string;
   endpoint: string;
-  credential: { kind: "default" } | { kind: "client-secret" } | { kind: "token"; token: string };
+  /** `token`: a token as it is; `token-file`: read from the file at each use (a sidecar may refresh it). */
+  credential: { kind: "default" } | { kind: "client-secret" } | { kind: "token"; token: string } | { kind: "token-file"; path: string };
   /** Extra CA (PEM) trusted besides the system's. */
   caPem?: string;
   /** Pause between polls of an operation when the API gives no Retry-After (the SDK's default: 2 s). */
@@ -177,9 +178,8 @@ export function armSettingsFrom(options: ResolvedOptions): ArmSettings {
   };
   let credential: ArmSettings["credential"];
   if (tokenFile) {
-    const token = readText("--azure-token-file", tokenFile).trim();
-    if (!token) throw new UsageError(`--azure-token-file ${tokenFile}: the file is empty`, { flag: "--azure-token-file" });
-    credential = { kind: "token", token };
+    if (!readText("--azure-token-file", tokenFile).trim()) throw new UsageError(`--azure-token-file ${tokenFile}: the file is empty`, { flag: "--azure-token-file" });
+    credential = { kind: "token-file", path: tokenFile };
   } else credential = { kind: readOption(credentialOption, options)! };
   return {
     subscription,
@@ -198,8 +198,10 @@ type TokenCredential = import("@azure/identity").TokenCredential;
 
 async function makeCredential(settings: ArmSettings, identity: () => Promise<Identity>, agent: Agent | undefined): Promise<TokenCredential> {
   const c = settings.credential;
-  if (c.kind === "token") {
-    return { getToken: async () => ({ token: c.token, expiresOnTimestamp: Date.now() + 3_600_000 }) };
+  if (c.kind === "token" || c.kind === "token-file") {
+    // ARM tokens live about an hour; the pipeline asks again before that, and a file is read again then.
+    const token = () => (c.kind === "token" ? c.token : readFileSync(c.path, "utf8").trim());
+    return { getToken: async () => ({ token: token(), expiresOnTimestamp: Date.now() + 300_000 }) };
   }
   const { ClientSecretCredential, DefaultAzureCredential } = await identity();
   const common = agent ? { agent } : {};
