@@ -8,7 +8,11 @@
  * `az vm list` reads the VMs. Everything on 127.0.0.1 with test credentials, never a real cloud.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { request } from "node:https";
 import { after, before, describe, it } from "node:test";
 import { eventually } from "../testkit/controller.js";
@@ -125,6 +129,38 @@ describe("the ARM test server's rules, over raw HTTPS (what the SDK and az rely 
       assert.equal(twice.body.error.code, "RouteConflict");
     } finally {
       await small.stop();
+    }
+  });
+});
+
+describe("azure-server-main (the server as its own process)", () => {
+  it("prints its endpoint and credentials once it listens, serves the seed, and stops on SIGTERM", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "podroutes-azure-main-"));
+    const seed = join(dir, "seed.json");
+    writeFileSync(seed, JSON.stringify({ routeTables: [{ resourceGroup: RG, name: "pods", routes: [{ name: "r", addressPrefix: "10.200.0.0/24", nextHopIpAddress: "10.240.0.20" }] }], virtualMachines: [{ resourceGroup: RG, name: "worker-0", addresses: ["10.240.0.20"] }] }));
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../testkit/azure-server-main.js", import.meta.url)), seed], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout!.on("data", (chunk: Buffer) => {
+          out += chunk.toString();
+          if (out.includes("\n")) resolve(out.split("\n")[0]!);
+        });
+        child.on("exit", (code) => reject(new Error(`exited ${code} before listening`)));
+      });
+      const info = JSON.parse(line) as { endpoint: string; caFile: string; subscriptionId: string; token: string };
+      const fake = { endpoint: info.endpoint, token: info.token, caPem: readFileSync(info.caFile, "utf8") } as AzureServerApi;
+      const table = await call(fake, "GET", `/subscriptions/${info.subscriptionId}/resourceGroups/${RG}/providers/Microsoft.Network/routeTables/pods?api-version=2023-09-01`);
+      assert.equal(table.status, 200);
+      assert.deepEqual(table.body.properties.routes.map((r: { name: string }) => r.name), ["r"]);
+      const vms = await call(fake, "GET", `/subscriptions/${info.subscriptionId}/resourceGroups/${RG}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01`);
+      assert.deepEqual(vms.body.value.map((vm: { name: string }) => vm.name), ["worker-0"]);
+      const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -92,6 +92,15 @@ describe("azure whole-table PUT planner", () => {
     assert.equal(planned[4]!.alreadyDone, true, "a delete of a route that is gone has met its goal");
   });
 
+  it("plans IPv6 routes as IPv4 ones (dual-stack nodes: one route per family, each its own name), next hops compared in canonical form", () => {
+    const v6: Route = { name: "x", destination: "fd00:200:1::/64", nextHop: "fd00::21", node: "worker-1", family: 6 };
+    const { routes } = planTableRoutes([], [{ action: "create", route: route("worker-1", "10.200.1.0/24", "10.240.0.21") }, { action: "create", route: v6 }]);
+    assert.deepEqual(routes.map((r) => `${r.name} ${r.addressPrefix} ${r.nextHopIpAddress}`), ["worker-1____102001024 10.200.1.0/24 10.240.0.21", "worker-1____fd00200164 fd00:200:1::/64 fd00::21"]);
+    // A route written with a non-canonical spelling of the same address is the same route.
+    const spelled = planTableRoutes([appliance("r", "fd00:200:1::/64", "FD00:0::21")], [{ action: "create", route: v6 }]);
+    assert.equal(spelled.planned[0]!.alreadyDone, true);
+  });
+
   it("never gives two routes one name (a foreign route may hold the name podroutes would pick)", () => {
     const squatter = appliance("worker-1____102001024", "10.50.0.0/24", "10.240.0.4");
     const { routes } = planTableRoutes([squatter], [{ action: "create", route: route("worker-1", "10.200.1.0/24", "10.240.0.21") }]);
