@@ -179,7 +179,9 @@ export async function run(): Promise<void> {
     const shardsPath = `/api/v1/namespaces/podroutes/configmaps?labelSelector=${encodeURIComponent(ROUTE_SET_LABEL)}`;
     const published = await within(60_000, async () => (await plane!.kubectl(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "name"])).stdout.trim().split("\n").filter(Boolean).length === DEFAULT_ROUTE_SET_SHARDS, 200);
     if (published === undefined) throw new Error(`the publisher did not publish ${DEFAULT_ROUTE_SET_SHARDS} shards in 60 s:\n${publisher.log()}`);
-    reader = startAgentProcess(["ip", "netns", "exec", NS], ["--node", "node-1", "--nodes-from", "route-set", "--listen", "127.0.0.1:9467", "--path-probes", "on", "--log-format", "json"], join(dir, "reader.log"), env);
+    // The same Node as the publisher: both share the bench's one namespace, so they must want one table
+    // (as node-1, each would remove the other's "own" pod CIDR route, and fight on every kernel event).
+    reader = startAgentProcess(["ip", "netns", "exec", NS], ["--node", "node-0", "--nodes-from", "route-set", "--listen", "127.0.0.1:9467", "--path-probes", "on", "--log-format", "json"], join(dir, "reader.log"), env);
     if ((await within(120_000, async () => /"read the route set whole"/.test(reader!.log()), 200)) === undefined) throw new Error(`the reader did not read the route set in 120 s:\n${reader.log()}`);
     await new Promise((resolve) => setTimeout(resolve, 5000)); // its first sync's work done before the window
     const shardBytes = JSON.parse((await must(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "json"]))).items.reduce((sum: number, cm: object) => sum + JSON.stringify(cm).length, 0);

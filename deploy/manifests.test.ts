@@ -76,7 +76,7 @@ function grantsOf(role: Manifest): string[] {
     .sort();
 }
 
-const CONTROLLER_DEPLOYMENTS = ["controller/deployment-aws.yaml", "controller/deployment-gcp.yaml", "controller/deployment-hetzner.yaml", "controller/deployment-openstack.yaml", "controller/deployment-ssh.yaml"];
+const CONTROLLER_DEPLOYMENTS = ["controller/deployment-aws.yaml", "controller/deployment-azure.yaml", "controller/deployment-gcp.yaml", "controller/deployment-hetzner.yaml", "controller/deployment-openstack.yaml", "controller/deployment-ssh.yaml"];
 
 describe("deploy/ manifests", () => {
   it("every document validates against Kubernetes' OpenAPI schema for its kind", async () => {
@@ -207,12 +207,13 @@ describe("deploy/ manifests", () => {
     const hetzner = find("Deployment", "podroutes-controller", "controller/deployment-hetzner.yaml").spec.template.spec.containers[0];
     assert.deepEqual(hetzner.env.find((e: any) => e.name === "HCLOUD_TOKEN")?.valueFrom, { secretKeyRef: { name: "hcloud", key: "token" } }, "the API token from a Secret, never in args");
     assert.equal(parsed.get("controller/deployment-openstack.yaml")!.values.router, "k8s-router");
+    assert.deepEqual([parsed.get("controller/deployment-azure.yaml")!.values.resourceGroup, parsed.get("controller/deployment-azure.yaml")!.values.routeTable], ["kubernetes", ["kubernetes-pods"]]);
     assert.deepEqual([parsed.get("controller/deployment-ssh.yaml")!.values.sshKey, parsed.get("controller/deployment-ssh.yaml")!.values.knownHosts], ["/etc/podroutes/ssh/id_ed25519", "/etc/podroutes/ssh/known_hosts"]);
     // And the parse is strict: another target's flag, or election timings client-go would refuse.
     const gcp = find("Deployment", "podroutes-controller", "controller/deployment-gcp.yaml").spec.template.spec.containers[0].args;
     await assert.rejects(parse([...gcp, "--region=eu-west-1"]), /unknown option '--region=eu-west-1'/);
     await assert.rejects(parse([...gcp, "--renew-deadline=20s"]), /--renew-deadline 20s must be shorter than --lease-duration 15s/);
-    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, hetzner, openstack, ssh/);
+    await assert.rejects(parse(["controller", "--target=lab"]), /--target "lab": must be one of gcp, aws, azure, hetzner, openstack, ssh/);
   });
 
   it("the controller's RBAC is exactly nodes get/list/watch, nodes/status patch, its Lease, and Events on Nodes", () => {

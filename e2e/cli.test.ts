@@ -200,7 +200,7 @@ describe("help", () => {
     }
     const controller = await runCli(["controller", "--target", "local", "--help"]);
     assert.equal(controller.code, 3, controller.stdout + controller.stderr);
-    assert.match(controller.stderr, /--target "local": must be one of gcp, aws, hetzner, openstack, ssh/);
+    assert.match(controller.stderr, /--target "local": must be one of gcp, aws, azure, hetzner, openstack, ssh/);
   });
 
   it("a reader that goes away (podroutes ... | head) ends podroutes quietly, without a stack trace", async () => {

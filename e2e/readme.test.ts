@@ -328,7 +328,7 @@ describe("the docs checks themselves", () => {
     assert.match((await commandProblems(["plna"])).join(), /unknown command 'plna'/);
     assert.match((await commandProblems(["apply", "--target", "lab", "--ssh-user", "root"])).join(), /unknown option '--ssh-user'/);
     assert.match((await commandProblems(["plan", "--target", "nosuch-cloud"])).join(), /--target nosuch-cloud: no such target/);
-    assert.match((await commandProblems(["controller", "--target", "local"])).join(), /the controller takes gcp, aws, hetzner, openstack, ssh/);
+    assert.match((await commandProblems(["controller", "--target", "local"])).join(), /the controller takes gcp, aws, azure, hetzner, openstack, ssh/);
     assert.match((await commandProblems(["agent", "--target", "gcp"])).join(), /unknown option '--target'/);
     assert.match((await commandProblems(["lab", "exec", "worker-0", "--", "podroutes", "plan", "--vultr-tag", "k8s"])).join(), /unknown option '--vultr-tag'/);
   });

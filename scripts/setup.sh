@@ -18,6 +18,7 @@ command -v ipset >/dev/null || need+=(ipset) # kube-router (a peer in the benchm
 command -v gcc >/dev/null || need+=(gcc libc6-dev) # flannel (a peer) is built with cgo
 command -v hcloud >/dev/null || need+=(hcloud-cli) # the real Hetzner Cloud CLI, the Hetzner test server's independent client
 command -v openstack >/dev/null || need+=(python3-openstackclient) # the real OpenStack CLI, the OpenStack test server's independent client
+command -v az >/dev/null || need+=(azure-cli) # the real Azure CLI, the Azure test server's independent client (large: about 1.4 GB installed)
 
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

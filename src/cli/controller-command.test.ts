@@ -32,8 +32,8 @@ describe("controller arguments", () => {
   });
 
   for (const [flags, pattern] of [
-    [{ project: "p-roject" }, /--target is required: one of gcp, aws, hetzner, openstack, ssh/],
-    [{ target: "lab" }, /--target "lab": must be one of gcp, aws, hetzner, openstack, ssh/],
+    [{ project: "p-roject" }, /--target is required: one of gcp, aws, azure, hetzner, openstack, ssh/],
+    [{ target: "lab" }, /--target "lab": must be one of gcp, aws, azure, hetzner, openstack, ssh/],
     [{ target: "aws", region: "eu-west-1" }, /--cluster-cidr is required by --target aws/],
     [{ ...gcp, renewDeadline: "15s" }, /--renew-deadline 15s must be shorter than --lease-duration 15s/],
     [{ ...gcp, retryPeriod: "10s" }, /--retry-period 10s must be shorter than --renew-deadline 10s/],

@@ -18,7 +18,7 @@ import { commonOptions, parseOnly, type ArgvScan } from "./args.js";
 import { EXIT } from "./exit-codes.js";
 
 /** The targets whose routes live outside the nodes' own processes: where a cluster-wide controller fits. */
-export const CONTROLLER_TARGETS = ["gcp", "aws", "hetzner", "openstack", "ssh"] as const;
+export const CONTROLLER_TARGETS = ["gcp", "aws", "azure", "hetzner", "openstack", "ssh"] as const;
 
 /** A Kubernetes object name (DNS-1123 subdomain): the Lease's name and namespace. */
 function objectName(text: string): string {

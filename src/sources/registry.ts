@@ -9,6 +9,7 @@ import { awsSource } from "./aws.js";
 import { gcpSource } from "./gcp.js";
 import { vultrSource } from "./vultr.js";
 import { hetznerSource } from "./hetzner.js";
+import { azureSource } from "./azure.js";
 import { kubernetesSource } from "./kubernetes.js";
 import { openstackSource } from "./openstack.js";
 
@@ -25,7 +26,7 @@ export interface NodeSourceFactory {
   read(options: ResolvedOptions): Promise<RawInventory>;
 }
 
-export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, hetznerSource, openstackSource, kubernetesSource];
+export const nodeSources: NodeSourceFactory[] = [labSource, awsSource, vultrSource, gcpSource, azureSource, hetznerSource, openstackSource, kubernetesSource];
 
 export function nodeSource(name: string): NodeSourceFactory | undefined {
   return nodeSources.find((source) => source.name === name);

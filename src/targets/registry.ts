@@ -11,6 +11,7 @@ import { localTarget } from "./linux/factories.js";
 import { awsTarget } from "./aws/factory.js";
 import { sshTarget } from "./ssh/factory.js";
 import { gcpTarget } from "./gcp/factory.js";
+import { azureTarget } from "./azure/factory.js";
 import { hetznerTarget } from "./hetzner/factory.js";
 import { openstackTarget } from "./openstack/factory.js";
 
@@ -44,7 +45,7 @@ export interface TargetFactory {
   create(options: ResolvedOptions): Promise<Target>;
 }
 
-export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget, gcpTarget, hetznerTarget, openstackTarget];
+export const targets: TargetFactory[] = [labTarget, localTarget, awsTarget, sshTarget, gcpTarget, azureTarget, hetznerTarget, openstackTarget];
 
 export function targetFactory(name: string): TargetFactory | undefined {
   return targets.find((factory) => factory.name === name);
