@@ -13,12 +13,15 @@ import { after, before, describe, it } from "node:test";
 import { ReplaceRouteCommand, type EC2Client } from "@aws-sdk/client-ec2";
 import { labDown, labUp, type LabState } from "../src/lab/lab.js";
 import { checkPodPaths } from "../src/lab/paths.js";
+import { podCidrLabelValue } from "../src/sources/hetzner.js";
 import type { Check } from "../src/targets/target.js";
 import { runCli } from "../testkit/cli.js";
 import { startGceServer, type GceServer } from "../testkit/gce-server.js";
 import { buildCluster, offlineAwsEnv, SEED_CLUSTER_CIDR, startMoto, type CloudFixture, type Moto } from "../testkit/moto.js";
 import { needsRoot } from "../testkit/root.js";
-import { awsRouteSource, gceRouteSource, startVpcRouter, type VpcRouter, type VpcRouteSource } from "../testkit/vpc-router.js";
+import { startHetznerServer, type HetznerServerApi } from "../testkit/hetzner-server.js";
+import { startOpenStackServer, type OpenStackServerApi } from "../testkit/openstack-server.js";
+import { awsRouteSource, gceRouteSource, hetznerRouteSource, openstackRouteSource, startVpcRouter, type VpcRouter, type VpcRouteSource } from "../testkit/vpc-router.js";
 
 const gate = needsRoot();
 
@@ -190,6 +193,69 @@ const LAB_SUFFIX = process.pid % 100000;
     async () => {
       client?.destroy();
       await moto?.stop();
+    },
+  );
+}
+
+// OpenStack: the local Neutron/Nova server, a router's extra routes, the nodes from the servers' metadata.
+{
+  let server: OpenStackServerApi | undefined;
+  packetStory(
+    "openstack (local Neutron server)",
+    `vpo${LAB_SUFFIX}`,
+    async (state) => {
+      const neutron = (server = await startOpenStackServer());
+      const { subnet } = neutron.addNetwork({ name: "k8s", cidr: "10.240.0.0/24" });
+      const router = neutron.addRouter({ name: "k8s-router", subnets: [subnet] });
+      for (const worker of state.workers) {
+        neutron.addServer({ name: worker.name, subnet, ip: worker.internalIP, metadata: { "kubernetes.io/cluster/kubernetes": "owned", "pod-cidr": worker.podCIDR } });
+      }
+      return {
+        flags: ["--target", "openstack", "--router", "k8s-router", "--cluster-cidr", state.clusterCIDR],
+        env: { ...neutron.env(), HOME: "/nonexistent" },
+        source: openstackRouteSource(router),
+        async misroute() {
+          const [, worker1, worker2] = state.workers;
+          assert.ok(router.routes.some((r) => r.destination === worker1!.podCIDR), "podroutes wrote the route to worker-1's pods");
+          neutron.setRoutes(router, router.routes.map((r) => (r.destination === worker1!.podCIDR ? { ...r, nexthop: worker2!.internalIP } : r)));
+        },
+      };
+    },
+    async () => {
+      await server?.stop();
+    },
+  );
+}
+
+// Hetzner: the local Hetzner Cloud server, the network's routes, the nodes from the servers' labels.
+{
+  let server: HetznerServerApi | undefined;
+  packetStory(
+    "hetzner (local Hetzner Cloud server)",
+    `vph${LAB_SUFFIX}`,
+    async (state) => {
+      const hetzner = (server = await startHetznerServer({ actionDelayMs: 5 }));
+      const network = hetzner.addNetwork({ name: "k8s", ipRange: "10.240.0.0/16", subnets: ["10.240.0.0/24"] });
+      for (const worker of state.workers) {
+        hetzner.addServer({
+          name: worker.name,
+          labels: { "podroutes.io/cluster": "kubernetes", "podroutes.io/pod-cidr": podCidrLabelValue(worker.podCIDR) },
+          privateNet: [{ network: network.id, ip: worker.internalIP }],
+        });
+      }
+      return {
+        flags: ["--target", "hetzner", "--network", "k8s", "--cluster-cidr", state.clusterCIDR, "--poll-interval", "10ms"],
+        env: { HCLOUD_TOKEN: hetzner.token, HCLOUD_ENDPOINT: hetzner.endpoint },
+        source: hetznerRouteSource(network),
+        async misroute() {
+          const route = network.routes.find((r) => r.destination === state.workers[1]!.podCIDR);
+          assert.ok(route, "podroutes wrote the route to worker-1's pods");
+          route.gateway = state.workers[2]!.internalIP;
+        },
+      };
+    },
+    async () => {
+      await server?.stop();
     },
   );
 }
