@@ -21,9 +21,72 @@ import { buildCluster, offlineAwsEnv, SEED_CLUSTER_CIDR, startMoto, type CloudFi
 import { needsRoot } from "../testkit/root.js";
 import { startHetznerServer, type HetznerServerApi } from "../testkit/hetzner-server.js";
 import { startOpenStackServer, type OpenStackServerApi } from "../testkit/openstack-server.js";
-import { awsRouteSource, gceRouteSource, hetznerRouteSource, openstackRouteSource, startVpcRouter, type VpcRouter, type VpcRouteSource } from "../testkit/vpc-router.js";
+import { cidr } from "../src/model.js";
+import { awsRouteSource, gceRouteSource, hetznerRouteSource, openstackRouteSource, routerTable, startVpcRouter, type VpcRouter, type VpcRouteSource } from "../testkit/vpc-router.js";
 
 const gate = needsRoot();
+
+describe("the VPC router's table (pure, no root)", () => {
+  const vpc = cidr("10.240.0.0/24");
+  it("copies only the cluster CIDR's routes: via a next hop on the subnet, unreachable off it, blackhole without one", () => {
+    const table = routerTable(
+      [
+        { destination: "10.200.0.0/24", nextHopIp: "10.240.0.20" },
+        { destination: "10.200.1.0/24", nextHopIp: "10.250.0.21" },
+        { destination: "10.200.2.0/24" },
+        { destination: "10.200.3.7/32", nextHopIp: "10.240.0.23" },
+        { destination: "0.0.0.0/0" },
+        { destination: "10.240.0.0/24" },
+        { destination: "192.168.0.0/16", nextHopIp: "10.240.0.20" },
+      ],
+      "10.200.0.0/16",
+      vpc,
+    );
+    assert.deepEqual(Object.fromEntries(table), {
+      "10.200.0.0/24": ["10.200.0.0/24", "via", "10.240.0.20"],
+      "10.200.1.0/24": ["unreachable", "10.200.1.0/24"],
+      "10.200.2.0/24": ["blackhole", "10.200.2.0/24"],
+      "10.200.3.7/32": ["10.200.3.7/32", "via", "10.240.0.23"],
+    });
+  });
+
+  it("keeps the first route of a destination (the sources give the preferred one first) and skips what is no CIDR", () => {
+    const table = routerTable(
+      [
+        { destination: "10.200.0.0/24", nextHopIp: "10.240.0.20" },
+        { destination: "10.200.0.0/24", nextHopIp: "10.240.0.21" },
+        { destination: "10.200.0.1/24", nextHopIp: "10.240.0.21" },
+        { destination: "not-a-cidr", nextHopIp: "10.240.0.21" },
+      ],
+      "10.200.0.0/16",
+      vpc,
+    );
+    assert.deepEqual(Object.fromEntries(table), { "10.200.0.0/24": ["10.200.0.0/24", "via", "10.240.0.20"] });
+  });
+});
+
+describe("gceRouteSource (pure, no root)", () => {
+  it("orders by priority, maps an instance next hop to its address on the network, and a deleted instance to a blackhole", async () => {
+    const server = await startGceServer();
+    try {
+      server.addInstance({ name: "worker-1", zone: "us-west1-c", network: "net", networkIP: "10.240.0.21" });
+      const instanceUrl = (name: string) => `${server.endpoint}projects/${server.project}/zones/us-west1-c/instances/${name}`;
+      server.addRoute({ name: "low", network: "net", destRange: "10.200.0.0/24", nextHopIp: "10.240.0.22", priority: 2000 });
+      server.addRoute({ name: "high", network: "net", destRange: "10.200.0.0/24", nextHopIp: "10.240.0.20", priority: 100 });
+      server.addRoute({ name: "by-instance", network: "net", destRange: "10.200.1.0/24", nextHopInstance: instanceUrl("worker-1") });
+      server.addRoute({ name: "gone", network: "net", destRange: "10.200.2.0/24", nextHopInstance: instanceUrl("worker-2") });
+      server.addRoute({ name: "other-network", network: "other", destRange: "10.200.3.0/24", nextHopIp: "10.240.0.23" });
+      const routes = await gceRouteSource(server, "net")();
+      assert.deepEqual(Object.fromEntries(routerTable(routes, "10.200.0.0/16", cidr("10.240.0.0/24"))), {
+        "10.200.0.0/24": ["10.200.0.0/24", "via", "10.240.0.20"],
+        "10.200.1.0/24": ["10.200.1.0/24", "via", "10.240.0.21"],
+        "10.200.2.0/24": ["blackhole", "10.200.2.0/24"],
+      });
+    } finally {
+      await server.stop();
+    }
+  });
+});
 
 interface Cloud {
   /** podroutes' flags for this cloud, the lab's nodes included. */

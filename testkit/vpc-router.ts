@@ -87,6 +87,11 @@ async function currentRoutes(netns: string): Promise<Map<string, string>> {
 
 const describe = (args: string[]) => args.join(" ");
 
+async function namespaceExists(netns: string): Promise<boolean> {
+  const listed = await run("ip", ["netns", "list"]);
+  return listed.stdout.split("\n").some((line) => line.split(" ")[0] === netns);
+}
+
 /**
  * Starts the router on the lab's VPC at ROUTER_IP and routes every worker's cluster traffic to it;
  * `source` is polled every 100 ms and the router's table made to match it.
@@ -133,14 +138,15 @@ export async function startVpcRouter(state: LabState, source: VpcRouteSource, op
         // Ours by its protocol number; the worker may be gone already (lab down ran first).
         await run("ip", ["-n", worker.netns, "route", "del", state.clusterCIDR, "via", address, "proto", String(ROUTER_PROTO)]);
       }
-      const present = await run("ip", ["netns", "list"]);
-      if (present.stdout.split("\n").some((line) => line.split(" ")[0] === netns)) await run("ip", ["netns", "del", netns]);
+      if (await namespaceExists(netns)) await run("ip", ["netns", "del", netns]);
       for (const waiter of waiters) waiter.resolve();
       waiters = [];
     },
   };
 
   try {
+    // A killed run of the same lab may have left it: ours by name (the lab's name prefixes it).
+    if (await namespaceExists(netns)) await run("ip", ["netns", "del", netns]);
     await joinVpc(state, netns, "vrouter", address);
     // Forward, answer every traceroute probe, and never tell a worker to go around the router: the VPC's
     // router does not send redirects.
