@@ -205,7 +205,7 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
 }
 
 /** A namespace on the VPC bridge: its own veth pair, made inside the vpc namespace, at `address`. */
-async function joinVpc(state: LabState, netns: string, port: string, address: string): Promise<void> {
+export async function joinVpc(state: LabState, netns: string, port: string, address: string): Promise<void> {
   const vpc = state.vpcNetns;
   await ip(["netns", "add", netns], `creating ${netns}`);
   await ip(["-n", netns, "link", "set", "lo", "up"], `${netns} loopback`);

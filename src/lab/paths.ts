@@ -20,13 +20,21 @@ export function parseTraceroute(output: string): string[] {
 
 /**
  * The path a packet from `from`'s pod to `to`'s pod must take: its own gateway (the worker's bridge),
- * the destination worker's internal IP (the route's next hop), the pod.
+ * the VPC's router when the routes are a cloud's (`via`, the router the workers send cluster traffic
+ * to), the destination worker's internal IP (the route's next hop), the pod.
  */
-export function expectedPath(from: LabWorker, to: LabWorker): string[] {
-  return [from.podGateway, to.internalIP, to.podIP!];
+export function expectedPath(from: LabWorker, to: LabWorker, via?: string): string[] {
+  return [from.podGateway, ...(via ? [via] : []), to.internalIP, to.podIP!];
 }
 
-export async function checkPodPaths(state: LabState, options: { progress?: Progress; parallel?: number } = {}): Promise<Check[]> {
+export interface PodPathOptions {
+  progress?: Progress;
+  parallel?: number;
+  /** The address of a VPC router every packet crosses (the lab emulating a cloud's route table). */
+  via?: string;
+}
+
+export async function checkPodPaths(state: LabState, options: PodPathOptions = {}): Promise<Check[]> {
   const pairs = state.workers.flatMap((from) => state.workers.filter((to) => to !== from).map((to) => ({ from, to })));
   const limit = pLimit(options.parallel ?? 4);
   let done = 0;
@@ -39,11 +47,15 @@ export async function checkPodPaths(state: LabState, options: { progress?: Progr
           // Three probes, one reply is enough: on a loaded machine a single probe is sometimes late.
           const ping = await run("ip", ["netns", "exec", from.podNetns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", to.podIP!]);
           if (ping.code !== 0) {
+            // A wrong next hop behind a router loops the packet between the router and that worker until
+            // its TTL runs out: a finding of its own, not a missing route.
+            const loop = ping.stdout.split("\n").find((l) => /Time to live exceeded/.test(l))?.trim();
+            if (loop) return { table: from.name, ok: false, message: `${label}: loops, wrong next hop? (${loop})` };
             const why = /Unreachable|unreachable/.exec(ping.stdout) ? ping.stdout.split("\n").find((l) => /nreachable/.test(l))?.trim() : "no reply";
             return { table: from.name, ok: false, message: `${label}: unreachable (${why ?? ping.stderr.trim()})` };
           }
           const hops = await traceHops(from, to);
-          const expected = expectedPath(from, to);
+          const expected = expectedPath(from, to, options.via);
           if (hops.join(" ") !== expected.join(" ")) {
             return {
               table: from.name,
@@ -51,7 +63,7 @@ export async function checkPodPaths(state: LabState, options: { progress?: Progr
               message: `${label}: reached, but over ${hops.join(" → ")} instead of ${expected.join(" → ")} (wrong next hop on ${from.name}?)`,
             };
           }
-          return { table: from.name, ok: true, message: `${label}: ok via ${to.internalIP}` };
+          return { table: from.name, ok: true, message: `${label}: ok via ${options.via ? `${options.via} → ` : ""}${to.internalIP}` };
         } finally {
           options.progress?.({ table: from.name, done: ++done, total: pairs.length, message: "packets" });
         }
