@@ -20,9 +20,10 @@ import { startGceServer, type GceServer } from "../testkit/gce-server.js";
 import { buildCluster, offlineAwsEnv, SEED_CLUSTER_CIDR, startMoto, type CloudFixture, type Moto } from "../testkit/moto.js";
 import { needsRoot } from "../testkit/root.js";
 import { startHetznerServer, type HetznerServerApi } from "../testkit/hetzner-server.js";
+import { startAzureServer, type AzureServerApi } from "../testkit/azure-server.js";
 import { startOpenStackServer, type OpenStackServerApi } from "../testkit/openstack-server.js";
 import { cidr } from "../src/model.js";
-import { awsRouteSource, gceRouteSource, hetznerRouteSource, openstackRouteSource, routerTable, startVpcRouter, type VpcRouter, type VpcRouteSource } from "../testkit/vpc-router.js";
+import { awsRouteSource, azureRouteSource, gceRouteSource, hetznerRouteSource, openstackRouteSource, routerTable, startVpcRouter, type VpcRouter, type VpcRouteSource } from "../testkit/vpc-router.js";
 
 const gate = needsRoot();
 
@@ -314,6 +315,33 @@ const LAB_SUFFIX = process.pid % 100000;
           const route = network.routes.find((r) => r.destination === state.workers[1]!.podCIDR);
           assert.ok(route, "podroutes wrote the route to worker-1's pods");
           route.gateway = state.workers[2]!.internalIP;
+        },
+      };
+    },
+    async () => {
+      await server?.stop();
+    },
+  );
+}
+
+// Azure: the local ARM server (TLS, its test CA), a route table's VirtualAppliance routes, the nodes from the VMs' tags.
+{
+  let server: AzureServerApi | undefined;
+  packetStory(
+    "azure (local ARM server)",
+    `vpz${LAB_SUFFIX}`,
+    async (state) => {
+      const arm = (server = await startAzureServer({ operationDelayMs: 0, retryAfterSeconds: 0 }));
+      arm.addRouteTable("k8s", "pods");
+      for (const worker of state.workers) arm.addVirtualMachine("k8s", worker.name, { addresses: [worker.internalIP], tags: { "k8s-azure-cluster-name": "kubernetes", "pod-cidr": worker.podCIDR } });
+      return {
+        flags: ["--target", "azure", "--subscription", arm.subscriptionId, "--resource-group", "k8s", "--route-table", "pods", "--arm-endpoint", arm.endpoint, "--azure-credential", "client-secret", "--cluster-cidr", state.clusterCIDR],
+        env: { AZURE_TENANT_ID: arm.tenantId, AZURE_CLIENT_ID: arm.clientId, AZURE_CLIENT_SECRET: arm.clientSecret, AZURE_AUTHORITY_HOST: arm.authorityHost, NODE_EXTRA_CA_CERTS: arm.caFile },
+        source: azureRouteSource(arm, "k8s", "pods"),
+        async misroute() {
+          const route = arm.routeTable("k8s", "pods")!.properties.routes.find((r) => r.properties.addressPrefix === state.workers[1]!.podCIDR);
+          assert.ok(route, "podroutes wrote the route to worker-1's pods");
+          route.properties.nextHopIpAddress = state.workers[2]!.internalIP;
         },
       };
     },

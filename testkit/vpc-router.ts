@@ -236,3 +236,12 @@ export function openstackRouteSource(router: { routes: ExtraRoute[] }): VpcRoute
 export function hetznerRouteSource(network: { routes: HetznerRoute[] }): VpcRouteSource {
   return () => network.routes.map((r) => ({ destination: r.destination, nextHopIp: r.gateway }));
 }
+
+/** An Azure route table's routes (test server state): a VirtualAppliance route forwards to its address, `None` drops. */
+export function azureRouteSource(server: { routeTable(rg: string, name: string): { properties: { routes: { properties: { addressPrefix: string; nextHopType?: string; nextHopIpAddress?: string } }[] } } | undefined }, resourceGroup: string, table: string): VpcRouteSource {
+  return () =>
+    (server.routeTable(resourceGroup, table)?.properties.routes ?? []).map((r) => ({
+      destination: r.properties.addressPrefix,
+      ...(r.properties.nextHopType === "VirtualAppliance" && r.properties.nextHopIpAddress ? { nextHopIp: r.properties.nextHopIpAddress } : {}),
+    }));
+}
