@@ -116,6 +116,14 @@ function packetStory(cloudName: string, labName: string, setup: (state: LabState
       const result = await runCli([...args, ...cloud.flags], { env: cloud.env });
       assert.equal(result.code, 0, `podroutes ${args.join(" ")}: ${result.stdout}${result.stderr}`);
     };
+    /** `podroutes verify -o json` on the lab's nodes: the table against the plan, then the pods' packets. */
+    const verify = async () => {
+      await router!.synced();
+      const result = await runCli(["verify", "-o", "json", ...cloud.flags, "--nodes", "lab", "--lab", labName], { env: cloud.env });
+      assert.ok(result.stdout.trim(), `podroutes verify (exit ${result.code}): ${result.stderr}`);
+      const checks = (JSON.parse(result.stdout) as { checks: Check[] }).checks;
+      return { code: result.code, checks, text: result.stdout + result.stderr };
+    };
     const paths = async () => {
       await router!.synced();
       assert.equal(router!.lastError(), undefined);
@@ -155,6 +163,12 @@ function packetStory(cloudName: string, labName: string, setup: (state: LabState
       for (const check of checks) assert.ok(check.ok, check.message);
       assert.equal(checks.length, 6);
       assert.match(checks[0]!.message, /ok via 10\.240\.0\.1 → 10\.240\.0\.2\d/);
+      // `podroutes verify` with the lab's nodes proves the same with packets, through the router it recorded.
+      const verified = await verify();
+      assert.equal(verified.code, 0, verified.text);
+      const packets = verified.checks.filter((c) => c.message.startsWith("pod "));
+      assert.equal(packets.length, 6, verified.text);
+      for (const check of packets) assert.match(check.message, /ok via 10\.240\.0\.1 → 10\.240\.0\.2\d/);
       // The hops are checked, not only the replies: a path that skips the expected router fails.
       const elsewhere = await checkPodPaths(state, { via: "10.240.0.99" });
       for (const check of elsewhere) assert.match(check.message, /reached, but over 10\.200\.\d\.1 → 10\.240\.0\.1 → /, check.message);
@@ -172,6 +186,9 @@ function packetStory(cloudName: string, labName: string, setup: (state: LabState
         if (toWorker1) assert.match(check.message, /loops, wrong next hop\? \(From 10\.240\.0\.\d+ .*Time to live exceeded\)/, check.message);
       }
       assert.equal(checks.filter((c) => !c.ok).length, 4, verdicts(checks).join("\n"));
+      const verified = await verify();
+      assert.equal(verified.code, 1, verified.text);
+      assert.equal(verified.checks.filter((c) => c.message.startsWith("pod ") && !c.ok).length, 4, verified.text);
     });
 
     it("`podroutes apply` repairs the route, and the packets take it", async () => {
@@ -244,7 +261,7 @@ const LAB_SUFFIX = process.pid % 100000;
       const ec2 = (client = moto.client());
       const fixture: CloudFixture = await buildCluster(ec2, { tables: 1, nodes: state.workers.map((w) => ({ name: w.name, ip: w.internalIP, podCIDR: w.podCIDR })) });
       return {
-        flags: ["--nodes", "aws", "--target", "aws", "--endpoint", moto.endpoint, "--cluster-cidr", SEED_CLUSTER_CIDR],
+        flags: ["--nodes", "aws", "--target", "aws", "--endpoint", moto.endpoint, "--cluster-cidr", SEED_CLUSTER_CIDR, "--route-table", fixture.tableIds[0]!],
         env: offlineAwsEnv(moto.endpoint),
         source: awsRouteSource(ec2, fixture.tableIds[0]!),
         async misroute() {

@@ -11,7 +11,7 @@
  * (its veth goes with it) and the workers' routes, whatever state it is in.
  */
 import { DescribeInstancesCommand, DescribeNetworkInterfacesCommand, DescribeRouteTablesCommand, type EC2Client } from "@aws-sdk/client-ec2";
-import { joinVpc, type LabState } from "../src/lab/lab.js";
+import { joinVpc, loadLab, saveLab, type LabState } from "../src/lab/lab.js";
 import { cidr, cidrContains, parseCidr, type Cidr } from "../src/model.js";
 import { run } from "../src/process.js";
 import type { GceServer } from "./gce-server.js";
@@ -139,6 +139,11 @@ export async function startVpcRouter(state: LabState, source: VpcRouteSource, op
         await run("ip", ["-n", worker.netns, "route", "del", state.clusterCIDR, "via", address, "proto", String(ROUTER_PROTO)]);
       }
       if (await namespaceExists(netns)) await run("ip", ["netns", "del", netns]);
+      const saved = await loadLab(state.name);
+      if (saved?.vpcRouter) {
+        delete saved.vpcRouter;
+        await saveLab(saved);
+      }
       for (const waiter of waiters) waiter.resolve();
       waiters = [];
     },
@@ -162,6 +167,8 @@ export async function startVpcRouter(state: LabState, source: VpcRouteSource, op
     throw error;
   }
 
+  // Recorded with the lab: `verify --nodes lab` sends the pods' packets through it, `lab down` removes it.
+  await saveLab({ ...((await loadLab(state.name)) ?? state), vpcRouter: { netns, address } });
   loop = (async () => {
     while (!stopped) {
       try {

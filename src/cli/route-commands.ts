@@ -165,6 +165,20 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
   }, { lockAhead: unattended });
 }
 
+/**
+ * A cloud target's routes, proven with packets where that can be done: in the lab, while a VPC router
+ * forwards the workers' cluster traffic by the cloud's route table (the test servers'), each pod pings and
+ * traces every other through it. Elsewhere a cloud's routes are proven by its API's state alone.
+ */
+async function cloudPacketsInLab(inventory: Inventory, targetName: string, out: Output): Promise<Check[]> {
+  const lab = /^lab (\S+)$/.exec(inventory.source ?? "")?.[1];
+  if (lab === undefined || targetName === "lab" || targetName === "local" || targetName === "ssh") return [];
+  const [{ loadLab }, { checkPodPaths }] = await Promise.all([import("../lab/lab.js"), import("../lab/paths.js")]);
+  const state = await loadLab(lab);
+  if (!state?.vpcRouter) return [];
+  return checkPodPaths(state, { via: state.vpcRouter.address, progress: out.progress("packets") });
+}
+
 export async function verifyCommand(args: RouteArgs, out: Output): Promise<number> {
   return withTarget(args, out, async ({ inventory, target, options }) => {
     const planned = await plan(target, inventory, { parallel: options.parallel, progress: out.progress("read") });
@@ -184,6 +198,7 @@ export async function verifyCommand(args: RouteArgs, out: Output): Promise<numbe
     }
     for (const warning of planned.review.warnings) checks.push({ ok: true, severity: "warning", message: warning });
     checks.push(...(await verifyTarget(target, inventory, { progress: out.progress("verify") })));
+    checks.push(...(await cloudPacketsInLab(inventory, target.name, out)));
     out.endProgress();
     const failed = checks.filter((c) => !c.ok && c.severity !== "warning");
     out.result(

@@ -49,6 +49,11 @@ export interface LabState extends Omit<LabTopology, "workers"> {
   kubernetes?: LabKubernetes;
   /** Extra data other parts of podroutes keep with the lab (SSH keys, known_hosts). */
   extra?: Record<string, unknown>;
+  /**
+   * A VPC router (testkit/vpc-router.ts) forwarding the workers' cluster traffic by a cloud test server's
+   * route table: while it runs, `verify --nodes lab` with a cloud target sends the pods' packets through it.
+   */
+  vpcRouter?: { netns: string; address: string };
 }
 
 export interface LabProcess {
@@ -124,7 +129,7 @@ export async function existingNamespaces(): Promise<Set<string>> {
 const ip = (args: string[], what: string) => sh("ip", args, what);
 
 export function labNamespaces(state: LabState): string[] {
-  return [state.vpcNetns, state.jumpboxNetns, ...(state.controllerNetns ? [state.controllerNetns] : []), ...state.workers.flatMap((w) => [w.netns, w.podNetns])];
+  return [state.vpcNetns, state.jumpboxNetns, ...(state.controllerNetns ? [state.controllerNetns] : []), ...state.workers.flatMap((w) => [w.netns, w.podNetns]), ...(state.vpcRouter ? [state.vpcRouter.netns] : [])];
 }
 
 export interface LabUpOptions {
