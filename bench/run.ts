@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   hetzner: async () => (await import("./hetzner.js")).run(),
   gcp: async () => (await import("./gcp.js")).run(),
   openstack: async () => (await import("./openstack.js")).run(),
+  azure: async () => (await import("./azure.js")).run(),
   ssh: async () => (await import("./ssh.js")).run(),
   agent: async () => (await import("./agent.js")).run(),
   "agent-real": async () => (await import("./agent-real.js")).run(),
