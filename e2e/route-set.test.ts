@@ -153,8 +153,9 @@ describe("the route set against the real kube-apiserver: publishers elected on a
     const routed = await within(60_000, async () => (await ownedRoutes(reader)).get(podCIDR) === joiner.internalIP, 200);
     assert.ok(routed !== undefined, `worker-3 not routed on worker-2 within 60 s with no publisher\n${logs()}`);
     assert.match(agents.get("worker-2")!.log(), /no publisher for a while; watching every Node/);
-    // Not before the bound: the fallback is for a publisher gone, not a slow one.
-    assert.ok(performance.now() - killedAt >= FALLBACK_S * 1000, "routed sooner than the bound: not by the fallback");
+    // Not before the bound: the fallback is for a publisher gone, not a slow one. The bound runs from the
+    // last read that saw the Lease change, which may be a read interval (a third of it) before the kill.
+    assert.ok(performance.now() - killedAt >= (FALLBACK_S * 2_000) / 3, "routed sooner than the bound allows: not by the fallback");
     process.stderr.write(`# every publisher SIGKILLed; a Node registered; routed on a reader ${((performance.now() - killedAt) / 1000).toFixed(1)} s after (fallback after ${FALLBACK_S} s)\n`);
   });
 });
