@@ -5,7 +5,7 @@
  * watching on its own connection (bench/watch-counter.ts, in the control plane's namespace). For each
  * way of watching: bytes and events delivered per agent, per hour (measured over a window, scaled), and
  * kube-apiserver's and etcd's CPU and memory over the window. BENCH_NODES, BENCH_WATCHERS (50) and
- * BENCH_WINDOW_S (60) change the size.
+ * BENCH_WINDOW_S (60) change the size; BENCH_READER_PROBES=off runs the real reader without path probes.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -28,6 +28,8 @@ const NODES = Number(process.env.BENCH_NODES ?? 5000);
 const WATCHERS = Number(process.env.BENCH_WATCHERS ?? 50);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 60);
 const JOINS = 20;
+/** The real reader's path probes (BENCH_READER_PROBES=off: what they cost, by difference). */
+const READER_PROBES = process.env.BENCH_READER_PROBES === "off" ? "off" : "on";
 /** The kubelet's nodeStatusReportFrequency: a status report at least this often, changed or not. */
 const REPORT_EVERY_S = 300;
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
@@ -136,7 +138,7 @@ export async function run(): Promise<void> {
       console.log(`  ${name}:`);
       console.log(`    per agent per hour: ${mb(perAgent("bytes") * scale)} MB, ${Math.round(perAgent("events") * scale)} events  (${reported.sent} status reports in ${took.toFixed(0)} s, ${reported.failed} failed)`);
       console.log(`    kube-apiserver ${core(cpu.apiserver)}, RSS ${rss.apiserver.toFixed(0)} MB; etcd ${core(cpu.etcd)}, RSS ${rss.etcd.toFixed(0)} MB${publisher ? `; the publisher agent ${core(cpu.publisher)}, RSS ${(await rssMb(publisher.pid)).total.toFixed(0)} MB` : ""}`);
-      if (reader) console.log(`    a reader agent (--nodes-from route-set, path probes on): ${((cpu.reader / 1000) * (3600 / WINDOW_S)).toFixed(1)} s of CPU per hour, RSS ${(await rssMb(reader.pid)).total.toFixed(0)} MB (${(await rssMb(reader.pid)).peak.toFixed(0)} MB at most), ${NODES} Nodes in its store`);
+      if (reader) console.log(`    a reader agent (--nodes-from route-set, path probes ${READER_PROBES}): ${((cpu.reader / 1000) * (3600 / WINDOW_S)).toFixed(1)} s of CPU per hour, RSS ${(await rssMb(reader.pid)).total.toFixed(0)} MB (${(await rssMb(reader.pid)).peak.toFixed(0)} MB at most), ${NODES} Nodes in its store`);
       console.log(`    API-server egress: ${((perAgent("bytes") * WATCHERS) / took / 1e3).toFixed(1)} KB/s to these ${WATCHERS}; ${mb((perAgent("bytes") * 5000) / took)} MB/s for 5,000 agents`);
       return perAgent("bytes") * scale;
     };
@@ -181,7 +183,7 @@ export async function run(): Promise<void> {
     if (published === undefined) throw new Error(`the publisher did not publish ${DEFAULT_ROUTE_SET_SHARDS} shards in 60 s:\n${publisher.log()}`);
     // The same Node as the publisher: both share the bench's one namespace, so they must want one table
     // (as node-1, each would remove the other's "own" pod CIDR route, and fight on every kernel event).
-    reader = startAgentProcess(["ip", "netns", "exec", NS], ["--node", "node-0", "--nodes-from", "route-set", "--listen", "127.0.0.1:9467", "--path-probes", "on", "--log-format", "json"], join(dir, "reader.log"), env);
+    reader = startAgentProcess(["ip", "netns", "exec", NS], ["--node", "node-0", "--nodes-from", "route-set", "--listen", "127.0.0.1:9467", "--path-probes", READER_PROBES, "--log-format", "json"], join(dir, "reader.log"), env);
     if ((await within(120_000, async () => /"read the route set whole"/.test(reader!.log()), 200)) === undefined) throw new Error(`the reader did not read the route set in 120 s:\n${reader.log()}`);
     await new Promise((resolve) => setTimeout(resolve, 5000)); // its first sync's work done before the window
     const shardBytes = JSON.parse((await must(["get", "configmaps", "-n", "podroutes", "-l", ROUTE_SET_LABEL, "-o", "json"]))).items.reduce((sum: number, cm: object) => sum + JSON.stringify(cm).length, 0);
