@@ -12,7 +12,7 @@
  * - drift: one worker's route to another deleted by hand (`ip route del`) → back, p50 and p99 over 5
  *   (one sample when it took over 30 s: a periodic sync), or how long it stayed missing (up to 330 s);
  *   a link flapped (worker-0's eth0 down and up: the kernel drops every route via it) and a networkd-style
- *   flush (worker-0's routes in the cluster CIDR not of proto kernel) → worker-0's routes to the other
+ *   flush (each of worker-0's routes in the cluster CIDR not of proto kernel deleted) → worker-0's routes to the other
  *   workers' pods back, the same way over 3;
  * - worker-0's daemon idle: its own CPU over 60 s scaled to an hour, and its RSS, at the lab's size only;
  * - a restart: the joiner's Node joins, the system stops, the Node is deleted while it is down and (agents)
@@ -293,15 +293,17 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
       return (await within(10_000, reaches, 20)) === undefined ? `worker-0 has no route to the API server (${lab.state.controllerIP}) 10 s after \`link set eth0 up\`` : upAt;
     }, others, BULK_REPEAT);
     // A networkd-style flush: every route in the cluster CIDR's range that is not the kernel's own (what
-    // systemd-networkd does to foreign routes at a restart with ManageForeignRoutes=yes).
+    // systemd-networkd does to foreign routes at a restart with ManageForeignRoutes=yes): one delete per
+    // route, in one `ip -batch`, as networkd sends one RTM_DELROUTE per route. (`ip route flush root`
+    // cannot: it fails with "Failed to send flush request: Invalid argument" on a route with a nexthop
+    // object, podroutes' kind.)
     const flushed = await repairs(lab, workers, `${name}: flush`, async () => {
       const shown = await runProcess("ip", ["-n", w0.netns, "-json", "route", "show", "root", lab.state.clusterCIDR]);
       if (shown.code !== 0) return `ip route show root: ${shown.stderr.trim()}`;
-      const protocols = new Set((JSON.parse(shown.stdout || "[]") as { protocol?: string }[]).map((r) => r.protocol ?? "boot").filter((p) => p !== "kernel"));
-      for (const proto of protocols) {
-        const flush = await runProcess("ip", ["-n", w0.netns, "route", "flush", "root", lab.state.clusterCIDR, "proto", proto]);
-        if (flush.code !== 0) return `ip route flush root ${lab.state.clusterCIDR} proto ${proto}: ${flush.stderr.trim()}`;
-      }
+      const foreign = (JSON.parse(shown.stdout || "[]") as { dst: string; protocol?: string }[]).filter((r) => r.protocol !== "kernel");
+      const batch = foreign.map((r) => `route del ${r.dst} proto ${r.protocol ?? "boot"} table main\n`).join("");
+      const flush = await runProcess("ip", ["-n", w0.netns, "-batch", "-"], batch);
+      if (flush.code !== 0) return `ip -batch of ${foreign.length} route del: ${flush.stderr.trim()}`;
       return performance.now();
     }, others, BULK_REPEAT);
     const idle = await idleCost(lab, own[0]!, name).catch((error: Error) => ({ cpuSecondsPerHour: `failed: ${error.message}`, rssMb: `failed: ${error.message}` }));
