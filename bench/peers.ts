@@ -11,6 +11,10 @@
  *   a Node leaves (deleted, its daemon stopped) → that route gone: p50 and p99 over `--repeat N` (10);
  * - drift: one worker's route to another deleted by hand (`ip route del`) → back, p50 and p99 over 5
  *   (one sample when it took over 30 s: a periodic sync), or how long it stayed missing (up to 330 s);
+ *   a link flapped (worker-0's eth0 down and up: the kernel drops every route via it) and a networkd-style
+ *   flush (each of worker-0's routes in the cluster CIDR not of proto kernel deleted) → worker-0's routes to the other
+ *   workers' pods back, the same way over 3;
+ * - worker-0's daemon idle: its own CPU over 60 s scaled to an hour, and its RSS, at the lab's size only;
  * - a restart: the joiner's Node joins, the system stops, the Node is deleted while it is down and (agents)
  *   each worker's route to the next one's pods replaced by someone else's (proto static, via the third
  *   worker); the system starts again: how many of the deleted Node's routes its stop left and how many
@@ -24,6 +28,7 @@ import { within, type Started } from "../testkit/agent-lab.js";
 import type { LabWorker } from "../src/lab/lab.js";
 import { peerBinaries } from "../testkit/peers/binaries.js";
 import { percentile } from "./stats.js";
+import { cpuMs, rssMb } from "./agent.js";
 import { PeerLab, SYSTEMS, gceRoutes, startFlannel, startGce, startKubeRouter, startPodroutesAgents, startPodroutesController, startRouteController, type GceEndpoint, type Launch, type System } from "../testkit/peers/lab.js";
 
 type Cell = number | string;
@@ -38,10 +43,14 @@ interface Row {
 const WORKERS = 3;
 const EVENT_DEADLINE_MS = 60_000;
 const DRIFT_REPEAT = 5;
+/** A link flap and a flush break several routes at once: fewer repetitions. */
+const BULK_REPEAT = 3;
 const DRIFT_WAIT_MS = 330_000;
 /** A repair slower than this is a periodic sync's: one sample says it, the rest of the repetitions are skipped. */
 const DRIFT_SLOW_MS = 30_000;
 const SETTLE_MS = 15_000;
+/** The idle window: worker-0's daemon's CPU over it, scaled to an hour. */
+const IDLE_MS = 60_000;
 const log = (line: string) => process.stderr.write(`  ${line}\n`);
 const seconds = (ms: number) => Number((ms / 1000).toFixed(2));
 
@@ -53,7 +62,20 @@ interface Measured {
   /** How long each leave's `kubectl delete node --wait=true` itself took: a floor every leave includes. */
   deleting?: Cell[];
   drift?: Cell[];
+  /** worker-0's eth0 down and up → its routes to the other workers' pods back. */
+  flap?: Cell[];
+  /** worker-0's non-kernel routes in the cluster CIDR flushed → back. */
+  flush?: Cell[];
+  /** worker-0's daemon, idle. */
+  idle?: Idle;
   restart?: Restart;
+}
+
+interface Idle {
+  cpuSecondsPerHour: Cell;
+  rssMb: Cell;
+  /** How many Nodes the API server held during the window. */
+  nodes?: number;
 }
 
 /** A restart: the joiner's Node deleted while the system was down, foreign routes placed before it started again. */
@@ -88,6 +110,49 @@ function spread(samples: Cell[]): [Cell, Cell] {
 async function until(since: number, deadlineMs: number, check: () => Promise<boolean>, what: string): Promise<Cell> {
   const took = await within(deadlineMs, check, 20);
   return took === undefined ? `${what} not within ${deadlineMs / 1000} s` : performance.now() - since;
+}
+
+/**
+ * Drift on the first of `workers`: `breakIt` (resolving to when the clock starts, or a string when it could
+ * not) up to `repeat` times, each timed from then until its routes to `expected`'s pod CIDRs are back (via their internal IPs); one sample when a
+ * repair took over DRIFT_SLOW_MS, and how long they stayed missing (put back by hand) when never repaired.
+ */
+async function repairs(lab: PeerLab, workers: LabWorker[], what: string, breakIt: () => Promise<string | number>, expected: LabWorker[], repeat = DRIFT_REPEAT): Promise<Cell[]> {
+  const w0 = workers[0]!;
+  const samples: Cell[] = [];
+  for (let i = 0; i < repeat; i++) {
+    await within(EVENT_DEADLINE_MS, () => lab.kernelRoutesInPlace(workers), 100);
+    const since = await breakIt();
+    if (typeof since === "string") return [...samples, since];
+    const back = async () => { const routes = await lab.kernelRoutes(w0); return Boolean(routes) && expected.every((o) => routes!.get(o.podCIDR) === o.internalIP); };
+    const took = (await within(DRIFT_WAIT_MS, back, 20)) === undefined ? undefined : performance.now() - since;
+    log(`${what} ${i + 1}/${repeat} ${took === undefined ? "never repaired" : `${seconds(took)} s`}`);
+    if (took === undefined) {
+      for (const o of expected) await runProcess("ip", ["-n", w0.netns, "route", "replace", o.podCIDR, "via", o.internalIP, "dev", "eth0"]);
+      samples.push(`never repaired: still missing after ${DRIFT_WAIT_MS / 1000} s (put back by hand)`);
+      break;
+    }
+    samples.push(took);
+    if (took > DRIFT_SLOW_MS) {
+      samples[samples.length - 1] = `${seconds(took)} (1 sample: over ${DRIFT_SLOW_MS / 1000} s, a periodic sync's; not repeated)`;
+      break;
+    }
+  }
+  return samples;
+}
+
+/** The daemon's own CPU (utime + stime) over IDLE_MS with nothing changing, scaled to an hour, and its RSS at the end. */
+async function idleCost(lab: PeerLab, daemon: Started, name: string): Promise<Idle> {
+  await within(EVENT_DEADLINE_MS, () => lab.kernelRoutesInPlace(lab.state.workers.slice(0, WORKERS)), 100);
+  const before = await cpuMs(daemon.pid);
+  const since = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+  const used = (await cpuMs(daemon.pid)) - before;
+  const rss = (await rssMb(daemon.pid)).total;
+  const nodes = (await lab.kubectl(["get", "nodes", "-o", "name"])).trim().split("\n").filter(Boolean).length;
+  const cpuSecondsPerHour = Number(((used / 1000) * (3_600_000 / (performance.now() - since))).toFixed(2));
+  log(`${name}: idle ${daemon.what} (PID ${daemon.pid}), ${nodes} Nodes: ${used} ms CPU in ${IDLE_MS / 1000} s (${cpuSecondsPerHour} s/h), RSS ${rss.toFixed(1)} MB`);
+  return { cpuSecondsPerHour, rssMb: Number(rss.toFixed(1)), nodes };
 }
 
 /** One system in one lab: cold start, `repeat` joins and leaves of the joiner, and drift when an agent. */
@@ -205,26 +270,45 @@ async function measure(name: string, runner: Runner, repeat: number): Promise<Me
 
     // Drift: worker-0's route to worker-1's pods deleted by hand, in worker-0's namespace.
     const [w0, w1] = [workers[0]!, workers[1]!];
-    const drift: Cell[] = [];
-    for (let i = 0; i < DRIFT_REPEAT; i++) {
-      await within(EVENT_DEADLINE_MS, () => lab.kernelRoutesInPlace(workers), 100);
+    const others = workers.filter((w) => w !== w0);
+    const deleted = await repairs(lab, workers, `${name}: drift`, async () => {
       const del = await runProcess("ip", ["-n", w0.netns, "route", "del", w1.podCIDR]);
-      if (del.code !== 0) return { cold, join, leave, drift: [...drift, `ip route del: ${del.stderr.trim()}`] };
-      since = performance.now();
-      const took = await within(DRIFT_WAIT_MS, async () => (await lab.kernelRoutes(w0))?.get(w1.podCIDR) === w1.internalIP, 20);
-      log(`${name}: drift ${i + 1}/${DRIFT_REPEAT} ${took === undefined ? "never repaired" : `${seconds(took)} s`}`);
-      if (took === undefined) {
-        await runProcess("ip", ["-n", w0.netns, "route", "replace", w1.podCIDR, "via", w1.internalIP, "dev", "eth0"]);
-        drift.push(`never repaired: still missing after ${DRIFT_WAIT_MS / 1000} s (put back by hand)`);
-        break;
+      return del.code === 0 ? performance.now() : `ip route del: ${del.stderr.trim()}`;
+    }, [w1]);
+    // A link flapped: worker-0's eth0 down and up; the kernel drops every route via it (no netlink
+    // event for each, in IPv4). Its address's own route comes back with the link; a sample counts
+    // only once worker-0 reaches the control plane again (its connected route to the API server); the
+    // clock starts at the `up` (while the link is down no route via it can be put back).
+    const flapped = await repairs(lab, workers, `${name}: link flap`, async () => {
+      let upAt = 0;
+      for (const state of ["down", "up"]) {
+        const set = await runProcess("ip", ["-n", w0.netns, "link", "set", "eth0", state]);
+        if (set.code !== 0) return `ip link set eth0 ${state}: ${set.stderr.trim()}`;
+        upAt = performance.now();
       }
-      drift.push(performance.now() - since);
-      if (took > DRIFT_SLOW_MS) {
-        drift[drift.length - 1] = `${seconds(took)} (1 sample: over ${DRIFT_SLOW_MS / 1000} s, a periodic sync's; not repeated)`;
-        break;
-      }
-    }
-    return { cold, join, leave, deleting, drift, restart: await restartOrWhy() };
+      const reaches = async () => {
+        const got = await runProcess("ip", ["-n", w0.netns, "route", "get", lab.state.controllerIP]);
+        return got.code === 0 && / dev eth0 /.test(got.stdout) && !/via /.test(got.stdout);
+      };
+      return (await within(10_000, reaches, 20)) === undefined ? `worker-0 has no route to the API server (${lab.state.controllerIP}) 10 s after \`link set eth0 up\`` : upAt;
+    }, others, BULK_REPEAT);
+    // A networkd-style flush: every route in the cluster CIDR's range that is not the kernel's own (what
+    // systemd-networkd does to foreign routes at a restart with ManageForeignRoutes=yes): one delete per
+    // route, in one `ip -batch`, as networkd sends one RTM_DELROUTE per route. (`ip route flush root`
+    // cannot: it fails with "Failed to send flush request: Invalid argument" on a route with a nexthop
+    // object, podroutes' kind.)
+    const flushed = await repairs(lab, workers, `${name}: flush`, async () => {
+      const shown = await runProcess("ip", ["-n", w0.netns, "-json", "route", "show", "root", lab.state.clusterCIDR]);
+      if (shown.code !== 0) return `ip route show root: ${shown.stderr.trim()}`;
+      const foreign = (JSON.parse(shown.stdout || "[]") as { dst: string; protocol?: string }[]).filter((r) => r.protocol !== "kernel");
+      const batch = foreign.map((r) => `route del ${r.dst} proto ${r.protocol ?? "boot"} table main\n`).join("");
+      const flush = await runProcess("ip", ["-n", w0.netns, "-batch", "-"], batch);
+      if (flush.code !== 0) return `ip -batch of ${foreign.length} route del: ${flush.stderr.trim()}`;
+      return performance.now();
+    }, others, BULK_REPEAT);
+    const idle = await idleCost(lab, own[0]!, name).catch((error: Error) => ({ cpuSecondsPerHour: `failed: ${error.message}`, rssMb: `failed: ${error.message}` }));
+    const drift = { drift: deleted, flap: flapped, flush: flushed, idle };
+    return { cold, join, leave, deleting, ...drift, restart: await restartOrWhy() };
   } catch (error) {
     return { cold: failed(`failed: ${(error as Error).message.split("\n")[0]}`), join: [], leave: [] };
   } finally {
@@ -283,6 +367,7 @@ export async function run(argv = process.argv): Promise<void> {
   });
   const kernelElse = (s: System) => (s === "route-controller" ? noKernel : "");
   const computeElse = (s: System) => (s === "flannel" || s === "kube-router" ? noCloud : "");
+  const idleNodes = [...new Set(Object.values(agents).map((m) => m.idle?.nodes).filter((n) => n !== undefined))].join(" or ") || "?";
   const rows: Row[] = [
     row(`cold start to every kernel route, ${WORKERS} workers`, "s", agents, (m) => m.cold, noKernel),
     row(`cold start to every Compute route, ${WORKERS} Nodes, 50 ms per operation`, "s", controllers, (m) => m.cold, noCloud),
@@ -292,6 +377,10 @@ export async function run(argv = process.argv): Promise<void> {
     ...both(`a Node joins → its Compute route, ${repeat}×`, controllers, (m) => m.join, computeElse),
     ...both(`a Node leaves → its Compute route gone, ${repeat}×`, controllers, (m) => m.leave, computeElse),
     ...both(`a kernel route deleted by hand → put back, up to ${DRIFT_REPEAT}× (waited up to ${DRIFT_WAIT_MS / 1000} s)`, agents, (m) => m.drift, (s) => (s === "route-controller" ? noKernel : "not measured (the cold start failed)")),
+    ...both(`a link flapped (worker-0's eth0 down, up) → its routes to the other workers' pods back, up to ${BULK_REPEAT}× (waited up to ${DRIFT_WAIT_MS / 1000} s)`, agents, (m) => m.flap, (s) => (s === "route-controller" ? noKernel : "not measured (the cold start failed)")),
+    ...both(`a networkd-style flush (worker-0's non-kernel routes in the cluster CIDR) → back, up to ${BULK_REPEAT}× (waited up to ${DRIFT_WAIT_MS / 1000} s)`, agents, (m) => m.flush, (s) => (s === "route-controller" ? noKernel : "not measured (the cold start failed)")),
+    row(`worker-0's daemon idle, ${IDLE_MS / 1000} s window scaled to an hour, at the lab's size only (${idleNodes} Nodes), CPU (utime + stime, children not included)`, "s/h", agents, (m) => m.idle?.cpuSecondsPerHour ?? "not measured (an earlier step failed)", noKernel),
+    row(`... its RSS (VmRSS) at the end of that window`, "MB", agents, (m) => m.idle?.rssMb ?? "not measured (an earlier step failed)", noKernel),
     restartRow(`foreign routes (proto static, placed before start) on pod CIDRs overwritten, ${SETTLE_MS / 1000} s after the rest were in place`, `of ${WORKERS}`, agents, (r) => r.overwritten, noKernel),
     restartRow("a Node deleted while the system was down: its kernel routes left by the stop", `of ${WORKERS}`, agents, (r) => r.leftByStop, noKernel),
     restartRow(`... and still left ${SETTLE_MS / 1000} s after the restart put every other route back`, `of ${WORKERS}`, agents, (r) => r.leftAfterStart, noKernel),
