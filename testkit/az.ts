@@ -16,19 +16,12 @@
  * group 'virtual_machines'` (Debian's azure-mgmt-compute 29.0.0 ends at 2022-08-01, which the shim names).
  * The route-table commands are az's own generated REST code (aaz) and do not touch the SDK at all.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { cloudCli, type CloudCli } from "./cloud-cli.js";
 
-export interface Az {
-  env: NodeJS.ProcessEnv;
-  /** Runs `az ARGS`; resolves with the exit code and both streams, never rejects on a non-zero exit. */
-  run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
-  /** Runs `az ARGS -o json`, fails unless it exits 0, and parses its output. */
-  json<T = unknown>(args: string[]): Promise<T>;
-  dispose(): void;
-}
+export type Az = CloudCli;
 
 const SHIM = `# podroutes tests: Debian's azure-cli 2.45 with Debian's azure-mgmt-network 23.0.0b1 (see testkit/az.ts)
 import importlib, sys
@@ -57,15 +50,9 @@ export async function azCli(server: { endpoint: string; caFile: string; tenantId
     HTTP_PROXY: "http://127.0.0.1:9",
     NO_PROXY: "127.0.0.1,localhost",
   };
-  const run: Az["run"] = (args) =>
-    new Promise((resolve) => {
-      execFile("az", args, { env, timeout: 120_000, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-        const code = error ? (typeof (error as { code?: unknown }).code === "number" ? (error as { code: number }).code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      });
-    });
+  const az = cloudCli("az", { env, dir, jsonFlag: ["-o", "json"], timeoutMs: 120_000 });
   const must = async (args: string[]) => {
-    const result = await run(args);
+    const result = await az.run(args);
     if (result.code !== 0) throw new Error(`az ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
     return result;
   };
@@ -84,10 +71,5 @@ export async function azCli(server: { endpoint: string; caFile: string; tenantId
     rmSync(dir, { recursive: true, force: true });
     throw error;
   }
-  return {
-    env,
-    run,
-    json: async <T>(args: string[]) => JSON.parse((await must([...args, "-o", "json"])).stdout) as T,
-    dispose: () => rmSync(dir, { recursive: true, force: true }),
-  };
+  return az;
 }
