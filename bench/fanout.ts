@@ -31,7 +31,7 @@ const JOINS = 20;
 /** The real reader's path probes (BENCH_READER_PROBES=off: what they cost, by difference). */
 const READER_PROBES = process.env.BENCH_READER_PROBES === "off" ? "off" : "on";
 /** The kubelet's nodeStatusReportFrequency: a status report at least this often, changed or not. */
-const REPORT_EVERY_S = 300;
+export const REPORT_EVERY_S = 300;
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const COUNTER = fileURLToPath(new URL("./watch-counter.js", import.meta.url));
 const KUBELET_CONDITIONS = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"];
@@ -67,9 +67,9 @@ function heartbeat(now: string) {
   };
 }
 
-/** Status reports of every Node, each every REPORT_EVERY_S, spread evenly, for `seconds`; resolves to how many were sent. */
-async function kubelets(api: ApiLoader, seconds: number, from: number): Promise<{ sent: number; failed: number; next: number }> {
-  const perSecond = NODES / REPORT_EVERY_S;
+/** Status reports of each of `nodes` Nodes, each every REPORT_EVERY_S, spread evenly, for `seconds`; resolves to how many were sent. */
+export async function kubelets(api: ApiLoader, nodes: number, seconds: number, from: number): Promise<{ sent: number; failed: number; next: number }> {
+  const perSecond = nodes / REPORT_EVERY_S;
   const start = performance.now();
   let sent = 0;
   let failed = 0;
@@ -78,13 +78,53 @@ async function kubelets(api: ApiLoader, seconds: number, from: number): Promise<
     const due = Math.floor(((performance.now() - start) / 1000) * perSecond);
     if (performance.now() - start >= seconds * 1000) break;
     for (; sent < due; sent++) {
-      const i = (from + sent) % NODES;
+      const i = (from + sent) % nodes;
       inFlight.push(api.send("PATCH", `/api/v1/nodes/node-${i}/status`, heartbeat(new Date().toISOString().replace(/\.\d+Z$/, "Z")), "application/strategic-merge-patch+json").then((a) => { if (a.status !== 200) failed++; }));
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   await Promise.all(inFlight);
-  return { sent, failed, next: (from + sent) % NODES };
+  return { sent, failed, next: (from + sent) % nodes };
+}
+
+export interface KubeletFleet {
+  plane: ControlPlane;
+  /** kubectl as the cluster's admin: its output, or an error naming the command. */
+  must(args: string[], input?: string): Promise<string>;
+  api: ApiLoader;
+  /** podroutes-agent's token (deploy/agent-rbac.yaml applied). */
+  token: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The REAL control plane in namespace `ns` (made by the caller, with nodeIp(0)), podroutes' namespace and
+ * agent RBAC applied, and `nodes` kubelet-sized Nodes node-0… On failure, whatever it started is stopped.
+ */
+export async function kubeletFleet(ns: string, dir: string, nodes: number, options: { auditLog?: string } = {}): Promise<KubeletFleet> {
+  let plane: ControlPlane | undefined;
+  let api: ApiLoader | undefined;
+  const stop = async () => {
+    api?.stop();
+    if (plane) await plane.stop();
+  };
+  try {
+    plane = await startControlPlane({ netns: ns, address: nodeIp(0), stateDir: join(dir, "control-plane"), clusterCIDR: "10.0.0.0/8", progress: (line) => process.stderr.write(`# ${line}\n`), auditLog: options.auditLog });
+    const must = async (args: string[], input?: string) => {
+      const result = await plane!.kubectl(args, input);
+      if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${result.stderr}`);
+      return result.stdout;
+    };
+    await must(["apply", "--server-side", "-f", join(DEPLOY, "namespace.yaml")]);
+    await must(["apply", "--server-side", "-f", join(DEPLOY, "agent-rbac.yaml")]);
+    const token = await plane.createToken("podroutes", "podroutes-agent");
+    api = apiLoader(ns, plane.url, plane.caFile, plane.adminToken, 32);
+    await createKubeletNodes(api, nodes);
+    return { plane, must, api, token, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }
 
 const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
@@ -93,24 +133,14 @@ const kb = (bytes: number) => (bytes / 1e3).toFixed(1);
 export async function run(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "podroutes-bench-fanout-"));
   await flatNamespace(NS, `${nodeIp(0)}/16`);
-  let plane: ControlPlane | undefined;
-  let api: ApiLoader | undefined;
+  let fleet: KubeletFleet | undefined;
   const stops: (() => void)[] = [];
   let publisher: Started | undefined;
   /** A real reader (`--nodes-from route-set`, path probes on) beside the simulated ones: its RSS and CPU. */
   let reader: Started | undefined;
   try {
-    plane = await startControlPlane({ netns: NS, address: nodeIp(0), stateDir: join(dir, "control-plane"), clusterCIDR: "10.0.0.0/8", progress: (line) => process.stderr.write(`# ${line}\n`) });
-    const must = async (args: string[]) => {
-      const result = await plane!.kubectl(args);
-      if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${result.stderr}`);
-      return result.stdout;
-    };
-    await must(["apply", "--server-side", "-f", join(DEPLOY, "namespace.yaml")]);
-    await must(["apply", "--server-side", "-f", join(DEPLOY, "agent-rbac.yaml")]);
-    const token = await plane.createToken("podroutes", "podroutes-agent");
-    api = apiLoader(NS, plane.url, plane.caFile, plane.adminToken, 32);
-    await createKubeletNodes(api, NODES);
+    fleet = await kubeletFleet(NS, dir, NODES);
+    const { plane, must, api, token } = fleet;
     const nodeBytes = JSON.stringify(JSON.parse(await must(["get", "node", "node-1", "-o", "json"]))).length;
     const apiserver = plane.processes.find((p) => p.what === "kube-apiserver")!;
     const etcd = plane.processes.find((p) => p.what === "etcd")!;
@@ -125,7 +155,7 @@ export async function run(): Promise<void> {
       const before = await Promise.all(counters.map((c) => c.report()));
       const cpu0 = { apiserver: await cpuMs(apiserver.pid), etcd: await cpuMs(etcd.pid), publisher: publisher ? await cpuMs(publisher.pid) : 0, reader: reader ? await cpuMs(reader.pid) : 0 };
       const t0 = performance.now();
-      const reported = await kubelets(api!, WINDOW_S, next);
+      const reported = await kubelets(api, NODES, WINDOW_S, next);
       next = reported.next;
       await new Promise((resolve) => setTimeout(resolve, 1000));
       const after = await Promise.all(counters.map((c) => c.report()));
@@ -149,7 +179,7 @@ export async function run(): Promise<void> {
       for (let k = 0; k < times; k++) {
         const start = Date.now();
         const t0 = performance.now();
-        await createKubeletNodes(api!, 1, joined++);
+        await createKubeletNodes(api, 1, joined++);
         for (;;) {
           const report = await counter.report();
           if (report.last.every((at) => at >= start)) break;
@@ -220,8 +250,7 @@ export async function run(): Promise<void> {
     for (const stop of stops) stop();
     await publisher?.stop();
     await reader?.stop();
-    api?.stop();
-    if (plane) await plane.stop();
+    await fleet?.stop();
     await removeFlatNamespace(NS);
     await rm(dir, { recursive: true, force: true });
   }

@@ -18,6 +18,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   inventory: async () => (await import("./inventory.js")).run(),
   peers: async () => (await import("./peers.js")).run(),
   fanout: async () => (await import("./fanout.js")).run(),
+  "fanout-peers": async () => (await import("./fanout-peers.js")).run(),
 };
 
 // Bench names: the arguments that are neither an option (`--json`) nor an option's value (the benches read those).

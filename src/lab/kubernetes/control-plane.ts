@@ -108,6 +108,11 @@ export async function startControlPlane(options: {
    * `onStarted` recorded). Without it they are this process's children, as a test harness wants them.
    */
   detached?: boolean;
+  /**
+   * kube-apiserver writes an audit log here (JSON lines, level Metadata, one event per request as its
+   * response completes, or starts for a watch): who made which request, for a bench to count.
+   */
+  auditLog?: string;
 }): Promise<ControlPlane> {
   const progress = options.progress ?? (() => {});
   const binaries = await kubernetesBinaries(progress);
@@ -163,6 +168,11 @@ export async function startControlPlane(options: {
     "--allow-privileged=true",
     "--v=1",
   ];
+  if (options.auditLog) {
+    const policy = join(dir, "audit-policy.yaml");
+    await writeFile(policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n");
+    apiserverArgv.push("--audit-policy-file", policy, "--audit-log-path", options.auditLog, "--audit-log-format", "json");
+  }
   const etcdArgv = [
     binaries.path.etcd,
     "--name", "controller",
