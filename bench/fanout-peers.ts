@@ -14,7 +14,7 @@
  * Next hops: node-0's namespace has the control plane's address on eth0 (a veth whose peer, in the same
  * namespace, has no address), so every Node's InternalIP 10.240.x.y is on-link there and answers nothing:
  * the routes a daemon installs stay in the bench's namespace and carry nothing. Between systems, every
- * route within 10.64.0.0/10 (the pod CIDRs) is flushed from that namespace.
+ * route within 10.64.0.0/10 (the pod CIDRs) is deleted from that namespace.
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -52,6 +52,8 @@ interface Measured {
   vmHwmMb: number;
   requestsPerHour: Cell;
   requests: string;
+  /** From its start to the window's end: its first list and watches too. */
+  requestsSinceStart: string;
   bytesInPerHour: number;
   bytesOutPerHour: number;
 }
@@ -144,6 +146,8 @@ export async function run(argv = process.argv): Promise<void> {
     /** One system: `start` resolves to its daemon and the token's JTI; `routes` is how many it should install. */
     const measure = async (system: System, routes: number, start: () => Promise<{ daemon: Started; id: string }>): Promise<Measured> => {
       const t0 = performance.now();
+      const before = await podRoutes();
+      if (before) throw new Error(`${before} routes within ${POD_CIDRS} before ${system} started`);
       const { daemon, id } = await start();
       running.push(daemon);
       const synced = routes ? await within(300_000, async () => (await podRoutes()) >= routes, 500) : undefined;
@@ -174,6 +178,8 @@ export async function run(argv = process.argv): Promise<void> {
       // The audit log is written as responses complete: a second for the last of the window's.
       await new Promise((resolve) => setTimeout(resolve, 2000));
       const requests = await auditedRequests(auditLog, id, from, to);
+      const sinceStart = await auditedRequests(auditLog, id, 0, Date.now());
+      const sockets = [...bytes1].map(([socket, b]) => `${socket} in ${b.in} out ${b.out}`).join("; ");
       const total = [...requests.values()].reduce((a, b) => a + b, 0);
       const scale = 3600 / took;
       const measured: Measured = {
@@ -184,16 +190,22 @@ export async function run(argv = process.argv): Promise<void> {
         vmHwmMb: Number(rss.peak.toFixed(1)),
         requestsPerHour: Math.round(total * scale),
         requests: [...requests].map(([what, n]) => `${what} ×${n}`).join(", ") || "none",
+        requestsSinceStart: [...sinceStart].map(([what, n]) => `${what} ×${n}`).join(", ") || "none",
         bytesInPerHour: Math.round(bytesIn * scale),
         bytesOutPerHour: Math.round(bytesOut * scale),
       };
       const load = (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
-      log(`${system} (PID ${daemon.pid}): ${JSON.stringify(measured)}; ${reported.sent} status reports (${reported.failed} failed) in the settling and window; load ${load}`);
+      log(`${system} (PID ${daemon.pid}): ${JSON.stringify(measured)}; ${reported.sent} status reports (${reported.failed} failed) in the settling and window; load ${load}; its sockets to kube-apiserver at the end (bytes since each opened): ${sockets || "none"}`);
       return measured;
     };
     const stopAll = async () => {
       for (const started of running.splice(0)) await started.stop();
-      await runProcess("ip", ["-n", NS, "route", "flush", "root", POD_CIDRS]);
+      // Each deleted by destination (`ip route flush root` refuses podroutes' routes: "Invalid argument").
+      const shown = await runProcess("ip", ["-n", NS, "-json", "route", "show", "root", POD_CIDRS]);
+      const batch = (JSON.parse(shown.stdout || "[]") as { dst: string }[]).map((r) => `route del ${r.dst}\n`).join("");
+      const deleted = batch ? await runProcess("ip", ["-n", NS, "-batch", "-"], batch) : { code: 0, stderr: "" };
+      const left = await podRoutes();
+      if (deleted.code !== 0 || left) throw new Error(`deleting the routes within ${POD_CIDRS} in ${NS}: ${deleted.stderr.trim()} (${left} routes left)`);
     };
     const attempt = async (system: System, routes: number, start: () => Promise<{ daemon: Started; id: string }>) => {
       try {
@@ -267,11 +279,12 @@ export async function run(argv = process.argv): Promise<void> {
     { figure: "bytes from kube-apiserver (TLS, its sockets)", unit: "MB per hour", pick: (m: Measured) => Number((m.bytesInPerHour / 1e6).toFixed(2)) },
     { figure: "bytes to kube-apiserver (TLS, its sockets)", unit: "KB per hour", pick: (m: Measured) => Number((m.bytesOutPerHour / 1e3).toFixed(1)) },
     { figure: "the requests in the window", unit: "", pick: (m: Measured) => m.requests },
+    { figure: "the requests from its start to the window's end", unit: "", pick: (m: Measured) => m.requestsSinceStart },
   ].map(({ figure, unit, pick }) => ({ figure, unit, values: Object.fromEntries(SYSTEMS.map((s) => [s, cell(s, pick)])) }));
   const width = 22;
   console.log(`fanout-peers: ${NODES} Nodes, a ${WINDOW_S} s window after ${SETTLE_S} s settled, scaled to an hour; one daemon for node-0 at a time`);
   console.log(["figure".padEnd(58), ...SYSTEMS.map((s) => s.slice(0, width).padStart(width))].join(" "));
-  for (const row of rows.slice(0, -1)) console.log([`${row.figure} (${row.unit})`.slice(0, 58).padEnd(58), ...SYSTEMS.map((s) => String(row.values[s]).slice(0, width).padStart(width))].join(" "));
-  for (const s of SYSTEMS) console.log(`  ${s}: ${rows.at(-1)!.values[s]}`);
+  for (const row of rows.slice(0, -2)) console.log([`${row.figure} (${row.unit})`.slice(0, 58).padEnd(58), ...SYSTEMS.map((s) => String(row.values[s]).slice(0, width).padStart(width))].join(" "));
+  for (const s of SYSTEMS) console.log(`  ${s}: requests in the window: ${rows.at(-2)!.values[s]}; from its start: ${rows.at(-1)!.values[s]}`);
   if (jsonFile) await writeFile(jsonFile, `${JSON.stringify({ nodes: NODES, windowS: WINDOW_S, systems: SYSTEMS, rows }, null, 2)}\n`);
 }
