@@ -15,6 +15,10 @@
  * namespace, has no address), so every Node's InternalIP 10.240.x.y is on-link there and answers nothing:
  * the routes a daemon installs stay in the bench's namespace and carry nothing. Between systems, every
  * route within 10.64.0.0/10 (the pod CIDRs) is deleted from that namespace.
+ * The peers are built against testkit/peers/go's one client-go (v0.37.2, raised by the route controller's
+ * k8s.io/cloud-provider), whose informers use the streaming WatchList, gzipped by kube-apiserver; their
+ * releases' own client-go (kube-router v2.1.0: v0.29.2, flannel v0.28.11: v0.34.10) lists then watches.
+ * BENCH_PEER_WATCHLIST=off runs them as released do (client-go's KUBE_FEATURE_WatchListClient=false).
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -39,6 +43,8 @@ const SETTLE_S = 20;
 const POD_CIDRS = "10.64.0.0/10";
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const APISERVER = `${nodeIp(0)}:6443`;
+/** The peers' client-go environment: its WatchList as their releases have it, with BENCH_PEER_WATCHLIST=off. */
+const PEER_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", ...(process.env.BENCH_PEER_WATCHLIST === "off" ? { KUBE_FEATURE_WatchListClient: "false" } : {}) };
 
 const SYSTEMS = ["podroutes (path probes off)", "podroutes (path probes on)", "podroutes --nodes-from route-set", "kube-router", "flannel"] as const;
 type System = (typeof SYSTEMS)[number];
@@ -240,7 +246,7 @@ export async function run(argv = process.argv): Promise<void> {
       return { id, daemon: startLogged([...inNs, binaries.path["kube-router"], `--kubeconfig=${kubeconfig}`, "--hostname-override=node-0",
         "--run-router=true", "--run-firewall=false", "--run-service-proxy=false",
         "--enable-cni=false", "--enable-overlay=false", "--enable-pod-egress=false", "--bgp-graceful-restart=false",
-      ], join(dir, "kube-router.log"), "kube-router", { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir }) };
+      ], join(dir, "kube-router.log"), "kube-router", { ...PEER_ENV, HOME: dir }) };
     });
     // flanneld routes only to Nodes its peers have annotated (kube-subnet-manager, public-ip, backend): as
     // flanneld on each of them would have, before it starts (flannel last, so no other system sees them).
@@ -256,7 +262,7 @@ export async function run(argv = process.argv): Promise<void> {
       await writeFile(netConf, JSON.stringify({ Network: "10.0.0.0/8", Backend: { Type: "host-gw" } }));
       return { id, daemon: startLogged([...inNs, binaries.path.flannel, "--kube-subnet-mgr", `--kubeconfig-file=${kubeconfig}`, "--iface=eth0",
         `--net-config-path=${netConf}`, `--subnet-file=${join(dir, "subnet.env")}`, "--ip-masq=false",
-      ], join(dir, "flannel.log"), "flanneld", { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, NODE_NAME: "node-0" }) };
+      ], join(dir, "flannel.log"), "flanneld", { ...PEER_ENV, HOME: dir, NODE_NAME: "node-0" }) };
     });
   } finally {
     for (const started of running) await started.stop().catch(() => undefined);
@@ -282,9 +288,9 @@ export async function run(argv = process.argv): Promise<void> {
     { figure: "the requests from its start to the window's end", unit: "", pick: (m: Measured) => m.requestsSinceStart },
   ].map(({ figure, unit, pick }) => ({ figure, unit, values: Object.fromEntries(SYSTEMS.map((s) => [s, cell(s, pick)])) }));
   const width = 22;
-  console.log(`fanout-peers: ${NODES} Nodes, a ${WINDOW_S} s window after ${SETTLE_S} s settled, scaled to an hour; one daemon for node-0 at a time`);
+  console.log(`fanout-peers: ${NODES} Nodes, a ${WINDOW_S} s window after ${SETTLE_S} s settled, scaled to an hour; one daemon for node-0 at a time; the peers' client-go WatchList ${process.env.BENCH_PEER_WATCHLIST === "off" ? "off (as their releases)" : "on (client-go v0.37.2's default)"}`);
   console.log(["figure".padEnd(58), ...SYSTEMS.map((s) => s.slice(0, width).padStart(width))].join(" "));
   for (const row of rows.slice(0, -2)) console.log([`${row.figure} (${row.unit})`.slice(0, 58).padEnd(58), ...SYSTEMS.map((s) => String(row.values[s]).slice(0, width).padStart(width))].join(" "));
   for (const s of SYSTEMS) console.log(`  ${s}: requests in the window: ${rows.at(-2)!.values[s]}; from its start: ${rows.at(-1)!.values[s]}`);
-  if (jsonFile) await writeFile(jsonFile, `${JSON.stringify({ nodes: NODES, windowS: WINDOW_S, systems: SYSTEMS, rows }, null, 2)}\n`);
+  if (jsonFile) await writeFile(jsonFile, `${JSON.stringify({ nodes: NODES, windowS: WINDOW_S, peerWatchList: process.env.BENCH_PEER_WATCHLIST !== "off", systems: SYSTEMS, rows }, null, 2)}\n`);
 }
