@@ -17,6 +17,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   "controller-scale": async () => (await import("./controller-scale.js")).run(),
   inventory: async () => (await import("./inventory.js")).run(),
   peers: async () => (await import("./peers.js")).run(),
+  "peers-controller": async () => (await import("./peers-controller.js")).run(),
   fanout: async () => (await import("./fanout.js")).run(),
   "fanout-peers": async () => (await import("./fanout-peers.js")).run(),
 };

@@ -138,6 +138,11 @@ export interface LabUpOptions {
   workers?: number;
   /** Also the real control plane: etcd, kube-apiserver, kube-controller-manager and the workers' Nodes. */
   kubernetes?: boolean;
+  /**
+   * A cluster CIDR larger than the topology's (which holds 256 /24s), given to kube-controller-manager:
+   * for benchmarks that register more Nodes than that. It must hold the workers' pod CIDRs (10.200.N.0/24).
+   */
+  clusterCIDR?: string;
   log?: (line: string) => void;
 }
 
@@ -175,6 +180,7 @@ export async function labUp(options: LabUpOptions = {}): Promise<{ state: LabSta
   const stateDir = join(LAB_STATE_ROOT, `lab-${name}`);
   const state: LabState = {
     ...topology,
+    clusterCIDR: options.clusterCIDR ?? topology.clusterCIDR,
     name,
     vpcNetns: `${name}-vpc`,
     jumpboxNetns: `${name}-jumpbox`,

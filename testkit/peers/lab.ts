@@ -5,6 +5,7 @@
  * the controller's namespace, beside the Compute Engine test server. Shared by e2e/real-peers.test.ts
  * and `npm run bench -- peers`. Every process is recorded with the lab (ended by PID by `lab down` too).
  */
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +18,7 @@ import { run } from "../../src/process.js";
 import type { Check } from "../../src/targets/target.js";
 import { inClusterEnv, startAgentProcess, startLogged, within, writeKubeconfig, type Started } from "../agent-lab.js";
 import { BIN } from "../cli.js";
+import type { GceInstance, GceRequest } from "../gce-server.js";
 import type { PeerBinaries } from "./binaries.js";
 import { FLANNEL_RBAC, KUBE_ROUTER_RBAC } from "./rbac.js";
 
@@ -37,12 +39,14 @@ export class PeerLab {
     readonly name: string,
     readonly workers = 3,
     readonly log: (line: string) => void = () => {},
+    /** The lab's cluster CIDR when larger than the topology's (see LabUpOptions.clusterCIDR). */
+    readonly clusterCIDR?: string,
   ) {}
 
   async up(): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), `podroutes-${this.name}-`));
     await labDown(this.name);
-    ({ state: this.state } = await labUp({ name: this.name, workers: this.workers, kubernetes: true, log: this.log }));
+    ({ state: this.state } = await labUp({ name: this.name, workers: this.workers, kubernetes: true, log: this.log, ...(this.clusterCIDR ? { clusterCIDR: this.clusterCIDR } : {}) }));
   }
 
   async down(): Promise<void> {
@@ -193,23 +197,47 @@ export async function startKubeRouter(lab: PeerLab, binaries: PeerBinaries, work
 export interface GceEndpoint {
   endpoint: string;
   project: string;
+  /** The server's PID (SIGUSR2 writes its request log) and that log's file, when it keeps one. */
+  pid?: number;
+  requestLogFile?: string;
 }
 
-/** The Compute Engine test server in the controller's namespace, with an instance per worker. */
-export async function startGce(lab: PeerLab, latencyMs = 50): Promise<GceEndpoint> {
-  const instances = lab.state.workers.map((w) => ({ name: w.name, zone: GCE_ZONE, networkIP: w.internalIP, network: GCE_NETWORK, canIpForward: true }));
-  const server = await lab.start(lab.state.controllerNetns!, [process.execPath, GCE_MAIN, String(latencyMs), JSON.stringify(instances)], "Compute Engine test server");
+/**
+ * The Compute Engine test server in the controller's namespace, with an instance per worker and
+ * `extraInstances` (Nodes without a worker); with `requestLogFile`, `requestLog` below reads its calls.
+ */
+export async function startGce(lab: PeerLab, latencyMs = 50, extraInstances: GceInstance[] = [], requestLogFile?: string): Promise<GceEndpoint> {
+  const workers = lab.state.workers.map((w) => ({ name: w.name, zone: GCE_ZONE, networkIP: w.internalIP, network: GCE_NETWORK, canIpForward: true }));
+  const instancesFile = join(lab.dir, "gce-instances.json");
+  await writeFile(instancesFile, JSON.stringify([...workers, ...extraInstances]));
+  const argv = [process.execPath, GCE_MAIN, String(latencyMs), `@${instancesFile}`, ...(requestLogFile ? [requestLogFile] : [])];
+  const server = await lab.start(lab.state.controllerNetns!, argv, "Compute Engine test server");
   const up = await within(10_000, async () => server.log().includes('"endpoint"'), 50);
   if (up === undefined) throw new Error(`the Compute Engine test server did not start\n${lab.logs()}`);
-  return JSON.parse(server.log().split("\n").find((l) => l.includes('"endpoint"'))!) as GceEndpoint;
+  return { ...(JSON.parse(server.log().split("\n").find((l) => l.includes('"endpoint"'))!) as GceEndpoint), pid: server.pid, ...(requestLogFile ? { requestLogFile } : {}) };
 }
 
-/** The Compute API's routes, read from inside the controller's namespace. */
-export async function gceRoutes(lab: PeerLab, gce: GceEndpoint): Promise<{ name: string; destRange: string; nextHopInstance?: string; nextHopIp?: string; description?: string }[]> {
-  const script = "fetch(process.argv[1],{headers:{authorization:'Bearer test'}}).then(async r=>process.stdout.write(await r.text()),e=>{process.stderr.write(String(e));process.exit(2)})";
+/** The calls the Compute Engine test server (started with a request log file) has seen so far. */
+export async function requestLog(gce: GceEndpoint): Promise<GceRequest[]> {
+  if (!gce.requestLogFile || gce.pid === undefined) throw new Error("the Compute Engine test server was started without a request log file");
+  await rm(gce.requestLogFile, { force: true });
+  process.kill(gce.pid, "SIGUSR2");
+  const written = await within(30_000, async () => existsSync(gce.requestLogFile!), 50);
+  if (written === undefined) throw new Error(`the Compute Engine test server (PID ${gce.pid}) wrote no request log to ${gce.requestLogFile} within 30 s`);
+  return JSON.parse(await readFile(gce.requestLogFile, "utf8")) as GceRequest[];
+}
+
+/** The Compute API's routes, every page of them, read from inside the controller's namespace. */
+export async function gceRoutes(lab: PeerLab, gce: GceEndpoint): Promise<{ name: string; destRange: string; nextHopInstance?: string; nextHopIp?: string; description?: string; creationTimestamp?: string }[]> {
+  const script = [
+    "(async()=>{const items=[];let token='';",
+    "do{const r=await fetch(process.argv[1]+(token?'&pageToken='+encodeURIComponent(token):''),{headers:{authorization:'Bearer test'}});",
+    "if(!r.ok)throw new Error(r.status+' '+await r.text());const page=await r.json();items.push(...(page.items??[]));token=page.nextPageToken??''}while(token);",
+    "process.stdout.write(JSON.stringify(items))})().catch(e=>{process.stderr.write(String(e));process.exit(2)})",
+  ].join("");
   const result = await run("ip", ["netns", "exec", lab.state.controllerNetns!, process.execPath, "-e", script, `${gce.endpoint}projects/${gce.project}/global/routes?maxResults=500`]);
   if (result.code !== 0) throw new Error(`listing the Compute API's routes: ${result.stderr.trim()}`);
-  return (JSON.parse(result.stdout) as { items?: [] }).items ?? [];
+  return JSON.parse(result.stdout) as [];
 }
 
 /** Kubernetes' route controller for the cluster, with the bootstrap policy's own route-controller RBAC. */

@@ -251,6 +251,10 @@ func main() {
 	zones := flag.String("zones", "", "the zones the Nodes' instances are in (comma-separated)")
 	tokenFile := flag.String("access-token-file", "", "a file holding the OAuth access token")
 	gates := flag.String("feature-gates", "", "Kubernetes feature gates (KEY=true,...)")
+	// cloud-controller-manager's own client defaults (its --kube-api-qps and --kube-api-burst), not
+	// client-go's 5 and 10: the route controller's condition updates of many Nodes wait on them.
+	qps := flag.Float64("kube-api-qps", 20, "requests per second to the API server (cloud-controller-manager's default)")
+	burst := flag.Int("kube-api-burst", 30, "burst of requests to the API server (cloud-controller-manager's default)")
 	flag.Parse()
 	if *clusterCIDR == "" || *endpoint == "" || *project == "" || *network == "" || *zones == "" || *tokenFile == "" {
 		klog.Exit("route-controller: --cluster-cidr, --compute-endpoint, --project, --network, --zones and --access-token-file are required")
@@ -277,6 +281,8 @@ func main() {
 		klog.Exitf("route-controller: --kubeconfig: %v", err)
 	}
 	config.UserAgent = "route-controller"
+	config.QPS = float32(*qps)
+	config.Burst = *burst
 	client := kubernetes.NewForConfigOrDie(config)
 	c := &compute{endpoint: *endpoint, project: *project, network: *network, zones: strings.Split(*zones, ","), token: strings.TrimSpace(string(token)), client: &http.Client{Timeout: 5 * time.Minute}}
 
