@@ -204,14 +204,16 @@ export interface GceEndpoint {
 
 /**
  * The Compute Engine test server in the controller's namespace, with an instance per worker and
- * `extraInstances` (Nodes without a worker); with `requestLogFile`, `requestLog` below reads its calls.
+ * `more.instances` (Nodes without a worker); with `more.requestLogFile`, `requestLog` below reads its
+ * calls; `more.routesQuota` raises the project's ROUTES quota from the server's 250 (GCP's default).
  */
-export async function startGce(lab: PeerLab, latencyMs = 50, extraInstances: GceInstance[] = [], requestLogFile?: string): Promise<GceEndpoint> {
+export async function startGce(lab: PeerLab, latencyMs = 50, more: { instances?: GceInstance[]; requestLogFile?: string; routesQuota?: number } = {}): Promise<GceEndpoint> {
+  const { instances: extraInstances = [], requestLogFile, routesQuota } = more;
   const workers = lab.state.workers.map((w) => ({ name: w.name, zone: GCE_ZONE, networkIP: w.internalIP, network: GCE_NETWORK, canIpForward: true }));
   const instancesFile = join(lab.dir, "gce-instances.json");
   await writeFile(instancesFile, JSON.stringify([...workers, ...extraInstances]));
   const argv = [process.execPath, GCE_MAIN, String(latencyMs), `@${instancesFile}`, ...(requestLogFile ? [requestLogFile] : [])];
-  const server = await lab.start(lab.state.controllerNetns!, argv, "Compute Engine test server");
+  const server = await lab.start(lab.state.controllerNetns!, argv, "Compute Engine test server", routesQuota ? { GCE_ROUTES_QUOTA: String(routesQuota) } : {});
   const up = await within(10_000, async () => server.log().includes('"endpoint"'), 50);
   if (up === undefined) throw new Error(`the Compute Engine test server did not start\n${lab.logs()}`);
   return { ...(JSON.parse(server.log().split("\n").find((l) => l.includes('"endpoint"'))!) as GceEndpoint), pid: server.pid, ...(requestLogFile ? { requestLogFile } : {}) };
