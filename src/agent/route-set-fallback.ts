@@ -15,6 +15,7 @@
  * then the set's last Nodes stay), back to the set once the set is complete. Each switch is a `synced`
  * event, which the agent answers with a full reconcile from the new store.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeApiError, KubeClient } from "../kube/client.js";
 import type { KubeNode } from "../kube/nodes.js";
 import type { Reflector, ReflectorCounters, ReflectorEvent } from "../kube/reflector.js";
@@ -50,8 +51,7 @@ export class RouteSetWithFallback implements NodeSource {
   /** Successive reads that found the Lease changed: a returning publisher must be seen renewing, not just taking it. */
   private changesInARow = 0;
   private forbiddenSaid = false;
-  /** Times this agent went to the Nodes, and back. */
-  fallbacks = 0;
+  /** Times this agent came back from the Nodes to the set. */
   returns = 0;
 
   constructor(
@@ -98,10 +98,8 @@ export class RouteSetWithFallback implements NodeSource {
   async run(signal: AbortSignal): Promise<void> {
     const checking = (async () => {
       while (!signal.aborted) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.deps.options.checkEveryMs);
-          signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
-        });
+        // As the reflector waits: the timer's abort listener goes with it (one left per wait would pile up on the signal).
+        await sleep(this.deps.options.checkEveryMs, undefined, { signal }).catch(() => undefined);
         if (!signal.aborted) await this.check(signal);
       }
     })();
@@ -162,7 +160,6 @@ export class RouteSetWithFallback implements NodeSource {
       if (this.reading === "nodes") this.emit(event);
       else if (event.type === "synced") {
         this.reading = "nodes";
-        this.fallbacks++;
         this.emit(event);
       }
     });

@@ -85,7 +85,8 @@ export class RouteSetSource implements NodeSource {
     if (event.type !== "synced" && !this.shards.hasSynced) return;
     const changed = this.readAll();
     if (!changed) return;
-    const first = !this.synced;
+    // A relist ends in `synced` as a Node reflector's does: the agent reconciles in full.
+    const first = !this.synced || event.type === "synced";
     for (const shard of changed) this.replaceShard(shard, !first);
     if (first) {
       this.synced = true;

@@ -11,7 +11,7 @@ import { hasChanges, unattributedRoutes, type Plan } from "../plan/plan.js";
 import { planJson, renderColumns, renderPlan, renderReport, reportJson } from "../plan/render.js";
 import { parseNodesFile } from "../sources/file.js";
 import { nodeSources } from "../sources/registry.js";
-import type { Check, Target } from "../targets/target.js";
+import type { Check, TableRef, Target } from "../targets/target.js";
 import { UsageError } from "../errors.js";
 import type { RouteArgs } from "./args.js";
 import { EXIT } from "./exit-codes.js";
@@ -170,9 +170,10 @@ export async function applyCommand(args: RouteArgs, flags: { yes?: boolean; dryR
  * forwards the workers' cluster traffic by the cloud's route table (the test servers'), each pod pings and
  * traces every other through it. Elsewhere a cloud's routes are proven by its API's state alone.
  */
-async function cloudPacketsInLab(inventory: Inventory, targetName: string, out: Output): Promise<Check[]> {
+async function cloudPacketsInLab(inventory: Inventory, tables: TableRef[], out: Output): Promise<Check[]> {
   const lab = /^lab (\S+)$/.exec(inventory.source ?? "")?.[1];
-  if (lab === undefined || targetName === "lab" || targetName === "local" || targetName === "ssh") return [];
+  // VPC-level tables only: a host table's routes are in the workers' kernels, proven by the lab target.
+  if (lab === undefined || !tables.length || tables.some((table) => table.scope !== "shared")) return [];
   const [{ loadLab }, { checkPodPaths }] = await Promise.all([import("../lab/lab.js"), import("../lab/paths.js")]);
   const state = await loadLab(lab);
   if (!state?.vpcRouter) return [];
@@ -198,7 +199,7 @@ export async function verifyCommand(args: RouteArgs, out: Output): Promise<numbe
     }
     for (const warning of planned.review.warnings) checks.push({ ok: true, severity: "warning", message: warning });
     checks.push(...(await verifyTarget(target, inventory, { progress: out.progress("verify") })));
-    checks.push(...(await cloudPacketsInLab(inventory, target.name, out)));
+    checks.push(...(await cloudPacketsInLab(inventory, planned.tables.map((t) => t.table), out)));
     out.endProgress();
     const failed = checks.filter((c) => !c.ok && c.severity !== "warning");
     out.result(
